@@ -1,0 +1,35 @@
+/* The daemon's context: everything a request handler may use, built once
+ * at start by main.c and passed explicitly (no globals but the config). */
+#ifndef AUTHD_APP_H
+#define AUTHD_APP_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../ca/ca.h"
+#include "config.h"
+#include "store.h"
+
+enum { APP_CHAIN_MAX = 4 };
+
+typedef struct metrics metrics;
+
+typedef struct app {
+    config cfg;
+    store *st;
+    ca *ca;
+    /* The CA chain as DER certificates (issuing first), for EST. */
+    uint8_t *chain_der[APP_CHAIN_MAX];
+    size_t chain_len[APP_CHAIN_MAX];
+    size_t chain_n;
+    /* Listener TLS material (PEM), for the HTTPS listener. */
+    char *tls_cert_pem;
+    char *tls_key_pem;
+    metrics *metrics;
+    atomic_int ready;
+    atomic_long cert_days;        /* SIGHUP may change these two */
+    atomic_long server_cert_days;
+} app;
+
+#endif

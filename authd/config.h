@@ -1,0 +1,46 @@
+/* The daemon's configuration: defaults, then the config file (`key =
+ * value` lines), then AUTHD_* environment variables, then command-line
+ * flags, each overriding the one before. */
+#ifndef AUTHD_CONFIG_H
+#define AUTHD_CONFIG_H
+
+#include <stddef.h>
+
+#include "../common/err.h"
+
+enum { CONFIG_STR_MAX = 512 };
+
+typedef struct {
+    char data[CONFIG_STR_MAX];          /* data directory */
+    char http[CONFIG_STR_MAX];          /* ADDR:PORT or "off" */
+    char https[CONFIG_STR_MAX];
+    char check_http[CONFIG_STR_MAX];
+    char check_socket[CONFIG_STR_MAX];  /* unix socket path or "" */
+    char public_url[CONFIG_STR_MAX];    /* "" if unset */
+    char config_file[CONFIG_STR_MAX];
+    char device_uri_prefix[CONFIG_STR_MAX];
+    char ca_cert[CONFIG_STR_MAX];       /* init: import an issuing CA */
+    char ca_key[CONFIG_STR_MAX];
+    char subject[CONFIG_STR_MAX];       /* init: issuing CA subject */
+    char name[CONFIG_STR_MAX];          /* admin-key: key name */
+    char role[CONFIG_STR_MAX];          /* admin-key: role */
+    long cert_days;                     /* default device cert lifetime */
+    long server_cert_days;              /* default server cert lifetime */
+    long map_mb;                        /* LMDB map size */
+    long threads;                       /* check listener thread pool */
+    long max_connections;               /* per listener */
+} config;
+
+/* Fills cfg from defaults, the config file (from --config or
+ * AUTHD_CONFIG, if any), the environment and argv (flags after the
+ * subcommand). Errors are AD_EBADREQ with a message for the user. */
+ad_err config_load(config *cfg, int argc, char **argv, char *err,
+                   size_t errlen);
+
+/* Re-reads the config file (SIGHUP) into cfg, keeping flags and
+ * environment on top. Same errors as config_load; on error cfg is left
+ * unchanged. */
+ad_err config_reload(config *cfg, int argc, char **argv, char *err,
+                     size_t errlen);
+
+#endif

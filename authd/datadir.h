@@ -1,0 +1,37 @@
+/* The data directory: what `authd init` (or a first start) creates, the
+ * permission check made before serving, and loading it into an app.
+ *
+ *   DIR/ca/{root,issuing}.{pem,key}, DIR/ca/chain.pem (issuing, root)
+ *   DIR/tls/server.{pem,key}    the HTTPS listener's certificate
+ *   DIR/tokens/<kid>.key         token-signing keys (ES256)
+ *   DIR/store/                   LMDB
+ *   DIR/admin.key                the first admin API key
+ * Private keys and admin.key are 0600, directories 0700. */
+#ifndef AUTHD_DATADIR_H
+#define AUTHD_DATADIR_H
+
+#include <stdio.h>
+
+#include "app.h"
+
+/* Creates whatever is missing in cfg->data (idempotent). With
+ * cfg->ca_cert/ca_key set, imports that issuing CA instead of generating
+ * one (refused if a CA already exists). If log is non-NULL, says what it
+ * created there. */
+ad_err datadir_init(const config *cfg, FILE *log, char *err, size_t errlen);
+
+/* Refuses (AD_EFORBIDDEN) if any private key or admin.key in dir is
+ * readable or writable by group or others. */
+ad_err datadir_check_permissions(const char *dir, char *err, size_t errlen);
+
+/* Opens the store and the CA and reads the TLS material into a. On
+ * error whatever was opened is closed again. */
+ad_err datadir_load(app *a, char *err, size_t errlen);
+/* Closes what datadir_load opened. */
+void datadir_unload(app *a);
+
+/* Opens just the store of a data dir (for offline commands). */
+ad_err datadir_open_store(const config *cfg, store **out, char *err,
+                          size_t errlen);
+
+#endif

@@ -1,0 +1,960 @@
+/* libmicrohttpd behind http.h. The main listeners (HTTP, HTTPS) run a
+ * thread per connection because writes block until their group commit;
+ * the check listener never blocks and runs an epoll thread pool. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <gnutls/gnutls.h>
+#include <microhttpd.h>
+
+#include "http.h"
+#include "log.h"
+#include "util.h"
+
+#define STATUS_SLOTS 16
+#define LAT_BUCKETS 12
+
+static const unsigned status_codes[STATUS_SLOTS] = {
+    200, 201, 204, 400, 401, 403, 404, 405, 409, 413, 415, 429, 500, 503, 0,
+    0};
+/* Latency bucket bounds in microseconds (Prometheus "le" in seconds). */
+static const unsigned lat_bounds_us[LAT_BUCKETS - 1] = {
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000, 250000, 1000000};
+
+struct route_metrics {
+    atomic_uint_fast64_t by_status[STATUS_SLOTS]; /* last slot: other */
+    atomic_uint_fast64_t lat[LAT_BUCKETS];
+    atomic_uint_fast64_t lat_sum_us;
+};
+
+struct metrics {
+    const http_route *routes;
+    size_t nroutes;
+    struct route_metrics *per_route; /* nroutes + 1 (unrouted) */
+    atomic_uint_fast64_t counters[METRIC__COUNT];
+};
+
+struct listener {
+    http_server *server;
+    listen_kind kind;
+    struct MHD_Daemon *mhd;
+    int unix_fd;
+};
+
+struct http_server {
+    app *app;
+    const http_route *routes;
+    size_t nroutes;
+    struct listener listeners[3];
+    size_t nlisteners;
+    atomic_int in_flight;
+    char unix_path[CONFIG_STR_MAX];
+};
+
+/* Per-request state kept by MHD between calls of the access handler. */
+struct req_state {
+    char *body;
+    size_t len, cap;
+    int too_big;
+    int replied;
+    uint64_t start_ns;
+};
+
+/* ---- replies --------------------------------------------------------- */
+
+static void reply_set(http_req *r, unsigned status, const char *ctype,
+                      char *data, size_t len)
+{
+    free(r->resp);
+    r->status = status;
+    r->content_type = ctype;
+    r->resp = data;
+    r->resp_len = len;
+}
+
+void http_reply_json(http_req *r, unsigned status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+
+    json_decref(body);
+    if (text == NULL) {
+        http_reply_error(r, AD_ENOMEM, NULL);
+        return;
+    }
+    reply_set(r, status, "application/json", text, strlen(text));
+}
+
+void http_reply_error(http_req *r, ad_err e, const char *detail)
+{
+    json_t *body;
+    char *text;
+
+    if (e == AD_OK)
+        e = AD_EINTERNAL;
+    body = json_pack("{s:{s:s, s:s}}", "error", "code", ad_err_code(e),
+                     "message", detail && *detail ? detail : ad_err_message(e));
+    text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (text == NULL) {
+        /* Out of memory: a static body still tells the client. */
+        static const char oom[] =
+            "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of "
+            "memory\"}}";
+        text = malloc(sizeof(oom));
+        if (text)
+            memcpy(text, oom, sizeof(oom));
+        e = AD_ENOMEM;
+    }
+    reply_set(r, ad_err_status(e), "application/json", text,
+              text ? strlen(text) : 0);
+}
+
+void http_reply_bytes(http_req *r, unsigned status, const char *ctype,
+                      const void *data, size_t len)
+{
+    char *copy = malloc(len ? len : 1);
+
+    if (copy == NULL) {
+        http_reply_error(r, AD_ENOMEM, NULL);
+        return;
+    }
+    if (len)
+        memcpy(copy, data, len);
+    reply_set(r, status, ctype, copy, len);
+}
+
+void http_reply_empty(http_req *r, unsigned status)
+{
+    reply_set(r, status, NULL, NULL, 0);
+}
+
+const char *http_query(http_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *http_header(http_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+json_t *http_body_object(http_req *r)
+{
+    json_error_t jerr;
+    json_t *obj;
+    char msg[256];
+
+    if (r->body_len == 0) {
+        http_reply_error(r, AD_EJSON, "the body must be a JSON object");
+        return NULL;
+    }
+    obj = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (obj == NULL) {
+        snprintf(msg, sizeof(msg), "invalid JSON at line %d column %d: %s",
+                 jerr.line, jerr.column, jerr.text);
+        http_reply_error(r, AD_EJSON, msg);
+        return NULL;
+    }
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        http_reply_error(r, AD_EJSON, "the body must be a JSON object");
+        return NULL;
+    }
+    return obj;
+}
+
+int http_paging(http_req *r, size_t *limit, const char **after)
+{
+    const char *l = http_query(r, "limit");
+    uint64_t v = 100;
+
+    if (l && (util_parse_u64(l, 1000, &v) != 0 || v == 0)) {
+        http_reply_error(r, AD_EBADREQ, "limit must be an integer 1..1000");
+        return -1;
+    }
+    *limit = (size_t)v;
+    *after = http_query(r, "after");
+    if (*after && **after == '\0')
+        *after = NULL;
+    return 0;
+}
+
+/* ---- credentials ----------------------------------------------------- */
+
+static const char *bearer_of(http_req *r)
+{
+    const char *h = http_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+
+    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
+        return NULL;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    return *h ? h : NULL;
+}
+
+static api_role role_of(const char *s)
+{
+    if (s == NULL)
+        return ROLE_NONE;
+    if (strcmp(s, "admin") == 0)
+        return ROLE_ADMIN;
+    if (strcmp(s, "provisioner") == 0)
+        return ROLE_PROVISIONER;
+    if (strcmp(s, "broker") == 0)
+        return ROLE_BROKER;
+    return ROLE_NONE;
+}
+
+api_role http_bearer_role(http_req *r)
+{
+    const char *key = bearer_of(r), *hash, *role;
+    store_txn *tx = NULL;
+    json_t *rec = NULL;
+    char digest[65], id[64];
+    api_role out = ROLE_NONE;
+
+    if (key == NULL || strncmp(key, "ak_", 3) != 0 || strlen(key) > 200)
+        return ROLE_NONE;
+    /* Keys are 256-bit random, so a plain SHA-256 is a safe lookup key;
+     * the stored hash is still compared in constant time below. */
+    util_sha256_hex(key, strlen(key), digest);
+    if (store_read_begin(r->app->st, &tx) != AD_OK)
+        return ROLE_NONE;
+    if (store_index_first(tx, STORE_IX_APIKEY_HASHES, digest, id,
+                          sizeof(id)) != AD_OK)
+        goto out;
+    if (store_get(tx, STORE_APIKEYS, id, &rec) != AD_OK)
+        goto out;
+    hash = json_string_value(json_object_get(rec, "hash"));
+    role = json_string_value(json_object_get(rec, "role"));
+    if (hash == NULL || !util_secret_equal(digest, hash))
+        goto out;
+    out = role_of(role);
+    if (out != ROLE_NONE)
+        snprintf(r->actor, sizeof(r->actor), "apikey:%s", id);
+out:
+    json_decref(rec);
+    store_read_end(tx);
+    return out;
+}
+
+/* Checks the route's access rule; on refusal sets the reply, returns 0. */
+static int authorize(http_req *r, const http_route *rt)
+{
+    api_role role;
+
+    switch (rt->access) {
+    case ACCESS_PUBLIC:
+    case ACCESS_HANDLER:
+        return 1;
+    case ACCESS_DEVICE: {
+        const union MHD_ConnectionInfo *ci;
+        const gnutls_datum_t *peers;
+        gnutls_session_t tls;
+        unsigned n = 0, status = 0;
+
+        if (r->listener != LISTEN_HTTPS) {
+            http_reply_error(r, AD_ECLIENTCERT, NULL);
+            return 0;
+        }
+        ci = MHD_get_connection_info(r->conn,
+                                     MHD_CONNECTION_INFO_GNUTLS_SESSION);
+        tls = ci ? (gnutls_session_t)ci->tls_session : NULL;
+        peers = tls ? gnutls_certificate_get_peers(tls, &n) : NULL;
+        if (peers == NULL || n == 0) {
+            http_reply_error(r, AD_ECLIENTCERT, NULL);
+            return 0;
+        }
+        /* The chain was checked against our CA by GnuTLS during the
+         * handshake only if we ask: do so, including validity dates. */
+        if (gnutls_certificate_verify_peers2(tls, &status) != 0 ||
+            status != 0) {
+            http_reply_error(r, AD_EBADCRED,
+                             "the client certificate is not valid for this CA");
+            return 0;
+        }
+        r->client_cert = peers[0].data;
+        r->client_cert_len = peers[0].size;
+        return 1;
+    }
+    case ACCESS_BROKER:
+        if (r->listener == LISTEN_CHECK) {
+            util_strlcpy(r->actor, "check-listener", sizeof(r->actor));
+            return 1;
+        }
+        /* fall through */
+    case ACCESS_ADMIN:
+    case ACCESS_PROVISIONER:
+        if (bearer_of(r) == NULL) {
+            r->www_authenticate = "Bearer";
+            http_reply_error(r, AD_EUNAUTH, "an API key is required");
+            return 0;
+        }
+        role = http_bearer_role(r);
+        if (role == ROLE_NONE) {
+            r->www_authenticate = "Bearer error=\"invalid_token\"";
+            http_reply_error(r, AD_EBADCRED, "the API key is not valid");
+            return 0;
+        }
+        r->role = role;
+        if (role == ROLE_ADMIN ||
+            (rt->access == ACCESS_PROVISIONER && role == ROLE_PROVISIONER) ||
+            (rt->access == ACCESS_BROKER && role == ROLE_BROKER))
+            return 1;
+        http_reply_error(r, AD_EFORBIDDEN,
+                         "this API key's role may not call this endpoint");
+        return 0;
+    }
+    return 0;
+}
+
+/* ---- routing --------------------------------------------------------- */
+
+/* Matches path against pattern; {} captures one non-empty segment into
+ * params (pointing into buf, a copy of path split at '/'). */
+static int route_match(const char *pattern, const char *path, char *buf,
+                       size_t buflen, const char **params)
+{
+    size_t np = 0, plen = strlen(path);
+    const char *p = pattern;
+    char *s;
+
+    if (plen >= buflen)
+        return 0;
+    memcpy(buf, path, plen + 1);
+    s = buf;
+    while (*p && *s) {
+        if (p[0] == '{' && p[1] == '}') {
+            char *end = strchr(s, '/');
+            if (end == s || np >= HTTP_PARAMS_MAX)
+                return 0;
+            params[np++] = s;
+            if (end) {
+                *end = '\0';
+                s = end + 1;
+                p += 2;
+                if (*p != '/')
+                    return 0;
+                p++;
+            } else {
+                s += strlen(s);
+                p += 2;
+            }
+            continue;
+        }
+        if (*p != *s)
+            return 0;
+        p++;
+        s++;
+    }
+    return *p == '\0' && *s == '\0';
+}
+
+/* ---- metrics --------------------------------------------------------- */
+
+static void metrics_record(app *a, size_t route_ix, unsigned status,
+                           uint64_t dur_ns)
+{
+    struct route_metrics *m;
+    uint64_t us = dur_ns / 1000;
+    size_t i;
+
+    if (a->metrics == NULL)
+        return;
+    m = &a->metrics->per_route[route_ix];
+    for (i = 0; i < STATUS_SLOTS - 1 && status_codes[i]; i++)
+        if (status_codes[i] == status)
+            break;
+    if (status_codes[i] != status)
+        i = STATUS_SLOTS - 1;
+    atomic_fetch_add_explicit(&m->by_status[i], 1, memory_order_relaxed);
+    for (i = 0; i < LAT_BUCKETS - 1; i++)
+        if (us <= lat_bounds_us[i])
+            break;
+    atomic_fetch_add_explicit(&m->lat[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->lat_sum_us, us, memory_order_relaxed);
+}
+
+void http_metric_inc(app *a, metric_counter c)
+{
+    if (a->metrics)
+        atomic_fetch_add_explicit(&a->metrics->counters[c], 1,
+                                  memory_order_relaxed);
+}
+
+/* A growable text buffer for /metrics, bounded at 4 MiB. */
+struct textbuf {
+    char *p;
+    size_t len, cap;
+    int failed;
+};
+
+static void tb_printf(struct textbuf *tb, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void tb_printf(struct textbuf *tb, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (tb->failed)
+        return;
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(tb->p + tb->len, tb->cap - tb->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            tb->failed = 1;
+            return;
+        }
+        if ((size_t)n < tb->cap - tb->len) {
+            tb->len += (size_t)n;
+            return;
+        }
+        if (tb->cap >= (4u << 20)) {
+            tb->failed = 1;
+            return;
+        }
+        char *np = realloc(tb->p, tb->cap * 2);
+        if (np == NULL) {
+            tb->failed = 1;
+            return;
+        }
+        tb->p = np;
+        tb->cap *= 2;
+    }
+}
+
+char *http_metrics_text(app *a, size_t *len)
+{
+    struct textbuf tb = {malloc(16384), 0, 16384, 0};
+    metrics *mt = a->metrics;
+    uint64_t commits = 0, writes = 0;
+    size_t r, i;
+
+    if (tb.p == NULL)
+        return NULL;
+    tb.p[0] = '\0';
+    tb_printf(&tb, "# HELP authd_http_requests_total HTTP requests by "
+                   "route and status.\n"
+                   "# TYPE authd_http_requests_total counter\n");
+    for (r = 0; mt && r <= mt->nroutes; r++) {
+        const char *name = r < mt->nroutes ? mt->routes[r].name : "unrouted";
+        for (i = 0; i < STATUS_SLOTS; i++) {
+            uint64_t v = atomic_load(&mt->per_route[r].by_status[i]);
+            if (v == 0)
+                continue;
+            if (i == STATUS_SLOTS - 1 || status_codes[i] == 0)
+                tb_printf(&tb,
+                          "authd_http_requests_total{route=\"%s\","
+                          "status=\"other\"} %llu\n",
+                          name, (unsigned long long)v);
+            else
+                tb_printf(&tb,
+                          "authd_http_requests_total{route=\"%s\","
+                          "status=\"%u\"} %llu\n",
+                          name, status_codes[i], (unsigned long long)v);
+        }
+    }
+    tb_printf(&tb, "# HELP authd_http_request_duration_seconds Request "
+                   "latency by route.\n"
+                   "# TYPE authd_http_request_duration_seconds histogram\n");
+    for (r = 0; mt && r <= mt->nroutes; r++) {
+        const char *name = r < mt->nroutes ? mt->routes[r].name : "unrouted";
+        uint64_t cum = 0;
+        for (i = 0; i < LAT_BUCKETS; i++)
+            cum += atomic_load(&mt->per_route[r].lat[i]);
+        if (cum == 0)
+            continue;
+        cum = 0;
+        for (i = 0; i < LAT_BUCKETS; i++) {
+            cum += atomic_load(&mt->per_route[r].lat[i]);
+            if (i < LAT_BUCKETS - 1)
+                tb_printf(&tb,
+                          "authd_http_request_duration_seconds_bucket{route="
+                          "\"%s\",le=\"%g\"} %llu\n",
+                          name, lat_bounds_us[i] / 1e6,
+                          (unsigned long long)cum);
+            else
+                tb_printf(&tb,
+                          "authd_http_request_duration_seconds_bucket{route="
+                          "\"%s\",le=\"+Inf\"} %llu\n",
+                          name, (unsigned long long)cum);
+        }
+        tb_printf(&tb,
+                  "authd_http_request_duration_seconds_sum{route=\"%s\"} "
+                  "%g\n",
+                  name, atomic_load(&mt->per_route[r].lat_sum_us) / 1e6);
+        tb_printf(&tb,
+                  "authd_http_request_duration_seconds_count{route=\"%s\"} "
+                  "%llu\n",
+                  name, (unsigned long long)cum);
+    }
+    if (mt) {
+        tb_printf(&tb,
+                  "# HELP authd_certificates_issued_total Certificates "
+                  "issued.\n# TYPE authd_certificates_issued_total counter\n"
+                  "authd_certificates_issued_total %llu\n",
+                  (unsigned long long)atomic_load(
+                      &mt->counters[METRIC_CERTS_ISSUED]));
+        tb_printf(&tb,
+                  "# HELP authd_enrollments_refused_total Enrollment "
+                  "attempts refused.\n"
+                  "# TYPE authd_enrollments_refused_total counter\n"
+                  "authd_enrollments_refused_total %llu\n",
+                  (unsigned long long)atomic_load(
+                      &mt->counters[METRIC_ENROLL_REFUSED]));
+    }
+    store_commit_stats(a->st, &commits, &writes);
+    tb_printf(&tb,
+              "# HELP authd_store_commits_total Durable store commits "
+              "(fsyncs).\n# TYPE authd_store_commits_total counter\n"
+              "authd_store_commits_total %llu\n"
+              "# HELP authd_store_writes_total Writes carried by those "
+              "commits.\n# TYPE authd_store_writes_total counter\n"
+              "authd_store_writes_total %llu\n",
+              (unsigned long long)commits, (unsigned long long)writes);
+    if (tb.failed) {
+        free(tb.p);
+        return NULL;
+    }
+    *len = tb.len;
+    return tb.p;
+}
+
+/* ---- the MHD glue ---------------------------------------------------- */
+
+static enum MHD_Result send_reply(struct MHD_Connection *conn, http_req *r)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    resp = MHD_create_response_from_buffer(r->resp_len, r->resp,
+                                           MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL)
+        return MHD_NO;
+    r->resp = NULL; /* now owned by the response */
+    if (r->content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                r->content_type);
+    if (r->www_authenticate)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                r->www_authenticate);
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    ret = MHD_queue_response(conn, r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static void log_request(const http_req *r, uint64_t dur_ns)
+{
+    char path[160], method[16];
+
+    log_line(r->status >= 500 ? "error" : "info",
+             "event=request method=%s path=%s status=%u dur_us=%llu "
+             "actor=%s",
+             log_safe(r->method, method, sizeof(method)),
+             log_safe(r->path, path, sizeof(path)), r->status,
+             (unsigned long long)(dur_ns / 1000),
+             r->actor[0] ? r->actor : "-");
+}
+
+static void dispatch(struct listener *l, struct MHD_Connection *conn,
+                     const char *url, const char *method,
+                     struct req_state *st, http_req *r)
+{
+    http_server *srv = l->server;
+    char buf[1024];
+    size_t i, route_ix = srv->nroutes;
+    int path_matched = 0;
+
+    memset(r, 0, sizeof(*r));
+    r->app = srv->app;
+    r->conn = conn;
+    r->listener = l->kind;
+    r->method = method;
+    r->path = url;
+    r->body = st->body ? st->body : "";
+    r->body_len = st->len;
+
+    if (st->too_big) {
+        http_reply_error(r, AD_ETOOBIG, NULL);
+        goto done;
+    }
+    for (i = 0; i < srv->nroutes; i++) {
+        const http_route *rt = &srv->routes[i];
+        const char *params[HTTP_PARAMS_MAX] = {NULL};
+
+        if (!(rt->listeners & l->kind))
+            continue;
+        if (!route_match(rt->pattern, url, buf, sizeof(buf), params))
+            continue;
+        path_matched = 1;
+        if (strcmp(rt->method, method) != 0 &&
+            !(strcmp(method, "HEAD") == 0 && strcmp(rt->method, "GET") == 0))
+            continue;
+        memcpy(r->param, params, sizeof(params));
+        route_ix = i;
+        if (!authorize(r, rt))
+            goto done;
+        rt->handler(r);
+        if (r->status == 0)
+            http_reply_error(r, AD_EINTERNAL, "the handler gave no answer");
+        goto done;
+    }
+    if (path_matched)
+        http_reply_error(r, AD_EMETHOD, NULL);
+    else
+        http_reply_error(r, AD_ENOTFOUND, "no such endpoint");
+done:
+    metrics_record(srv->app, route_ix, r->status,
+                   util_now_ns() - st->start_ns);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+                                  const char *url, const char *method,
+                                  const char *version,
+                                  const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    struct listener *l = cls;
+    struct req_state *st = *con_cls;
+    http_req r;
+    enum MHD_Result ret;
+    uint64_t dur;
+
+    (void)version;
+    if (st == NULL) {
+        const char *cl;
+        uint64_t declared;
+
+        st = calloc(1, sizeof(*st));
+        if (st == NULL)
+            return MHD_NO;
+        st->start_ns = util_now_ns();
+        *con_cls = st;
+        atomic_fetch_add(&l->server->in_flight, 1);
+        /* A declared length over the limit is refused before reading. */
+        cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                         MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && (util_parse_u64(cl, UINT64_MAX, &declared) != 0 ||
+                   declared > HTTP_BODY_MAX))
+            st->too_big = 1;
+        if (!st->too_big)
+            return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+
+        *upload_data_size = 0;
+        if (!st->too_big && st->len + n > HTTP_BODY_MAX) {
+            st->too_big = 1;
+            free(st->body);
+            st->body = NULL;
+            st->len = st->cap = 0;
+        }
+        if (!st->too_big) {
+            if (st->len + n + 1 > st->cap) {
+                size_t cap = st->cap ? st->cap : 4096;
+                char *nb;
+                while (cap < st->len + n + 1)
+                    cap *= 2;
+                nb = realloc(st->body, cap);
+                if (nb == NULL)
+                    return MHD_NO;
+                st->body = nb;
+                st->cap = cap;
+            }
+            memcpy(st->body + st->len, upload_data, n);
+            st->len += n;
+            st->body[st->len] = '\0';
+            return MHD_YES;
+        }
+        /* Too big: answer 413 now (once) and drop the rest. */
+        if (st->replied)
+            return MHD_YES;
+    }
+    if (st->replied)
+        return MHD_YES;
+    st->replied = 1;
+
+    dispatch(l, conn, url, method, st, &r);
+    dur = util_now_ns() - st->start_ns;
+    /* Check-listener traffic is the hot path: log only its errors. */
+    if (l->kind != LISTEN_CHECK || r.status >= 400)
+        if (!(r.status < 400 && strcmp(method, "GET") == 0 &&
+              (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
+               strcmp(url, "/metrics") == 0)))
+            log_request(&r, dur);
+    ret = send_reply(conn, &r);
+    free(r.resp);
+    return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn,
+                         void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    struct listener *l = cls;
+    struct req_state *st = *con_cls;
+
+    (void)conn;
+    (void)toe;
+    if (st == NULL)
+        return;
+    free(st->body);
+    free(st);
+    *con_cls = NULL;
+    atomic_fetch_sub(&l->server->in_flight, 1);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512], safe[512];
+    size_t n;
+
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    log_line("warn", "event=mhd message=%s", log_safe(msg, safe, sizeof(safe)));
+}
+
+/* ---- listeners ------------------------------------------------------- */
+
+static ad_err parse_addr(const char *spec, struct sockaddr_storage *ss,
+                         char *err, size_t errlen)
+{
+    char host[256];
+    const char *colon, *port;
+    struct addrinfo hints, *res = NULL;
+    size_t hl;
+
+    if (spec[0] == '[') {
+        const char *close = strchr(spec, ']');
+        if (close == NULL || close[1] != ':')
+            goto bad;
+        hl = (size_t)(close - spec - 1);
+        if (hl >= sizeof(host))
+            goto bad;
+        memcpy(host, spec + 1, hl);
+        port = close + 2;
+    } else {
+        colon = strrchr(spec, ':');
+        if (colon == NULL)
+            goto bad;
+        hl = (size_t)(colon - spec);
+        if (hl >= sizeof(host))
+            goto bad;
+        memcpy(host, spec, hl);
+        port = colon + 1;
+    }
+    host[hl] = '\0';
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(hl ? host : NULL, port, &hints, &res) != 0 || !res)
+        goto bad;
+    memset(ss, 0, sizeof(*ss));
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return AD_OK;
+bad:
+    return ad_errf(AD_EBADREQ, err, errlen,
+                   "listener address %s: expected ADDR:PORT or off", spec);
+}
+
+static int unix_listen(const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un sun;
+    int fd;
+
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    if (!util_strlcpy(sun.sun_path, path, sizeof(sun.sun_path))) {
+        ad_errf(AD_EBADREQ, err, errlen, "socket path too long: %s", path);
+        return -1;
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) != 0)
+        goto fail;
+    /* Brokers on the same host in the owner's group may connect. */
+    chmod(path, 0660);
+    if (listen(fd, 512) != 0)
+        goto fail;
+    return fd;
+fail:
+    ad_errf(AD_EBADREQ, err, errlen, "check socket %s: %s", path,
+            strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+static ad_err start_listener(http_server *srv, listen_kind kind,
+                             const char *spec, char *err, size_t errlen)
+{
+    struct listener *l = &srv->listeners[srv->nlisteners];
+    struct sockaddr_storage ss;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+                     MHD_USE_ITC;
+    unsigned pool = 0;
+    unsigned conn_limit = (unsigned)srv->app->cfg.max_connections;
+    ad_err e;
+
+    l->server = srv;
+    l->kind = kind;
+    l->unix_fd = -1;
+    if (kind == LISTEN_CHECK && srv->app->cfg.check_socket[0]) {
+        l->unix_fd = unix_listen(srv->app->cfg.check_socket, err, errlen);
+        if (l->unix_fd < 0)
+            return AD_EBADREQ;
+        util_strlcpy(srv->unix_path, srv->app->cfg.check_socket,
+                     sizeof(srv->unix_path));
+    } else {
+        e = parse_addr(spec, &ss, err, errlen);
+        if (e != AD_OK)
+            return e;
+    }
+    if (kind == LISTEN_CHECK) {
+        long t = srv->app->cfg.threads;
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        /* Decisions never block, so one thread per core is enough. */
+        pool = (unsigned)(t > 0 ? t : (ncpu > 0 ? ncpu : 2));
+        flags |= MHD_USE_EPOLL;
+    } else {
+        /* Writes wait for their group commit: a thread per connection
+         * keeps one waiting request from stalling others. */
+        flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
+    }
+    if (kind == LISTEN_HTTPS)
+        flags |= MHD_USE_TLS;
+
+    struct MHD_OptionItem optv[12];
+    size_t n = 0;
+#define OPT(o, v, p) optv[n++] = (struct MHD_OptionItem){o, (intptr_t)(v), p}
+    /* The logger goes first so MHD reports nothing through its own. */
+    OPT(MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL);
+    OPT(MHD_OPTION_NOTIFY_COMPLETED, on_completed, l);
+    OPT(MHD_OPTION_CONNECTION_LIMIT, conn_limit, NULL);
+    OPT(MHD_OPTION_CONNECTION_TIMEOUT, 60, NULL);
+    if (l->unix_fd >= 0)
+        OPT(MHD_OPTION_LISTEN_SOCKET, l->unix_fd, NULL);
+    else
+        OPT(MHD_OPTION_SOCK_ADDR, 0, &ss);
+    if (pool > 1)
+        OPT(MHD_OPTION_THREAD_POOL_SIZE, pool, NULL);
+    if (kind == LISTEN_HTTPS) {
+        OPT(MHD_OPTION_HTTPS_MEM_KEY, 0, srv->app->tls_key_pem);
+        OPT(MHD_OPTION_HTTPS_MEM_CERT, 0, srv->app->tls_cert_pem);
+        /* Setting a trust list makes GnuTLS ask for (not demand) a
+         * client certificate; device routes then require one. */
+        OPT(MHD_OPTION_HTTPS_MEM_TRUST, 0, (void *)ca_chain_pem(srv->app->ca));
+    }
+    OPT(MHD_OPTION_END, 0, NULL);
+#undef OPT
+    l->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, l,
+                              MHD_OPTION_ARRAY, optv, MHD_OPTION_END);
+    if (l->mhd == NULL) {
+        if (l->unix_fd >= 0)
+            close(l->unix_fd);
+        return ad_errf(AD_EBADREQ, err, errlen,
+                       "cannot start the %s listener on %s (address in "
+                       "use?)",
+                       kind == LISTEN_HTTPS  ? "https"
+                       : kind == LISTEN_HTTP ? "http"
+                                             : "check",
+                       l->unix_fd >= 0 ? srv->app->cfg.check_socket : spec);
+    }
+    srv->nlisteners++;
+    return AD_OK;
+}
+
+ad_err http_start(app *a, const http_route *routes, size_t nroutes,
+                  http_server **out, char *err, size_t errlen)
+{
+    http_server *srv;
+    metrics *mt;
+    ad_err e = AD_OK;
+
+    *out = NULL;
+    srv = calloc(1, sizeof(*srv));
+    mt = calloc(1, sizeof(*mt));
+    if (srv == NULL || mt == NULL) {
+        free(srv);
+        free(mt);
+        return AD_ENOMEM;
+    }
+    mt->routes = routes;
+    mt->nroutes = nroutes;
+    mt->per_route = calloc(nroutes + 1, sizeof(*mt->per_route));
+    if (mt->per_route == NULL) {
+        free(srv);
+        free(mt);
+        return AD_ENOMEM;
+    }
+    a->metrics = mt;
+    srv->app = a;
+    srv->routes = routes;
+    srv->nroutes = nroutes;
+    if (strcmp(a->cfg.http, "off") != 0 && a->cfg.http[0])
+        e = start_listener(srv, LISTEN_HTTP, a->cfg.http, err, errlen);
+    if (e == AD_OK && strcmp(a->cfg.https, "off") != 0 && a->cfg.https[0])
+        e = start_listener(srv, LISTEN_HTTPS, a->cfg.https, err, errlen);
+    if (e == AD_OK &&
+        (a->cfg.check_socket[0] ||
+         (strcmp(a->cfg.check_http, "off") != 0 && a->cfg.check_http[0])))
+        e = start_listener(srv, LISTEN_CHECK, a->cfg.check_http, err,
+                           errlen);
+    if (e != AD_OK) {
+        http_stop(srv, 0);
+        return e;
+    }
+    *out = srv;
+    return AD_OK;
+}
+
+void http_stop(http_server *srv, unsigned grace_ms)
+{
+    size_t i;
+    unsigned waited = 0;
+    app *a;
+
+    if (srv == NULL)
+        return;
+    a = srv->app;
+    /* Stop accepting, let requests in flight finish, then close. */
+    for (i = 0; i < srv->nlisteners; i++) {
+        MHD_socket fd = MHD_quiesce_daemon(srv->listeners[i].mhd);
+        if (fd != MHD_INVALID_SOCKET)
+            close(fd);
+    }
+    while (atomic_load(&srv->in_flight) > 0 && waited < grace_ms) {
+        usleep(10000);
+        waited += 10;
+    }
+    for (i = 0; i < srv->nlisteners; i++)
+        MHD_stop_daemon(srv->listeners[i].mhd);
+    if (srv->unix_path[0])
+        unlink(srv->unix_path);
+    if (a->metrics) {
+        free(a->metrics->per_route);
+        free(a->metrics);
+        a->metrics = NULL;
+    }
+    free(srv);
+}

@@ -1,0 +1,116 @@
+/* The HTTP layer: libmicrohttpd listeners, request bodies (64 KiB max),
+ * the route table lookup, credentials, JSON replies and errors, and the
+ * per-route metrics. Handlers (routes_*.c) see only http_req. */
+#ifndef AUTHD_HTTP_H
+#define AUTHD_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "app.h"
+
+typedef struct http_server http_server;
+
+typedef enum {
+    LISTEN_HTTP = 1,
+    LISTEN_HTTPS = 2,
+    LISTEN_CHECK = 4,
+    LISTEN_MAIN = LISTEN_HTTP | LISTEN_HTTPS,
+    LISTEN_ALL = LISTEN_MAIN | LISTEN_CHECK
+} listen_kind;
+
+/* Who may call a route (API.md §2). */
+typedef enum {
+    ACCESS_PUBLIC,      /* anyone */
+    ACCESS_ADMIN,       /* API key, role admin */
+    ACCESS_PROVISIONER, /* API key, role admin or provisioner */
+    ACCESS_BROKER,      /* API key admin or broker, or the check listener */
+    ACCESS_DEVICE,      /* a client certificate verified by our CA (HTTPS) */
+    ACCESS_HANDLER      /* the handler checks the credential itself */
+} route_access;
+
+typedef enum { ROLE_NONE, ROLE_ADMIN, ROLE_PROVISIONER, ROLE_BROKER } api_role;
+
+enum { HTTP_PARAMS_MAX = 3, HTTP_BODY_MAX = 64 * 1024 };
+
+typedef struct http_req {
+    app *app;
+    void *conn; /* struct MHD_Connection */
+    listen_kind listener;
+    const char *method;
+    const char *path;
+    const char *param[HTTP_PARAMS_MAX]; /* {} segments of the route */
+    const char *body;                   /* NUL-terminated, may be "" */
+    size_t body_len;
+
+    /* Who is calling: "apikey:<id>", "device:<id>", "enrollment:<id>"... */
+    char actor[192];
+    api_role role;
+    /* The client certificate (DER), set for ACCESS_DEVICE routes. */
+    const uint8_t *client_cert;
+    size_t client_cert_len;
+
+    /* The reply, set by one of the http_reply_* calls. */
+    unsigned status;
+    char *resp;
+    size_t resp_len;
+    const char *content_type;
+    const char *www_authenticate; /* static string or NULL */
+} http_req;
+
+typedef void (*http_handler)(http_req *r);
+
+typedef struct {
+    const char *method;
+    const char *pattern; /* "/v1/devices/{}" : {} matches one segment */
+    listen_kind listeners;
+    route_access access;
+    http_handler handler;
+    const char *name;    /* metrics label */
+} http_route;
+
+/* Starts the listeners configured in app->cfg serving routes. On error
+ * nothing is left running and *out is NULL. */
+ad_err http_start(app *a, const http_route *routes, size_t nroutes,
+                  http_server **out, char *err, size_t errlen);
+/* Stops accepting, waits up to grace_ms for in-flight requests, then
+ * closes everything. NULL-safe. */
+void http_stop(http_server *s, unsigned grace_ms);
+
+/* Replies. Each replaces any reply set before. */
+void http_reply_json(http_req *r, unsigned status, json_t *body); /* steals */
+void http_reply_error(http_req *r, ad_err e, const char *detail);
+void http_reply_bytes(http_req *r, unsigned status, const char *ctype,
+                      const void *data, size_t len);
+void http_reply_empty(http_req *r, unsigned status);
+
+/* The request's query argument or header, or NULL. */
+const char *http_query(http_req *r, const char *name);
+const char *http_header(http_req *r, const char *name);
+
+/* Parses the body as a JSON object. On failure replies 400 and returns
+ * NULL; the caller just returns. */
+json_t *http_body_object(http_req *r);
+
+/* Parses the paging query (limit 1..1000, default 100; after). Replies
+ * 400 and returns -1 on a bad limit. */
+int http_paging(http_req *r, size_t *limit, const char **after);
+
+/* The API key in "Authorization: Bearer ..." resolved to its role, or
+ * ROLE_NONE (then actor is untouched). */
+api_role http_bearer_role(http_req *r);
+
+/* Prometheus text for /metrics. Caller frees. */
+char *http_metrics_text(app *a, size_t *len);
+
+/* Counts events for /metrics. */
+typedef enum {
+    METRIC_CERTS_ISSUED,
+    METRIC_ENROLL_REFUSED,
+    METRIC__COUNT
+} metric_counter;
+void http_metric_inc(app *a, metric_counter c);
+
+#endif

@@ -1,0 +1,187 @@
+/* authd's entry point: parses the subcommand, wires the data directory,
+ * store, CA and HTTP listeners together, and runs the signal loop. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "datadir.h"
+#include "http.h"
+#include "log.h"
+#include "registry.h"
+#include "routes.h"
+
+static const char usage[] =
+    "usage: authd serve [--data DIR] [--http ADDR:PORT|off] "
+    "[--https ADDR:PORT|off]\n"
+    "                   [--check-http ADDR:PORT|off | --check-socket PATH]\n"
+    "                   [--public-url URL] [--config FILE]\n"
+    "       authd init --data DIR [--ca-cert F --ca-key F] "
+    "[--subject \"CN=..,O=..\"]\n"
+    "       authd admin-key --data DIR [--name N] "
+    "[--role admin|broker|provisioner]\n"
+    "Every option may also come from the config file (key = value) and\n"
+    "AUTHD_* environment variables (AUTHD_DATA, AUTHD_HTTP, ...); flags "
+    "win.\n";
+
+static int cmd_init(config *cfg)
+{
+    char err[512] = "";
+    ad_err e = datadir_init(cfg, stdout, err, sizeof(err));
+
+    if (e != AD_OK) {
+        fprintf(stderr, "authd init: %s\n", err[0] ? err : ad_err_message(e));
+        return 1;
+    }
+    printf("data directory %s is ready\n", cfg->data);
+    return 0;
+}
+
+static int cmd_admin_key(config *cfg)
+{
+    char err[512] = "";
+    store *st = NULL;
+    json_t *view = NULL;
+    ad_err e;
+
+    e = datadir_open_store(cfg, &st, err, sizeof(err));
+    if (e == AD_OK)
+        e = registry_apikey_create(st, "cli:admin-key", cfg->name, cfg->role,
+                                   &view, err, sizeof(err));
+    store_close(st);
+    if (e != AD_OK) {
+        fprintf(stderr, "authd admin-key: %s\n",
+                err[0] ? err : ad_err_message(e));
+        return e == AD_EFIELD ? 2 : 1;
+    }
+    /* The key itself goes to stdout only, for the operator to keep. */
+    printf("%s\n", json_string_value(json_object_get(view, "key")));
+    fprintf(stderr, "created API key id=%s name=%s role=%s\n",
+            json_string_value(json_object_get(view, "id")), cfg->name,
+            cfg->role);
+    json_decref(view);
+    return 0;
+}
+
+static int cmd_serve(config *cfg, int argc, char **argv)
+{
+    app a;
+    http_server *srv = NULL;
+    const http_route *routes;
+    size_t nroutes;
+    sigset_t sigs;
+    char err[512] = "";
+    int sig, rc = 1;
+    ad_err e;
+
+    memset(&a, 0, sizeof(a));
+    a.cfg = *cfg;
+    atomic_store(&a.cert_days, cfg->cert_days);
+    atomic_store(&a.server_cert_days, cfg->server_cert_days);
+
+    /* Signals are taken by sigwait below; every thread started from here
+     * on inherits this mask. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    e = datadir_init(cfg, NULL, err, sizeof(err));
+    if (e == AD_OK)
+        e = datadir_check_permissions(cfg->data, err, sizeof(err));
+    if (e == AD_OK)
+        e = datadir_load(&a, err, sizeof(err));
+    if (e != AD_OK) {
+        log_line("error", "event=start_failed code=%s message=\"%s\"",
+                 ad_err_code(e), err[0] ? err : ad_err_message(e));
+        return 1;
+    }
+    routes = routes_table(&nroutes);
+    e = http_start(&a, routes, nroutes, &srv, err, sizeof(err));
+    if (e != AD_OK) {
+        log_line("error", "event=start_failed code=%s message=\"%s\"",
+                 ad_err_code(e), err);
+        goto out;
+    }
+    atomic_store(&a.ready, 1);
+    log_line("info",
+             "event=started data=%s http=%s https=%s check=%s "
+             "public_url=%s",
+             cfg->data, cfg->http, cfg->https,
+             cfg->check_socket[0] ? cfg->check_socket : cfg->check_http,
+             cfg->public_url[0] ? cfg->public_url : "-");
+
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            config fresh;
+            e = config_reload(&fresh, argc, argv, err, sizeof(err));
+            if (e != AD_OK) {
+                log_line("warn", "event=reload_failed message=\"%s\"", err);
+                continue;
+            }
+            /* Listeners and paths need a restart; lifetimes apply now. */
+            atomic_store(&a.cert_days, fresh.cert_days);
+            atomic_store(&a.server_cert_days, fresh.server_cert_days);
+            log_line("info", "event=reloaded cert_days=%ld", fresh.cert_days);
+            continue;
+        }
+        log_line("info", "event=stopping signal=%s",
+                 sig == SIGTERM ? "TERM" : "INT");
+        break;
+    }
+    atomic_store(&a.ready, 0);
+    rc = 0;
+out:
+    http_stop(srv, 10000);
+    datadir_unload(&a);
+    if (rc == 0)
+        log_line("info", "event=stopped");
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    config cfg;
+    char err[512] = "";
+    const char *cmd;
+    int rc;
+
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    cmd = argv[1];
+    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "init") != 0 &&
+        strcmp(cmd, "admin-key") != 0) {
+        fprintf(stderr, "authd: unknown command %s\n%s", cmd, usage);
+        return 2;
+    }
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        }
+    if (config_load(&cfg, argc - 2, argv + 2, err, sizeof(err)) != AD_OK) {
+        fprintf(stderr, "authd %s: %s\n%s", cmd, err, usage);
+        return 2;
+    }
+    if (ca_global_init() != AD_OK) {
+        fprintf(stderr, "authd: cannot initialise OpenSSL\n");
+        return 1;
+    }
+    if (strcmp(cmd, "init") == 0)
+        rc = cmd_init(&cfg);
+    else if (strcmp(cmd, "admin-key") == 0)
+        rc = cmd_admin_key(&cfg);
+    else
+        rc = cmd_serve(&cfg, argc - 2, argv + 2);
+    OPENSSL_cleanup();
+    return rc;
+}

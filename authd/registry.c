@@ -1,0 +1,355 @@
+/* See registry.h. */
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "registry.h"
+#include "util.h"
+
+static ad_err issue_write(store_txn *tx, void *arg)
+{
+    const registry_issue *is = arg;
+    const ca_issued *c = is->cert;
+    json_t *enr = NULL, *dev = NULL, *rec = NULL, *detail = NULL;
+    char fpr[65], nb[32], na[32], now[32];
+    ad_err e;
+
+    util_time_rfc3339(is->now, now, sizeof(now));
+    if (is->enrollment_id) {
+        e = store_get(tx, STORE_ENROLLMENTS, is->enrollment_id, &enr);
+        if (e != AD_OK)
+            goto out;
+        /* Checked again here, inside the writer: two requests racing for
+         * the last use cannot both pass. */
+        if ((e = registry_enrollment_usable(enr, is->now)) != AD_OK)
+            goto out;
+        json_object_set_new(
+            enr, "used",
+            json_integer(json_integer_value(json_object_get(enr, "used")) + 1));
+        if ((e = store_put(tx, STORE_ENROLLMENTS, is->enrollment_id, enr, 0)) !=
+            AD_OK)
+            goto out;
+    }
+    if (is->device_id) {
+        e = store_get(tx, STORE_DEVICES, is->device_id, &dev);
+        if (e == AD_ENOTFOUND && is->create_device) {
+            json_t *groups = enr ? json_object_get(enr, "groups") : NULL;
+            /* New devices join the enrollment's groups. */
+            groups = groups ? json_deep_copy(groups) : json_array();
+            dev = json_pack("{s:s, s:s, s:o, s:[], s:{}, s:s, s:s, s:s?}",
+                            "id", is->device_id, "status", "active", "groups",
+                            groups, "policies", "attributes", "created_at",
+                            now, "updated_at", now, "enrollment",
+                            is->enrollment_id);
+            if (dev == NULL) {
+                e = AD_ENOMEM;
+                goto out;
+            }
+            e = store_put(tx, STORE_DEVICES, is->device_id, dev,
+                          STORE_NOOVERWRITE);
+            if (e == AD_OK)
+                e = store_audit(tx, is->actor, "device.create", is->device_id,
+                                NULL);
+            if (e != AD_OK)
+                goto out;
+        } else if (e != AD_OK) {
+            goto out;
+        } else {
+            const char *status = json_string_value(json_object_get(dev, "status"));
+            if (status && strcmp(status, "suspended") == 0) {
+                e = AD_ESUSPENDED;
+                goto out;
+            }
+            if (status && strcmp(status, "revoked") == 0) {
+                e = AD_EREVOKED;
+                goto out;
+            }
+        }
+    }
+
+    ca_hex(c->sha256, sizeof(c->sha256), fpr);
+    util_time_rfc3339((time_t)c->not_before, nb, sizeof(nb));
+    util_time_rfc3339((time_t)c->not_after, na, sizeof(na));
+    rec = json_pack("{s:s, s:s?, s:s?, s:s, s:s, s:s, s:s, s:s, s:n, s:n, "
+                    "s:s, s:s}",
+                    "serial", c->serial_hex, "device_id", is->device_id,
+                    "enrollment", is->enrollment_id, "kind", is->kind,
+                    "not_before", nb, "not_after", na, "status", "valid",
+                    "issued_at", now, "revoked_at", "reason", "fingerprint",
+                    fpr, "pem", c->pem);
+    if (rec == NULL) {
+        e = AD_ENOMEM;
+        goto out;
+    }
+    /* A serial collision (2^-159) must not overwrite a record. */
+    if ((e = store_put(tx, STORE_CERTS, c->serial_hex, rec,
+                       STORE_NOOVERWRITE)) != AD_OK)
+        goto out;
+    if ((e = store_index_add(tx, STORE_IX_CERTS_BY_FPR, fpr,
+                             c->serial_hex)) != AD_OK)
+        goto out;
+    if (is->device_id &&
+        (e = store_index_add(tx, STORE_IX_CERTS_BY_DEVICE, is->device_id,
+                             c->serial_hex)) != AD_OK)
+        goto out;
+    if (is->enrollment_id &&
+        (e = store_index_add(tx, STORE_IX_CERTS_BY_ENROLLMENT,
+                             is->enrollment_id, c->serial_hex)) != AD_OK)
+        goto out;
+    detail = json_pack("{s:s?, s:s?, s:s}", "device_id", is->device_id,
+                       "enrollment", is->enrollment_id, "not_after", na);
+    e = store_audit(tx, is->actor, is->audit_action, c->serial_hex, detail);
+out:
+    json_decref(detail);
+    json_decref(rec);
+    json_decref(dev);
+    json_decref(enr);
+    return e;
+}
+
+ad_err registry_commit_issue(store *st, const registry_issue *is)
+{
+    return store_write(st, issue_write, (void *)is);
+}
+
+ad_err registry_enrollment_by_token(store *st, const char *token,
+                                    json_t **enrollment)
+{
+    store_txn *tx = NULL;
+    char digest[65], id[64];
+    const char *hash;
+    json_t *rec = NULL;
+    ad_err e;
+
+    *enrollment = NULL;
+    if (token == NULL || strncmp(token, "enr_", 4) != 0 ||
+        strlen(token) > 200)
+        return AD_EBADCRED;
+    util_sha256_hex(token, strlen(token), digest);
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        return e;
+    e = store_index_first(tx, STORE_IX_ENROLLMENT_TOKENS, digest, id,
+                          sizeof(id));
+    if (e == AD_OK)
+        e = store_get(tx, STORE_ENROLLMENTS, id, &rec);
+    store_read_end(tx);
+    if (e != AD_OK)
+        return e == AD_ENOTFOUND ? AD_EBADCRED : e;
+    hash = json_string_value(json_object_get(rec, "token_sha256"));
+    if (hash == NULL || !util_secret_equal(digest, hash)) {
+        json_decref(rec);
+        return AD_EBADCRED;
+    }
+    *enrollment = rec;
+    return AD_OK;
+}
+
+ad_err registry_enrollment_usable(const json_t *enr, time_t now)
+{
+    const char *exp = json_string_value(json_object_get(enr, "expires_at"));
+    json_int_t used = json_integer_value(json_object_get(enr, "used"));
+    json_int_t max = json_integer_value(json_object_get(enr, "max_uses"));
+    time_t t;
+
+    if (exp == NULL || util_parse_rfc3339(exp, &t) != 0 || now >= t)
+        return AD_EENREXPIRED;
+    if (used >= max)
+        return AD_EENRUSED;
+    return AD_OK;
+}
+
+static ad_err device_status_err(const json_t *dev)
+{
+    const char *status = json_string_value(json_object_get(dev, "status"));
+
+    if (status == NULL)
+        return AD_ESTORE;
+    if (strcmp(status, "suspended") == 0)
+        return AD_ESUSPENDED;
+    if (strcmp(status, "revoked") == 0)
+        return AD_EREVOKED;
+    return AD_OK;
+}
+
+ad_err registry_device_issuable(store *st, const char *device_id)
+{
+    store_txn *tx = NULL;
+    json_t *dev = NULL;
+    ad_err e;
+
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        return e;
+    e = store_get(tx, STORE_DEVICES, device_id, &dev);
+    store_read_end(tx);
+    if (e == AD_ENOTFOUND)
+        return AD_OK;
+    if (e != AD_OK)
+        return e;
+    e = device_status_err(dev);
+    json_decref(dev);
+    return e;
+}
+
+ad_err registry_device_by_cert(store *st, const uint8_t *der, size_t len,
+                               time_t now, json_t **device, json_t **cert)
+{
+    ca_cert_info info;
+    store_txn *tx = NULL;
+    json_t *rec = NULL, *dev = NULL;
+    const char *fpr, *status, *dev_id, *na;
+    char want[65];
+    time_t not_after;
+    ad_err e;
+
+    if (device)
+        *device = NULL;
+    if (cert)
+        *cert = NULL;
+    if (ca_cert_inspect(der, len, &info) != AD_OK)
+        return AD_EBADCRED;
+    ca_hex(info.sha256, sizeof(info.sha256), want);
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        return e;
+    e = store_get(tx, STORE_CERTS, info.serial_hex, &rec);
+    if (e != AD_OK) {
+        e = e == AD_ENOTFOUND ? AD_EBADCRED : e;
+        goto out;
+    }
+    fpr = json_string_value(json_object_get(rec, "fingerprint"));
+    status = json_string_value(json_object_get(rec, "status"));
+    dev_id = json_string_value(json_object_get(rec, "device_id"));
+    na = json_string_value(json_object_get(rec, "not_after"));
+    /* The serial alone is not proof: the whole certificate must be the
+     * one we issued. */
+    if (fpr == NULL || strcmp(fpr, want) != 0 || dev_id == NULL ||
+        na == NULL || util_parse_rfc3339(na, &not_after) != 0) {
+        e = AD_EBADCRED;
+        goto out;
+    }
+    if (status && strcmp(status, "revoked") == 0) {
+        e = AD_EBADCRED;
+        goto out;
+    }
+    if (now > not_after) {
+        e = AD_EBADCRED;
+        goto out;
+    }
+    e = store_get(tx, STORE_DEVICES, dev_id, &dev);
+    if (e != AD_OK) {
+        e = e == AD_ENOTFOUND ? AD_EBADCRED : e;
+        goto out;
+    }
+    if ((e = device_status_err(dev)) != AD_OK)
+        goto out;
+    if (device) {
+        *device = dev;
+        dev = NULL;
+    }
+    if (cert) {
+        *cert = rec;
+        rec = NULL;
+    }
+out:
+    store_read_end(tx);
+    json_decref(rec);
+    json_decref(dev);
+    return e;
+}
+
+json_t *registry_cert_view(const json_t *cert, time_t now)
+{
+    json_t *v = json_deep_copy(cert);
+    const char *status, *na;
+    time_t t;
+
+    if (v == NULL)
+        return NULL;
+    status = json_string_value(json_object_get(v, "status"));
+    na = json_string_value(json_object_get(v, "not_after"));
+    if (status && strcmp(status, "valid") == 0 && na &&
+        util_parse_rfc3339(na, &t) == 0 && now > t)
+        json_object_set_new(v, "status", json_string("expired"));
+    return v;
+}
+
+json_t *registry_enrollment_view(const json_t *enrollment)
+{
+    json_t *v = json_deep_copy(enrollment);
+
+    if (v)
+        json_object_del(v, "token_sha256");
+    return v;
+}
+
+json_t *registry_apikey_view(const json_t *key)
+{
+    json_t *v = json_deep_copy(key);
+
+    if (v)
+        json_object_del(v, "hash");
+    return v;
+}
+
+struct apikey_write {
+    const char *actor;
+    const char *id;
+    const char *digest;
+    json_t *rec;
+};
+
+static ad_err apikey_write(store_txn *tx, void *arg)
+{
+    struct apikey_write *w = arg;
+    ad_err e = store_put(tx, STORE_APIKEYS, w->id, w->rec, STORE_NOOVERWRITE);
+
+    if (e == AD_OK)
+        e = store_index_add(tx, STORE_IX_APIKEY_HASHES, w->digest, w->id);
+    if (e == AD_OK)
+        e = store_audit(tx, w->actor, "apikey.create", w->id, NULL);
+    return e;
+}
+
+ad_err registry_apikey_create(store *st, const char *actor, const char *name,
+                              const char *role, json_t **view, char *err,
+                              size_t errlen)
+{
+    struct apikey_write w;
+    char id[24], key[64], digest[65], now[32];
+    json_t *rec = NULL;
+    ad_err e;
+
+    *view = NULL;
+    if (!util_name_valid(name))
+        return ad_errf(AD_EFIELD, err, errlen,
+                       "name is required: 1..128 bytes of [A-Za-z0-9._:-]");
+    if (role == NULL ||
+        (strcmp(role, "admin") != 0 && strcmp(role, "provisioner") != 0 &&
+         strcmp(role, "broker") != 0))
+        return ad_errf(AD_EFIELD, err, errlen,
+                       "role must be admin, provisioner or broker");
+    id[0] = 'k';
+    id[1] = '_';
+    if (util_random_hex(8, id + 2, sizeof(id) - 2) != AD_OK ||
+        util_random_token("ak_", 32, key, sizeof(key)) != AD_OK)
+        return AD_EINTERNAL;
+    /* 256 random bits: SHA-256 is enough to store it (no brute force). */
+    util_sha256_hex(key, strlen(key), digest);
+    util_time_rfc3339(time(NULL), now, sizeof(now));
+    rec = json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", id, "name", name,
+                    "role", role, "created_at", now, "hash", digest);
+    if (rec == NULL)
+        return AD_ENOMEM;
+    w.actor = actor;
+    w.id = id;
+    w.digest = digest;
+    w.rec = rec;
+    e = store_write(st, apikey_write, &w);
+    if (e == AD_OK) {
+        *view = registry_apikey_view(rec);
+        json_object_set_new(*view, "key", json_string(key));
+    }
+    OPENSSL_cleanse(key, sizeof(key));
+    json_decref(rec);
+    return e;
+}

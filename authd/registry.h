@@ -1,0 +1,69 @@
+/* The registry's rules on top of the store: what it means to issue a
+ * certificate under an enrollment, which certificates identify an active
+ * device, and how records are shown to API clients. Every write here is
+ * one store_write, so its checks and its changes commit together. */
+#ifndef AUTHD_REGISTRY_H
+#define AUTHD_REGISTRY_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "../ca/ca.h"
+#include "store.h"
+
+/* A certificate to record. Exactly the fields that apply are set. */
+typedef struct {
+    const char *actor;          /* for the audit log */
+    const char *kind;           /* "device" or "server" */
+    const char *enrollment_id;  /* consume one use of it, or NULL */
+    const char *device_id;      /* device certs: the device, or NULL */
+    int create_device;          /* enroll: create the device if absent */
+    const ca_issued *cert;
+    const char *audit_action;   /* "cert.enroll", "cert.renew", ... */
+    time_t now;
+} registry_issue;
+
+/* Records the certificate (and the enrollment use, and the device if
+ * created) in one durable transaction. Errors: AD_EENRUSED,
+ * AD_EENREXPIRED, AD_ENOTFOUND (enrollment or device gone),
+ * AD_ESUSPENDED, AD_EREVOKED, AD_ESTORE. On error nothing is written and
+ * the certificate must not be handed out. */
+ad_err registry_commit_issue(store *st, const registry_issue *is);
+
+/* Finds the enrollment a token belongs to (by its SHA-256). On success
+ * *enrollment is a new reference. AD_EBADCRED if none. */
+ad_err registry_enrollment_by_token(store *st, const char *token,
+                                    json_t **enrollment);
+
+/* Checks that an enrollment may still be used at time now: AD_OK,
+ * AD_EENREXPIRED or AD_EENRUSED. */
+ad_err registry_enrollment_usable(const json_t *enrollment, time_t now);
+
+/* Resolves a presented client certificate to its device: the record must
+ * exist with the same fingerprint, not be revoked or expired, and its
+ * device must be active. On success *device and *cert are new references
+ * (either out-param may be NULL if not wanted). Errors: AD_EBADCRED,
+ * AD_ESUSPENDED, AD_EREVOKED. */
+ad_err registry_device_by_cert(store *st, const uint8_t *der, size_t len,
+                               time_t now, json_t **device, json_t **cert);
+
+/* Device status before issuing: AD_OK if absent or active, else
+ * AD_ESUSPENDED / AD_EREVOKED. */
+ad_err registry_device_issuable(store *st, const char *device_id);
+
+/* Creates an API key with a role ("admin", "provisioner", "broker").
+ * Only the key's SHA-256 is stored; *view (new reference) is the public
+ * record plus "key", shown this once. Errors: AD_EFIELD (bad name or
+ * role, with a message), AD_ESTORE. */
+ad_err registry_apikey_create(store *st, const char *actor, const char *name,
+                              const char *role, json_t **view, char *err,
+                              size_t errlen);
+
+/* Public views: copies without secrets, with derived fields. */
+json_t *registry_cert_view(const json_t *cert, time_t now);
+json_t *registry_enrollment_view(const json_t *enrollment);
+json_t *registry_apikey_view(const json_t *key);
+
+#endif

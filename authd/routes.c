@@ -1,0 +1,58 @@
+/* Every endpoint of the daemon, who may call it and on which listener.
+ * First match wins; a path that matches with another method is 405. */
+#include "routes.h"
+
+#define R(m, p, l, a, h) {m, p, l, a, h, #h + 6}
+
+static const http_route table[] = {
+    /* operations (§10) */
+    R("GET", "/healthz", LISTEN_ALL, ACCESS_PUBLIC, route_healthz),
+    R("GET", "/readyz", LISTEN_ALL, ACCESS_PUBLIC, route_readyz),
+    R("GET", "/metrics", LISTEN_ALL, ACCESS_PUBLIC, route_metrics),
+
+    /* the CA and issuance (§4) */
+    R("GET", "/v1/ca", LISTEN_MAIN, ACCESS_PUBLIC, route_ca_info),
+    R("GET", "/v1/ca.pem", LISTEN_MAIN, ACCESS_PUBLIC, route_ca_pem),
+    R("POST", "/v1/enroll", LISTEN_MAIN, ACCESS_HANDLER, route_enroll),
+    R("POST", "/v1/renew", LISTEN_MAIN, ACCESS_DEVICE, route_renew),
+    R("POST", "/v1/server-certs", LISTEN_MAIN, ACCESS_ADMIN,
+      route_server_certs),
+    R("GET", "/.well-known/est/cacerts", LISTEN_MAIN, ACCESS_PUBLIC,
+      route_est_cacerts),
+    R("POST", "/.well-known/est/simpleenroll", LISTEN_MAIN, ACCESS_HANDLER,
+      route_est_simpleenroll),
+    R("POST", "/.well-known/est/simplereenroll", LISTEN_MAIN, ACCESS_DEVICE,
+      route_est_simplereenroll),
+    R("GET", "/.well-known/est/csrattrs", LISTEN_MAIN, ACCESS_PUBLIC,
+      route_est_csrattrs),
+
+    /* the registry (§5) */
+    R("POST", "/v1/devices", LISTEN_MAIN, ACCESS_ADMIN, route_device_create),
+    R("GET", "/v1/devices", LISTEN_MAIN, ACCESS_ADMIN, route_device_list),
+    R("GET", "/v1/devices/{}", LISTEN_MAIN, ACCESS_ADMIN, route_device_get),
+    R("PATCH", "/v1/devices/{}", LISTEN_MAIN, ACCESS_ADMIN,
+      route_device_patch),
+    R("DELETE", "/v1/devices/{}", LISTEN_MAIN, ACCESS_ADMIN,
+      route_device_delete),
+    R("POST", "/v1/enrollments", LISTEN_MAIN, ACCESS_PROVISIONER,
+      route_enrollment_create),
+    R("GET", "/v1/enrollments", LISTEN_MAIN, ACCESS_PROVISIONER,
+      route_enrollment_list),
+    R("GET", "/v1/enrollments/{}", LISTEN_MAIN, ACCESS_PROVISIONER,
+      route_enrollment_get),
+    R("DELETE", "/v1/enrollments/{}", LISTEN_MAIN, ACCESS_ADMIN,
+      route_enrollment_delete),
+    R("GET", "/v1/certs", LISTEN_MAIN, ACCESS_ADMIN, route_cert_list),
+    R("GET", "/v1/certs/{}", LISTEN_MAIN, ACCESS_ADMIN, route_cert_get),
+    R("POST", "/v1/apikeys", LISTEN_MAIN, ACCESS_ADMIN, route_apikey_create),
+    R("GET", "/v1/apikeys", LISTEN_MAIN, ACCESS_ADMIN, route_apikey_list),
+    R("DELETE", "/v1/apikeys/{}", LISTEN_MAIN, ACCESS_ADMIN,
+      route_apikey_delete),
+    R("GET", "/v1/audit", LISTEN_MAIN, ACCESS_ADMIN, route_audit_list),
+};
+
+const http_route *routes_table(size_t *n)
+{
+    *n = sizeof(table) / sizeof(table[0]);
+    return table;
+}

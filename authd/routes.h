@@ -1,0 +1,47 @@
+/* The daemon's route table and the handlers it names. One table lists
+ * every endpoint with who may call it (API.md §2), so reading routes.c
+ * tells the whole HTTP surface. */
+#ifndef AUTHD_ROUTES_H
+#define AUTHD_ROUTES_H
+
+#include <stddef.h>
+
+#include "http.h"
+
+/* The table, and its length. */
+const http_route *routes_table(size_t *n);
+
+/* routes_ops.c */
+void route_healthz(http_req *r);
+void route_readyz(http_req *r);
+void route_metrics(http_req *r);
+
+/* routes_ca.c */
+void route_ca_info(http_req *r);
+void route_ca_pem(http_req *r);
+void route_enroll(http_req *r);
+void route_renew(http_req *r);
+void route_server_certs(http_req *r);
+void route_est_cacerts(http_req *r);
+void route_est_simpleenroll(http_req *r);
+void route_est_simplereenroll(http_req *r);
+void route_est_csrattrs(http_req *r);
+
+/* routes_admin.c */
+void route_device_create(http_req *r);
+void route_device_list(http_req *r);
+void route_device_get(http_req *r);
+void route_device_patch(http_req *r);
+void route_device_delete(http_req *r);
+void route_enrollment_create(http_req *r);
+void route_enrollment_list(http_req *r);
+void route_enrollment_get(http_req *r);
+void route_enrollment_delete(http_req *r);
+void route_cert_list(http_req *r);
+void route_cert_get(http_req *r);
+void route_apikey_create(http_req *r);
+void route_apikey_list(http_req *r);
+void route_apikey_delete(http_req *r);
+void route_audit_list(http_req *r);
+
+#endif

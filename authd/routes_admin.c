@@ -1,0 +1,763 @@
+/* Admin handlers for the registry (API.md §5): devices, enrollments,
+ * certificates, API keys and the audit log. Every change is one durable
+ * store_write that also appends its audit entry. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "registry.h"
+#include "routes.h"
+#include "util.h"
+
+enum { LIST_MAX_ITEMS = 64, ATTR_MAX = 64, ATTR_VALUE_MAX = 256 };
+
+/* ---- shared helpers -------------------------------------------------- */
+
+/* Replies {"items": items, "next": cursor-or-null}. Steals items. */
+static void reply_page(http_req *r, json_t *items, int more,
+                       const char *cursor_field)
+{
+    json_t *next = json_null();
+    size_t n = json_array_size(items);
+
+    if (more && n > 0) {
+        json_t *last = json_array_get(items, n - 1);
+        json_t *c = json_is_string(last) ? last
+                                         : json_object_get(last, cursor_field);
+        if (json_is_integer(c)) {
+            char buf[32];
+            snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(c));
+            next = json_string(buf);
+        } else if (json_is_string(c)) {
+            next = json_copy(c);
+        }
+    }
+    http_reply_json(r, 200, json_pack("{s:o, s:o}", "items", items, "next", next));
+}
+
+/* Validates a JSON array of names (groups, policies). */
+static int names_ok(const json_t *arr)
+{
+    size_t i;
+    json_t *v;
+
+    if (!json_is_array(arr) || json_array_size(arr) > LIST_MAX_ITEMS)
+        return 0;
+    json_array_foreach(arr, i, v)
+        if (!util_name_valid(json_string_value(v)))
+            return 0;
+    return 1;
+}
+
+/* Attributes: an object of up to ATTR_MAX string values. */
+static int attributes_ok(const json_t *obj)
+{
+    const char *k;
+    json_t *v;
+
+    if (!json_is_object(obj) || json_object_size(obj) > ATTR_MAX)
+        return 0;
+    json_object_foreach((json_t *)obj, k, v) {
+        if (!util_name_valid(k) || !json_is_string(v) ||
+            json_string_length(v) > ATTR_VALUE_MAX)
+            return 0;
+    }
+    return 1;
+}
+
+static void now_text(char *buf, size_t len)
+{
+    util_time_rfc3339(time(NULL), buf, len);
+}
+
+/* A read of one record by key into a reply or an error. */
+static json_t *get_record(http_req *r, store_table t, const char *key)
+{
+    store_txn *tx = NULL;
+    json_t *rec = NULL;
+    ad_err e;
+
+    e = store_read_begin(r->app->st, &tx);
+    if (e == AD_OK)
+        e = store_get(tx, t, key, &rec);
+    store_read_end(tx);
+    if (e != AD_OK) {
+        http_reply_error(r, e, e == AD_ENOTFOUND ? "not found" : NULL);
+        return NULL;
+    }
+    return rec;
+}
+
+/* ---- devices --------------------------------------------------------- */
+
+struct device_write {
+    const char *actor;
+    const char *id;
+    json_t *patch;      /* create: the new record; update: fields */
+    json_t *result;     /* the record after the write */
+    char why[160];
+};
+
+static ad_err device_create_write(store_txn *tx, void *arg)
+{
+    struct device_write *w = arg;
+    ad_err e = store_put(tx, STORE_DEVICES, w->id, w->patch, STORE_NOOVERWRITE);
+
+    if (e == AD_OK)
+        e = store_audit(tx, w->actor, "device.create", w->id, NULL);
+    return e;
+}
+
+void route_device_create(http_req *r)
+{
+    json_t *body, *groups, *policies, *attrs, *rec = NULL;
+    struct device_write w;
+    const char *id;
+    char now[32];
+    ad_err e;
+
+    if ((body = http_body_object(r)) == NULL)
+        return;
+    id = json_string_value(json_object_get(body, "id"));
+    groups = json_object_get(body, "groups");
+    policies = json_object_get(body, "policies");
+    attrs = json_object_get(body, "attributes");
+    if (!util_device_id_valid(id)) {
+        http_reply_error(r, AD_EDEVID, NULL);
+        goto out;
+    }
+    if ((groups && !names_ok(groups)) || (policies && !names_ok(policies)) ||
+        (attrs && !attributes_ok(attrs))) {
+        http_reply_error(r, AD_EFIELD,
+                         "groups and policies are arrays of names; "
+                         "attributes is an object of strings");
+        goto out;
+    }
+    now_text(now, sizeof(now));
+    rec = json_pack("{s:s, s:s, s:O, s:O, s:O, s:s, s:s}", "id", id, "status",
+                    "active", "groups", groups ? groups : json_array(),
+                    "policies", policies ? policies : json_array(),
+                    "attributes", attrs ? attrs : json_object(), "created_at",
+                    now, "updated_at", now);
+    if (rec == NULL) {
+        http_reply_error(r, AD_ENOMEM, NULL);
+        goto out;
+    }
+    memset(&w, 0, sizeof(w));
+    w.actor = r->actor;
+    w.id = id;
+    w.patch = rec;
+    e = store_write(r->app->st, device_create_write, &w);
+    if (e != AD_OK) {
+        http_reply_error(r, e, e == AD_EEXISTS ? "the device already exists" : NULL);
+        goto out;
+    }
+    json_object_set_new(rec, "certs", json_array());
+    http_reply_json(r, 201, json_incref(rec));
+out:
+    json_decref(rec);
+    json_decref(body);
+}
+
+void route_device_list(http_req *r)
+{
+    const char *after, *prefix = http_query(r, "prefix");
+    store_txn *tx = NULL;
+    json_t *items = NULL;
+    size_t limit;
+    int more = 0;
+    ad_err e;
+
+    if (http_paging(r, &limit, &after) != 0)
+        return;
+    e = store_read_begin(r->app->st, &tx);
+    if (e == AD_OK)
+        e = store_list(tx, STORE_DEVICES, prefix ? prefix : "", after, limit,
+                       &items, &more);
+    store_read_end(tx);
+    if (e != AD_OK) {
+        http_reply_error(r, e, NULL);
+        return;
+    }
+    reply_page(r, items, more, "id");
+}
+
+void route_device_get(http_req *r)
+{
+    store_txn *tx = NULL;
+    json_t *dev = NULL, *serials = NULL, *certs;
+    time_t now = time(NULL);
+    size_t i;
+    json_t *s;
+    int more = 0;
+    ad_err e;
+
+    e = store_read_begin(r->app->st, &tx);
+    if (e == AD_OK)
+        e = store_get(tx, STORE_DEVICES, r->param[0], &dev);
+    if (e == AD_OK)
+        e = store_index_list(tx, STORE_IX_CERTS_BY_DEVICE, r->param[0], NULL,
+                             1000, &serials, &more);
+    if (e != AD_OK) {
+        store_read_end(tx);
+        json_decref(dev);
+        http_reply_error(r, e, e == AD_ENOTFOUND ? "no such device" : NULL);
+        return;
+    }
+    certs = json_array();
+    json_array_foreach(serials, i, s) {
+        json_t *c = NULL, *v;
+        if (store_get(tx, STORE_CERTS, json_string_value(s), &c) != AD_OK)
+            continue;
+        v = registry_cert_view(c, now);
+        json_decref(c);
+        if (v == NULL)
+            continue;
+        json_object_del(v, "pem");
+        json_array_append_new(certs, v);
+    }
+    store_read_end(tx);
+    json_decref(serials);
+    json_object_set_new(dev, "certs", certs);
+    http_reply_json(r, 200, dev);
+}
+
+static ad_err device_update_write(store_txn *tx, void *arg)
+{
+    struct device_write *w = arg;
+    json_t *dev = NULL, *status;
+    const char *cur, *want;
+    char now[32];
+    ad_err e;
+
+    e = store_get(tx, STORE_DEVICES, w->id, &dev);
+    if (e != AD_OK)
+        return e;
+    cur = json_string_value(json_object_get(dev, "status"));
+    status = json_object_get(w->patch, "status");
+    want = json_string_value(status);
+    /* Revocation is final: a revoked device cannot be made active. */
+    if (want && cur && strcmp(cur, "revoked") == 0 &&
+        strcmp(want, "revoked") != 0) {
+        snprintf(w->why, sizeof(w->why), "a revoked device stays revoked");
+        json_decref(dev);
+        return AD_ECONFLICT;
+    }
+    json_object_update_existing(dev, w->patch);
+    now_text(now, sizeof(now));
+    json_object_set_new(dev, "updated_at", json_string(now));
+    e = store_put(tx, STORE_DEVICES, w->id, dev, 0);
+    if (e == AD_OK)
+        e = store_audit(tx, w->actor,
+                        want && strcmp(want, "suspended") == 0 ? "device.suspend"
+                        : want && cur && strcmp(cur, "suspended") == 0
+                            ? "device.resume"
+                            : "device.update",
+                        w->id, w->patch);
+    if (e == AD_OK)
+        w->result = json_incref(dev);
+    json_decref(dev);
+    return e;
+}
+
+void route_device_patch(http_req *r)
+{
+    json_t *body, *patch = NULL, *v;
+    struct device_write w;
+    const char *status;
+    ad_err e;
+
+    if ((body = http_body_object(r)) == NULL)
+        return;
+    patch = json_object();
+    if ((v = json_object_get(body, "status")) != NULL) {
+        status = json_string_value(v);
+        if (status == NULL ||
+            (strcmp(status, "active") != 0 && strcmp(status, "suspended") != 0)) {
+            http_reply_error(r, AD_EFIELD,
+                             "status must be \"active\" or \"suspended\" "
+                             "(revoke with POST /v1/devices/{id}/revoke)");
+            goto out;
+        }
+        json_object_set(patch, "status", v);
+    }
+    if ((v = json_object_get(body, "groups")) != NULL) {
+        if (!names_ok(v)) {
+            http_reply_error(r, AD_EFIELD, "groups must be an array of names");
+            goto out;
+        }
+        json_object_set(patch, "groups", v);
+    }
+    if ((v = json_object_get(body, "policies")) != NULL) {
+        if (!names_ok(v)) {
+            http_reply_error(r, AD_EFIELD, "policies must be an array of names");
+            goto out;
+        }
+        json_object_set(patch, "policies", v);
+    }
+    if ((v = json_object_get(body, "attributes")) != NULL) {
+        if (!attributes_ok(v)) {
+            http_reply_error(r, AD_EFIELD,
+                             "attributes must be an object of strings");
+            goto out;
+        }
+        json_object_set(patch, "attributes", v);
+    }
+    memset(&w, 0, sizeof(w));
+    w.actor = r->actor;
+    w.id = r->param[0];
+    w.patch = patch;
+    e = store_write(r->app->st, device_update_write, &w);
+    if (e != AD_OK) {
+        http_reply_error(r, e, w.why[0] ? w.why
+                               : e == AD_ENOTFOUND ? "no such device"
+                                                   : NULL);
+        goto out;
+    }
+    http_reply_json(r, 200, w.result);
+out:
+    json_decref(patch);
+    json_decref(body);
+}
+
+static ad_err device_delete_write(store_txn *tx, void *arg)
+{
+    struct device_write *w = arg;
+    ad_err e = store_del(tx, STORE_DEVICES, w->id);
+
+    /* Certificates stay on record (history, CRL); without the device
+     * they no longer authenticate anything. */
+    if (e == AD_OK)
+        e = store_audit(tx, w->actor, "device.delete", w->id, NULL);
+    return e;
+}
+
+void route_device_delete(http_req *r)
+{
+    struct device_write w;
+    ad_err e;
+
+    memset(&w, 0, sizeof(w));
+    w.actor = r->actor;
+    w.id = r->param[0];
+    e = store_write(r->app->st, device_delete_write, &w);
+    if (e != AD_OK) {
+        http_reply_error(r, e, e == AD_ENOTFOUND ? "no such device" : NULL);
+        return;
+    }
+    http_reply_empty(r, 204);
+}
+
+/* ---- enrollments ----------------------------------------------------- */
+
+struct record_write {
+    const char *actor;
+    const char *action;
+    store_table table;
+    const char *id;
+    json_t *rec;
+    store_index ix;     /* secret-hash index to keep in step */
+    const char *ix_key; /* create: the hash; delete: looked up */
+};
+
+static ad_err record_create_write(store_txn *tx, void *arg)
+{
+    struct record_write *w = arg;
+    ad_err e = store_put(tx, w->table, w->id, w->rec, STORE_NOOVERWRITE);
+
+    if (e == AD_OK)
+        e = store_index_add(tx, w->ix, w->ix_key, w->id);
+    if (e == AD_OK)
+        e = store_audit(tx, w->actor, w->action, w->id, NULL);
+    return e;
+}
+
+static ad_err record_delete_write(store_txn *tx, void *arg)
+{
+    struct record_write *w = arg;
+    const char *field = w->table == STORE_ENROLLMENTS ? "token_sha256" : "hash";
+    json_t *rec = NULL;
+    const char *hash;
+    ad_err e;
+
+    if ((e = store_get(tx, w->table, w->id, &rec)) != AD_OK)
+        return e;
+    hash = json_string_value(json_object_get(rec, field));
+    if (hash)
+        e = store_index_del(tx, w->ix, hash, w->id);
+    if (e == AD_OK)
+        e = store_del(tx, w->table, w->id);
+    if (e == AD_OK)
+        e = store_audit(tx, w->actor, w->action, w->id, NULL);
+    json_decref(rec);
+    return e;
+}
+
+static ad_err delete_record(http_req *r, store_table t, store_index ix,
+                            const char *action)
+{
+    struct record_write w;
+
+    memset(&w, 0, sizeof(w));
+    w.actor = r->actor;
+    w.action = action;
+    w.table = t;
+    w.id = r->param[0];
+    w.ix = ix;
+    return store_write(r->app->st, record_delete_write, &w);
+}
+
+/* Reads an optional positive integer field bounded by max. */
+static int int_field(const json_t *body, const char *name, json_int_t def,
+                     json_int_t max, json_int_t *out)
+{
+    const json_t *v = json_object_get(body, name);
+
+    if (v == NULL || json_is_null(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+        json_integer_value(v) > max)
+        return -1;
+    *out = json_integer_value(v);
+    return 0;
+}
+
+void route_enrollment_create(http_req *r)
+{
+    json_t *body, *groups, *rec = NULL, *view;
+    json_int_t max_uses, expires_in, cert_days;
+    const char *name, *pattern;
+    struct record_write w;
+    char id[40], token[64], digest[65], now[32], exp[32];
+    char msg[160];
+    ad_err e;
+
+    if ((body = http_body_object(r)) == NULL)
+        return;
+    name = json_string_value(json_object_get(body, "name"));
+    pattern = json_string_value(json_object_get(body, "id_pattern"));
+    groups = json_object_get(body, "groups");
+    if (json_object_get(body, "name") && (name == NULL || strlen(name) > 128)) {
+        http_reply_error(r, AD_EFIELD, "name must be a string of 1..128 bytes");
+        goto out;
+    }
+    if (pattern == NULL)
+        pattern = "*";
+    if (*pattern == '\0' || strlen(pattern) > 128 ||
+        (json_object_get(body, "id_pattern") &&
+         !json_is_string(json_object_get(body, "id_pattern")))) {
+        http_reply_error(r, AD_EFIELD,
+                         "id_pattern must be a glob of 1..128 bytes");
+        goto out;
+    }
+    for (const char *p = pattern; *p; p++) {
+        char c[2] = {*p, 0};
+        if (*p != '*' && *p != '?' && !util_name_valid(c)) {
+            http_reply_error(r, AD_EFIELD,
+                             "id_pattern may hold only id characters, * and ?");
+            goto out;
+        }
+    }
+    if (groups && !names_ok(groups)) {
+        http_reply_error(r, AD_EFIELD, "groups must be an array of names");
+        goto out;
+    }
+    if (int_field(body, "max_uses", 1, 100000000, &max_uses) != 0 ||
+        int_field(body, "expires_in", 86400, 10L * 365 * 86400, &expires_in) !=
+            0 ||
+        int_field(body, "cert_days", r->app->cfg.cert_days, 3650, &cert_days) !=
+            0) {
+        snprintf(msg, sizeof(msg),
+                 "max_uses (1..1e8), expires_in (seconds, 1..10 years) and "
+                 "cert_days (1..3650) must be positive integers");
+        http_reply_error(r, AD_EFIELD, msg);
+        goto out;
+    }
+    if (util_random_hex(8, id + 2, sizeof(id) - 2) != AD_OK ||
+        util_random_token("enr_", 32, token, sizeof(token)) != AD_OK) {
+        http_reply_error(r, AD_EINTERNAL, NULL);
+        goto out;
+    }
+    id[0] = 'e';
+    id[1] = '_';
+    util_sha256_hex(token, strlen(token), digest);
+    now_text(now, sizeof(now));
+    util_time_rfc3339(time(NULL) + (time_t)expires_in, exp, sizeof(exp));
+    rec = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:O, s:I, s:s, s:s}", "id",
+                    id, "name", name ? name : id, "id_pattern", pattern,
+                    "max_uses", max_uses, "used", (json_int_t)0, "expires_at",
+                    exp, "groups", groups ? groups : json_array(), "cert_days",
+                    cert_days, "created_at", now, "token_sha256", digest);
+    if (rec == NULL) {
+        http_reply_error(r, AD_ENOMEM, NULL);
+        goto out;
+    }
+    memset(&w, 0, sizeof(w));
+    w.actor = r->actor;
+    w.action = "enrollment.create";
+    w.table = STORE_ENROLLMENTS;
+    w.id = id;
+    w.rec = rec;
+    w.ix = STORE_IX_ENROLLMENT_TOKENS;
+    w.ix_key = digest;
+    e = store_write(r->app->st, record_create_write, &w);
+    if (e != AD_OK) {
+        http_reply_error(r, e, NULL);
+        goto out;
+    }
+    view = registry_enrollment_view(rec);
+    /* The token is shown this once; only its hash is kept. */
+    json_object_set_new(view, "token", json_string(token));
+    http_reply_json(r, 201, view);
+out:
+    json_decref(rec);
+    json_decref(body);
+}
+
+void route_enrollment_list(http_req *r)
+{
+    const char *after;
+    store_txn *tx = NULL;
+    json_t *items = NULL, *views, *v;
+    size_t limit, i;
+    int more = 0;
+    ad_err e;
+
+    if (http_paging(r, &limit, &after) != 0)
+        return;
+    e = store_read_begin(r->app->st, &tx);
+    if (e == AD_OK)
+        e = store_list(tx, STORE_ENROLLMENTS, "", after, limit, &items, &more);
+    store_read_end(tx);
+    if (e != AD_OK) {
+        http_reply_error(r, e, NULL);
+        return;
+    }
+    views = json_array();
+    json_array_foreach(items, i, v)
+        json_array_append_new(views, registry_enrollment_view(v));
+    json_decref(items);
+    reply_page(r, views, more, "id");
+}
+
+void route_enrollment_get(http_req *r)
+{
+    json_t *rec = get_record(r, STORE_ENROLLMENTS, r->param[0]);
+
+    if (rec == NULL)
+        return;
+    http_reply_json(r, 200, registry_enrollment_view(rec));
+    json_decref(rec);
+}
+
+void route_enrollment_delete(http_req *r)
+{
+    ad_err e = delete_record(r, STORE_ENROLLMENTS, STORE_IX_ENROLLMENT_TOKENS,
+                             "enrollment.delete");
+
+    if (e != AD_OK)
+        http_reply_error(r, e, e == AD_ENOTFOUND ? "no such enrollment" : NULL);
+    else
+        http_reply_empty(r, 204);
+}
+
+/* ---- certificates ---------------------------------------------------- */
+
+void route_cert_list(http_req *r)
+{
+    const char *after, *device = http_query(r, "device"),
+                       *enrollment = http_query(r, "enrollment"),
+                       *status = http_query(r, "status");
+    store_txn *tx = NULL;
+    json_t *items = json_array(), *page = NULL, *v;
+    time_t now = time(NULL);
+    char cursor_buf[CA_SERIAL_HEX_MAX + 1];
+    size_t limit, i;
+    int more = 0;
+    ad_err e;
+
+    if (http_paging(r, &limit, &after) != 0) {
+        json_decref(items);
+        return;
+    }
+    if (status && strcmp(status, "valid") != 0 &&
+        strcmp(status, "revoked") != 0 && strcmp(status, "expired") != 0) {
+        json_decref(items);
+        http_reply_error(r, AD_EBADREQ,
+                         "status must be valid, revoked or expired");
+        return;
+    }
+    if ((e = store_read_begin(r->app->st, &tx)) != AD_OK)
+        goto fail;
+    /* Walk pages of the narrowest source until limit items pass the
+     * remaining filters, so that "next" is always a resumable cursor. */
+    for (;;) {
+        const char *cursor = after;
+        int src_more = 0;
+
+        json_decref(page);
+        page = NULL;
+        if (device)
+            e = store_index_list(tx, STORE_IX_CERTS_BY_DEVICE, device, cursor,
+                                 limit, &page, &src_more);
+        else if (enrollment)
+            e = store_index_list(tx, STORE_IX_CERTS_BY_ENROLLMENT, enrollment,
+                                 cursor, limit, &page, &src_more);
+        else
+            e = store_list(tx, STORE_CERTS, "", cursor, limit, &page,
+                           &src_more);
+        if (e != AD_OK)
+            goto fail;
+        json_array_foreach(page, i, v) {
+            json_t *rec = NULL, *view;
+            const char *serial = json_is_string(v)
+                                     ? json_string_value(v)
+                                     : json_string_value(
+                                           json_object_get(v, "serial"));
+            const char *st, *dev, *en;
+
+            if (json_array_size(items) >= limit) {
+                more = 1;
+                break;
+            }
+            after = serial; /* page cursor follows the source */
+            if (json_is_string(v)) {
+                if (store_get(tx, STORE_CERTS, serial, &rec) != AD_OK)
+                    continue;
+            } else {
+                rec = json_incref(v);
+            }
+            view = registry_cert_view(rec, now);
+            json_decref(rec);
+            st = json_string_value(json_object_get(view, "status"));
+            dev = json_string_value(json_object_get(view, "device_id"));
+            en = json_string_value(json_object_get(view, "enrollment"));
+            if ((status && (st == NULL || strcmp(st, status) != 0)) ||
+                (device && (dev == NULL || strcmp(dev, device) != 0)) ||
+                (enrollment && (en == NULL || strcmp(en, enrollment) != 0))) {
+                json_decref(view);
+                continue;
+            }
+            json_array_append_new(items, view);
+        }
+        if (more || !src_more)
+            break;
+        if (json_array_size(items) >= limit) {
+            more = 1;
+            break;
+        }
+        /* after points into page, which the next round frees. */
+        util_strlcpy(cursor_buf, after ? after : "", sizeof(cursor_buf));
+        after = cursor_buf;
+    }
+    json_decref(page);
+    store_read_end(tx);
+    reply_page(r, items, more, "serial");
+    return;
+fail:
+    json_decref(page);
+    json_decref(items);
+    store_read_end(tx);
+    http_reply_error(r, e, NULL);
+}
+
+void route_cert_get(http_req *r)
+{
+    json_t *rec = get_record(r, STORE_CERTS, r->param[0]);
+
+    if (rec == NULL)
+        return;
+    http_reply_json(r, 200, registry_cert_view(rec, time(NULL)));
+    json_decref(rec);
+}
+
+/* ---- API keys -------------------------------------------------------- */
+
+void route_apikey_create(http_req *r)
+{
+    json_t *body, *view = NULL;
+    const char *name, *role;
+    char msg[160] = "";
+    ad_err e;
+
+    if ((body = http_body_object(r)) == NULL)
+        return;
+    name = json_string_value(json_object_get(body, "name"));
+    role = json_string_value(json_object_get(body, "role"));
+    e = registry_apikey_create(r->app->st, r->actor, name, role, &view, msg,
+                               sizeof(msg));
+    if (e != AD_OK)
+        http_reply_error(r, e, msg);
+    else
+        http_reply_json(r, 201, view);
+    json_decref(body);
+}
+
+void route_apikey_list(http_req *r)
+{
+    const char *after;
+    store_txn *tx = NULL;
+    json_t *items = NULL, *views, *v;
+    size_t limit, i;
+    int more = 0;
+    ad_err e;
+
+    if (http_paging(r, &limit, &after) != 0)
+        return;
+    e = store_read_begin(r->app->st, &tx);
+    if (e == AD_OK)
+        e = store_list(tx, STORE_APIKEYS, "", after, limit, &items, &more);
+    store_read_end(tx);
+    if (e != AD_OK) {
+        http_reply_error(r, e, NULL);
+        return;
+    }
+    views = json_array();
+    json_array_foreach(items, i, v)
+        json_array_append_new(views, registry_apikey_view(v));
+    json_decref(items);
+    reply_page(r, views, more, "id");
+}
+
+void route_apikey_delete(http_req *r)
+{
+    ad_err e = delete_record(r, STORE_APIKEYS, STORE_IX_APIKEY_HASHES,
+                             "apikey.delete");
+
+    if (e != AD_OK)
+        http_reply_error(r, e, e == AD_ENOTFOUND ? "no such API key" : NULL);
+    else
+        http_reply_empty(r, 204);
+}
+
+/* ---- audit ----------------------------------------------------------- */
+
+void route_audit_list(http_req *r)
+{
+    const char *after;
+    uint64_t after_seq = 0;
+    store_txn *tx = NULL;
+    json_t *items = NULL;
+    size_t limit;
+    int more = 0;
+    ad_err e;
+
+    if (http_paging(r, &limit, &after) != 0)
+        return;
+    if (after && util_parse_u64(after, UINT64_MAX - 1, &after_seq) != 0) {
+        http_reply_error(r, AD_EBADREQ, "after must be an audit seq number");
+        return;
+    }
+    e = store_read_begin(r->app->st, &tx);
+    if (e == AD_OK)
+        e = store_audit_list(tx, after_seq, limit, &items, &more);
+    store_read_end(tx);
+    if (e != AD_OK) {
+        http_reply_error(r, e, NULL);
+        return;
+    }
+    reply_page(r, items, more, "seq");
+}

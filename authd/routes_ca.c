@@ -1,0 +1,547 @@
+/* Handlers that hand out certificates: the CA's own certificates, factory
+ * enrollment (/v1/enroll and EST simpleenroll), renewal over mTLS
+ * (/v1/renew and EST simplereenroll) and server certificates. They all
+ * end in issue_cert, which signs, commits durably, then answers. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "log.h"
+#include "registry.h"
+#include "routes.h"
+#include "util.h"
+
+enum { MAX_SANS = 32 };
+
+/* How an issued certificate is returned. */
+typedef enum { ANSWER_JSON, ANSWER_PKCS7 } answer_form;
+
+/* Everything issue_cert needs besides the CSR. */
+struct issue_req {
+    const char *kind;          /* "device" or "server" */
+    const char *device_id;     /* device certs */
+    const char *enrollment_id; /* enrollments */
+    int create_device;
+    long days;
+    const char *const *dns;
+    size_t ndns;
+    const char *const *ips;
+    size_t nips;
+    const char *audit_action;
+    answer_form form;
+};
+
+static void reply_pkcs7(http_req *r, unsigned status,
+                        const uint8_t *const *ders, const size_t *lens,
+                        size_t n)
+{
+    uint8_t *p7 = NULL;
+    size_t p7len = 0;
+    char *b64;
+    ad_err e;
+
+    e = ca_pkcs7_certs_only(ders, lens, n, &p7, &p7len);
+    if (e != AD_OK) {
+        http_reply_error(r, e, NULL);
+        return;
+    }
+    b64 = util_base64_encode(p7, p7len, 1);
+    free(p7);
+    if (b64 == NULL) {
+        http_reply_error(r, AD_ENOMEM, NULL);
+        return;
+    }
+    http_reply_bytes(r, status, "application/pkcs7-mime; smime-type=certs-only",
+                     b64, strlen(b64));
+    free(b64);
+}
+
+/* Signs a certificate for csr as described by q, records it durably and
+ * answers. The certificate leaves the process only after its commit. */
+static void issue_cert(http_req *r, const ca_csr *csr,
+                       const struct issue_req *q)
+{
+    app *a = r->app;
+    ca_issued iss;
+    ca_profile prof;
+    registry_issue rec;
+    char uri[CONFIG_STR_MAX + 160], msg[256], na[32];
+    char crl_url[CONFIG_STR_MAX + 16], ocsp_url[CONFIG_STR_MAX + 16];
+    time_t now = time(NULL);
+    int64_t not_after;
+    ad_err e;
+
+    memset(&prof, 0, sizeof(prof));
+    not_after = (int64_t)now + (int64_t)q->days * 86400;
+    /* Never outlive the issuing CA. */
+    if (not_after > ca_not_after(a->ca))
+        not_after = ca_not_after(a->ca);
+    prof.not_before = (int64_t)now - 60; /* tolerate small clock skew */
+    prof.not_after = not_after;
+    if (strcmp(q->kind, "server") == 0) {
+        prof.kind = CA_PROFILE_SERVER;
+        prof.common_name = q->ndns ? q->dns[0] : q->ips[0];
+        prof.dns = q->dns;
+        prof.dns_count = q->ndns;
+        prof.ips = q->ips;
+        prof.ip_count = q->nips;
+    } else {
+        prof.kind = CA_PROFILE_DEVICE;
+        prof.common_name = q->device_id;
+        snprintf(uri, sizeof(uri), "%s%s", a->cfg.device_uri_prefix,
+                 q->device_id);
+        prof.san_uri = uri;
+    }
+    if (a->cfg.public_url[0]) {
+        snprintf(crl_url, sizeof(crl_url), "%s/v1/crl", a->cfg.public_url);
+        snprintf(ocsp_url, sizeof(ocsp_url), "%s/v1/ocsp", a->cfg.public_url);
+        prof.crl_url = crl_url;
+        prof.ocsp_url = ocsp_url;
+    }
+    msg[0] = '\0';
+    e = ca_issue(a->ca, csr, &prof, &iss, msg, sizeof(msg));
+    if (e != AD_OK) {
+        http_reply_error(r, e, msg);
+        return;
+    }
+    memset(&rec, 0, sizeof(rec));
+    rec.actor = r->actor;
+    rec.kind = q->kind;
+    rec.enrollment_id = q->enrollment_id;
+    rec.device_id = q->device_id;
+    rec.create_device = q->create_device;
+    rec.cert = &iss;
+    rec.audit_action = q->audit_action;
+    rec.now = now;
+    e = registry_commit_issue(a->st, &rec);
+    if (e != AD_OK) {
+        http_metric_inc(a, METRIC_ENROLL_REFUSED);
+        http_reply_error(r, e, NULL);
+        ca_issued_free(&iss);
+        return;
+    }
+    http_metric_inc(a, METRIC_CERTS_ISSUED);
+    if (q->form == ANSWER_PKCS7) {
+        const uint8_t *ders[1] = {iss.der};
+        size_t lens[1] = {iss.der_len};
+        reply_pkcs7(r, 200, ders, lens, 1);
+    } else {
+        util_time_rfc3339((time_t)iss.not_after, na, sizeof(na));
+        http_reply_json(r, 201,
+                        json_pack("{s:s?, s:s, s:s, s:s, s:s}", "device_id",
+                                  q->device_id, "serial", iss.serial_hex,
+                                  "certificate", iss.pem, "chain",
+                                  ca_chain_pem(a->ca), "not_after", na));
+    }
+    ca_issued_free(&iss);
+}
+
+/* ---- CA certificates ------------------------------------------------- */
+
+void route_ca_info(http_req *r)
+{
+    char na[32];
+
+    util_time_rfc3339((time_t)ca_not_after(r->app->ca), na, sizeof(na));
+    http_reply_json(r, 200,
+                    json_pack("{s:s, s:s, s:s}", "subject",
+                              ca_subject(r->app->ca), "not_after", na,
+                              "chain_pem", ca_chain_pem(r->app->ca)));
+}
+
+void route_ca_pem(http_req *r)
+{
+    const char *pem = ca_chain_pem(r->app->ca);
+
+    http_reply_bytes(r, 200, "application/x-pem-file", pem, strlen(pem));
+}
+
+void route_est_cacerts(http_req *r)
+{
+    app *a = r->app;
+
+    reply_pkcs7(r, 200, (const uint8_t *const *)a->chain_der, a->chain_len,
+                a->chain_n);
+}
+
+void route_est_csrattrs(http_req *r)
+{
+    /* No attributes are required (RFC 7030 §4.5.2 allows 204). */
+    http_reply_empty(r, 204);
+}
+
+/* ---- enrollment ------------------------------------------------------ */
+
+/* The enrollment a request is made under: an enrollment token as Bearer
+ * (or the password of EST Basic auth, user = enrollment id), or an
+ * admin/provisioner API key naming "enrollment" in the body. On failure
+ * replies and returns NULL. */
+static json_t *enrollment_of(http_req *r, const char *named_id)
+{
+    const char *auth = http_header(r, "Authorization");
+    json_t *enr = NULL;
+    ad_err e;
+
+    if (auth == NULL) {
+        r->www_authenticate = "Bearer";
+        http_reply_error(r, AD_EUNAUTH, "an enrollment token is required");
+        return NULL;
+    }
+    if (strncasecmp(auth, "Basic ", 6) == 0) {
+        uint8_t *raw = NULL;
+        size_t rawlen = 0;
+        char *colon;
+
+        if (util_base64_decode(auth + 6, strlen(auth + 6), &raw, &rawlen) !=
+                0 ||
+            rawlen > 512) {
+            free(raw);
+            http_reply_error(r, AD_EBADCRED, "malformed Basic credentials");
+            return NULL;
+        }
+        raw[rawlen] = '\0'; /* the decoder leaves room for this */
+        colon = memchr(raw, ':', rawlen);
+        if (colon == NULL || strlen((char *)raw) != rawlen) {
+            free(raw);
+            http_reply_error(r, AD_EBADCRED, "malformed Basic credentials");
+            return NULL;
+        }
+        *colon = '\0';
+        e = registry_enrollment_by_token(r->app->st, colon + 1, &enr);
+        /* The user part must name the same enrollment, if given. */
+        if (e == AD_OK && raw[0] &&
+            strcmp((char *)raw,
+                   json_string_value(json_object_get(enr, "id"))) != 0) {
+            json_decref(enr);
+            enr = NULL;
+            e = AD_EBADCRED;
+        }
+        free(raw);
+    } else if (strncasecmp(auth, "Bearer enr_", 11) == 0) {
+        e = registry_enrollment_by_token(r->app->st, auth + 7, &enr);
+    } else {
+        api_role role = http_bearer_role(r);
+        store_txn *tx = NULL;
+
+        if (role != ROLE_ADMIN && role != ROLE_PROVISIONER) {
+            http_reply_error(r, role == ROLE_NONE ? AD_EBADCRED : AD_EFORBIDDEN,
+                             "an enrollment token or a provisioner API key "
+                             "is required");
+            return NULL;
+        }
+        if (named_id == NULL) {
+            http_reply_error(r, AD_EFIELD,
+                             "with an API key, \"enrollment\" must name the "
+                             "enrollment");
+            return NULL;
+        }
+        e = store_read_begin(r->app->st, &tx);
+        if (e == AD_OK)
+            e = store_get(tx, STORE_ENROLLMENTS, named_id, &enr);
+        store_read_end(tx);
+        if (e == AD_ENOTFOUND) {
+            http_reply_error(r, AD_ENOTFOUND, "no such enrollment");
+            return NULL;
+        }
+        if (e == AD_OK)
+            return enr;
+    }
+    if (e != AD_OK) {
+        r->www_authenticate = "Bearer error=\"invalid_token\"";
+        http_reply_error(r, e,
+                         e == AD_EBADCRED ? "the enrollment token is not valid"
+                                          : NULL);
+        return NULL;
+    }
+    snprintf(r->actor, sizeof(r->actor), "enrollment:%s",
+             json_string_value(json_object_get(enr, "id")));
+    return enr;
+}
+
+/* Shared by /v1/enroll and EST simpleenroll once the CSR is parsed. */
+static void enroll_with(http_req *r, json_t *enr, const ca_csr *csr,
+                        const char *device_id, answer_form form)
+{
+    struct issue_req q;
+    const char *pattern = json_string_value(json_object_get(enr, "id_pattern"));
+    char msg[300];
+    ad_err e;
+
+    if (device_id == NULL)
+        device_id = ca_csr_common_name(csr);
+    if (device_id == NULL) {
+        http_reply_error(r, AD_EDEVID,
+                         "no device_id given and the CSR has no CN");
+        return;
+    }
+    if (!util_device_id_valid(device_id)) {
+        http_reply_error(r, AD_EDEVID, NULL);
+        return;
+    }
+    if (pattern && !util_glob_match(pattern, device_id)) {
+        char safe[140];
+        snprintf(msg, sizeof(msg), "device id %s does not match %s",
+                 log_safe(device_id, safe, sizeof(safe)), pattern);
+        http_reply_error(r, AD_EPATTERN, msg);
+        return;
+    }
+    /* Cheap refusals before spending a signature; the writer checks all
+     * of this again atomically. */
+    e = registry_enrollment_usable(enr, time(NULL));
+    if (e == AD_OK)
+        e = registry_device_issuable(r->app->st, device_id);
+    if (e != AD_OK) {
+        http_metric_inc(r->app, METRIC_ENROLL_REFUSED);
+        http_reply_error(r, e, NULL);
+        return;
+    }
+    memset(&q, 0, sizeof(q));
+    q.kind = "device";
+    q.device_id = device_id;
+    q.enrollment_id = json_string_value(json_object_get(enr, "id"));
+    q.create_device = 1;
+    q.days = (long)json_integer_value(json_object_get(enr, "cert_days"));
+    if (q.days <= 0)
+        q.days = atomic_load(&r->app->cert_days);
+    q.audit_action = "cert.enroll";
+    q.form = form;
+    issue_cert(r, csr, &q);
+}
+
+void route_enroll(http_req *r)
+{
+    json_t *body = NULL, *enr = NULL, *jdev, *jcsr, *jenr;
+    ca_csr *csr = NULL;
+    const char *csr_pem;
+    char msg[256];
+    ad_err e;
+
+    if ((body = http_body_object(r)) == NULL)
+        return;
+    jenr = json_object_get(body, "enrollment");
+    if ((enr = enrollment_of(r, json_string_value(jenr))) == NULL)
+        goto out;
+    jcsr = json_object_get(body, "csr");
+    jdev = json_object_get(body, "device_id");
+    if (!json_is_string(jcsr) || (jdev && !json_is_string(jdev) &&
+                                  !json_is_null(jdev))) {
+        http_reply_error(r, AD_EFIELD,
+                         "\"csr\" (PEM string) is required; \"device_id\" "
+                         "must be a string");
+        goto out;
+    }
+    csr_pem = json_string_value(jcsr);
+    msg[0] = '\0';
+    e = ca_csr_parse_pem(csr_pem, json_string_length(jcsr), &csr, msg,
+                         sizeof(msg));
+    if (e != AD_OK) {
+        http_metric_inc(r->app, METRIC_ENROLL_REFUSED);
+        http_reply_error(r, e, msg);
+        goto out;
+    }
+    enroll_with(r, enr, csr, json_string_value(jdev), ANSWER_JSON);
+out:
+    ca_csr_free(csr);
+    json_decref(enr);
+    json_decref(body);
+}
+
+/* EST bodies are base64 DER (RFC 8951); PEM is accepted too. */
+static ca_csr *est_csr(http_req *r)
+{
+    uint8_t *der = NULL;
+    size_t len = 0;
+    ca_csr *csr = NULL;
+    char msg[256] = "";
+    ad_err e;
+
+    if (r->body_len >= 10 && memcmp(r->body, "-----BEGIN", 10) == 0) {
+        e = ca_csr_parse_pem(r->body, r->body_len, &csr, msg, sizeof(msg));
+    } else if (util_base64_decode(r->body, r->body_len, &der, &len) != 0 ||
+               len == 0) {
+        e = AD_ECSR;
+        snprintf(msg, sizeof(msg), "the body must be a base64 DER CSR");
+    } else {
+        e = ca_csr_parse_der(der, len, &csr, msg, sizeof(msg));
+    }
+    free(der);
+    if (e != AD_OK) {
+        http_reply_error(r, e, msg);
+        return NULL;
+    }
+    return csr;
+}
+
+void route_est_simpleenroll(http_req *r)
+{
+    json_t *enr;
+    ca_csr *csr;
+
+    if ((enr = enrollment_of(r, NULL)) == NULL)
+        return;
+    if ((csr = est_csr(r)) != NULL)
+        enroll_with(r, enr, csr, NULL, ANSWER_PKCS7);
+    ca_csr_free(csr);
+    json_decref(enr);
+}
+
+/* ---- renewal over mTLS ----------------------------------------------- */
+
+static void renew_with(http_req *r, const ca_csr *csr, answer_form form,
+                       int subject_must_match)
+{
+    json_t *dev = NULL, *cert = NULL, *enr = NULL;
+    struct issue_req q;
+    const char *dev_id, *enr_id, *cn;
+    ad_err e;
+
+    e = registry_device_by_cert(r->app->st, r->client_cert,
+                                r->client_cert_len, time(NULL), &dev, &cert);
+    if (e != AD_OK) {
+        http_reply_error(r, e,
+                         e == AD_EBADCRED
+                             ? "the client certificate is unknown, revoked "
+                               "or expired"
+                             : NULL);
+        return;
+    }
+    dev_id = json_string_value(json_object_get(dev, "id"));
+    snprintf(r->actor, sizeof(r->actor), "device:%s", dev_id);
+    cn = ca_csr_common_name(csr);
+    if (subject_must_match && (cn == NULL || strcmp(cn, dev_id) != 0)) {
+        http_reply_error(r, AD_ESUBJECT,
+                         "the CSR subject must be CN=<device id>");
+        goto out;
+    }
+    memset(&q, 0, sizeof(q));
+    q.kind = "device";
+    q.device_id = dev_id;
+    q.days = atomic_load(&r->app->cert_days);
+    /* Keep the lifetime the device's enrollment chose, if it still
+     * exists; renewal does not consume an enrollment use. */
+    enr_id = json_string_value(json_object_get(cert, "enrollment"));
+    if (enr_id) {
+        store_txn *tx = NULL;
+        if (store_read_begin(r->app->st, &tx) == AD_OK &&
+            store_get(tx, STORE_ENROLLMENTS, enr_id, &enr) == AD_OK &&
+            json_integer_value(json_object_get(enr, "cert_days")) > 0)
+            q.days = (long)json_integer_value(json_object_get(enr, "cert_days"));
+        store_read_end(tx);
+    }
+    q.audit_action = "cert.renew";
+    q.form = form;
+    issue_cert(r, csr, &q);
+out:
+    json_decref(enr);
+    json_decref(cert);
+    json_decref(dev);
+}
+
+void route_renew(http_req *r)
+{
+    json_t *body, *jcsr;
+    ca_csr *csr = NULL;
+    char msg[256] = "";
+    ad_err e;
+
+    if ((body = http_body_object(r)) == NULL)
+        return;
+    jcsr = json_object_get(body, "csr");
+    if (!json_is_string(jcsr)) {
+        http_reply_error(r, AD_EFIELD, "\"csr\" (PEM string) is required");
+        goto out;
+    }
+    e = ca_csr_parse_pem(json_string_value(jcsr), json_string_length(jcsr),
+                         &csr, msg, sizeof(msg));
+    if (e != AD_OK) {
+        http_reply_error(r, e, msg);
+        goto out;
+    }
+    renew_with(r, csr, ANSWER_JSON, 0);
+out:
+    ca_csr_free(csr);
+    json_decref(body);
+}
+
+void route_est_simplereenroll(http_req *r)
+{
+    ca_csr *csr = est_csr(r);
+
+    if (csr != NULL)
+        renew_with(r, csr, ANSWER_PKCS7, 1);
+    ca_csr_free(csr);
+}
+
+/* ---- server certificates --------------------------------------------- */
+
+/* Copies a JSON array of strings into out (at most MAX_SANS). Returns
+ * the count, or -1 if it is not such an array. */
+static int string_array(const json_t *arr, const char **out)
+{
+    size_t i;
+    json_t *v;
+
+    if (arr == NULL || json_is_null(arr))
+        return 0;
+    if (!json_is_array(arr) || json_array_size(arr) > MAX_SANS)
+        return -1;
+    json_array_foreach(arr, i, v) {
+        const char *s = json_string_value(v);
+        if (s == NULL || *s == '\0' || strlen(s) > 253)
+            return -1;
+        out[i] = s;
+    }
+    return (int)json_array_size(arr);
+}
+
+void route_server_certs(http_req *r)
+{
+    json_t *body, *jcsr, *jdays;
+    const char *dns[MAX_SANS], *ips[MAX_SANS];
+    int ndns, nips;
+    ca_csr *csr = NULL;
+    struct issue_req q;
+    char msg[256] = "";
+    ad_err e;
+
+    if ((body = http_body_object(r)) == NULL)
+        return;
+    jcsr = json_object_get(body, "csr");
+    jdays = json_object_get(body, "days");
+    ndns = string_array(json_object_get(body, "dns"), dns);
+    nips = string_array(json_object_get(body, "ips"), ips);
+    if (!json_is_string(jcsr) || ndns < 0 || nips < 0 ||
+        (jdays && (!json_is_integer(jdays) || json_integer_value(jdays) < 1 ||
+                   json_integer_value(jdays) > 3650))) {
+        http_reply_error(r, AD_EFIELD,
+                         "expected {\"csr\": PEM, \"dns\": [names], \"ips\": "
+                         "[addresses], \"days\": 1..3650}");
+        goto out;
+    }
+    if (ndns + nips == 0) {
+        http_reply_error(r, AD_EFIELD, "give at least one of dns or ips");
+        goto out;
+    }
+    e = ca_csr_parse_pem(json_string_value(jcsr), json_string_length(jcsr),
+                         &csr, msg, sizeof(msg));
+    if (e != AD_OK) {
+        http_reply_error(r, e, msg);
+        goto out;
+    }
+    memset(&q, 0, sizeof(q));
+    q.kind = "server";
+    q.days = jdays ? (long)json_integer_value(jdays)
+                   : atomic_load(&r->app->server_cert_days);
+    q.dns = dns;
+    q.ndns = (size_t)ndns;
+    q.ips = ips;
+    q.nips = (size_t)nips;
+    q.audit_action = "cert.server";
+    q.form = ANSWER_JSON;
+    issue_cert(r, csr, &q);
+out:
+    ca_csr_free(csr);
+    json_decref(body);
+}

@@ -1,0 +1,34 @@
+/* Health, readiness and metrics (API.md §10). */
+#include <stdlib.h>
+
+#include "routes.h"
+
+void route_healthz(http_req *r)
+{
+    http_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+void route_readyz(http_req *r)
+{
+    app *a = r->app;
+
+    if (!atomic_load(&a->ready) || a->st == NULL || a->ca == NULL) {
+        http_reply_error(r, AD_ENOTREADY, NULL);
+        return;
+    }
+    http_reply_json(r, 200, json_pack("{s:s}", "status", "ready"));
+}
+
+void route_metrics(http_req *r)
+{
+    size_t len = 0;
+    char *text = http_metrics_text(r->app, &len);
+
+    if (text == NULL) {
+        http_reply_error(r, AD_ENOMEM, NULL);
+        return;
+    }
+    http_reply_bytes(r, 200, "text/plain; version=0.0.4; charset=utf-8", text,
+                     len);
+    free(text);
+}

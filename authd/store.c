@@ -1,0 +1,646 @@
+/* LMDB behind store.h: named databases for records and indexes, read
+ * transactions on demand, and one writer thread doing group commit. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <lmdb.h>
+
+#include "store.h"
+#include "util.h"
+
+/* A JSON record may not exceed this; inputs are bounded far below it. */
+#define STORE_RECORD_MAX (256 * 1024)
+/* Writes grouped into one transaction at most; bounds commit latency. */
+#define STORE_BATCH_MAX 512
+
+static const char *const table_names[STORE_TABLE__COUNT] = {
+    "devices", "certs", "enrollments", "apikeys", "meta",
+};
+static const char *const index_names[STORE_IX__COUNT] = {
+    "ix_certs_by_device", "ix_certs_by_enrollment", "ix_certs_by_fpr",
+    "ix_enrollment_tokens", "ix_apikey_hashes",
+};
+
+/* One queued write; lives on the caller's stack until it is answered. */
+struct pending {
+    store_write_fn fn;
+    void *arg;
+    ad_err result;
+    int done;
+    struct pending *next;
+};
+
+struct store {
+    MDB_env *env;
+    MDB_dbi tables[STORE_TABLE__COUNT];
+    MDB_dbi indexes[STORE_IX__COUNT];
+    MDB_dbi audit;
+
+    pthread_mutex_t lock;
+    pthread_cond_t queued;   /* the writer waits here for work */
+    pthread_cond_t answered; /* writers' callers wait here for commits */
+    struct pending *head, *tail;
+    int stopping;
+    pthread_t writer;
+    int writer_started;
+
+    atomic_uint_fast64_t commits, writes;
+};
+
+struct store_txn {
+    store *s;
+    MDB_txn *txn;
+    int writable;
+};
+
+static ad_err map_mdb(int rc)
+{
+    switch (rc) {
+    case MDB_SUCCESS:
+        return AD_OK;
+    case MDB_NOTFOUND:
+        return AD_ENOTFOUND;
+    case MDB_KEYEXIST:
+        return AD_EEXISTS;
+    case ENOMEM:
+        return AD_ENOMEM;
+    default:
+        return AD_ESTORE;
+    }
+}
+
+static MDB_val val_of_str(const char *s)
+{
+    MDB_val v = {strlen(s), (void *)s};
+    return v;
+}
+
+/* LMDB rejects empty keys; every key we store is non-empty and bounded. */
+static int key_ok(const char *key)
+{
+    size_t n = key ? strlen(key) : 0;
+    return n > 0 && n <= 400;
+}
+
+/* ---- the writer thread --------------------------------------------- */
+
+static void *writer_main(void *arg)
+{
+    store *s = arg;
+
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        struct pending *batch, *p;
+        MDB_txn *parent = NULL;
+        int rc, n = 0;
+
+        while (s->head == NULL && !s->stopping)
+            pthread_cond_wait(&s->queued, &s->lock);
+        if (s->head == NULL && s->stopping)
+            break;
+        /* Take up to STORE_BATCH_MAX writes; later ones wait a round. */
+        batch = s->head;
+        p = batch;
+        for (n = 1; n < STORE_BATCH_MAX && p->next != NULL; n++)
+            p = p->next;
+        s->head = p->next;
+        if (s->head == NULL)
+            s->tail = NULL;
+        p->next = NULL;
+        pthread_mutex_unlock(&s->lock);
+
+        rc = mdb_txn_begin(s->env, NULL, 0, &parent);
+        for (p = batch; p != NULL; p = p->next) {
+            MDB_txn *child = NULL;
+            store_txn tx;
+
+            if (rc != MDB_SUCCESS) {
+                p->result = AD_ESTORE;
+                continue;
+            }
+            if (mdb_txn_begin(s->env, parent, 0, &child) != MDB_SUCCESS) {
+                p->result = AD_ESTORE;
+                continue;
+            }
+            tx.s = s;
+            tx.txn = child;
+            tx.writable = 1;
+            p->result = p->fn(&tx, p->arg);
+            if (p->result == AD_OK) {
+                if (mdb_txn_commit(child) != MDB_SUCCESS)
+                    p->result = AD_ESTORE;
+            } else {
+                mdb_txn_abort(child);
+            }
+        }
+        if (rc == MDB_SUCCESS) {
+            /* The one fsync that makes the whole batch durable. */
+            rc = mdb_txn_commit(parent);
+            if (rc != MDB_SUCCESS)
+                for (p = batch; p != NULL; p = p->next)
+                    p->result = AD_ESTORE;
+        }
+        atomic_fetch_add(&s->commits, 1);
+        atomic_fetch_add(&s->writes, (uint_fast64_t)n);
+
+        pthread_mutex_lock(&s->lock);
+        for (p = batch; p != NULL;) {
+            struct pending *next = p->next;
+            p->done = 1; /* p may be gone once we unlock */
+            p = next;
+        }
+        pthread_cond_broadcast(&s->answered);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+ad_err store_write(store *s, store_write_fn fn, void *arg)
+{
+    struct pending p = {fn, arg, AD_OK, 0, NULL};
+
+    pthread_mutex_lock(&s->lock);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->lock);
+        return AD_ENOTREADY;
+    }
+    if (s->tail)
+        s->tail->next = &p;
+    else
+        s->head = &p;
+    s->tail = &p;
+    pthread_cond_signal(&s->queued);
+    while (!p.done)
+        pthread_cond_wait(&s->answered, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+    return p.result;
+}
+
+/* ---- open / close ---------------------------------------------------- */
+
+ad_err store_open(const char *dir, size_t map_mb, store **out, char *err,
+                  size_t errlen)
+{
+    store *s = NULL;
+    MDB_txn *txn = NULL;
+    ad_err e = AD_ESTORE;
+    int rc, i;
+
+    *out = NULL;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return AD_ENOMEM;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->queued, NULL);
+    pthread_cond_init(&s->answered, NULL);
+
+    if ((rc = mdb_env_create(&s->env)) != MDB_SUCCESS)
+        goto fail;
+    mdb_env_set_maxdbs(s->env, 16);
+    /* Thread-per-connection listeners may hold many readers at once. */
+    mdb_env_set_maxreaders(s->env, 1024);
+    mdb_env_set_mapsize(s->env, (size_t)(map_mb ? map_mb : 4096) << 20);
+    /* MDB_NOTLS: read transactions are not tied to threads, so any
+     * thread may end one. Durability stays on (no MDB_NOSYNC). */
+    rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600);
+    if (rc != MDB_SUCCESS)
+        goto fail;
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != MDB_SUCCESS)
+        goto fail;
+    for (i = 0; i < STORE_TABLE__COUNT; i++)
+        if ((rc = mdb_dbi_open(txn, table_names[i], MDB_CREATE,
+                               &s->tables[i])) != MDB_SUCCESS)
+            goto fail;
+    for (i = 0; i < STORE_IX__COUNT; i++)
+        if ((rc = mdb_dbi_open(txn, index_names[i], MDB_CREATE | MDB_DUPSORT,
+                               &s->indexes[i])) != MDB_SUCCESS)
+            goto fail;
+    if ((rc = mdb_dbi_open(txn, "audit", MDB_CREATE, &s->audit)) !=
+        MDB_SUCCESS)
+        goto fail;
+    rc = mdb_txn_commit(txn);
+    txn = NULL;
+    if (rc != MDB_SUCCESS)
+        goto fail;
+    if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
+        rc = EAGAIN;
+        goto fail;
+    }
+    s->writer_started = 1;
+    *out = s;
+    return AD_OK;
+
+fail:
+    ad_errf(e, err, errlen, "lmdb: %s", mdb_strerror(rc));
+    if (txn)
+        mdb_txn_abort(txn);
+    store_close(s);
+    return e;
+}
+
+void store_close(store *s)
+{
+    if (s == NULL)
+        return;
+    if (s->writer_started) {
+        pthread_mutex_lock(&s->lock);
+        s->stopping = 1;
+        pthread_cond_signal(&s->queued);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->writer, NULL);
+    }
+    if (s->env)
+        mdb_env_close(s->env);
+    pthread_cond_destroy(&s->queued);
+    pthread_cond_destroy(&s->answered);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+void store_commit_stats(store *s, uint64_t *commits, uint64_t *writes)
+{
+    *commits = atomic_load(&s->commits);
+    *writes = atomic_load(&s->writes);
+}
+
+/* ---- transactions ---------------------------------------------------- */
+
+ad_err store_read_begin(store *s, store_txn **out)
+{
+    store_txn *tx;
+    int rc;
+
+    *out = NULL;
+    tx = calloc(1, sizeof(*tx));
+    if (tx == NULL)
+        return AD_ENOMEM;
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &tx->txn);
+    if (rc != MDB_SUCCESS) {
+        free(tx);
+        return map_mdb(rc);
+    }
+    tx->s = s;
+    *out = tx;
+    return AD_OK;
+}
+
+void store_read_end(store_txn *tx)
+{
+    if (tx == NULL)
+        return;
+    mdb_txn_abort(tx->txn);
+    free(tx);
+}
+
+/* ---- records --------------------------------------------------------- */
+
+static ad_err decode(const MDB_val *v, json_t **out)
+{
+    json_error_t jerr;
+
+    *out = json_loadb(v->mv_data, v->mv_size, 0, &jerr);
+    return *out ? AD_OK : AD_ESTORE;
+}
+
+ad_err store_get(store_txn *tx, store_table t, const char *key, json_t **out)
+{
+    MDB_val k, v;
+    int rc;
+
+    *out = NULL;
+    if (!key_ok(key))
+        return AD_ENOTFOUND;
+    k = val_of_str(key);
+    rc = mdb_get(tx->txn, tx->s->tables[t], &k, &v);
+    if (rc != MDB_SUCCESS)
+        return map_mdb(rc);
+    return decode(&v, out);
+}
+
+ad_err store_put(store_txn *tx, store_table t, const char *key,
+                 const json_t *val, int flags)
+{
+    MDB_val k, v;
+    char *text;
+    int rc;
+
+    if (!tx->writable)
+        return AD_EINTERNAL;
+    if (!key_ok(key))
+        return AD_EFIELD;
+    text = json_dumps(val, JSON_COMPACT);
+    if (text == NULL)
+        return AD_ENOMEM;
+    if (strlen(text) > STORE_RECORD_MAX) {
+        free(text);
+        return AD_ETOOBIG;
+    }
+    k = val_of_str(key);
+    v = val_of_str(text);
+    rc = mdb_put(tx->txn, tx->s->tables[t], &k, &v,
+                 (flags & STORE_NOOVERWRITE) ? MDB_NOOVERWRITE : 0);
+    free(text);
+    return map_mdb(rc);
+}
+
+ad_err store_del(store_txn *tx, store_table t, const char *key)
+{
+    MDB_val k;
+
+    if (!tx->writable)
+        return AD_EINTERNAL;
+    if (!key_ok(key))
+        return AD_ENOTFOUND;
+    k = val_of_str(key);
+    return map_mdb(mdb_del(tx->txn, tx->s->tables[t], &k, NULL));
+}
+
+static int has_prefix(const MDB_val *k, const char *prefix, size_t plen)
+{
+    return k->mv_size >= plen && memcmp(k->mv_data, prefix, plen) == 0;
+}
+
+ad_err store_list(store_txn *tx, store_table t, const char *prefix,
+                  const char *after, size_t limit, json_t **items, int *more)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    json_t *arr = NULL;
+    size_t plen = prefix ? strlen(prefix) : 0;
+    ad_err e = AD_OK;
+    int rc;
+
+    *items = NULL;
+    *more = 0;
+    arr = json_array();
+    if (arr == NULL)
+        return AD_ENOMEM;
+    if ((rc = mdb_cursor_open(tx->txn, tx->s->tables[t], &cur)) != 0) {
+        e = map_mdb(rc);
+        goto out;
+    }
+    if (after && *after) {
+        k = val_of_str(after);
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        /* Skip the cursor key itself: pages start after it. */
+        if (rc == 0 && k.mv_size == strlen(after) &&
+            memcmp(k.mv_data, after, k.mv_size) == 0)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    } else if (plen) {
+        k = val_of_str(prefix);
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    } else {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    }
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        json_t *rec;
+
+        if (plen && !has_prefix(&k, prefix, plen)) {
+            /* Keys are sorted: once past the prefix, nothing follows. */
+            if (memcmp(k.mv_data, prefix,
+                       k.mv_size < plen ? k.mv_size : plen) > 0)
+                break;
+            continue;
+        }
+        if (json_array_size(arr) >= limit) {
+            *more = 1;
+            break;
+        }
+        if ((e = decode(&v, &rec)) != AD_OK)
+            goto out;
+        json_array_append_new(arr, rec);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        e = map_mdb(rc);
+out:
+    if (cur)
+        mdb_cursor_close(cur);
+    if (e == AD_OK)
+        *items = arr;
+    else
+        json_decref(arr);
+    return e;
+}
+
+/* ---- indexes --------------------------------------------------------- */
+
+ad_err store_index_add(store_txn *tx, store_index ix, const char *key,
+                       const char *val)
+{
+    MDB_val k, v;
+    int rc;
+
+    if (!tx->writable)
+        return AD_EINTERNAL;
+    if (!key_ok(key) || !key_ok(val))
+        return AD_EFIELD;
+    k = val_of_str(key);
+    v = val_of_str(val);
+    rc = mdb_put(tx->txn, tx->s->indexes[ix], &k, &v, MDB_NODUPDATA);
+    return rc == MDB_KEYEXIST ? AD_OK : map_mdb(rc);
+}
+
+ad_err store_index_del(store_txn *tx, store_index ix, const char *key,
+                       const char *val)
+{
+    MDB_val k, v;
+    int rc;
+
+    if (!tx->writable)
+        return AD_EINTERNAL;
+    if (!key_ok(key))
+        return AD_ENOTFOUND;
+    k = val_of_str(key);
+    if (val)
+        v = val_of_str(val);
+    rc = mdb_del(tx->txn, tx->s->indexes[ix], &k, val ? &v : NULL);
+    return rc == MDB_NOTFOUND ? AD_OK : map_mdb(rc);
+}
+
+ad_err store_index_list(store_txn *tx, store_index ix, const char *key,
+                        const char *after, size_t limit, json_t **values,
+                        int *more)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    json_t *arr;
+    ad_err e = AD_OK;
+    int rc;
+
+    *values = NULL;
+    *more = 0;
+    arr = json_array();
+    if (arr == NULL)
+        return AD_ENOMEM;
+    if (!key_ok(key))
+        goto out;
+    if ((rc = mdb_cursor_open(tx->txn, tx->s->indexes[ix], &cur)) != 0) {
+        e = map_mdb(rc);
+        goto out;
+    }
+    k = val_of_str(key);
+    if (after && *after) {
+        v = val_of_str(after);
+        rc = mdb_cursor_get(cur, &k, &v, MDB_GET_BOTH_RANGE);
+        if (rc == 0 && v.mv_size == strlen(after) &&
+            memcmp(v.mv_data, after, v.mv_size) == 0)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP);
+    } else {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
+        if (rc == 0)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST_DUP);
+    }
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+        if (json_array_size(arr) >= limit) {
+            *more = 1;
+            break;
+        }
+        json_array_append_new(arr, json_stringn(v.mv_data, v.mv_size));
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        e = map_mdb(rc);
+out:
+    if (cur)
+        mdb_cursor_close(cur);
+    if (e == AD_OK)
+        *values = arr;
+    else
+        json_decref(arr);
+    return e;
+}
+
+ad_err store_index_first(store_txn *tx, store_index ix, const char *key,
+                         char *out, size_t outlen)
+{
+    MDB_val k, v;
+    int rc;
+
+    if (outlen)
+        out[0] = '\0';
+    if (!key_ok(key))
+        return AD_ENOTFOUND;
+    k = val_of_str(key);
+    rc = mdb_get(tx->txn, tx->s->indexes[ix], &k, &v);
+    if (rc != MDB_SUCCESS)
+        return map_mdb(rc);
+    if (v.mv_size >= outlen)
+        return AD_EINTERNAL;
+    memcpy(out, v.mv_data, v.mv_size);
+    out[v.mv_size] = '\0';
+    return AD_OK;
+}
+
+/* ---- audit ----------------------------------------------------------- */
+
+static void seq_key(uint64_t seq, unsigned char buf[8])
+{
+    int i;
+
+    /* Big-endian so LMDB's byte order is numeric order. */
+    for (i = 7; i >= 0; i--) {
+        buf[i] = (unsigned char)(seq & 0xff);
+        seq >>= 8;
+    }
+}
+
+static uint64_t seq_of(const MDB_val *k)
+{
+    const unsigned char *p = k->mv_data;
+    uint64_t seq = 0;
+    size_t i;
+
+    for (i = 0; i < 8 && i < k->mv_size; i++)
+        seq = (seq << 8) | p[i];
+    return seq;
+}
+
+ad_err store_audit(store_txn *tx, const char *actor, const char *action,
+                   const char *target, const json_t *detail)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    unsigned char kb[8];
+    uint64_t seq = 1;
+    json_t *entry = NULL;
+    char *text = NULL, when[32];
+    ad_err e;
+    int rc;
+
+    if (!tx->writable)
+        return AD_EINTERNAL;
+    if ((rc = mdb_cursor_open(tx->txn, tx->s->audit, &cur)) != 0)
+        return map_mdb(rc);
+    if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0)
+        seq = seq_of(&k) + 1;
+    mdb_cursor_close(cur);
+
+    util_time_rfc3339(time(NULL), when, sizeof(when));
+    entry = json_pack("{s:I, s:s, s:s, s:s, s:s?, s:O?}", "seq",
+                      (json_int_t)seq, "time", when, "actor",
+                      actor ? actor : "system", "action", action, "target",
+                      target, "detail", detail);
+    if (entry == NULL)
+        return AD_ENOMEM;
+    text = json_dumps(entry, JSON_COMPACT);
+    json_decref(entry);
+    if (text == NULL)
+        return AD_ENOMEM;
+    seq_key(seq, kb);
+    k.mv_size = sizeof(kb);
+    k.mv_data = kb;
+    v = val_of_str(text);
+    e = map_mdb(mdb_put(tx->txn, tx->s->audit, &k, &v, MDB_APPEND));
+    free(text);
+    return e;
+}
+
+ad_err store_audit_list(store_txn *tx, uint64_t after, size_t limit,
+                        json_t **items, int *more)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    unsigned char kb[8];
+    json_t *arr;
+    ad_err e = AD_OK;
+    int rc;
+
+    *items = NULL;
+    *more = 0;
+    arr = json_array();
+    if (arr == NULL)
+        return AD_ENOMEM;
+    if ((rc = mdb_cursor_open(tx->txn, tx->s->audit, &cur)) != 0) {
+        e = map_mdb(rc);
+        goto out;
+    }
+    seq_key(after + 1, kb);
+    k.mv_size = sizeof(kb);
+    k.mv_data = kb;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        json_t *rec;
+
+        if (json_array_size(arr) >= limit) {
+            *more = 1;
+            break;
+        }
+        if ((e = decode(&v, &rec)) != AD_OK)
+            goto out;
+        json_array_append_new(arr, rec);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        e = map_mdb(rc);
+out:
+    if (cur)
+        mdb_cursor_close(cur);
+    if (e == AD_OK)
+        *items = arr;
+    else
+        json_decref(arr);
+    return e;
+}

@@ -1,0 +1,115 @@
+/* The LMDB store: the only code that touches the disk database. Records
+ * are JSON objects keyed by string; a few index tables map one key to
+ * many. Reads run in their own cheap read-only transaction. Writes are
+ * functions run by a single writer thread that groups every pending write
+ * into one LMDB transaction and one fsync (group commit): a caller of
+ * store_write returns only after its change is durably committed, yet
+ * sixteen concurrent issuances cost one fsync, not sixteen.
+ *
+ * What the records mean (devices, certificates...) is not known here; see
+ * registry.h for the rules. */
+#ifndef AUTHD_STORE_H
+#define AUTHD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "../common/err.h"
+
+typedef struct store store;
+typedef struct store_txn store_txn; /* a read or a write transaction */
+
+/* Tables holding JSON records by a string key. */
+typedef enum {
+    STORE_DEVICES,
+    STORE_CERTS,       /* by lowercase serial hex */
+    STORE_ENROLLMENTS,
+    STORE_APIKEYS,
+    STORE_META,
+    STORE_TABLE__COUNT
+} store_table;
+
+/* Index tables: one key to many string values, kept sorted. */
+typedef enum {
+    STORE_IX_CERTS_BY_DEVICE,     /* device id -> serial */
+    STORE_IX_CERTS_BY_ENROLLMENT, /* enrollment id -> serial */
+    STORE_IX_CERTS_BY_FPR,        /* sha256 hex of DER -> serial */
+    STORE_IX_ENROLLMENT_TOKENS,   /* sha256 hex of token -> enrollment id */
+    STORE_IX_APIKEY_HASHES,       /* sha256 hex of key -> api key id */
+    STORE_IX__COUNT
+} store_index;
+
+/* Opens (creating if needed) the store in directory dir, which must
+ * exist, and starts the writer thread. map_mb bounds the database size.
+ * On error *out is NULL. */
+ad_err store_open(const char *dir, size_t map_mb, store **out, char *err,
+                  size_t errlen);
+/* Drains pending writes, stops the writer and closes LMDB. NULL-safe. */
+void store_close(store *s);
+
+/* ---- reads -------------------------------------------------------- */
+
+/* Begins a read-only transaction (cheap; never blocks writers). */
+ad_err store_read_begin(store *s, store_txn **out);
+/* Ends a read transaction; NULL-safe. Never call on a write txn. */
+void store_read_end(store_txn *tx);
+
+/* ---- writes ------------------------------------------------------- */
+
+/* A write: runs inside the writer's transaction (in a nested child
+ * transaction, so a failed write leaves nothing behind). Return AD_OK to
+ * keep the changes, anything else to discard them. */
+typedef ad_err (*store_write_fn)(store_txn *tx, void *arg);
+
+/* Runs fn(tx, arg) on the writer thread and blocks until the transaction
+ * holding it is durably committed. Returns fn's result, or AD_ESTORE if
+ * the commit failed (then nothing fn did persisted). */
+ad_err store_write(store *s, store_write_fn fn, void *arg);
+
+/* ---- operations on a transaction (read or write) ------------------ */
+
+/* Looks up a record. AD_ENOTFOUND if absent; *out is a new reference. */
+ad_err store_get(store_txn *tx, store_table t, const char *key,
+                 json_t **out);
+
+/* Lists up to limit records of t in key order whose key starts with
+ * prefix ("" for all) and sorts after `after` (NULL/"" for the start).
+ * *items is a new JSON array; *more is set when further records match. */
+ad_err store_list(store_txn *tx, store_table t, const char *prefix,
+                  const char *after, size_t limit, json_t **items,
+                  int *more);
+
+/* Index values under key, in order, after `after`, up to limit. *values
+ * is a new JSON array of strings; *more as in store_list. */
+ad_err store_index_list(store_txn *tx, store_index ix, const char *key,
+                        const char *after, size_t limit, json_t **values,
+                        int *more);
+/* The first value under key, copied into out (outlen bytes). */
+ad_err store_index_first(store_txn *tx, store_index ix, const char *key,
+                         char *out, size_t outlen);
+
+/* Write-only operations (AD_EINTERNAL on a read transaction). */
+enum { STORE_NOOVERWRITE = 1 };
+ad_err store_put(store_txn *tx, store_table t, const char *key,
+                 const json_t *val, int flags); /* AD_EEXISTS if NOOVERWRITE */
+ad_err store_del(store_txn *tx, store_table t, const char *key);
+ad_err store_index_add(store_txn *tx, store_index ix, const char *key,
+                       const char *val);
+ad_err store_index_del(store_txn *tx, store_index ix, const char *key,
+                       const char *val); /* val NULL: all values of key */
+
+/* Appends an audit entry {seq,time,actor,action,target,detail}. detail
+ * may be NULL; a reference to it is taken, not stolen. */
+ad_err store_audit(store_txn *tx, const char *actor, const char *action,
+                   const char *target, const json_t *detail);
+/* Audit entries with seq > after, up to limit, oldest first. */
+ad_err store_audit_list(store_txn *tx, uint64_t after, size_t limit,
+                        json_t **items, int *more);
+
+/* Counts of committed write transactions and of writes they held, for
+ * /metrics (how well group commit is batching). */
+void store_commit_stats(store *s, uint64_t *commits, uint64_t *writes);
+
+#endif

@@ -1,0 +1,389 @@
+/* See util.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include "util.h"
+
+void util_time_rfc3339(time_t t, char *out, size_t outlen)
+{
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    if (strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0 && outlen)
+        out[0] = '\0';
+}
+
+int util_parse_rfc3339(const char *s, time_t *t)
+{
+    struct tm tm;
+    const char *end;
+
+    memset(&tm, 0, sizeof(tm));
+    end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (end == NULL || *end != '\0')
+        return -1;
+    *t = timegm(&tm);
+    return 0;
+}
+
+ad_err util_random_token(const char *prefix, size_t len, char *out,
+                         size_t outlen)
+{
+    static const char b64url[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char raw[64];
+    size_t plen = strlen(prefix), i, o, bits = 0;
+    unsigned acc = 0;
+
+    if (len > sizeof(raw) || outlen < plen + (len * 4 + 2) / 3 + 1)
+        return AD_EINTERNAL;
+    if (RAND_bytes(raw, (int)len) != 1)
+        return AD_EINTERNAL;
+    memcpy(out, prefix, plen);
+    o = plen;
+    for (i = 0; i < len; i++) {
+        acc = (acc << 8) | raw[i];
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            out[o++] = b64url[(acc >> bits) & 63];
+        }
+    }
+    if (bits)
+        out[o++] = b64url[(acc << (6 - bits)) & 63];
+    out[o] = '\0';
+    OPENSSL_cleanse(raw, sizeof(raw));
+    return AD_OK;
+}
+
+static void hex_of(const unsigned char *in, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+ad_err util_random_hex(size_t nbytes, char *out, size_t outlen)
+{
+    unsigned char raw[32];
+
+    if (nbytes > sizeof(raw) || outlen < 2 * nbytes + 1)
+        return AD_EINTERNAL;
+    if (RAND_bytes(raw, (int)nbytes) != 1)
+        return AD_EINTERNAL;
+    hex_of(raw, nbytes, out);
+    return AD_OK;
+}
+
+void util_sha256_hex(const void *data, size_t len, char out[65])
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+
+    SHA256(data, len, md);
+    hex_of(md, sizeof(md), out);
+}
+
+int util_secret_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), i;
+    unsigned char diff = (unsigned char)(la != lb);
+
+    for (i = 0; i < lb; i++)
+        diff |= (unsigned char)(a[i < la ? i : 0] ^ b[i]);
+    return diff == 0;
+}
+
+static int name_char(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+           (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+           c == '-';
+}
+
+int util_device_id_valid(const char *id)
+{
+    size_t n;
+
+    if (id == NULL)
+        return 0;
+    for (n = 0; id[n]; n++)
+        if (n >= 128 || !name_char((unsigned char)id[n]))
+            return 0;
+    return n > 0;
+}
+
+int util_name_valid(const char *name) { return util_device_id_valid(name); }
+
+int util_glob_match(const char *p, const char *s)
+{
+    const char *star = NULL, *resume = NULL;
+
+    /* Iterative matcher with one backtrack point: linear in practice and
+     * never recursive, so hostile patterns cannot blow the stack. */
+    while (*s) {
+        if (*p == '*') {
+            star = p++;
+            resume = s;
+        } else if (*p == '?' || *p == *s) {
+            p++;
+            s++;
+        } else if (star) {
+            p = star + 1;
+            s = ++resume;
+        } else {
+            return 0;
+        }
+    }
+    while (*p == '*')
+        p++;
+    return *p == '\0';
+}
+
+int util_strlcpy(char *dst, const char *src, size_t size)
+{
+    size_t n = strlen(src);
+
+    if (size == 0)
+        return 0;
+    if (n >= size) {
+        memcpy(dst, src, size - 1);
+        dst[size - 1] = '\0';
+        return 0;
+    }
+    memcpy(dst, src, n + 1);
+    return 1;
+}
+
+int util_parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (s == NULL || *s == '\0')
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        if (v > (max - (uint64_t)(*s - '0')) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int util_write_file(const char *path, const void *data, size_t len,
+                    unsigned mode)
+{
+    char tmp[4096], dir[4096];
+    const char *slash;
+    int fd = -1, saved;
+    size_t off = 0;
+
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    unlink(tmp);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode);
+    if (fd < 0)
+        return -1;
+    /* The umask must not widen or narrow what we asked for. */
+    if (fchmod(fd, (mode_t)mode) != 0)
+        goto fail;
+    while (off < len) {
+        ssize_t n = write(fd, (const char *)data + off, len - off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            goto fail;
+        }
+        off += (size_t)n;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        fd = -1;
+        goto fail;
+    }
+    fd = -1;
+    if (rename(tmp, path) != 0)
+        goto fail;
+    slash = strrchr(path, '/');
+    if (slash) {
+        size_t dl = (size_t)(slash - path);
+        int dfd;
+
+        if (dl == 0)
+            dl = 1;
+        if (dl < sizeof(dir)) {
+            memcpy(dir, path, dl);
+            dir[dl] = '\0';
+            dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (dfd >= 0) {
+                fsync(dfd);
+                close(dfd);
+            }
+        }
+    }
+    return 0;
+fail:
+    saved = errno;
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    errno = saved;
+    return -1;
+}
+
+char *util_read_file(const char *path, size_t max, size_t *len)
+{
+    struct stat st;
+    char *buf = NULL;
+    size_t off = 0;
+    int fd, saved;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    if (fstat(fd, &st) != 0)
+        goto fail;
+    if (st.st_size < 0 || (uint64_t)st.st_size > max) {
+        errno = EFBIG;
+        goto fail;
+    }
+    buf = malloc((size_t)st.st_size + 1);
+    if (buf == NULL)
+        goto fail;
+    while (off < (size_t)st.st_size) {
+        ssize_t n = read(fd, buf + off, (size_t)st.st_size - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            errno = n == 0 ? EIO : errno;
+            goto fail;
+        }
+        off += (size_t)n;
+    }
+    close(fd);
+    buf[off] = '\0';
+    if (len)
+        *len = off;
+    return buf;
+fail:
+    saved = errno;
+    free(buf);
+    close(fd);
+    errno = saved;
+    return NULL;
+}
+
+uint64_t util_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int util_base64_decode(const char *in, size_t len, uint8_t **out,
+                       size_t *out_len)
+{
+    uint8_t *buf;
+    size_t i, o = 0, pad = 0;
+    unsigned acc = 0, bits = 0;
+
+    *out = NULL;
+    *out_len = 0;
+    buf = malloc(len / 4 * 3 + 3);
+    if (buf == NULL)
+        return -1;
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        int v;
+
+        if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
+            continue;
+        if (c == '=') {
+            pad++;
+            continue;
+        }
+        if (pad)
+            goto bad; /* data after padding */
+        if (c >= 'A' && c <= 'Z')
+            v = c - 'A';
+        else if (c >= 'a' && c <= 'z')
+            v = c - 'a' + 26;
+        else if (c >= '0' && c <= '9')
+            v = c - '0' + 52;
+        else if (c == '+')
+            v = 62;
+        else if (c == '/')
+            v = 63;
+        else
+            goto bad;
+        acc = (acc << 6) | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            buf[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    if (pad > 2 || bits >= 6)
+        goto bad;
+    *out = buf;
+    *out_len = o;
+    return 0;
+bad:
+    free(buf);
+    return -1;
+}
+
+char *util_base64_encode(const uint8_t *in, size_t len, int wrap)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t enc = (len + 2) / 3 * 4, cap = enc + (wrap ? enc / 64 + 2 : 1);
+    size_t i, o = 0, col = 0;
+    char *out = malloc(cap + 1);
+
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i < len; i += 3) {
+        unsigned v = (unsigned)in[i] << 16;
+        char q[4];
+        int k;
+
+        if (i + 1 < len)
+            v |= (unsigned)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= in[i + 2];
+        q[0] = alphabet[(v >> 18) & 63];
+        q[1] = alphabet[(v >> 12) & 63];
+        q[2] = i + 1 < len ? alphabet[(v >> 6) & 63] : '=';
+        q[3] = i + 2 < len ? alphabet[v & 63] : '=';
+        for (k = 0; k < 4; k++) {
+            out[o++] = q[k];
+            if (wrap && ++col == 64) {
+                out[o++] = '\n';
+                col = 0;
+            }
+        }
+    }
+    if (wrap && col)
+        out[o++] = '\n';
+    out[o] = '\0';
+    return out;
+}

@@ -1,0 +1,65 @@
+/* Small helpers the daemon's modules share: time formats, random tokens,
+ * hashes, constant-time comparison, id rules, and careful file writes. */
+#ifndef AUTHD_UTIL_H
+#define AUTHD_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "../common/err.h"
+
+/* Formats t as RFC 3339 UTC ("2026-11-22T10:00:00Z"). */
+void util_time_rfc3339(time_t t, char *out, size_t outlen);
+/* Parses RFC 3339 UTC ("...Z") into *t. Returns 0 on success. */
+int util_parse_rfc3339(const char *s, time_t *t);
+
+/* Writes len random bytes encoded as unpadded base64url after prefix
+ * into out. Returns AD_OK, AD_EINTERNAL if out is too small or the RNG
+ * fails. */
+ad_err util_random_token(const char *prefix, size_t len, char *out,
+                         size_t outlen);
+/* Random lowercase hex of nbytes bytes into out (2*nbytes+1). */
+ad_err util_random_hex(size_t nbytes, char *out, size_t outlen);
+
+/* Lowercase hex SHA-256 of data into out[65]. */
+void util_sha256_hex(const void *data, size_t len, char out[65]);
+
+/* Constant-time equality of two NUL-terminated strings (the time depends
+ * only on the length of b, the expected value). */
+int util_secret_equal(const char *a, const char *b);
+
+/* Device ids: 1..128 bytes of [A-Za-z0-9._:-]. */
+int util_device_id_valid(const char *id);
+/* Names of groups, policies, API keys: 1..128 bytes of [A-Za-z0-9._:-]. */
+int util_name_valid(const char *name);
+/* Glob with '*' (any run) and '?' (one byte); no escapes. */
+int util_glob_match(const char *pattern, const char *s);
+
+/* Bounded copy that always terminates; returns 0 if src did not fit. */
+int util_strlcpy(char *dst, const char *src, size_t size);
+
+/* Parses a decimal unsigned integer in [0, max]; 0 on success. */
+int util_parse_u64(const char *s, uint64_t max, uint64_t *out);
+
+/* Writes data to path atomically (temp file, fsync, rename, fsync of the
+ * directory) with the given mode. Returns 0 or -1 with errno set. */
+int util_write_file(const char *path, const void *data, size_t len,
+                    unsigned mode);
+/* Reads a whole file (at most max bytes) into a NUL-terminated buffer
+ * the caller frees. Returns NULL with errno set on failure. */
+char *util_read_file(const char *path, size_t max, size_t *len);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t util_now_ns(void);
+
+
+
+/* Base64 (standard alphabet) decode ignoring whitespace; padding
+ * optional. *out is malloc()ed. Returns 0, or -1 on bad input. */
+int util_base64_decode(const char *in, size_t len, uint8_t **out,
+                       size_t *out_len);
+/* Base64 encode, with a newline every 64 output characters if wrap is
+ * set. NUL-terminated malloc()ed string, or NULL. */
+char *util_base64_encode(const uint8_t *in, size_t len, int wrap);
+#endif

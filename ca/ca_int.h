@@ -1,0 +1,101 @@
+/* Internal to ca/: the bodies of the opaque handles and the few helpers
+ * shared between ca.c (loading), csr.c (CSR checks) and issue.c
+ * (certificates). Nothing here is part of the public contract. */
+#ifndef AUTHD_CA_INT_H
+#define AUTHD_CA_INT_H
+
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+
+#include "ca.h"
+#include "der.h"
+
+enum {
+    CA_CSR_MAX = 16 * 1024,  /* DER; PEM input may be base64 of this */
+    CA_CERT_MAX = 16 * 1024, /* any certificate we build or read */
+    CA_PEM_IN_MAX = 64 * 1024
+};
+
+/* The public-key algorithms we accept in a CSR or as an issuing key. */
+typedef enum {
+    CA_KEY_EC_P256,
+    CA_KEY_EC_P384,
+    CA_KEY_RSA,
+    CA_KEY_ED25519
+} ca_key_kind;
+
+struct ca_csr {
+    uint8_t *der;        /* owned: the CSR DER, or just the SPKI DER */
+    size_t der_len;
+    der_span spki;       /* the whole SubjectPublicKeyInfo TLV, in der */
+    der_span spk_bits;   /* subjectPublicKey BIT STRING after unused-bits */
+    ca_key_kind kind;
+    char *cn;            /* NULL if the subject has no commonName */
+};
+
+struct ca {
+    EVP_PKEY *pkey;      /* the issuing private key */
+    EC_KEY *ec;          /* the same key, for the ECDSA fast path; or NULL */
+    ca_key_kind kind;
+    uint8_t *cert_der;
+    size_t cert_der_len;
+    der_span subject;    /* the issuing cert's subject Name TLV, in cert_der */
+    uint8_t ski[64];     /* the issuing cert's subject key identifier */
+    size_t ski_len;
+    char *chain_pem;
+    char *subject_str;
+    int64_t not_before, not_after;
+};
+
+/* The named-curve groups, built once (pthread_once) and only read
+ * afterwards, so every thread may share them. NULL on failure. */
+const EC_GROUP *ca_group(ca_key_kind kind);
+
+/* Builds a key-only ca_csr around an SPKI DER (copied). */
+ad_err ca_csr_from_spki(const uint8_t *spki, size_t len, ca_csr **out);
+
+/* The fields of a Certificate that inspect/verify/open need; spans point
+ * into the input. */
+typedef struct {
+    der_span tbs;        /* whole TBSCertificate TLV: what was signed */
+    der_span serial;     /* INTEGER content */
+    der_span sig_alg_oid, sig_alg_params;
+    der_span issuer, subject; /* whole Name TLVs */
+    der_span spki, spk_bits;
+    der_span sig;        /* signatureValue after the unused-bits byte */
+    der_span cn;         /* CN value content (len 0 if none) */
+    uint8_t cn_tag;
+    int64_t not_before, not_after;
+} ca_cert_fields;
+
+/* Parses a Certificate strictly enough to trust the spans above; the
+ * input must be exactly one certificate. 0 or -1. */
+int ca_cert_parse(const uint8_t *der, size_t len, ca_cert_fields *f);
+
+/* Finds the single commonName in a Name's content; *cn gets the value
+ * content and *tag its string type. 0 (found, or none: cn->len 0 and
+ * cn->p NULL), -1 if malformed or more than one CN. */
+int ca_name_find_cn(der_span name_content, der_span *cn, uint8_t *tag);
+
+/* Converts a directory string (UTF8, Printable, IA5, T61 as Latin-1, BMP)
+ * to NUL-terminated UTF-8 in out[0..cap). Refuses invalid encodings,
+ * NULs and control characters. Returns the length or -1. */
+int ca_dirstring_to_utf8(uint8_t tag, der_span v, char *out, size_t cap);
+
+/* Maps a signature AlgorithmIdentifier to its digest for a key kind
+ * (*md NULL for Ed25519). -1 if it does not fit the key or is refused. */
+int ca_sigalg_md(der_span oid, der_span params, ca_key_kind kind,
+                 const EVP_MD **md);
+/* Verifies an ECDSA DER signature over data hashed with md (SHA-2
+ * only). 0 if it verifies, -1 otherwise. key is only read. */
+int ca_ec_verify(const EC_KEY *key, const EVP_MD *md, der_span data,
+                 der_span sig);
+/* The same through EVP_DigestVerify (md NULL for Ed25519). */
+int ca_evp_verify(EVP_PKEY *pkey, const EVP_MD *md, der_span data,
+                  der_span sig);
+
+/* The key kind from an SPKI's algorithm identifier. AD_OK, AD_EWEAKKEY
+ * (known but not accepted, or unknown), AD_ECSR (malformed). */
+ad_err ca_spki_kind(der_span spki, ca_key_kind *kind, der_span *bits);
+
+#endif
