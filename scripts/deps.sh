@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages authd needs, only those missing.
+#   deps.sh build   what building and running authd needs
+#   deps.sh test    that plus what the test suites and benchmarks drive
+set -euo pipefail
+
+build_pkgs=(gcc pkg-config meson ninja-build libssl-dev libmicrohttpd-dev
+  libgnutls28-dev liblmdb-dev libjansson-dev openssl)
+test_pkgs=(curl python3 python3-pytest python3-cryptography python3-jwt
+  clang libclang-rt-14-dev valgrind wrk golang-cfssl nginx-light lmdb-utils)
+
+want=("${build_pkgs[@]}")
+[ "${1:-build}" = test ] && want+=("${test_pkgs[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+    missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
