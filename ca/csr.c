@@ -265,11 +265,9 @@ ad_err ca_spki_kind(der_span spki, ca_key_kind *kind, der_span *bits)
     return AD_OK;
 }
 
-/* Maps a signature AlgorithmIdentifier to its digest for a key kind.
- * *md is NULL for Ed25519 (pure EdDSA). -1 if the algorithm does not fit
- * the key or is not accepted (SHA-1, RSA-PSS). */
-static int sigalg_md(der_span oid, der_span params, ca_key_kind kind,
-                     const EVP_MD **md)
+/* See ca_int.h. SHA-1 and RSA-PSS signatures are not accepted. */
+int ca_sigalg_md(der_span oid, der_span params, ca_key_kind kind,
+                 const EVP_MD **md)
 {
     int null_ok = params.len == 0 ||
                   (params.len == 2 && params.p[0] == DER_NULL && params.p[1] == 0);
@@ -307,12 +305,6 @@ static int sigalg_md(der_span oid, der_span params, ca_key_kind kind,
         return 0;
     }
     return -1;
-}
-
-int ca_sigalg_md(der_span oid, der_span params, ca_key_kind kind,
-                 const EVP_MD **md)
-{
-    return sigalg_md(oid, params, kind, md);
 }
 
 /* Hashes data with md using the one-shot low-level functions, which do
@@ -488,7 +480,7 @@ static ad_err csr_parse_owned(uint8_t *der, size_t len, ca_csr **out,
                                      : "malformed SubjectPublicKeyInfo");
         goto out;
     }
-    if (sigalg_md(sig_oid, sig_params, csr->kind, &md) != 0) {
+    if (ca_sigalg_md(sig_oid, sig_params, csr->kind, &md) != 0) {
         rc = ad_errf(AD_ECSR, err, errlen,
                      "the signature algorithm does not fit the key or is not accepted");
         goto out;

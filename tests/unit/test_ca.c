@@ -679,6 +679,33 @@ static void test_bad_profiles_are_refused_as_invalid_field(void)
 
 /* ---- inspect, verify, pkcs7, open ----------------------------------- */
 
+static void test_randomly_corrupted_certificates_never_crash_or_verify(void)
+{
+    ca_profile p = device_profile("dev");
+    ca_issued iss;
+    uint8_t *buf;
+    size_t i, verified = 0;
+
+    issue_for("P-256", &p, &iss);
+    buf = malloc(iss.der_len);
+    /* Exercises the certificate reader under ASan, and checks that no
+     * single-byte change survives ca_cert_verify_issued. */
+    for (i = 0; i < 3000; i++) {
+        uint8_t r[3];
+        ca_cert_info info;
+
+        memcpy(buf, iss.der, iss.der_len);
+        RAND_bytes(r, sizeof(r));
+        buf[(r[0] | r[1] << 8) % iss.der_len] ^= (uint8_t)(r[2] | 1);
+        (void)ca_cert_inspect(buf, iss.der_len, &info);
+        if (ca_cert_verify_issued(the_ca, buf, iss.der_len, now) == AD_OK)
+            verified++;
+    }
+    ok(verified == 0, "no single-byte corruption of an issued cert verifies (%zu did)", verified);
+    free(buf);
+    ca_issued_free(&iss);
+}
+
 static void test_cert_inspect_agrees_with_openssl(void)
 {
     ca_profile p = device_profile("inspect-me");
@@ -1170,6 +1197,7 @@ int main(void)
     TAP_RUN(test_crl_dp_and_ocsp_aia_present_when_given);
     TAP_RUN(test_key_usage_follows_the_key_type);
     TAP_RUN(test_bad_profiles_are_refused_as_invalid_field);
+    TAP_RUN(test_randomly_corrupted_certificates_never_crash_or_verify);
     TAP_RUN(test_cert_inspect_agrees_with_openssl);
     TAP_RUN(test_cert_verify_issued_checks_signature_issuer_and_time);
     TAP_RUN(test_pkcs7_certs_only_round_trips_with_d2i_pkcs7);

@@ -1,0 +1,116 @@
+/* Unit tests of the daemon's small rules: device ids, id_pattern globs,
+ * base64 both ways, constant-time comparison, and bounded parsing. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../authd/util.h"
+#include "tap.h"
+
+static void test_device_ids_are_1_to_128_bytes_of_the_id_charset(void)
+{
+    char long_id[130];
+
+    ok(util_device_id_valid("SN-0001"), "a plain id is valid");
+    ok(util_device_id_valid("a.b_c:d-E9"), "every allowed character passes");
+    ok(!util_device_id_valid(""), "an empty id is refused");
+    ok(!util_device_id_valid("a/b"), "'/' is refused (topic injection)");
+    ok(!util_device_id_valid("a+b") && !util_device_id_valid("a#b"),
+       "MQTT wildcards are refused");
+    ok(!util_device_id_valid("a b") && !util_device_id_valid("a\nb"),
+       "whitespace is refused (log injection)");
+    ok(!util_device_id_valid("caf\xc3\xa9"), "non-ASCII is refused");
+    memset(long_id, 'x', 128);
+    long_id[128] = '\0';
+    ok(util_device_id_valid(long_id), "128 bytes is the longest valid id");
+    long_id[128] = 'x';
+    long_id[129] = '\0';
+    ok(!util_device_id_valid(long_id), "129 bytes is too long");
+}
+
+static void test_id_pattern_globs(void)
+{
+    ok(util_glob_match("SN-*", "SN-1"), "a trailing star matches a suffix");
+    ok(util_glob_match("SN-*", "SN-"), "a star matches nothing too");
+    ok(!util_glob_match("SN-*", "XSN-1"), "the pattern is anchored at start");
+    ok(util_glob_match("*-edge", "gw-edge"), "a leading star matches");
+    ok(!util_glob_match("*-edge", "gw-edge2"), "the pattern is anchored at end");
+    ok(util_glob_match("SN-??", "SN-42") && !util_glob_match("SN-??", "SN-4"),
+       "? matches exactly one byte");
+    ok(util_glob_match("*", "anything"), "* matches every id");
+    ok(util_glob_match("a*b*c", "axxbyyc") && !util_glob_match("a*b*c", "axxc"),
+       "several stars backtrack correctly");
+}
+
+static void test_base64_round_trips_and_refuses_garbage(void)
+{
+    const uint8_t data[] = {0, 1, 2, 250, 251, 252, 253, 254, 255};
+    uint8_t *out = NULL;
+    size_t len = 0, n;
+    char *enc;
+
+    for (n = 0; n <= sizeof(data); n++) {
+        enc = util_base64_encode(data, n, 1);
+        ok(enc && util_base64_decode(enc, strlen(enc), &out, &len) == 0 &&
+               len == n && memcmp(out, data, n) == 0,
+           "base64 of %zu bytes round-trips", n);
+        free(enc);
+        free(out);
+        out = NULL;
+    }
+    ok(util_base64_decode("TWF u\nYQ==", 10, &out, &len) == 0 && len == 4 &&
+           memcmp(out, "Mana", 4) == 0,
+       "whitespace inside base64 is ignored (EST bodies wrap lines)");
+    free(out);
+    out = NULL;
+    ok(util_base64_decode("TW!u", 4, &out, &len) != 0 && out == NULL,
+       "a character outside the alphabet is refused");
+    ok(util_base64_decode("TQ==TQ==", 8, &out, &len) != 0,
+       "data after padding is refused");
+}
+
+static void test_secret_equal_compares_whole_strings(void)
+{
+    ok(util_secret_equal("abc", "abc"), "equal secrets match");
+    ok(!util_secret_equal("abd", "abc"), "a different last byte differs");
+    ok(!util_secret_equal("ab", "abc") && !util_secret_equal("abcd", "abc"),
+       "a prefix or extension of the secret does not match");
+    ok(!util_secret_equal("", "abc"), "an empty guess does not match");
+}
+
+static void test_parse_u64_is_bounded(void)
+{
+    uint64_t v = 0;
+
+    ok(util_parse_u64("1000", 1000, &v) == 0 && v == 1000, "the bound is allowed");
+    ok(util_parse_u64("1001", 1000, &v) != 0, "past the bound is refused");
+    ok(util_parse_u64("", 10, &v) != 0 && util_parse_u64("1x", 10, &v) != 0 &&
+           util_parse_u64("-1", 10, &v) != 0,
+       "empty, trailing junk and signs are refused");
+    ok(util_parse_u64("99999999999999999999999", UINT64_MAX, &v) != 0,
+       "overflow is refused, not wrapped");
+}
+
+static void test_random_tokens_have_prefix_and_differ(void)
+{
+    char a[64], b[64];
+
+    ok(util_random_token("enr_", 32, a, sizeof(a)) == AD_OK &&
+           util_random_token("enr_", 32, b, sizeof(b)) == AD_OK,
+       "tokens are generated");
+    ok(strncmp(a, "enr_", 4) == 0 && strlen(a) == 4 + 43,
+       "a 32-byte token is the prefix and 43 base64url characters");
+    ok(strcmp(a, b) != 0, "two tokens differ");
+    ok(util_random_token("enr_", 32, a, 20) != AD_OK,
+       "a too-small buffer is refused rather than overrun");
+}
+
+int main(void)
+{
+    TAP_RUN(test_device_ids_are_1_to_128_bytes_of_the_id_charset);
+    TAP_RUN(test_id_pattern_globs);
+    TAP_RUN(test_base64_round_trips_and_refuses_garbage);
+    TAP_RUN(test_secret_equal_compares_whole_strings);
+    TAP_RUN(test_parse_u64_is_bounded);
+    TAP_RUN(test_random_tokens_have_prefix_and_differ);
+    return tap_done();
+}
