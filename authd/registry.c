@@ -12,7 +12,8 @@ static ad_err issue_write(store_txn *tx, void *arg)
     const registry_issue *is = arg;
     const ca_issued *c = is->cert;
     json_t *enr = NULL, *dev = NULL, *rec = NULL, *detail = NULL;
-    char fpr[65], nb[32], na[32], now[32];
+    char fpr[65], nb[32], na[32], now[32], ixval[16 + CA_SERIAL_HEX_MAX];
+    struct timespec ts;
     ad_err e;
 
     util_time_rfc3339(is->now, now, sizeof(now));
@@ -89,13 +90,18 @@ static ad_err issue_write(store_txn *tx, void *arg)
     if ((e = store_index_add(tx, STORE_IX_CERTS_BY_FPR, fpr,
                              c->serial_hex)) != AD_OK)
         goto out;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(ixval, sizeof(ixval), "%016llx%s",
+             (unsigned long long)ts.tv_sec * 1000000ull +
+                 (unsigned long long)(ts.tv_nsec / 1000),
+             c->serial_hex);
     if (is->device_id &&
         (e = store_index_add(tx, STORE_IX_CERTS_BY_DEVICE, is->device_id,
-                             c->serial_hex)) != AD_OK)
+                             ixval)) != AD_OK)
         goto out;
     if (is->enrollment_id &&
         (e = store_index_add(tx, STORE_IX_CERTS_BY_ENROLLMENT,
-                             is->enrollment_id, c->serial_hex)) != AD_OK)
+                             is->enrollment_id, ixval)) != AD_OK)
         goto out;
     detail = json_pack("{s:s?, s:s?, s:s}", "device_id", is->device_id,
                        "enrollment", is->enrollment_id, "not_after", na);
@@ -255,6 +261,11 @@ out:
     json_decref(rec);
     json_decref(dev);
     return e;
+}
+
+const char *registry_ix_serial(const char *value)
+{
+    return value && strlen(value) > 16 ? value + 16 : "";
 }
 
 json_t *registry_cert_view(const json_t *cert, time_t now)

@@ -61,6 +61,13 @@ ad_err registry_apikey_create(store *st, const char *actor, const char *name,
                               const char *role, json_t **view, char *err,
                               size_t errlen);
 
+/* The certificates of a device or an enrollment are indexed by values
+ * "<16 hex digits of the issue time in µs><serial>": new certificates
+ * append after their key's last value (the same page for a whole batch,
+ * not a random page each, which is what an fsync pays for), and lists
+ * come out in issue order. This returns the serial inside such a value. */
+const char *registry_ix_serial(const char *value);
+
 /* Public views: copies without secrets, with derived fields. */
 json_t *registry_cert_view(const json_t *cert, time_t now);
 json_t *registry_enrollment_view(const json_t *enrollment);

@@ -208,7 +208,9 @@ void route_device_get(http_req *r)
     certs = json_array();
     json_array_foreach(serials, i, s) {
         json_t *c = NULL, *v;
-        if (store_get(tx, STORE_CERTS, json_string_value(s), &c) != AD_OK)
+        if (store_get(tx, STORE_CERTS,
+                      registry_ix_serial(json_string_value(s)),
+                      &c) != AD_OK)
             continue;
         v = registry_cert_view(c, now);
         json_decref(c);
@@ -574,7 +576,7 @@ void route_cert_list(http_req *r)
     store_txn *tx = NULL;
     json_t *items = json_array(), *page = NULL, *v;
     time_t now = time(NULL);
-    char cursor_buf[CA_SERIAL_HEX_MAX + 1];
+    char cursor_buf[16 + CA_SERIAL_HEX_MAX + 1];
     size_t limit, i;
     int more = 0;
     ad_err e;
@@ -613,17 +615,21 @@ void route_cert_list(http_req *r)
             goto fail;
         json_array_foreach(page, i, v) {
             json_t *rec = NULL, *view;
-            const char *serial = json_is_string(v)
-                                     ? json_string_value(v)
-                                     : json_string_value(
-                                           json_object_get(v, "serial"));
+            /* The cursor is the source's own key: an index value or a
+             * serial. */
+            const char *key = json_is_string(v)
+                                  ? json_string_value(v)
+                                  : json_string_value(
+                                        json_object_get(v, "serial"));
+            const char *serial = json_is_string(v) ? registry_ix_serial(key)
+                                                   : key;
             const char *st, *dev, *en;
 
             if (json_array_size(items) >= limit) {
                 more = 1;
                 break;
             }
-            after = serial; /* page cursor follows the source */
+            after = key; /* the page cursor follows the source */
             if (json_is_string(v)) {
                 if (store_get(tx, STORE_CERTS, serial, &rec) != AD_OK)
                     continue;
@@ -653,9 +659,15 @@ void route_cert_list(http_req *r)
         util_strlcpy(cursor_buf, after ? after : "", sizeof(cursor_buf));
         after = cursor_buf;
     }
+    /* The cursor is the last source key looked at (an index value for
+     * device/enrollment lists), copied before its page is freed. */
+    util_strlcpy(cursor_buf, after ? after : "", sizeof(cursor_buf));
     json_decref(page);
     store_read_end(tx);
-    reply_page(r, items, more, "serial");
+    http_reply_json(r, 200,
+                    json_pack("{s:o, s:o}", "items", items, "next",
+                              more && cursor_buf[0] ? json_string(cursor_buf)
+                                                    : json_null()));
     return;
 fail:
     json_decref(page);

@@ -32,6 +32,7 @@ struct pending {
     void *arg;
     ad_err result;
     int done;
+    pthread_cond_t answered; /* only this caller waits on it */
     struct pending *next;
 };
 
@@ -42,8 +43,7 @@ struct store {
     MDB_dbi audit;
 
     pthread_mutex_t lock;
-    pthread_cond_t queued;   /* the writer waits here for work */
-    pthread_cond_t answered; /* writers' callers wait here for commits */
+    pthread_cond_t queued; /* the writer waits here for work */
     struct pending *head, *tail;
     int stopping;
     pthread_t writer;
@@ -151,10 +151,11 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&s->lock);
         for (p = batch; p != NULL;) {
             struct pending *next = p->next;
-            p->done = 1; /* p may be gone once we unlock */
+            /* Wake exactly this caller; p may be gone once we unlock. */
+            p->done = 1;
+            pthread_cond_signal(&p->answered);
             p = next;
         }
-        pthread_cond_broadcast(&s->answered);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
@@ -162,11 +163,18 @@ static void *writer_main(void *arg)
 
 ad_err store_write(store *s, store_write_fn fn, void *arg)
 {
-    struct pending p = {fn, arg, AD_OK, 0, NULL};
+    struct pending p;
 
+    p.fn = fn;
+    p.arg = arg;
+    p.result = AD_OK;
+    p.done = 0;
+    p.next = NULL;
+    pthread_cond_init(&p.answered, NULL);
     pthread_mutex_lock(&s->lock);
     if (s->stopping) {
         pthread_mutex_unlock(&s->lock);
+        pthread_cond_destroy(&p.answered);
         return AD_ENOTREADY;
     }
     if (s->tail)
@@ -176,8 +184,9 @@ ad_err store_write(store *s, store_write_fn fn, void *arg)
     s->tail = &p;
     pthread_cond_signal(&s->queued);
     while (!p.done)
-        pthread_cond_wait(&s->answered, &s->lock);
+        pthread_cond_wait(&p.answered, &s->lock);
     pthread_mutex_unlock(&s->lock);
+    pthread_cond_destroy(&p.answered);
     return p.result;
 }
 
@@ -197,7 +206,6 @@ ad_err store_open(const char *dir, size_t map_mb, store **out, char *err,
         return AD_ENOMEM;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->queued, NULL);
-    pthread_cond_init(&s->answered, NULL);
 
     if ((rc = mdb_env_create(&s->env)) != MDB_SUCCESS)
         goto fail;
@@ -257,7 +265,6 @@ void store_close(store *s)
     if (s->env)
         mdb_env_close(s->env);
     pthread_cond_destroy(&s->queued);
-    pthread_cond_destroy(&s->answered);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
