@@ -23,6 +23,8 @@
 #include "util.h"
 
 #define STATUS_SLOTS 16
+/* How much of an oversized body is read (and dropped) to answer 413. */
+#define HTTP_DISCARD_MAX (1u << 20)
 #define LAT_BUCKETS 12
 
 static const unsigned status_codes[STATUS_SLOTS] = {
@@ -68,6 +70,7 @@ struct req_state {
     size_t len, cap;
     int too_big;
     int replied;
+    size_t discarded;
     uint64_t start_ns;
 };
 
@@ -440,7 +443,7 @@ char *http_metrics_text(app *a, size_t *len)
 {
     struct textbuf tb = {malloc(16384), 0, 16384, 0};
     metrics *mt = a->metrics;
-    uint64_t commits = 0, writes = 0;
+    store_stats ss;
     size_t r, i;
 
     if (tb.p == NULL)
@@ -516,15 +519,22 @@ char *http_metrics_text(app *a, size_t *len)
                   (unsigned long long)atomic_load(
                       &mt->counters[METRIC_ENROLL_REFUSED]));
     }
-    store_commit_stats(a->st, &commits, &writes);
+    store_commit_stats(a->st, &ss);
     tb_printf(&tb,
               "# HELP authd_store_commits_total Durable store commits "
               "(fsyncs).\n# TYPE authd_store_commits_total counter\n"
               "authd_store_commits_total %llu\n"
               "# HELP authd_store_writes_total Writes carried by those "
               "commits.\n# TYPE authd_store_writes_total counter\n"
-              "authd_store_writes_total %llu\n",
-              (unsigned long long)commits, (unsigned long long)writes);
+              "authd_store_writes_total %llu\n"
+              "# HELP authd_store_apply_seconds_total Writer time spent "
+              "running writes.\n# TYPE authd_store_apply_seconds_total "
+              "counter\nauthd_store_apply_seconds_total %.6f\n"
+              "# HELP authd_store_commit_seconds_total Writer time spent "
+              "committing (fsync).\n# TYPE authd_store_commit_seconds_total "
+              "counter\nauthd_store_commit_seconds_total %.6f\n",
+              (unsigned long long)ss.commits, (unsigned long long)ss.writes,
+              ss.apply_ns / 1e9, ss.commit_ns / 1e9);
     if (tb.failed) {
         free(tb.p);
         return NULL;
@@ -681,9 +691,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
             st->body[st->len] = '\0';
             return MHD_YES;
         }
-        /* Too big: answer 413 now (once) and drop the rest. */
-        if (st->replied)
-            return MHD_YES;
+        /* Too big: libmicrohttpd cannot answer mid-body, so drop the
+         * rest and answer 413 once it has all arrived; a client that
+         * keeps sending far past the limit is cut off instead. */
+        st->discarded += n;
+        return st->discarded > HTTP_DISCARD_MAX ? MHD_NO : MHD_YES;
     }
     if (st->replied)
         return MHD_YES;

@@ -7,16 +7,64 @@
 #include "registry.h"
 #include "util.h"
 
-static ad_err issue_write(store_txn *tx, void *arg)
+/* An issuance as the writer sees it: everything that does not depend on
+ * the store's state is prepared by the caller's thread, so the single
+ * writer thread only checks and puts. */
+struct issue_job {
+    const registry_issue *is;
+    char *record;      /* the certificate record, compact JSON */
+    char fpr[65];
+    char ixval[16 + CA_SERIAL_HEX_MAX]; /* issue-time-ordered index value */
+    char now[32];
+};
+
+/* The device must exist and be active; or, for an enrollment, it is
+ * created (in the enrollment's groups) if absent. *created says which. */
+static ad_err issue_device(store_txn *tx, struct issue_job *job,
+                           const json_t *enr, int *created)
 {
-    const registry_issue *is = arg;
-    const ca_issued *c = is->cert;
-    json_t *enr = NULL, *dev = NULL, *rec = NULL, *detail = NULL;
-    char fpr[65], nb[32], na[32], now[32], ixval[16 + CA_SERIAL_HEX_MAX];
-    struct timespec ts;
+    const registry_issue *is = job->is;
+    json_t *dev = NULL, *groups;
+    const char *status;
     ad_err e;
 
-    util_time_rfc3339(is->now, now, sizeof(now));
+    *created = 0;
+    e = store_get(tx, STORE_DEVICES, is->device_id, &dev);
+    if (e == AD_OK) {
+        status = json_string_value(json_object_get(dev, "status"));
+        if (status && strcmp(status, "suspended") == 0)
+            e = AD_ESUSPENDED;
+        else if (status && strcmp(status, "revoked") == 0)
+            e = AD_EREVOKED;
+        json_decref(dev);
+        return e;
+    }
+    if (e != AD_ENOTFOUND || !is->create_device)
+        return e;
+    groups = enr ? json_object_get(enr, "groups") : NULL;
+    groups = groups ? json_deep_copy(groups) : json_array();
+    dev = json_pack("{s:s, s:s, s:o, s:[], s:{}, s:s, s:s, s:s?}", "id",
+                    is->device_id, "status", "active", "groups", groups,
+                    "policies", "attributes", "created_at", job->now,
+                    "updated_at", job->now, "enrollment", is->enrollment_id);
+    if (dev == NULL)
+        return AD_ENOMEM;
+    e = store_put(tx, STORE_DEVICES, is->device_id, dev, STORE_NOOVERWRITE);
+    json_decref(dev);
+    *created = e == AD_OK;
+    return e;
+}
+
+static ad_err issue_write(store_txn *tx, void *arg)
+{
+    struct issue_job *job = arg;
+    const registry_issue *is = job->is;
+    const ca_issued *c = is->cert;
+    json_t *enr = NULL, *detail = NULL;
+    int created = 0;
+    ad_err e = AD_OK;
+
+    /* Every check comes before the first put. */
     if (is->enrollment_id) {
         e = store_get(tx, STORE_ENROLLMENTS, is->enrollment_id, &enr);
         if (e != AD_OK)
@@ -25,6 +73,11 @@ static ad_err issue_write(store_txn *tx, void *arg)
          * the last use cannot both pass. */
         if ((e = registry_enrollment_usable(enr, is->now)) != AD_OK)
             goto out;
+    }
+    if (is->device_id &&
+        (e = issue_device(tx, job, enr, &created)) != AD_OK)
+        goto out;
+    if (enr) {
         json_object_set_new(
             enr, "used",
             json_integer(json_integer_value(json_object_get(enr, "used")) + 1));
@@ -32,91 +85,67 @@ static ad_err issue_write(store_txn *tx, void *arg)
             AD_OK)
             goto out;
     }
-    if (is->device_id) {
-        e = store_get(tx, STORE_DEVICES, is->device_id, &dev);
-        if (e == AD_ENOTFOUND && is->create_device) {
-            json_t *groups = enr ? json_object_get(enr, "groups") : NULL;
-            /* New devices join the enrollment's groups. */
-            groups = groups ? json_deep_copy(groups) : json_array();
-            dev = json_pack("{s:s, s:s, s:o, s:[], s:{}, s:s, s:s, s:s?}",
-                            "id", is->device_id, "status", "active", "groups",
-                            groups, "policies", "attributes", "created_at",
-                            now, "updated_at", now, "enrollment",
-                            is->enrollment_id);
-            if (dev == NULL) {
-                e = AD_ENOMEM;
-                goto out;
-            }
-            e = store_put(tx, STORE_DEVICES, is->device_id, dev,
-                          STORE_NOOVERWRITE);
-            if (e == AD_OK)
-                e = store_audit(tx, is->actor, "device.create", is->device_id,
-                                NULL);
-            if (e != AD_OK)
-                goto out;
-        } else if (e != AD_OK) {
-            goto out;
-        } else {
-            const char *status = json_string_value(json_object_get(dev, "status"));
-            if (status && strcmp(status, "suspended") == 0) {
-                e = AD_ESUSPENDED;
-                goto out;
-            }
-            if (status && strcmp(status, "revoked") == 0) {
-                e = AD_EREVOKED;
-                goto out;
-            }
-        }
-    }
-
-    ca_hex(c->sha256, sizeof(c->sha256), fpr);
-    util_time_rfc3339((time_t)c->not_before, nb, sizeof(nb));
-    util_time_rfc3339((time_t)c->not_after, na, sizeof(na));
-    rec = json_pack("{s:s, s:s?, s:s?, s:s, s:s, s:s, s:s, s:s, s:n, s:n, "
-                    "s:s, s:s}",
-                    "serial", c->serial_hex, "device_id", is->device_id,
-                    "enrollment", is->enrollment_id, "kind", is->kind,
-                    "not_before", nb, "not_after", na, "status", "valid",
-                    "issued_at", now, "revoked_at", "reason", "fingerprint",
-                    fpr, "pem", c->pem);
-    if (rec == NULL) {
-        e = AD_ENOMEM;
-        goto out;
-    }
     /* A serial collision (2^-159) must not overwrite a record. */
-    if ((e = store_put(tx, STORE_CERTS, c->serial_hex, rec,
-                       STORE_NOOVERWRITE)) != AD_OK)
+    if ((e = store_put_text(tx, STORE_CERTS, c->serial_hex, job->record,
+                            strlen(job->record), STORE_NOOVERWRITE)) != AD_OK)
         goto out;
-    if ((e = store_index_add(tx, STORE_IX_CERTS_BY_FPR, fpr,
+    if ((e = store_index_add(tx, STORE_IX_CERTS_BY_FPR, job->fpr,
                              c->serial_hex)) != AD_OK)
         goto out;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    snprintf(ixval, sizeof(ixval), "%016llx%s",
-             (unsigned long long)ts.tv_sec * 1000000ull +
-                 (unsigned long long)(ts.tv_nsec / 1000),
-             c->serial_hex);
     if (is->device_id &&
         (e = store_index_add(tx, STORE_IX_CERTS_BY_DEVICE, is->device_id,
-                             ixval)) != AD_OK)
+                             job->ixval)) != AD_OK)
         goto out;
     if (is->enrollment_id &&
         (e = store_index_add(tx, STORE_IX_CERTS_BY_ENROLLMENT,
-                             is->enrollment_id, ixval)) != AD_OK)
+                             is->enrollment_id, job->ixval)) != AD_OK)
         goto out;
-    detail = json_pack("{s:s?, s:s?, s:s}", "device_id", is->device_id,
-                       "enrollment", is->enrollment_id, "not_after", na);
+    /* One audit entry per issuance; it also records the enrollment use
+     * and whether the device was created by it. */
+    detail = json_pack("{s:s?, s:s?, s:b}", "device_id", is->device_id,
+                       "enrollment", is->enrollment_id, "device_created",
+                       created);
     e = store_audit(tx, is->actor, is->audit_action, c->serial_hex, detail);
 out:
     json_decref(detail);
-    json_decref(rec);
-    json_decref(dev);
     json_decref(enr);
     return e;
 }
 
 ad_err registry_commit_issue(store *st, const registry_issue *is)
 {
-    return store_write(st, issue_write, (void *)is);
+    const ca_issued *c = is->cert;
+    struct issue_job job;
+    struct timespec ts;
+    char nb[32], na[32];
+    json_t *rec;
+    ad_err e;
+
+    memset(&job, 0, sizeof(job));
+    job.is = is;
+    util_time_rfc3339(is->now, job.now, sizeof(job.now));
+    ca_hex(c->sha256, sizeof(c->sha256), job.fpr);
+    util_time_rfc3339((time_t)c->not_before, nb, sizeof(nb));
+    util_time_rfc3339((time_t)c->not_after, na, sizeof(na));
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(job.ixval, sizeof(job.ixval), "%016llx%s",
+             (unsigned long long)ts.tv_sec * 1000000ull +
+                 (unsigned long long)(ts.tv_nsec / 1000),
+             c->serial_hex);
+    rec = json_pack("{s:s, s:s?, s:s?, s:s, s:s, s:s, s:s, s:s, s:n, s:n, "
+                    "s:s, s:s}",
+                    "serial", c->serial_hex, "device_id", is->device_id,
+                    "enrollment", is->enrollment_id, "kind", is->kind,
+                    "not_before", nb, "not_after", na, "status", "valid",
+                    "issued_at", job.now, "revoked_at", "reason",
+                    "fingerprint", job.fpr, "pem", c->pem);
+    job.record = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+    json_decref(rec);
+    if (job.record == NULL)
+        return AD_ENOMEM;
+    e = store_write(st, issue_write, &job);
+    free(job.record);
+    return e;
 }
 
 ad_err registry_enrollment_by_token(store *st, const char *token,

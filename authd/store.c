@@ -50,6 +50,7 @@ struct store {
     int writer_started;
 
     atomic_uint_fast64_t commits, writes;
+    atomic_uint_fast64_t apply_ns, commit_ns; /* writer time, for /metrics */
 };
 
 struct store_txn {
@@ -97,6 +98,7 @@ static void *writer_main(void *arg)
     for (;;) {
         struct pending *batch, *p;
         MDB_txn *parent = NULL;
+        uint64_t t0, t1;
         int rc, n = 0;
 
         while (s->head == NULL && !s->stopping)
@@ -114,6 +116,7 @@ static void *writer_main(void *arg)
         p->next = NULL;
         pthread_mutex_unlock(&s->lock);
 
+        t0 = util_now_ns();
         rc = mdb_txn_begin(s->env, NULL, 0, &parent);
         for (p = batch; p != NULL; p = p->next) {
             MDB_txn *child = NULL;
@@ -138,6 +141,7 @@ static void *writer_main(void *arg)
                 mdb_txn_abort(child);
             }
         }
+        t1 = util_now_ns();
         if (rc == MDB_SUCCESS) {
             /* The one fsync that makes the whole batch durable. */
             rc = mdb_txn_commit(parent);
@@ -147,6 +151,8 @@ static void *writer_main(void *arg)
         }
         atomic_fetch_add(&s->commits, 1);
         atomic_fetch_add(&s->writes, (uint_fast64_t)n);
+        atomic_fetch_add(&s->apply_ns, t1 - t0);
+        atomic_fetch_add(&s->commit_ns, util_now_ns() - t1);
 
         pthread_mutex_lock(&s->lock);
         for (p = batch; p != NULL;) {
@@ -269,10 +275,12 @@ void store_close(store *s)
     free(s);
 }
 
-void store_commit_stats(store *s, uint64_t *commits, uint64_t *writes)
+void store_commit_stats(store *s, store_stats *out)
 {
-    *commits = atomic_load(&s->commits);
-    *writes = atomic_load(&s->writes);
+    out->commits = atomic_load(&s->commits);
+    out->writes = atomic_load(&s->writes);
+    out->apply_ns = atomic_load(&s->apply_ns);
+    out->commit_ns = atomic_load(&s->commit_ns);
 }
 
 /* ---- transactions ---------------------------------------------------- */
@@ -329,30 +337,39 @@ ad_err store_get(store_txn *tx, store_table t, const char *key, json_t **out)
     return decode(&v, out);
 }
 
-ad_err store_put(store_txn *tx, store_table t, const char *key,
-                 const json_t *val, int flags)
+ad_err store_put_text(store_txn *tx, store_table t, const char *key,
+                      const char *text, size_t len, int flags)
 {
     MDB_val k, v;
-    char *text;
-    int rc;
 
     if (!tx->writable)
         return AD_EINTERNAL;
     if (!key_ok(key))
         return AD_EFIELD;
+    if (len > STORE_RECORD_MAX)
+        return AD_ETOOBIG;
+    k = val_of_str(key);
+    v.mv_size = len;
+    v.mv_data = (void *)text;
+    return map_mdb(mdb_put(tx->txn, tx->s->tables[t], &k, &v,
+                           (flags & STORE_NOOVERWRITE) ? MDB_NOOVERWRITE
+                                                       : 0));
+}
+
+ad_err store_put(store_txn *tx, store_table t, const char *key,
+                 const json_t *val, int flags)
+{
+    char *text;
+    ad_err e;
+
+    if (!tx->writable)
+        return AD_EINTERNAL;
     text = json_dumps(val, JSON_COMPACT);
     if (text == NULL)
         return AD_ENOMEM;
-    if (strlen(text) > STORE_RECORD_MAX) {
-        free(text);
-        return AD_ETOOBIG;
-    }
-    k = val_of_str(key);
-    v = val_of_str(text);
-    rc = mdb_put(tx->txn, tx->s->tables[t], &k, &v,
-                 (flags & STORE_NOOVERWRITE) ? MDB_NOOVERWRITE : 0);
+    e = store_put_text(tx, t, key, text, strlen(text), flags);
     free(text);
-    return map_mdb(rc);
+    return e;
 }
 
 ad_err store_del(store_txn *tx, store_table t, const char *key)

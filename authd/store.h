@@ -94,6 +94,10 @@ ad_err store_index_first(store_txn *tx, store_index ix, const char *key,
 enum { STORE_NOOVERWRITE = 1 };
 ad_err store_put(store_txn *tx, store_table t, const char *key,
                  const json_t *val, int flags); /* AD_EEXISTS if NOOVERWRITE */
+/* As store_put, for a record already serialised as compact JSON text
+ * (so that hot writes can serialise outside the single writer thread). */
+ad_err store_put_text(store_txn *tx, store_table t, const char *key,
+                      const char *text, size_t len, int flags);
 ad_err store_del(store_txn *tx, store_table t, const char *key);
 ad_err store_index_add(store_txn *tx, store_index ix, const char *key,
                        const char *val);
@@ -108,8 +112,13 @@ ad_err store_audit(store_txn *tx, const char *actor, const char *action,
 ad_err store_audit_list(store_txn *tx, uint64_t after, size_t limit,
                         json_t **items, int *more);
 
-/* Counts of committed write transactions and of writes they held, for
- * /metrics (how well group commit is batching). */
-void store_commit_stats(store *s, uint64_t *commits, uint64_t *writes);
+/* What the writer has done, for /metrics: how well group commit batches
+ * (writes per commit) and where its time goes (running writes versus
+ * committing, which is mostly the fsync). */
+typedef struct {
+    uint64_t commits, writes;
+    uint64_t apply_ns, commit_ns;
+} store_stats;
+void store_commit_stats(store *s, store_stats *out);
 
 #endif

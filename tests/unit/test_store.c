@@ -281,12 +281,12 @@ static void test_store_concurrent_writes_share_commits_and_lose_nothing(void)
     store *s = open_store();
     pthread_t th[WRITERS];
     struct writer_ctx ctx[WRITERS];
-    uint64_t commits0, writes0, commits, writes;
+    store_stats st0, st1;
     store_txn *tx = NULL;
     json_t *meta = NULL, *items = NULL;
     int t, failures = 0, more = 0;
 
-    store_commit_stats(s, &commits0, &writes0);
+    store_commit_stats(s, &st0);
     for (t = 0; t < WRITERS; t++) {
         ctx[t] = (struct writer_ctx){s, t, 0};
         pthread_create(&th[t], NULL, writer_thread, &ctx[t]);
@@ -296,13 +296,13 @@ static void test_store_concurrent_writes_share_commits_and_lose_nothing(void)
         failures += ctx[t].failures;
     }
     ok(failures == 0, "every concurrent write commits");
-    store_commit_stats(s, &commits, &writes);
-    ok(writes - writes0 == WRITERS * WRITES_EACH,
+    store_commit_stats(s, &st1);
+    ok(st1.writes - st0.writes == WRITERS * WRITES_EACH,
        "the writer counted every write");
     tap_diag("%llu writes in %llu commits",
-             (unsigned long long)(writes - writes0),
-             (unsigned long long)(commits - commits0));
-    ok(commits - commits0 < writes - writes0,
+             (unsigned long long)(st1.writes - st0.writes),
+             (unsigned long long)(st1.commits - st0.commits));
+    ok(st1.commits - st0.commits < st1.writes - st0.writes,
        "concurrent writes are grouped: fewer commits (fsyncs) than writes");
     store_close(s);
 
