@@ -135,11 +135,13 @@ void route_device_create(http_req *r)
         goto out;
     }
     now_text(now, sizeof(now));
-    rec = json_pack("{s:s, s:s, s:O, s:O, s:O, s:s, s:s}", "id", id, "status",
-                    "active", "groups", groups ? groups : json_array(),
-                    "policies", policies ? policies : json_array(),
-                    "attributes", attrs ? attrs : json_object(), "created_at",
-                    now, "updated_at", now);
+    /* "o" steals: hand over a new reference either way. */
+    rec = json_pack("{s:s, s:s, s:o, s:o, s:o, s:s, s:s}", "id", id, "status",
+                    "active", "groups",
+                    groups ? json_incref(groups) : json_array(), "policies",
+                    policies ? json_incref(policies) : json_array(),
+                    "attributes", attrs ? json_incref(attrs) : json_object(),
+                    "created_at", now, "updated_at", now);
     if (rec == NULL) {
         http_reply_error(r, AD_ENOMEM, NULL);
         goto out;
@@ -229,18 +231,22 @@ static ad_err device_update_write(store_txn *tx, void *arg)
 {
     struct device_write *w = arg;
     json_t *dev = NULL, *status;
-    const char *cur, *want;
-    char now[32];
+    const char *want;
+    char now[32], cur[16];
     ad_err e;
 
     e = store_get(tx, STORE_DEVICES, w->id, &dev);
     if (e != AD_OK)
         return e;
-    cur = json_string_value(json_object_get(dev, "status"));
+    /* A copy: the update below replaces (and frees) the old value. */
+    util_strlcpy(cur, json_string_value(json_object_get(dev, "status"))
+                          ? json_string_value(json_object_get(dev, "status"))
+                          : "",
+                 sizeof(cur));
     status = json_object_get(w->patch, "status");
     want = json_string_value(status);
     /* Revocation is final: a revoked device cannot be made active. */
-    if (want && cur && strcmp(cur, "revoked") == 0 &&
+    if (want && strcmp(cur, "revoked") == 0 &&
         strcmp(want, "revoked") != 0) {
         snprintf(w->why, sizeof(w->why), "a revoked device stays revoked");
         json_decref(dev);
@@ -253,7 +259,7 @@ static ad_err device_update_write(store_txn *tx, void *arg)
     if (e == AD_OK)
         e = store_audit(tx, w->actor,
                         want && strcmp(want, "suspended") == 0 ? "device.suspend"
-                        : want && cur && strcmp(cur, "suspended") == 0
+                        : want && strcmp(cur, "suspended") == 0
                             ? "device.resume"
                             : "device.update",
                         w->id, w->patch);
@@ -488,10 +494,10 @@ void route_enrollment_create(http_req *r)
     util_sha256_hex(token, strlen(token), digest);
     now_text(now, sizeof(now));
     util_time_rfc3339(time(NULL) + (time_t)expires_in, exp, sizeof(exp));
-    rec = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:O, s:I, s:s, s:s}", "id",
+    rec = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:o, s:I, s:s, s:s}", "id",
                     id, "name", name ? name : id, "id_pattern", pattern,
                     "max_uses", max_uses, "used", (json_int_t)0, "expires_at",
-                    exp, "groups", groups ? groups : json_array(), "cert_days",
+                    exp, "groups", groups ? json_incref(groups) : json_array(), "cert_days",
                     cert_days, "created_at", now, "token_sha256", digest);
     if (rec == NULL) {
         http_reply_error(r, AD_ENOMEM, NULL);

@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import ssl
@@ -35,6 +36,7 @@ SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:",
 START_TIMEOUT = float(os.environ.get("AUTHD_START_TIMEOUT", "60"))
 STOP_TIMEOUT = float(os.environ.get("AUTHD_STOP_TIMEOUT", "60"))
 HTTP_TIMEOUT = float(os.environ.get("AUTHD_HTTP_TIMEOUT", "60"))
+WRAPPER = shlex.split(os.environ.get("AUTHD_WRAPPER", ""))
 
 
 def authd_bin():
@@ -191,11 +193,16 @@ def assert_error(resp, status, code=None):
 class Authd:
     """One authd process on a data dir with three free loopback ports."""
 
-    def __init__(self, data_dir, binary=None, extra_args=(), env=None):
+    def __init__(self, data_dir, binary=None, extra_args=(), env=None,
+                 argv=None, ports=None):
+        """argv replaces the whole serve command line (then ports gives
+        the (http, https, check) ports it uses); env adds variables."""
         self.data = data_dir
         self.binary = binary or authd_bin()
         self.extra_args = list(extra_args)
         self.env = env
+        self.argv = argv
+        self.fixed_ports = ports
         self.proc = None
         self.stderr_path = None
         self.http_port = self.https_port = self.check_port = None
@@ -204,7 +211,12 @@ class Authd:
 
     # -- lifecycle --
     def cmdline(self):
-        return [self.binary, "serve", "--data", self.data,
+        # AUTHD_WRAPPER (e.g. "valgrind --error-exitcode=1 --leak-check=full")
+        # runs the daemon under a tool; meson's exe_wrapper would wrap
+        # python3 instead.
+        if self.argv is not None:
+            return WRAPPER + [self.binary] + list(self.argv)
+        return WRAPPER + [self.binary, "serve", "--data", self.data,
                 "--http", "127.0.0.1:%d" % self.http_port,
                 "--https", "127.0.0.1:%d" % self.https_port,
                 "--check-http", "127.0.0.1:%d" % self.check_port,
@@ -212,7 +224,8 @@ class Authd:
 
     def spawn(self):
         """Starts the process without waiting for readiness."""
-        self.http_port, self.https_port, self.check_port = free_ports(3)
+        self.http_port, self.https_port, self.check_port = (
+            self.fixed_ports or free_ports(3))
         fd, self.stderr_path = tempfile.mkstemp(prefix="authd-stderr-",
                                                 suffix=".log")
         self._stderr_f = os.fdopen(fd, "wb")

@@ -5,6 +5,7 @@ status and JSON error and without partial state."""
 
 import json
 import re
+import ssl
 import threading
 import time
 
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from authd_harness import (assert_error, cert_not_after, cert_not_before,
-                           corrupt_csr_signature, csr_der_from_pem, der_to_pem,
+                           corrupt_csr_signature, create_enrollment, csr_der_from_pem, der_to_pem,
                            enroll, load_cert, make_csr, run, split_pem_chain,
                            to_epoch, uid)
 
@@ -415,3 +416,26 @@ def test_max_uses_holds_under_concurrent_enrollment(authd, admin, make_enrollmen
     assert used(admin, e["id"]) == 5
     assert len(admin.list_all("/v1/certs?enrollment=" + e["id"])) == 5, (
         "no certificate beyond max_uses was stored")
+
+
+def test_public_url_adds_crl_and_ocsp_locations_and_names_the_https_host(spawn_authd, devdir):
+    url = "https://pki.example.test:9443"
+    d = spawn_authd(extra_args=["--public-url", url])
+    e = create_enrollment(d.api(d.admin_key))
+    _, r = enroll(d, e["token"], uid("pub-"), devdir)
+    assert r.status == 201, r
+    cert = load_cert(r.json["certificate"])
+    cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    uris = [n.value for dp in cdp for n in (dp.full_name or [])]
+    assert uris and all(u.startswith(url + "/") for u in uris), (
+        "the CRL distribution point lives under --public-url: %r" % uris)
+    aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    ocsp = [a.access_location.value for a in aia
+            if a.access_method == x509.oid.AuthorityInformationAccessOID.OCSP]
+    assert ocsp and ocsp[0].startswith(url + "/"), "OCSP AIA lives under --public-url: %r" % ocsp
+    # The daemon's own HTTPS certificate also names the public host.
+    pem = ssl.get_server_certificate(("127.0.0.1", d.https_port))
+    san = load_cert(pem).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "pki.example.test" in san.get_values_for_type(x509.DNSName), (
+        "the HTTPS certificate covers the --public-url host: %r" % san)
+

@@ -4,16 +4,19 @@ daemon, and the offline commands (init, admin-key) work."""
 
 import datetime
 import os
+import signal
 import stat
 import subprocess
+import time
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from authd_harness import (Authd, assert_error, create_enrollment, enroll,
-                           key_pem, run, split_pem_chain, uid)
+from authd_harness import (WRAPPER, Authd, assert_error, create_enrollment, enroll,
+                           free_ports, http_request, key_pem, run, split_pem_chain,
+                           uid)
 
 
 def private_key_files(data_dir):
@@ -121,7 +124,7 @@ def test_refuses_to_start_when_a_private_key_is_group_or_world_readable(spawn_au
 
 def test_init_command_initialises_without_serving(binary, spawn_authd, tmp_path):
     data = str(tmp_path / "initdata")
-    run([binary, "init", "--data", data], timeout=120)
+    run(WRAPPER + [binary, "init", "--data", data], timeout=120)
     assert os.path.isfile(os.path.join(data, "admin.key")), "init must write admin.key"
     assert mode(os.path.join(data, "admin.key")) == 0o600
     assert standalone_key_files(data), "init must create the CA keys"
@@ -171,7 +174,7 @@ def _offline_ca(tmp_path):
 def test_init_imports_an_issuing_ca_signed_by_an_offline_root(binary, spawn_authd, tmp_path):
     iss, paths = _offline_ca(tmp_path)
     data = str(tmp_path / "imported")
-    run([binary, "init", "--data", data, "--ca-cert", paths["issuing.pem"],
+    run(WRAPPER + [binary, "init", "--data", data, "--ca-cert", paths["issuing.pem"],
          "--ca-key", paths["issuing.key"]], timeout=120)
     d = spawn_authd(data_dir=data)
     chain = split_pem_chain(d.ca_pem())
@@ -194,7 +197,7 @@ def test_init_imports_an_issuing_ca_signed_by_an_offline_root(binary, spawn_auth
 
 def test_admin_key_command_mints_working_keys_while_the_daemon_runs(binary, spawn_authd):
     d = spawn_authd()
-    p = run([binary, "admin-key", "--data", d.data, "--name", uid("recovery-"),
+    p = run(WRAPPER + [binary, "admin-key", "--data", d.data, "--name", uid("recovery-"),
              "--role", "admin"], timeout=60)
     key = p.stdout.strip()
     assert key and len(key.splitlines()) == 1, "admin-key prints the key on one line: %r" % p.stdout
@@ -202,7 +205,7 @@ def test_admin_key_command_mints_working_keys_while_the_daemon_runs(binary, spaw
     r = d.api(key).get("/v1/devices")
     assert r.status == 200, "a key minted offline works against the running daemon: %r" % r
 
-    p = run([binary, "admin-key", "--data", d.data, "--name", uid("station-"),
+    p = run(WRAPPER + [binary, "admin-key", "--data", d.data, "--name", uid("station-"),
              "--role", "provisioner"], timeout=60)
     prov = p.stdout.strip()
     assert d.api(prov).get("/v1/enrollments").status == 200, "provisioner may list enrollments"
@@ -213,4 +216,44 @@ def test_sigterm_exits_zero(spawn_authd):
     d = spawn_authd()
     assert d.request("GET", "/healthz").status == 200
     rc = d.stop()
+    d.assert_clean_exit(rc)
+
+
+def test_options_come_from_config_file_and_environment_and_flags_win(binary, tmp_path):
+    p_http, p_https, p_check, p_loser = free_ports(4)
+    data = str(tmp_path / "cfgdata")
+    cfg = tmp_path / "authd.conf"
+    # The file names the data dir and a plain HTTP address the flag
+    # overrides; the environment supplies HTTPS.
+    cfg.write_text("# authd config\ndata = %s\nhttp = 127.0.0.1:%d\n" % (data, p_loser))
+    d = Authd(data, binary,
+              argv=["serve", "--config", str(cfg), "--http", "127.0.0.1:%d" % p_http,
+                    "--check-http", "off"],
+              ports=(p_http, p_https, p_check),
+              env={"AUTHD_HTTPS": "127.0.0.1:%d" % p_https})
+    d.start()
+    try:
+        assert os.path.isfile(os.path.join(data, "admin.key")), "data came from the config file"
+        assert d.request("GET", "/healthz", tls=True).status == 200, (
+            "HTTPS address came from AUTHD_HTTPS")
+        try:
+            http_request("127.0.0.1", p_loser, "GET", "/healthz", timeout=2)
+            assert False, "the --http flag must win over the config file's http"
+        except OSError:
+            pass
+    finally:
+        rc = d.stop()
+        d.cleanup_logs()
+    d.assert_clean_exit(rc)
+
+
+def test_sighup_keeps_serving_and_sigint_exits_zero(spawn_authd):
+    d = spawn_authd()
+    d.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    assert d.proc.poll() is None, "SIGHUP reloads; it does not stop the daemon"
+    assert d.request("GET", "/readyz").status == 200
+    d.proc.send_signal(signal.SIGINT)
+    rc = d.proc.wait(60)
+    d._close_stderr()
     d.assert_clean_exit(rc)
