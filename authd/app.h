@@ -14,6 +14,7 @@
 enum { APP_CHAIN_MAX = 4 };
 
 typedef struct metrics metrics;
+typedef struct checker checker;
 
 typedef struct app {
     config cfg;
@@ -27,6 +28,7 @@ typedef struct app {
     char *tls_cert_pem;
     char *tls_key_pem;
     metrics *metrics;
+    checker *checker;   /* the check path's caches */
     atomic_int ready;
     atomic_long cert_days;        /* SIGHUP may change these two */
     atomic_long server_cert_days;

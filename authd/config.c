@@ -41,6 +41,7 @@ static const struct opt opts[] = {
     LONG_OPT(map_mb, "4096"),
     LONG_OPT(threads, "0"),
     LONG_OPT(max_connections, "1024"),
+    LONG_OPT(check_ttl, "30"),
 };
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 

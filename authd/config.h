@@ -29,6 +29,7 @@ typedef struct {
     long map_mb;                        /* LMDB map size */
     long threads;                       /* check listener thread pool */
     long max_connections;               /* per listener */
+    long check_ttl;                     /* seconds brokers may cache allows */
 } config;
 
 /* Fills cfg from defaults, the config file (from --config or

@@ -847,7 +847,9 @@ static ad_err start_listener(http_server *srv, listen_kind kind,
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         /* Decisions never block, so one thread per core is enough. */
         pool = (unsigned)(t > 0 ? t : (ncpu > 0 ? ncpu : 2));
-        flags |= MHD_USE_EPOLL;
+        /* TURBO skips syscalls MHD makes only for rare cases (e.g.
+         * shutdown() before close); the check path pays per request. */
+        flags |= MHD_USE_EPOLL | MHD_USE_TURBO;
     } else {
         /* Writes wait for their group commit: a thread per connection
          * keeps one waiting request from stalling others. */
@@ -856,7 +858,7 @@ static ad_err start_listener(http_server *srv, listen_kind kind,
     if (kind == LISTEN_HTTPS)
         flags |= MHD_USE_TLS;
 
-    struct MHD_OptionItem optv[12];
+    struct MHD_OptionItem optv[14];
     size_t n = 0;
 #define OPT(o, v, p) optv[n++] = (struct MHD_OptionItem){o, (intptr_t)(v), p}
     /* The logger goes first so MHD reports nothing through its own. */
@@ -864,6 +866,11 @@ static ad_err start_listener(http_server *srv, listen_kind kind,
     OPT(MHD_OPTION_NOTIFY_COMPLETED, on_completed, l);
     OPT(MHD_OPTION_CONNECTION_LIMIT, conn_limit, NULL);
     OPT(MHD_OPTION_CONNECTION_TIMEOUT, 60, NULL);
+    /* Check requests are small; MHD clears its per-connection pool for
+     * every request, so a smaller pool is less to clear. Bodies are
+     * copied out of it as they arrive, whatever their size. */
+    if (kind == LISTEN_CHECK)
+        OPT(MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, NULL);
     if (l->unix_fd >= 0)
         OPT(MHD_OPTION_LISTEN_SOCKET, l->unix_fd, NULL);
     else

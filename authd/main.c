@@ -7,6 +7,7 @@
 
 #include <openssl/crypto.h>
 
+#include "checker.h"
 #include "datadir.h"
 #include "http.h"
 #include "log.h"
@@ -100,6 +101,11 @@ static int cmd_serve(config *cfg, int argc, char **argv)
                  ad_err_code(e), err[0] ? err : ad_err_message(e));
         return 1;
     }
+    e = checker_open(a.st, cfg->check_ttl, &a.checker);
+    if (e != AD_OK) {
+        log_line("error", "event=start_failed code=%s", ad_err_code(e));
+        goto out;
+    }
     routes = routes_table(&nroutes);
     e = http_start(&a, routes, nroutes, &srv, err, sizeof(err));
     if (e != AD_OK) {
@@ -139,6 +145,7 @@ static int cmd_serve(config *cfg, int argc, char **argv)
     rc = 0;
 out:
     http_stop(srv, 10000);
+    checker_close(a.checker);
     datadir_unload(&a);
     if (rc == 0)
         log_line("info", "event=stopped");

@@ -49,6 +49,37 @@ static const http_route table[] = {
     R("DELETE", "/v1/apikeys/{}", LISTEN_MAIN, ACCESS_ADMIN,
       route_apikey_delete),
     R("GET", "/v1/audit", LISTEN_MAIN, ACCESS_ADMIN, route_audit_list),
+
+    /* policies and groups (§5, §6) */
+    R("POST", "/v1/policies/explain", LISTEN_MAIN, ACCESS_ADMIN,
+      route_policy_explain),
+    R("GET", "/v1/policies", LISTEN_MAIN, ACCESS_ADMIN, route_policy_list),
+    R("PUT", "/v1/policies/{}", LISTEN_MAIN, ACCESS_ADMIN, route_policy_put),
+    R("GET", "/v1/policies/{}", LISTEN_MAIN, ACCESS_ADMIN, route_policy_get),
+    R("DELETE", "/v1/policies/{}", LISTEN_MAIN, ACCESS_ADMIN,
+      route_policy_delete),
+    R("GET", "/v1/groups", LISTEN_MAIN, ACCESS_ADMIN, route_group_list),
+    R("PUT", "/v1/groups/{}", LISTEN_MAIN, ACCESS_ADMIN, route_group_put),
+    R("GET", "/v1/groups/{}", LISTEN_MAIN, ACCESS_ADMIN, route_group_get),
+    R("DELETE", "/v1/groups/{}", LISTEN_MAIN, ACCESS_ADMIN,
+      route_group_delete),
+
+    /* brokers and gateways (§8): also on the check listener */
+    R("POST", "/v1/check", LISTEN_ALL, ACCESS_BROKER, route_check),
+    R("POST", "/v1/check/batch", LISTEN_ALL, ACCESS_BROKER,
+      route_check_batch),
+    R("POST", "/compat/mosquitto-go-auth/user", LISTEN_ALL, ACCESS_BROKER,
+      route_goauth_user),
+    R("POST", "/compat/mosquitto-go-auth/superuser", LISTEN_ALL,
+      ACCESS_BROKER, route_goauth_superuser),
+    R("POST", "/compat/mosquitto-go-auth/acl", LISTEN_ALL, ACCESS_BROKER,
+      route_goauth_acl),
+    R("POST", "/compat/emqx/authn", LISTEN_ALL, ACCESS_BROKER,
+      route_emqx_authn),
+    R("POST", "/compat/emqx/authz", LISTEN_ALL, ACCESS_BROKER,
+      route_emqx_authz),
+    R("POST", "/compat/vernemq/{}", LISTEN_ALL, ACCESS_BROKER, route_vernemq),
+    R("POST", "/compat/vernemq", LISTEN_ALL, ACCESS_BROKER, route_vernemq),
 };
 
 const http_route *routes_table(size_t *n)

@@ -44,4 +44,25 @@ void route_apikey_list(http_req *r);
 void route_apikey_delete(http_req *r);
 void route_audit_list(http_req *r);
 
+/* routes_policy.c */
+void route_policy_put(http_req *r);
+void route_policy_get(http_req *r);
+void route_policy_delete(http_req *r);
+void route_policy_list(http_req *r);
+void route_policy_explain(http_req *r);
+void route_group_put(http_req *r);
+void route_group_get(http_req *r);
+void route_group_delete(http_req *r);
+void route_group_list(http_req *r);
+
+/* routes_check.c */
+void route_check(http_req *r);
+void route_check_batch(http_req *r);
+void route_goauth_user(http_req *r);
+void route_goauth_superuser(http_req *r);
+void route_goauth_acl(http_req *r);
+void route_emqx_authn(http_req *r);
+void route_emqx_authz(http_req *r);
+void route_vernemq(http_req *r);
+
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "checker.h"
 #include "registry.h"
 #include "routes.h"
 #include "util.h"
@@ -317,6 +318,8 @@ void route_device_patch(http_req *r)
     w.id = r->param[0];
     w.patch = patch;
     e = store_write(r->app->st, device_update_write, &w);
+    if (e == AD_OK)
+        checker_forget_device(r->app->checker, w.id);
     if (e != AD_OK) {
         http_reply_error(r, e, w.why[0] ? w.why
                                : e == AD_ENOTFOUND ? "no such device"
@@ -350,6 +353,8 @@ void route_device_delete(http_req *r)
     w.actor = r->actor;
     w.id = r->param[0];
     e = store_write(r->app->st, device_delete_write, &w);
+    if (e == AD_OK)
+        checker_forget_device(r->app->checker, w.id);
     if (e != AD_OK) {
         http_reply_error(r, e, e == AD_ENOTFOUND ? "no such device" : NULL);
         return;

@@ -19,7 +19,7 @@
 #define STORE_BATCH_MAX 512
 
 static const char *const table_names[STORE_TABLE__COUNT] = {
-    "devices", "certs", "enrollments", "apikeys", "meta",
+    "devices", "certs", "enrollments", "apikeys", "meta", "policies", "groups",
 };
 static const char *const index_names[STORE_IX__COUNT] = {
     "ix_certs_by_device", "ix_certs_by_enrollment", "ix_certs_by_fpr",

@@ -28,6 +28,8 @@ typedef enum {
     STORE_ENROLLMENTS,
     STORE_APIKEYS,
     STORE_META,
+    STORE_POLICIES,    /* by name: the policy document */
+    STORE_GROUPS,      /* by name: {"name","policies"} */
     STORE_TABLE__COUNT
 } store_table;
 

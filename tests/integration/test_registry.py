@@ -6,10 +6,6 @@ import time
 
 import pytest
 
-# Groups and policies come with the policy engine (issue 3); until then
-# these specify what it must do.
-POLICY_ISSUE = pytest.mark.skip(reason="groups and policies land with the policy issue (3)")
-
 from authd_harness import assert_error, enroll, normalize_pem, quote, to_epoch, uid
 
 
@@ -190,7 +186,6 @@ POLICY = {"statements": [
 ]}
 
 
-@POLICY_ISSUE
 def test_groups_put_get_delete(admin):
     name = uid("grp-")
     r = admin.put("/v1/groups/" + name, {"policies": ["p1"]})
@@ -204,7 +199,6 @@ def test_groups_put_get_delete(admin):
     assert_error(admin.get("/v1/groups/" + name), 404, "not_found")
 
 
-@POLICY_ISSUE
 def test_policies_put_get_list_delete(admin):
     name = uid("pol-")
     r = admin.put("/v1/policies/" + name, POLICY)
@@ -220,7 +214,6 @@ def test_policies_put_get_list_delete(admin):
     assert_error(admin.get("/v1/policies/" + name), 404, "not_found")
 
 
-@POLICY_ISSUE
 def test_invalid_policy_document_is_400(admin):
     for doc in ({"statements": "allow"}, {"statements": [{"effect": "maybe", "actions": ["publish"],
                                                           "topics": ["a"]}]},

@@ -1,0 +1,751 @@
+/* See checker.h. Two caches, both sharded by a hash of their key so that
+ * checks from many threads rarely meet on a lock:
+ *   - certificates by serial and by fingerprint: device, notAfter, status;
+ *   - devices: status, their policy sources, and the compiled policy set
+ *     for each distinct (client id, username, cert CN) they connect with.
+ * Policies and groups are versioned by one generation counter; a device
+ * entry built under an older generation is rebuilt on its next use. */
+#include <ctype.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../ca/ca.h"
+#include "checker.h"
+#include "util.h"
+
+#define SHARDS 64
+#define BUCKETS 1024          /* per shard and map */
+#define DEVICES_PER_SHARD 4096 /* beyond this a shard is emptied */
+#define CERTS_PER_SHARD 8192
+#define SETS_PER_DEVICE 8     /* distinct connection variable sets */
+
+enum { DEV_ACTIVE, DEV_SUSPENDED, DEV_REVOKED };
+
+/* A compiled policy set for one combination of connection variables. */
+struct conn_set {
+    char *client_id, *username, *cert_cn;
+    pol_set *set;
+    struct conn_set *next;
+};
+
+struct dev_entry {
+    char id[CHECK_ID_MAX];
+    uint64_t policy_gen;
+    int status;
+    json_t *device;   /* the record (groups, attributes) */
+    json_t *docs;     /* array of [name, doc] pairs, in source order */
+    pol_source *sources;
+    size_t nsources;
+    const char **groups;
+    size_t ngroups;
+    struct conn_set *sets;
+    int nsets;
+    struct dev_entry *next;
+};
+
+struct cert_entry {
+    char key[80];     /* "s:<serial>" or "f:<fingerprint>" */
+    char serial[CA_SERIAL_HEX_MAX];
+    char fpr[65];
+    char device[CHECK_ID_MAX]; /* "" for server certificates */
+    int64_t not_after;
+    int revoked;
+    struct cert_entry *next;
+};
+
+struct shard {
+    pthread_mutex_t lock;
+    struct dev_entry *devs[BUCKETS];
+    size_t ndevs;
+    struct cert_entry *certs[BUCKETS];
+    size_t ncerts;
+};
+
+struct checker {
+    store *st;
+    long ttl;
+    atomic_uint_fast64_t policy_gen;
+    struct shard shards[SHARDS];
+};
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+    while (*s) {
+        h ^= (unsigned char)*s++;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static struct shard *shard_of(checker *c, uint64_t h)
+{
+    return &c->shards[h % SHARDS];
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+ad_err checker_open(store *st, long ttl, checker **out)
+{
+    checker *c;
+    int i;
+
+    *out = NULL;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return AD_ENOMEM;
+    c->st = st;
+    c->ttl = ttl;
+    atomic_init(&c->policy_gen, 1);
+    for (i = 0; i < SHARDS; i++)
+        pthread_mutex_init(&c->shards[i].lock, NULL);
+    *out = c;
+    return AD_OK;
+}
+
+static void conn_sets_free(struct conn_set *cs)
+{
+    while (cs) {
+        struct conn_set *next = cs->next;
+        free(cs->client_id);
+        free(cs->username);
+        free(cs->cert_cn);
+        pol_set_free(cs->set);
+        free(cs);
+        cs = next;
+    }
+}
+
+static void dev_entry_free(struct dev_entry *d)
+{
+    if (d == NULL)
+        return;
+    conn_sets_free(d->sets);
+    free(d->sources);
+    free(d->groups);
+    json_decref(d->docs);
+    json_decref(d->device);
+    free(d);
+}
+
+static void shard_clear_devs(struct shard *sh)
+{
+    size_t b;
+
+    for (b = 0; b < BUCKETS; b++) {
+        struct dev_entry *d = sh->devs[b];
+        while (d) {
+            struct dev_entry *next = d->next;
+            dev_entry_free(d);
+            d = next;
+        }
+        sh->devs[b] = NULL;
+    }
+    sh->ndevs = 0;
+}
+
+static void shard_clear_certs(struct shard *sh)
+{
+    size_t b;
+
+    for (b = 0; b < BUCKETS; b++) {
+        struct cert_entry *e = sh->certs[b];
+        while (e) {
+            struct cert_entry *next = e->next;
+            free(e);
+            e = next;
+        }
+        sh->certs[b] = NULL;
+    }
+    sh->ncerts = 0;
+}
+
+void checker_close(checker *c)
+{
+    int i;
+
+    if (c == NULL)
+        return;
+    for (i = 0; i < SHARDS; i++) {
+        shard_clear_devs(&c->shards[i]);
+        shard_clear_certs(&c->shards[i]);
+        pthread_mutex_destroy(&c->shards[i].lock);
+    }
+    free(c);
+}
+
+void check_result_clear(check_result *r)
+{
+    json_decref(r->statements);
+    r->statements = NULL;
+}
+
+/* ---- certificates -------------------------------------------------------- */
+
+/* Lowercase hex without ':' into out; 0 if not hex or too long. */
+static int norm_hex(const char *in, char *out, size_t outlen)
+{
+    size_t o = 0;
+
+    for (; *in; in++) {
+        if (*in == ':')
+            continue;
+        if (!isxdigit((unsigned char)*in) || o + 1 >= outlen)
+            return 0;
+        out[o++] = (char)tolower((unsigned char)*in);
+    }
+    out[o] = '\0';
+    return o > 0;
+}
+
+/* Reads a certificate record into e (key set by the caller). */
+static ad_err cert_load(checker *c, const char *serial, const char *fpr,
+                        struct cert_entry *e)
+{
+    store_txn *tx = NULL;
+    json_t *rec = NULL;
+    char found[CA_SERIAL_HEX_MAX + 1];
+    const char *s, *na, *dev, *st;
+    time_t t;
+    ad_err err;
+
+    if ((err = store_read_begin(c->st, &tx)) != AD_OK)
+        return err;
+    if (serial == NULL) {
+        err = store_index_first(tx, STORE_IX_CERTS_BY_FPR, fpr, found,
+                                sizeof(found));
+        serial = found;
+    } else {
+        err = AD_OK;
+    }
+    if (err == AD_OK)
+        err = store_get(tx, STORE_CERTS, serial, &rec);
+    store_read_end(tx);
+    if (err != AD_OK)
+        return err;
+    s = json_string_value(json_object_get(rec, "fingerprint"));
+    na = json_string_value(json_object_get(rec, "not_after"));
+    dev = json_string_value(json_object_get(rec, "device_id"));
+    st = json_string_value(json_object_get(rec, "status"));
+    if (s == NULL || na == NULL || util_parse_rfc3339(na, &t) != 0 ||
+        (fpr && strcmp(fpr, s) != 0)) {
+        json_decref(rec);
+        return AD_ENOTFOUND;
+    }
+    util_strlcpy(e->serial, serial, sizeof(e->serial));
+    util_strlcpy(e->fpr, s, sizeof(e->fpr));
+    util_strlcpy(e->device, dev ? dev : "", sizeof(e->device));
+    e->not_after = (int64_t)t;
+    e->revoked = st && strcmp(st, "revoked") == 0;
+    json_decref(rec);
+    return AD_OK;
+}
+
+/* Finds a certificate by serial or fingerprint, copying it into out. */
+static ad_err cert_find(checker *c, const char *serial, const char *fpr,
+                        struct cert_entry *out)
+{
+    struct cert_entry *e, *fresh;
+    struct shard *sh;
+    uint64_t h;
+    ad_err err;
+
+    if (serial)
+        snprintf(out->key, sizeof(out->key), "s:%s", serial);
+    else
+        snprintf(out->key, sizeof(out->key), "f:%s", fpr);
+    h = hash_str(out->key);
+    sh = shard_of(c, h);
+    pthread_mutex_lock(&sh->lock);
+    for (e = sh->certs[(h / SHARDS) % BUCKETS]; e; e = e->next)
+        if (strcmp(e->key, out->key) == 0) {
+            *out = *e;
+            pthread_mutex_unlock(&sh->lock);
+            return AD_OK;
+        }
+    pthread_mutex_unlock(&sh->lock);
+
+    /* Unknown identifiers are not cached: they cost one LMDB read. */
+    if ((err = cert_load(c, serial, fpr, out)) != AD_OK)
+        return err;
+    fresh = malloc(sizeof(*fresh));
+    if (fresh == NULL)
+        return AD_OK;
+    *fresh = *out;
+    pthread_mutex_lock(&sh->lock);
+    if (sh->ncerts >= CERTS_PER_SHARD)
+        shard_clear_certs(sh);
+    fresh->next = sh->certs[(h / SHARDS) % BUCKETS];
+    sh->certs[(h / SHARDS) % BUCKETS] = fresh;
+    sh->ncerts++;
+    pthread_mutex_unlock(&sh->lock);
+    return AD_OK;
+}
+
+static void cert_forget_key(checker *c, const char *key)
+{
+    uint64_t h = hash_str(key);
+    struct shard *sh = shard_of(c, h);
+    struct cert_entry **pp, *e;
+
+    pthread_mutex_lock(&sh->lock);
+    for (pp = &sh->certs[(h / SHARDS) % BUCKETS]; (e = *pp) != NULL;) {
+        if (strcmp(e->key, key) == 0) {
+            *pp = e->next;
+            free(e);
+            sh->ncerts--;
+        } else {
+            pp = &e->next;
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+}
+
+void checker_forget_cert(checker *c, const char *serial_hex,
+                         const char *fingerprint_hex)
+{
+    char key[80];
+
+    if (serial_hex) {
+        snprintf(key, sizeof(key), "s:%s", serial_hex);
+        cert_forget_key(c, key);
+    }
+    if (fingerprint_hex) {
+        snprintf(key, sizeof(key), "f:%s", fingerprint_hex);
+        cert_forget_key(c, key);
+    }
+}
+
+/* ---- devices ------------------------------------------------------------- */
+
+/* Appends the named policy to the sources unless it is already there. */
+static void add_policy(store_txn *tx, json_t *docs, const char *name)
+{
+    json_t *pair, *rec = NULL, *doc;
+    size_t i;
+
+    json_array_foreach(docs, i, pair)
+        if (strcmp(json_string_value(json_array_get(pair, 0)), name) == 0)
+            return;
+    /* A device may name a policy that does not exist (yet): it
+     * contributes nothing. */
+    if (store_get(tx, STORE_POLICIES, name, &rec) != AD_OK)
+        return;
+    doc = json_object_get(rec, "document");
+    if (doc)
+        json_array_append_new(docs, json_pack("[s, O]", name, doc));
+    json_decref(rec);
+}
+
+/* Builds a device entry from the store. AD_ENOTFOUND if no device. */
+static ad_err dev_load(checker *c, const char *id, struct dev_entry **out)
+{
+    struct dev_entry *d;
+    store_txn *tx = NULL;
+    json_t *v, *gname;
+    const char *status;
+    size_t i;
+    ad_err err;
+
+    *out = NULL;
+    d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return AD_ENOMEM;
+    util_strlcpy(d->id, id, sizeof(d->id));
+    /* Read the generation first: a policy change racing with this load
+     * makes the entry stale at once rather than silently old. */
+    d->policy_gen = atomic_load(&c->policy_gen);
+    d->docs = json_array();
+    if ((err = store_read_begin(c->st, &tx)) != AD_OK)
+        goto fail;
+    if ((err = store_get(tx, STORE_DEVICES, id, &d->device)) != AD_OK)
+        goto fail;
+    json_array_foreach(json_object_get(d->device, "policies"), i, v)
+        if (json_is_string(v))
+            add_policy(tx, d->docs, json_string_value(v));
+    json_array_foreach(json_object_get(d->device, "groups"), i, gname) {
+        json_t *group = NULL, *p;
+        size_t j;
+
+        if (!json_is_string(gname) ||
+            store_get(tx, STORE_GROUPS, json_string_value(gname), &group) !=
+                AD_OK)
+            continue;
+        json_array_foreach(json_object_get(group, "policies"), j, p)
+            if (json_is_string(p))
+                add_policy(tx, d->docs, json_string_value(p));
+        json_decref(group);
+    }
+    store_read_end(tx);
+    tx = NULL;
+
+    status = json_string_value(json_object_get(d->device, "status"));
+    d->status = status && strcmp(status, "suspended") == 0 ? DEV_SUSPENDED
+                : status && strcmp(status, "revoked") == 0 ? DEV_REVOKED
+                                                           : DEV_ACTIVE;
+    d->nsources = json_array_size(d->docs);
+    d->sources = calloc(d->nsources + 1, sizeof(*d->sources));
+    v = json_object_get(d->device, "groups");
+    d->groups = calloc(json_array_size(v) + 1, sizeof(*d->groups));
+    if (d->sources == NULL || d->groups == NULL) {
+        err = AD_ENOMEM;
+        goto fail;
+    }
+    for (i = 0; i < d->nsources; i++) {
+        json_t *pair = json_array_get(d->docs, i);
+        d->sources[i].name = json_string_value(json_array_get(pair, 0));
+        d->sources[i].doc = json_array_get(pair, 1);
+    }
+    json_array_foreach(v, i, gname)
+        if (json_is_string(gname))
+            d->groups[d->ngroups++] = json_string_value(gname);
+    *out = d;
+    return AD_OK;
+fail:
+    store_read_end(tx);
+    dev_entry_free(d);
+    return err;
+}
+
+static int same(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+/* The compiled set for these connection variables (under the lock). */
+static pol_set *dev_set(struct dev_entry *d, const char *client_id,
+                        const char *username, const char *cert_cn)
+{
+    struct conn_set *cs, **pp;
+    pol_vars vars;
+    char err[256];
+
+    for (cs = d->sets; cs; cs = cs->next)
+        if (same(cs->client_id, client_id) && same(cs->username, username) &&
+            same(cs->cert_cn, cert_cn))
+            return cs->set;
+    memset(&vars, 0, sizeof(vars));
+    vars.device_id = d->id;
+    vars.client_id = client_id;
+    vars.username = username;
+    vars.cert_cn = cert_cn;
+    vars.attributes = json_object_get(d->device, "attributes");
+    vars.groups = d->groups;
+    vars.group_count = d->ngroups;
+    cs = calloc(1, sizeof(*cs));
+    if (cs == NULL)
+        return NULL;
+    if (pol_compile(d->sources, d->nsources, &vars, &cs->set, err,
+                    sizeof(err)) != AD_OK) {
+        free(cs);
+        return NULL;
+    }
+    cs->client_id = dup_or_null(client_id);
+    cs->username = dup_or_null(username);
+    cs->cert_cn = dup_or_null(cert_cn);
+    /* Newest first; the oldest beyond the bound is dropped. */
+    cs->next = d->sets;
+    d->sets = cs;
+    if (++d->nsets > SETS_PER_DEVICE) {
+        for (pp = &d->sets; (*pp)->next; pp = &(*pp)->next)
+            ;
+        conn_sets_free(*pp);
+        *pp = NULL;
+        d->nsets--;
+    }
+    return cs->set;
+}
+
+/* Finds (loading if needed) the device entry and locks its shard. On
+ * success the caller holds *locked and must unlock it. */
+static ad_err dev_find_locked(checker *c, const char *id,
+                              struct dev_entry **out, struct shard **locked)
+{
+    uint64_t h = hash_str(id), gen;
+    struct shard *sh = shard_of(c, h);
+    struct dev_entry **pp, *d, *fresh = NULL;
+    size_t b = (h / SHARDS) % BUCKETS;
+    ad_err err;
+
+    *out = NULL;
+    *locked = NULL;
+    for (;;) {
+        pthread_mutex_lock(&sh->lock);
+        gen = atomic_load(&c->policy_gen);
+        for (pp = &sh->devs[b]; (d = *pp) != NULL; pp = &d->next)
+            if (strcmp(d->id, id) == 0)
+                break;
+        if (d && d->policy_gen != gen) {
+            *pp = d->next; /* stale: drop and rebuild */
+            dev_entry_free(d);
+            sh->ndevs--;
+            d = NULL;
+        }
+        if (d == NULL && fresh != NULL) {
+            if (sh->ndevs >= DEVICES_PER_SHARD)
+                shard_clear_devs(sh);
+            fresh->next = sh->devs[b];
+            sh->devs[b] = fresh;
+            sh->ndevs++;
+            d = fresh;
+            fresh = NULL;
+        }
+        if (d != NULL) {
+            dev_entry_free(fresh); /* lost a race: someone else loaded it */
+            *out = d;
+            *locked = sh;
+            return AD_OK;
+        }
+        pthread_mutex_unlock(&sh->lock);
+        /* Load without holding the lock: it reads LMDB. */
+        if ((err = dev_load(c, id, &fresh)) != AD_OK)
+            return err;
+    }
+}
+
+void checker_forget_device(checker *c, const char *device_id)
+{
+    uint64_t h = hash_str(device_id);
+    struct shard *sh = shard_of(c, h);
+    struct dev_entry **pp, *d;
+
+    pthread_mutex_lock(&sh->lock);
+    for (pp = &sh->devs[(h / SHARDS) % BUCKETS]; (d = *pp) != NULL;) {
+        if (strcmp(d->id, device_id) == 0) {
+            *pp = d->next;
+            dev_entry_free(d);
+            sh->ndevs--;
+        } else {
+            pp = &d->next;
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+}
+
+void checker_forget_policies(checker *c)
+{
+    atomic_fetch_add(&c->policy_gen, 1);
+}
+
+/* ---- deciding ------------------------------------------------------------ */
+
+static void deny(check_result *out, const char *reason)
+{
+    out->allow = 0;
+    out->reason = reason;
+    out->ttl = 0;
+}
+
+/* A JWT is three base64url segments; tokens arrive with the tokens issue. */
+static int looks_like_jwt(const char *s)
+{
+    const char *dot1, *dot2;
+
+    if (s == NULL || strncmp(s, "eyJ", 3) != 0)
+        return 0;
+    dot1 = strchr(s, '.');
+    dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
+    return dot2 != NULL && strchr(dot2 + 1, '.') == NULL;
+}
+
+/* Decides on an established device identity (under the device's lock). */
+static void decide_for(checker *c, const char *device_id,
+                       const check_request *req, time_t now,
+                       check_result *out)
+{
+    struct dev_entry *d = NULL;
+    struct shard *sh = NULL;
+    pol_set *set;
+    pol_decision dec;
+    const char *subject;
+    ad_err err;
+
+    util_strlcpy(out->device, device_id, sizeof(out->device));
+    err = dev_find_locked(c, device_id, &d, &sh);
+    if (err != AD_OK) {
+        deny(out, err == AD_ENOTFOUND ? "unknown_device" : "store_error");
+        return;
+    }
+    if (d->status != DEV_ACTIVE) {
+        pthread_mutex_unlock(&sh->lock);
+        deny(out, d->status == DEV_SUSPENDED ? "device_suspended"
+                                             : "device_revoked");
+        return;
+    }
+    set = dev_set(d, req->client_id, req->username, req->cert_cn);
+    if (set == NULL) {
+        pthread_mutex_unlock(&sh->lock);
+        deny(out, "policy_error");
+        return;
+    }
+    subject = req->action == POL_CONNECT
+                  ? (req->client_id ? req->client_id : "")
+                  : (req->topic ? req->topic : "");
+    dec = pol_decide(set, req->action, subject);
+    out->allow = dec.allow;
+    out->reason = dec.reason ? dec.reason : (dec.allow ? "allowed" : "denied");
+    util_strlcpy(out->policy, dec.policy ? dec.policy : "",
+                 sizeof(out->policy));
+    out->statement = dec.statement;
+    if (dec.allow && req->action == POL_CONNECT)
+        out->statements = pol_set_statements(set);
+    pthread_mutex_unlock(&sh->lock);
+
+    if (!out->allow) {
+        out->ttl = 0;
+        return;
+    }
+    out->ttl = c->ttl;
+    if (out->expire_at > 0 && out->expire_at - (int64_t)now < out->ttl)
+        out->ttl = out->expire_at > (int64_t)now
+                       ? (long)(out->expire_at - (int64_t)now)
+                       : 0;
+}
+
+/* Does the device hold a certificate that is neither revoked nor
+ * expired? *not_after gets the latest such notAfter. */
+static int device_has_valid_cert(checker *c, const char *device_id,
+                                 time_t now, int64_t *not_after)
+{
+    store_txn *tx = NULL;
+    json_t *vals = NULL, *v;
+    size_t i;
+    int more = 0, found = 0;
+
+    *not_after = 0;
+    if (store_read_begin(c->st, &tx) != AD_OK)
+        return 0;
+    if (store_index_list(tx, STORE_IX_CERTS_BY_DEVICE, device_id, NULL, 1000,
+                         &vals, &more) == AD_OK) {
+        json_array_foreach(vals, i, v) {
+            const char *ix = json_string_value(v);
+            struct cert_entry ce;
+
+            store_read_end(tx); /* cert_find reads on its own */
+            tx = NULL;
+            if (ix == NULL || strlen(ix) <= 16 ||
+                cert_find(c, ix + 16, NULL, &ce) != AD_OK)
+                continue;
+            if (!ce.revoked && (int64_t)now <= ce.not_after &&
+                strcmp(ce.device, device_id) == 0) {
+                found = 1;
+                if (ce.not_after > *not_after)
+                    *not_after = ce.not_after;
+            }
+        }
+    }
+    store_read_end(tx);
+    json_decref(vals);
+    return found;
+}
+
+void checker_check(checker *c, const check_request *req, time_t now,
+                   check_result *out)
+{
+    struct cert_entry ce;
+    char fpr[65], serial[CA_SERIAL_HEX_MAX];
+    const char *device_id = NULL;
+
+    memset(out, 0, sizeof(*out));
+    out->statement = -1;
+    deny(out, "denied");
+    if (req->action != POL_CONNECT && req->action != POL_PUBLISH &&
+        req->action != POL_SUBSCRIBE && req->action != POL_RECEIVE) {
+        deny(out, "invalid_action");
+        return;
+    }
+    if (req->password && *req->password && looks_like_jwt(req->password)) {
+        /* Access tokens are accepted once the tokens issue lands. */
+        deny(out, "token_not_accepted");
+        return;
+    }
+    if ((req->cert_fingerprint && *req->cert_fingerprint) ||
+        (req->cert_serial && *req->cert_serial)) {
+        int by_fpr = req->cert_fingerprint && *req->cert_fingerprint;
+        ad_err err;
+
+        if (by_fpr ? !norm_hex(req->cert_fingerprint, fpr, sizeof(fpr)) ||
+                         strlen(fpr) != 64
+                   : !norm_hex(req->cert_serial, serial, sizeof(serial))) {
+            deny(out, "invalid_certificate_id");
+            return;
+        }
+        err = cert_find(c, by_fpr ? NULL : serial, by_fpr ? fpr : NULL, &ce);
+        if (err != AD_OK) {
+            deny(out, err == AD_ENOTFOUND ? "unknown_certificate"
+                                          : "store_error");
+            return;
+        }
+        if (ce.revoked) {
+            deny(out, "certificate_revoked");
+            return;
+        }
+        if ((int64_t)now > ce.not_after) {
+            deny(out, "certificate_expired");
+            return;
+        }
+        if (ce.device[0] == '\0') {
+            deny(out, "not_a_device_certificate");
+            return;
+        }
+        device_id = ce.device;
+        out->expire_at = ce.not_after;
+    } else if (req->trust_cert_cn && req->cert_cn && *req->cert_cn) {
+        /* The broker checked the chain; we check that this device still
+         * holds a valid certificate, so revocation still bites. */
+        if (!util_device_id_valid(req->cert_cn)) {
+            deny(out, "unknown_device");
+            return;
+        }
+        if (!device_has_valid_cert(c, req->cert_cn, now, &out->expire_at)) {
+            deny(out, "no_valid_certificate");
+            return;
+        }
+        device_id = req->cert_cn;
+    } else if (req->username && *req->username) {
+        if (req->action == POL_CONNECT) {
+            /* A connect needs a credential: a certificate now; tokens
+             * and device secrets arrive with the tokens issue. The
+             * answer still names the device the client claimed. */
+            util_strlcpy(out->device, req->username, sizeof(out->device));
+            deny(out, req->password && *req->password ? "invalid_credential"
+                                                      : "no_credential");
+            return;
+        }
+        if (!util_device_id_valid(req->username)) {
+            deny(out, "unknown_device");
+            return;
+        }
+        device_id = req->username;
+    } else {
+        deny(out, "no_identity");
+        return;
+    }
+    decide_for(c, device_id, req, now, out);
+}
+
+void checker_explain(checker *c, const char *device_id, pol_action action,
+                     const char *subject, check_result *out)
+{
+    check_request req;
+
+    memset(out, 0, sizeof(*out));
+    out->statement = -1;
+    memset(&req, 0, sizeof(req));
+    req.action = action;
+    req.username = device_id;
+    if (action == POL_CONNECT)
+        req.client_id = subject;
+    else
+        req.topic = subject;
+    decide_for(c, device_id, &req, 0, out);
+    out->ttl = 0;
+}

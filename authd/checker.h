@@ -1,0 +1,70 @@
+/* The broker check path (API.md §8): who is this client, and may it
+ * connect / publish / subscribe / receive here? Identities and compiled
+ * policies are cached in memory so a decision costs a hash lookup and a
+ * trie walk; every registry write that could change an answer drops the
+ * affected cache entries before it is acknowledged, so the next check
+ * sees it. */
+#ifndef AUTHD_CHECKER_H
+#define AUTHD_CHECKER_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "../policy/policy.h"
+#include "store.h"
+
+typedef struct checker checker;
+
+typedef struct {
+    pol_action action;
+    const char *client_id;        /* MQTT client id; NULL = "" */
+    const char *username;
+    const char *password;         /* a token or a device secret, or NULL */
+    const char *cert_fingerprint; /* SHA-256 of the DER, hex (':' allowed) */
+    const char *cert_serial;      /* hex */
+    const char *cert_cn;          /* subject CN as the broker saw it */
+    int trust_cert_cn;            /* the broker verified the certificate
+                                   * against our CA: cert_cn names the
+                                   * device (EMQX authn) */
+    const char *topic;            /* the topic or filter to decide on */
+} check_request;
+
+enum { CHECK_ID_MAX = 129 };
+
+typedef struct {
+    int allow;
+    const char *reason;           /* short snake_case code, static */
+    char device[CHECK_ID_MAX];    /* "" if no identity was established */
+    long ttl;                     /* seconds the answer may be cached */
+    int64_t expire_at;            /* credential end, Unix s (0: none) */
+    json_t *statements;           /* allowed connects: substituted statements */
+    char policy[CHECK_ID_MAX];    /* deciding statement's policy, or "" */
+    int statement;                /* its index, or -1 */
+} check_result;
+
+/* Creates the checker over st; answers may be cached by brokers for up
+ * to ttl seconds (capped at the credential's end). */
+ad_err checker_open(store *st, long ttl, checker **out);
+void checker_close(checker *c);
+
+/* Decides req at time now. Never fails: any error is a deny with a
+ * reason. Free out with check_result_clear. */
+void checker_check(checker *c, const check_request *req, time_t now,
+                   check_result *out);
+void check_result_clear(check_result *r);
+
+/* Explains the policy decision for a device (no credential needed):
+ * fills out as checker_check would for an authenticated client. */
+void checker_explain(checker *c, const char *device_id, pol_action action,
+                     const char *subject, check_result *out);
+
+/* Invalidation, called after the write that makes it necessary has
+ * committed. */
+void checker_forget_device(checker *c, const char *device_id);
+void checker_forget_policies(checker *c);   /* any policy or group */
+void checker_forget_cert(checker *c, const char *serial_hex,
+                         const char *fingerprint_hex);
+
+#endif

@@ -1,0 +1,532 @@
+/* The broker-facing check endpoints (API.md §8): /v1/check and its batch
+ * form, and the compat endpoints that speak the wire formats brokers
+ * already ship (mosquitto-go-auth's HTTP backend, EMQX's HTTP
+ * authenticator and authorizer, VerneMQ's webhooks). Each adapter only
+ * translates: every decision is checker_check. A deny is never a 5xx,
+ * because brokers disconnect clients on backend errors. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "checker.h"
+#include "routes.h"
+#include "util.h"
+
+enum { BATCH_MAX = 1000, FORM_FIELDS_MAX = 16, FORM_VALUE_MAX = 4096 };
+
+/* ---- request bodies: JSON or form --------------------------------------- */
+
+/* The parameters of a compat request, from a JSON object or an
+ * application/x-www-form-urlencoded body (mosquitto-go-auth sends
+ * either). Values are strings; JSON numbers are rendered as text. */
+struct params {
+    json_t *obj; /* owned */
+};
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Decodes one form component; NULL if it is malformed or decodes to a
+ * NUL byte (which would silently cut the value). */
+static char *form_decode(const char *s, size_t n)
+{
+    char *out = malloc(n + 1);
+    size_t i, o = 0;
+
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        if (s[i] == '+') {
+            out[o++] = ' ';
+        } else if (s[i] == '%') {
+            if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
+                goto bad;
+            out[o] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+            if (out[o++] == '\0')
+                goto bad;
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    out[o] = '\0';
+    return out;
+bad:
+    free(out);
+    return NULL;
+}
+
+static json_t *parse_form(const char *body, size_t len)
+{
+    json_t *obj = json_object();
+    size_t i = 0;
+
+    while (obj && i < len && json_object_size(obj) < FORM_FIELDS_MAX) {
+        const char *pair = body + i, *amp = memchr(pair, '&', len - i);
+        size_t plen = amp ? (size_t)(amp - pair) : len - i;
+        const char *eq = memchr(pair, '=', plen);
+        char *k, *v;
+
+        i += plen + 1;
+        if (eq == NULL || plen > FORM_VALUE_MAX)
+            continue;
+        k = form_decode(pair, (size_t)(eq - pair));
+        v = form_decode(eq + 1, plen - (size_t)(eq - pair) - 1);
+        if (k && v)
+            json_object_set_new(obj, k, json_string(v));
+        free(k);
+        free(v);
+    }
+    return obj;
+}
+
+/* Reads the body as JSON if it looks like JSON, else as a form. On
+ * failure replies 400 and returns -1. */
+static int params_read(http_req *r, struct params *p)
+{
+    const char *b = r->body;
+    size_t i = 0;
+
+    while (i < r->body_len && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' ||
+                               b[i] == '\t'))
+        i++;
+    if (i < r->body_len && b[i] == '{') {
+        p->obj = http_body_object(r);
+        return p->obj ? 0 : -1;
+    }
+    p->obj = parse_form(r->body, r->body_len);
+    if (p->obj == NULL) {
+        http_reply_error(r, AD_ENOMEM, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* A string parameter ("" if absent, numbers as text into buf). */
+static const char *param(const struct params *p, const char *key, char *buf,
+                         size_t buflen)
+{
+    json_t *v = json_object_get(p->obj, key);
+
+    if (json_is_string(v))
+        return json_string_value(v);
+    if (json_is_integer(v)) {
+        snprintf(buf, buflen, "%lld", (long long)json_integer_value(v));
+        return buf;
+    }
+    return "";
+}
+
+static const char *opt(const char *s)
+{
+    return s && *s ? s : NULL;
+}
+
+/* ---- /v1/check ------------------------------------------------------------ */
+
+/* Fills req from a /v1/check object; returns a message if malformed. */
+static const char *check_request_of(const json_t *o, check_request *req)
+{
+    static const char *const strings[] = {"client_id", "username", "password",
+                                          "cert_fingerprint", "cert_serial",
+                                          "topic", "action"};
+    const char *action;
+    size_t i;
+
+    memset(req, 0, sizeof(*req));
+    if (!json_is_object(o))
+        return "each check is a JSON object";
+    for (i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
+        json_t *v = json_object_get(o, strings[i]);
+        if (v && !json_is_string(v) && !json_is_null(v))
+            return "client_id, username, password, cert_fingerprint, "
+                   "cert_serial, topic and action are strings";
+    }
+    action = json_string_value(json_object_get(o, "action"));
+    req->action = action ? pol_action_parse(action) : 0;
+    if (req->action == 0)
+        return "action must be connect, publish, subscribe or receive";
+    req->client_id = json_string_value(json_object_get(o, "client_id"));
+    req->username = opt(json_string_value(json_object_get(o, "username")));
+    req->password = opt(json_string_value(json_object_get(o, "password")));
+    req->cert_fingerprint =
+        opt(json_string_value(json_object_get(o, "cert_fingerprint")));
+    req->cert_serial = opt(json_string_value(json_object_get(o, "cert_serial")));
+    req->topic = json_string_value(json_object_get(o, "topic"));
+    if (req->action != POL_CONNECT && req->topic == NULL)
+        return "topic is required for publish, subscribe and receive";
+    return NULL;
+}
+
+static json_t *check_answer(const check_result *res, pol_action action)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:i}", "result",
+                          res->allow ? "allow" : "deny", "reason", res->reason,
+                          "device", res->device, "ttl", (int)res->ttl);
+
+    if (o && res->allow && action == POL_CONNECT) {
+        json_object_set(o, "statements",
+                        res->statements ? res->statements : json_array());
+        json_object_set_new(o, "expire_at",
+                            json_integer((json_int_t)res->expire_at));
+    }
+    return o;
+}
+
+void route_check(http_req *r)
+{
+    json_t *body;
+    check_request req;
+    check_result res;
+    const char *bad;
+
+    if ((body = http_body_object(r)) == NULL)
+        return;
+    if ((bad = check_request_of(body, &req)) != NULL) {
+        http_reply_error(r, AD_EFIELD, bad);
+        json_decref(body);
+        return;
+    }
+    checker_check(r->app->checker, &req, time(NULL), &res);
+    http_reply_json(r, 200, check_answer(&res, req.action));
+    check_result_clear(&res);
+    json_decref(body);
+}
+
+void route_check_batch(http_req *r)
+{
+    json_t *body, *checks, *results, *c;
+    time_t now = time(NULL);
+    size_t i;
+
+    if ((body = http_body_object(r)) == NULL)
+        return;
+    checks = json_object_get(body, "checks");
+    if (!json_is_array(checks) || json_array_size(checks) > BATCH_MAX) {
+        http_reply_error(r, AD_EFIELD,
+                         "expected {\"checks\": [up to 1000 check objects]}");
+        json_decref(body);
+        return;
+    }
+    results = json_array();
+    json_array_foreach(checks, i, c) {
+        check_request req;
+        check_result res;
+        const char *bad = check_request_of(c, &req);
+
+        if (bad) {
+            /* One malformed check must not fail its neighbours. */
+            json_array_append_new(results,
+                                  json_pack("{s:s, s:s, s:s}", "result", "deny",
+                                            "reason", "invalid_request",
+                                            "error", bad));
+            continue;
+        }
+        checker_check(r->app->checker, &req, now, &res);
+        json_array_append_new(results, check_answer(&res, req.action));
+        check_result_clear(&res);
+    }
+    http_reply_json(r, 200, json_pack("{s:o}", "results", results));
+    json_decref(body);
+}
+
+/* ---- mosquitto-go-auth HTTP backend -------------------------------------- */
+
+static void goauth_answer(http_req *r, int allow, const char *reason)
+{
+    http_reply_json(r, allow ? 200 : 403,
+                    json_pack("{s:b, s:s}", "ok", allow, "error",
+                              allow ? "" : reason));
+}
+
+void route_goauth_user(http_req *r)
+{
+    struct params p;
+    check_request req;
+    check_result res;
+    char b1[32];
+
+    if (params_read(r, &p) != 0)
+        return;
+    memset(&req, 0, sizeof(req));
+    req.action = POL_CONNECT;
+    req.username = opt(param(&p, "username", b1, sizeof(b1)));
+    req.password = opt(param(&p, "password", b1, sizeof(b1)));
+    req.client_id = param(&p, "clientid", b1, sizeof(b1));
+    checker_check(r->app->checker, &req, time(NULL), &res);
+    goauth_answer(r, res.allow, res.reason);
+    check_result_clear(&res);
+    json_decref(p.obj);
+}
+
+void route_goauth_superuser(http_req *r)
+{
+    struct params p;
+
+    if (params_read(r, &p) != 0)
+        return;
+    /* Devices are never superusers. */
+    goauth_answer(r, 0, "not_superuser");
+    json_decref(p.obj);
+}
+
+void route_goauth_acl(http_req *r)
+{
+    struct params p;
+    check_request req;
+    check_result res;
+    char buf[32];
+    uint64_t acc = 0;
+    int allow = 1;
+    const char *reason = "allowed";
+
+    if (params_read(r, &p) != 0)
+        return;
+    memset(&req, 0, sizeof(req));
+    req.username = opt(param(&p, "username", buf, sizeof(buf)));
+    req.client_id = json_string_value(json_object_get(p.obj, "clientid"));
+    req.topic = param(&p, "topic", buf, sizeof(buf));
+    if (util_parse_u64(param(&p, "acc", buf, sizeof(buf)), 4, &acc) != 0 ||
+        acc == 0) {
+        goauth_answer(r, 0, "invalid_acc");
+        json_decref(p.obj);
+        return;
+    }
+    req.topic = json_string_value(json_object_get(p.obj, "topic"));
+    if (req.topic == NULL)
+        req.topic = "";
+    /* acc: 1 read (delivery), 2 write (publish), 3 both, 4 subscribe. */
+    if (acc == 4) {
+        req.action = POL_SUBSCRIBE;
+        checker_check(r->app->checker, &req, time(NULL), &res);
+        allow = res.allow;
+        reason = res.reason;
+        check_result_clear(&res);
+    } else {
+        if (acc & 1) {
+            req.action = POL_RECEIVE;
+            checker_check(r->app->checker, &req, time(NULL), &res);
+            allow = res.allow;
+            reason = res.reason;
+            check_result_clear(&res);
+        }
+        if (allow && (acc & 2)) {
+            req.action = POL_PUBLISH;
+            checker_check(r->app->checker, &req, time(NULL), &res);
+            allow = res.allow;
+            reason = res.reason;
+            check_result_clear(&res);
+        }
+    }
+    goauth_answer(r, allow, reason);
+    json_decref(p.obj);
+}
+
+/* ---- EMQX 5 HTTP authenticator and authorizer ---------------------------- */
+
+/* One EMQX authorization rule per (statement, action, topic). */
+static void emqx_rules_of(const json_t *statements, const char *effect,
+                          json_t *acl)
+{
+    static const char *const actions[] = {"publish", "subscribe"};
+    const json_t *st;
+    size_t i, a, t;
+
+    json_array_foreach(statements, i, st) {
+        const char *eff = json_string_value(json_object_get(st, "effect"));
+        const json_t *acts = json_object_get(st, "actions"), *act, *topic;
+
+        if (eff == NULL || strcmp(eff, effect) != 0)
+            continue;
+        for (a = 0; a < 2; a++) {
+            size_t k;
+            int has = 0;
+            json_array_foreach(acts, k, act)
+                if (strcmp(json_string_value(act), actions[a]) == 0)
+                    has = 1;
+            if (!has)
+                continue;
+            json_array_foreach(json_object_get(st, "topics"), t, topic)
+                json_array_append_new(
+                    acl, json_pack("{s:s, s:s, s:O}", "permission", effect,
+                                   "action", actions[a], "topic", topic));
+        }
+    }
+}
+
+void route_emqx_authn(http_req *r)
+{
+    struct params p;
+    check_request req;
+    check_result res;
+    char b[32];
+    json_t *out, *acl;
+
+    if (params_read(r, &p) != 0)
+        return;
+    memset(&req, 0, sizeof(req));
+    req.action = POL_CONNECT;
+    req.username = opt(param(&p, "username", b, sizeof(b)));
+    req.password = opt(param(&p, "password", b, sizeof(b)));
+    req.client_id = param(&p, "clientid", b, sizeof(b));
+    req.cert_cn = opt(param(&p, "cert_common_name", b, sizeof(b)));
+    /* EMQX verified the client certificate against our CA and passes
+     * its CN: that names the device (checked to hold a valid cert). */
+    req.trust_cert_cn = req.cert_cn != NULL;
+    checker_check(r->app->checker, &req, time(NULL), &res);
+    if (!res.allow) {
+        http_reply_json(r, 200, json_pack("{s:s}", "result", "deny"));
+    } else {
+        /* EMQX takes the first matching rule: deny rules go first. */
+        acl = json_array();
+        emqx_rules_of(res.statements, "deny", acl);
+        emqx_rules_of(res.statements, "allow", acl);
+        out = json_pack("{s:s, s:b, s:o}", "result", "allow", "is_superuser",
+                        0, "acl", acl);
+        if (res.expire_at > 0)
+            json_object_set_new(out, "expire_at",
+                                json_integer((json_int_t)res.expire_at));
+        http_reply_json(r, 200, out);
+    }
+    check_result_clear(&res);
+    json_decref(p.obj);
+}
+
+void route_emqx_authz(http_req *r)
+{
+    struct params p;
+    check_request req;
+    check_result res;
+    char b[32];
+    const char *action;
+
+    if (params_read(r, &p) != 0)
+        return;
+    memset(&req, 0, sizeof(req));
+    req.username = opt(param(&p, "username", b, sizeof(b)));
+    req.client_id = json_string_value(json_object_get(p.obj, "clientid"));
+    req.topic = json_string_value(json_object_get(p.obj, "topic"));
+    action = json_string_value(json_object_get(p.obj, "action"));
+    req.action = action && strcmp(action, "publish") == 0     ? POL_PUBLISH
+                 : action && strcmp(action, "subscribe") == 0 ? POL_SUBSCRIBE
+                                                              : 0;
+    if (req.action == 0 || req.topic == NULL) {
+        http_reply_json(r, 200, json_pack("{s:s}", "result", "deny"));
+        json_decref(p.obj);
+        return;
+    }
+    checker_check(r->app->checker, &req, time(NULL), &res);
+    http_reply_json(r, 200,
+                    json_pack("{s:s}", "result", res.allow ? "allow" : "deny"));
+    check_result_clear(&res);
+    json_decref(p.obj);
+}
+
+/* ---- VerneMQ webhooks ----------------------------------------------------- */
+
+static void vmq_not_allowed(http_req *r)
+{
+    http_reply_json(r, 200,
+                    json_pack("{s:{s:s}}", "result", "error", "not_allowed"));
+}
+
+void route_vernemq(http_req *r)
+{
+    const char *hook = r->param[0] ? r->param[0] : http_header(r, "vernemq-hook");
+    struct params p;
+    check_request req;
+    check_result res;
+    time_t now = time(NULL);
+    char b[32];
+    int m5;
+
+    if (hook == NULL) {
+        http_reply_error(r, AD_ENOTFOUND,
+                         "name the hook in the path or a vernemq-hook header");
+        return;
+    }
+    if (params_read(r, &p) != 0)
+        return;
+    m5 = strlen(hook) > 3 && strcmp(hook + strlen(hook) - 3, "_m5") == 0;
+    memset(&req, 0, sizeof(req));
+    req.username = opt(param(&p, "username", b, sizeof(b)));
+    req.client_id = json_string_value(json_object_get(p.obj, "client_id"));
+
+    if (strncmp(hook, "auth_on_register", 16) == 0 &&
+        (hook[16] == '\0' || m5)) {
+        req.action = POL_CONNECT;
+        req.password = opt(json_string_value(json_object_get(p.obj, "password")));
+        checker_check(r->app->checker, &req, now, &res);
+        if (res.allow)
+            http_reply_json(r, 200, json_pack("{s:s}", "result", "ok"));
+        else
+            vmq_not_allowed(r);
+        check_result_clear(&res);
+    } else if (strncmp(hook, "auth_on_publish", 15) == 0 &&
+               (hook[15] == '\0' || m5)) {
+        req.action = POL_PUBLISH;
+        req.topic = json_string_value(json_object_get(p.obj, "topic"));
+        if (req.topic == NULL) {
+            vmq_not_allowed(r);
+        } else {
+            checker_check(r->app->checker, &req, now, &res);
+            if (res.allow)
+                http_reply_json(r, 200, json_pack("{s:s}", "result", "ok"));
+            else
+                vmq_not_allowed(r);
+            check_result_clear(&res);
+        }
+    } else if (strncmp(hook, "auth_on_subscribe", 17) == 0 &&
+               (hook[17] == '\0' || m5)) {
+        json_t *topics = json_object_get(p.obj, "topics"), *t, *granted;
+        size_t i;
+
+        if (!json_is_array(topics) || json_array_size(topics) > BATCH_MAX) {
+            vmq_not_allowed(r);
+            json_decref(p.obj);
+            return;
+        }
+        granted = json_array();
+        req.action = POL_SUBSCRIBE;
+        json_array_foreach(topics, i, t) {
+            json_t *qos = json_object_get(t, "qos");
+            req.topic = json_string_value(json_object_get(t, "topic"));
+            res.allow = 0;
+            if (req.topic) {
+                checker_check(r->app->checker, &req, now, &res);
+                check_result_clear(&res);
+            }
+            /* A refused filter keeps its place with the failure code
+             * (0x80, or 0x87 "not authorized" in MQTT 5). */
+            json_array_append_new(
+                granted,
+                json_pack("{s:s, s:I}", "topic", req.topic ? req.topic : "",
+                          "qos",
+                          res.allow ? (json_is_integer(qos)
+                                           ? json_integer_value(qos)
+                                           : (json_int_t)0)
+                                    : (json_int_t)(m5 ? 135 : 128)));
+        }
+        if (m5)
+            http_reply_json(r, 200,
+                            json_pack("{s:s, s:{s:o}}", "result", "ok",
+                                      "modifiers", "topics", granted));
+        else
+            http_reply_json(r, 200,
+                            json_pack("{s:s, s:o}", "result", "ok", "topics",
+                                      granted));
+    } else {
+        /* Hooks we do not decide on pass through unchanged. */
+        http_reply_json(r, 200, json_pack("{s:s}", "result", "next"));
+    }
+    json_decref(p.obj);
+}

@@ -1,0 +1,119 @@
+/* The topic/ACL engine: parses and validates policy documents, matches
+ * MQTT topics and filters, substitutes variables, and compiles a
+ * device's statements into a trie that decides in time proportional to
+ * the topic's depth. Pure functions over memory: no I/O, no clock, no
+ * globals. The daemon and the mosquitto plugin link the same code, so a
+ * decision is made the same way wherever it is made. */
+#ifndef AUTHD_POLICY_H
+#define AUTHD_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "../common/err.h"
+
+/* ---- topics and filters (MQTT 3.1.1 / 5.0) -------------------------- */
+
+enum { POL_TOPIC_MAX = 65535, POL_LEVELS_MAX = 128 };
+
+/* A topic name as published: non-empty, at most POL_TOPIC_MAX bytes,
+ * valid UTF-8, no NUL, no '+' or '#'. */
+int pol_topic_valid(const char *topic);
+/* A topic filter: as a topic, but '+' may stand alone in a level and '#'
+ * alone in the last level. A "$share/<group>/<filter>" prefix is
+ * accepted when the group is non-empty without wildcards and the rest is
+ * a valid filter. */
+int pol_filter_valid(const char *filter);
+/* The filter inside "$share/<group>/<filter>", or filter itself. */
+const char *pol_filter_unshare(const char *filter);
+
+/* Does pattern (a filter) match topic? `+` one level (possibly empty),
+ * `#` zero or more trailing levels ("a/#" matches "a"), and a topic
+ * whose first level starts with '$' is not matched by a wildcard in the
+ * pattern's first level. 0 for invalid input. */
+int pol_match(const char *pattern, const char *topic);
+/* Does pattern cover filter: is every topic the filter can match also
+ * matched by pattern? ("a/#" covers "a/+", "a/+" does not cover "a/#".) */
+int pol_covers(const char *pattern, const char *filter);
+/* Is there a topic both match? */
+int pol_intersects(const char *pattern, const char *filter);
+
+/* ---- policy documents ----------------------------------------------- */
+
+typedef enum {
+    POL_CONNECT = 1,
+    POL_PUBLISH = 2,
+    POL_SUBSCRIBE = 4,
+    POL_RECEIVE = 8
+} pol_action;
+
+/* "connect" -> POL_CONNECT...; 0 for an unknown name. */
+pol_action pol_action_parse(const char *name);
+const char *pol_action_name(pol_action a);
+
+/* Validates a policy document (API.md §6): an object with "statements",
+ * a non-empty array (at most 256) of objects with "effect" ("allow" or
+ * "deny"), "actions" (non-empty array of action names), and "topics"
+ * (filters, possibly with variables) for publish/subscribe/receive and/or
+ * "client_ids" (exact or trailing-'*' globs, possibly with variables) for
+ * connect. Unknown keys, variables and types are refused. On error
+ * returns AD_EFIELD with a message naming the statement, e.g.
+ * "statement 2: unknown action \"fly\"". */
+ad_err pol_doc_validate(const json_t *doc, char *err, size_t errlen);
+
+/* ---- compiling and deciding ----------------------------------------- */
+
+/* The values variables take for one identity. NULL = unset. A value
+ * containing '/', '+', '#' or NUL makes any pattern using it not match. */
+typedef struct {
+    const char *device_id;         /* ${device.id} */
+    const char *client_id;         /* ${client_id} */
+    const char *username;          /* ${username} */
+    const char *cert_cn;           /* ${cert.cn} */
+    const json_t *attributes;      /* ${device.attributes.<key>}: object of strings */
+    const char *const *groups;     /* ${group}: one pattern per group */
+    size_t group_count;
+} pol_vars;
+
+/* One named, already validated policy document. */
+typedef struct {
+    const char *name;
+    const json_t *doc;
+} pol_source;
+
+typedef struct pol_set pol_set; /* compiled, immutable, thread-safe to read */
+
+/* Compiles the statements of sources (in order) with variables
+ * substituted. Statements whose variables cannot be substituted are
+ * dropped (they match nothing). On error *out is NULL. */
+ad_err pol_compile(const pol_source *sources, size_t n, const pol_vars *vars,
+                   pol_set **out, char *err, size_t errlen);
+void pol_set_free(pol_set *set);
+
+/* The substituted statements as a JSON array of statement objects, each
+ * with "policy" and "index" besides effect/actions/topics/client_ids; a
+ * new reference. Compiling them again (as the single source of a
+ * document {"statements": ...}, with no variables) decides identically:
+ * this is what a broker plugin receives with an allowed connect. */
+json_t *pol_set_statements(const pol_set *set);
+
+typedef struct {
+    int allow;             /* 1 allow, 0 deny */
+    const char *policy;    /* deciding statement's policy name, or NULL */
+    int statement;         /* its index in that document, or -1 */
+    const char *reason;    /* short code: "allowed", "explicit_deny",
+                            * "no_matching_allow", "invalid_topic" ... */
+} pol_decision;
+
+/* Decides action on subject (a topic for publish/receive, a filter for
+ * subscribe, a client id for connect). Explicit deny wins; no allow
+ * means deny. Publish/receive topics with wildcards and invalid
+ * topics/filters are denied. Subscribe is allowed only if some allow
+ * pattern covers the filter and no deny pattern intersects it.
+ * Thread-safe; allocates nothing. */
+pol_decision pol_decide(const pol_set *set, pol_action action,
+                        const char *subject);
+
+#endif
