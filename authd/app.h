@@ -15,6 +15,7 @@ enum { APP_CHAIN_MAX = 4 };
 
 typedef struct metrics metrics;
 typedef struct checker checker;
+typedef struct tokens tokens;
 
 typedef struct app {
     config cfg;
@@ -29,6 +30,7 @@ typedef struct app {
     char *tls_key_pem;
     metrics *metrics;
     checker *checker;   /* the check path's caches */
+    tokens *tokens;     /* signing keys, token cache, revoked jtis */
     atomic_int ready;
     atomic_long cert_days;        /* SIGHUP may change these two */
     atomic_long server_cert_days;

@@ -11,8 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <argon2.h>
+#include <openssl/crypto.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
 #include "../ca/ca.h"
 #include "checker.h"
+#include "tokens.h"
 #include "util.h"
 
 #define SHARDS 64
@@ -42,6 +48,9 @@ struct dev_entry {
     size_t ngroups;
     struct conn_set *sets;
     int nsets;
+    char *secret_hash;       /* argon2id encoded, or NULL */
+    int secret_ok;           /* secret_mac holds a verified secret */
+    uint8_t secret_mac[32];  /* HMAC(checker key, last good secret) */
     struct dev_entry *next;
 };
 
@@ -65,8 +74,15 @@ struct shard {
 
 struct checker {
     store *st;
+    tokens *tokens;
     long ttl;
+    /* Keys the in-memory record of verified device secrets, so a
+     * memory dump does not give a fast offline check of a secret. */
+    uint8_t mac_key[32];
     atomic_uint_fast64_t policy_gen;
+    /* Bumped by every checker_forget_device: a device entry loaded from
+     * a snapshot older than a forget must not be cached after it. */
+    atomic_uint_fast64_t device_gen;
     struct shard shards[SHARDS];
 };
 
@@ -99,7 +115,12 @@ ad_err checker_open(store *st, long ttl, checker **out)
         return AD_ENOMEM;
     c->st = st;
     c->ttl = ttl;
+    if (RAND_bytes(c->mac_key, sizeof(c->mac_key)) != 1) {
+        free(c);
+        return AD_EINTERNAL;
+    }
     atomic_init(&c->policy_gen, 1);
+    atomic_init(&c->device_gen, 1);
     for (i = 0; i < SHARDS; i++)
         pthread_mutex_init(&c->shards[i].lock, NULL);
     *out = c;
@@ -126,6 +147,9 @@ static void dev_entry_free(struct dev_entry *d)
     conn_sets_free(d->sets);
     free(d->sources);
     free(d->groups);
+    if (d->secret_hash)
+        OPENSSL_cleanse(d->secret_hash, strlen(d->secret_hash));
+    free(d->secret_hash);
     json_decref(d->docs);
     json_decref(d->device);
     free(d);
@@ -174,6 +198,7 @@ void checker_close(checker *c)
         shard_clear_certs(&c->shards[i]);
         pthread_mutex_destroy(&c->shards[i].lock);
     }
+    OPENSSL_cleanse(c->mac_key, sizeof(c->mac_key));
     free(c);
 }
 
@@ -181,9 +206,16 @@ void check_result_clear(check_result *r)
 {
     json_decref(r->statements);
     r->statements = NULL;
+    free(r->scope);
+    r->scope = NULL;
 }
 
 /* ---- certificates -------------------------------------------------------- */
+
+static int hexval(char ch)
+{
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch - 'a' + 10;
+}
 
 /* Lowercase hex without ':' into out; 0 if not hex or too long. */
 static int norm_hex(const char *in, char *out, size_t outlen)
@@ -379,6 +411,14 @@ static ad_err dev_load(checker *c, const char *id, struct dev_entry **out)
                 add_policy(tx, d->docs, json_string_value(p));
         json_decref(group);
     }
+    {
+        json_t *sec = NULL;
+        if (store_get(tx, STORE_DEVICE_SECRETS, id, &sec) == AD_OK) {
+            const char *h = json_string_value(json_object_get(sec, "argon2id"));
+            d->secret_hash = h ? strdup(h) : NULL;
+        }
+        json_decref(sec);
+    }
     store_read_end(tx);
     tx = NULL;
 
@@ -473,6 +513,7 @@ static ad_err dev_find_locked(checker *c, const char *id,
     struct shard *sh = shard_of(c, h);
     struct dev_entry **pp, *d, *fresh = NULL;
     size_t b = (h / SHARDS) % BUCKETS;
+    uint64_t dgen = 0;
     ad_err err;
 
     *out = NULL;
@@ -489,6 +530,12 @@ static ad_err dev_find_locked(checker *c, const char *id,
             sh->ndevs--;
             d = NULL;
         }
+        if (d == NULL && fresh != NULL &&
+            atomic_load(&c->device_gen) != dgen) {
+            /* A device write landed while we read: read again. */
+            dev_entry_free(fresh);
+            fresh = NULL;
+        }
         if (d == NULL && fresh != NULL) {
             if (sh->ndevs >= DEVICES_PER_SHARD)
                 shard_clear_devs(sh);
@@ -504,6 +551,7 @@ static ad_err dev_find_locked(checker *c, const char *id,
             *locked = sh;
             return AD_OK;
         }
+        dgen = atomic_load(&c->device_gen);
         pthread_mutex_unlock(&sh->lock);
         /* Load without holding the lock: it reads LMDB. */
         if ((err = dev_load(c, id, &fresh)) != AD_OK)
@@ -518,6 +566,7 @@ void checker_forget_device(checker *c, const char *device_id)
     struct dev_entry **pp, *d;
 
     pthread_mutex_lock(&sh->lock);
+    atomic_fetch_add(&c->device_gen, 1);
     for (pp = &sh->devs[(h / SHARDS) % BUCKETS]; (d = *pp) != NULL;) {
         if (strcmp(d->id, device_id) == 0) {
             *pp = d->next;
@@ -558,8 +607,8 @@ static int looks_like_jwt(const char *s)
 
 /* Decides on an established device identity (under the device's lock). */
 static void decide_for(checker *c, const char *device_id,
-                       const check_request *req, time_t now,
-                       check_result *out)
+                       const check_request *req, const token_entry *tok,
+                       time_t now, check_result *out)
 {
     struct dev_entry *d = NULL;
     struct shard *sh = NULL;
@@ -575,9 +624,9 @@ static void decide_for(checker *c, const char *device_id,
         return;
     }
     if (d->status != DEV_ACTIVE) {
-        pthread_mutex_unlock(&sh->lock);
         deny(out, d->status == DEV_SUSPENDED ? "device_suspended"
                                              : "device_revoked");
+        pthread_mutex_unlock(&sh->lock);
         return;
     }
     set = dev_set(d, req->client_id, req->username, req->cert_cn);
@@ -590,6 +639,15 @@ static void decide_for(checker *c, const char *device_id,
                   ? (req->client_id ? req->client_id : "")
                   : (req->topic ? req->topic : "");
     dec = pol_decide(set, req->action, subject);
+    /* A token session may do only what both its scope and the policy
+     * allow; connect is the policy's alone. */
+    if (dec.allow && tok && req->action != POL_CONNECT) {
+        pol_decision sdec = pol_decide(tok->scope_set, req->action, subject);
+        if (!sdec.allow) {
+            dec = sdec;
+            dec.reason = "outside_token_scope";
+        }
+    }
     out->allow = dec.allow;
     out->reason = dec.reason ? dec.reason : (dec.allow ? "allowed" : "denied");
     util_strlcpy(out->policy, dec.policy ? dec.policy : "",
@@ -647,12 +705,108 @@ static int device_has_valid_cert(checker *c, const char *device_id,
     return found;
 }
 
+/* Validates a token password; on failure sets a deny and returns 0. */
+static int token_identity(checker *c, const check_request *req, time_t now,
+                          token_entry **tok, check_result *out)
+{
+    char why[128] = "";
+    uint8_t want[32];
+    char fpr[65];
+
+    if (c->tokens == NULL ||
+        tokens_validate(c->tokens, req->password, (int64_t)now, tok, why,
+                        sizeof(why)) != AD_OK) {
+        deny(out, strstr(why, "revoked")   ? "token_revoked"
+                  : strstr(why, "expired") ? "token_expired"
+                                           : "invalid_token");
+        return 0;
+    }
+    /* RFC 8705: a bound token presented with a certificate must be
+     * presented with *that* certificate. */
+    if (req->cert_fingerprint && *req->cert_fingerprint) {
+        size_t i;
+        if (!norm_hex(req->cert_fingerprint, fpr, sizeof(fpr)) ||
+            strlen(fpr) != 64) {
+            deny(out, "invalid_certificate_id");
+            goto fail;
+        }
+        for (i = 0; i < 32; i++)
+            want[i] = (uint8_t)(hexval(fpr[2 * i]) << 4 | hexval(fpr[2 * i + 1]));
+        if (!(*tok)->has_cnf || CRYPTO_memcmp(want, (*tok)->cnf, 32) != 0) {
+            deny(out, "token_certificate_mismatch");
+            goto fail;
+        }
+    }
+    return 1;
+fail:
+    token_release(*tok);
+    *tok = NULL;
+    return 0;
+}
+
+/* Checks a device secret: a keyed MAC of the last good secret answers
+ * repeated checks; only a new or wrong secret pays argon2id. */
+static int secret_ok(checker *c, const char *device_id, const char *secret,
+                     check_result *out)
+{
+    struct dev_entry *d = NULL;
+    struct shard *sh = NULL;
+    uint8_t mac[32];
+    unsigned maclen = sizeof(mac);
+    char *hash = NULL;
+    int good;
+
+    if (HMAC(EVP_sha256(), c->mac_key, sizeof(c->mac_key),
+             (const unsigned char *)secret, strlen(secret), mac,
+             &maclen) == NULL) {
+        deny(out, "internal_error");
+        return 0;
+    }
+    if (dev_find_locked(c, device_id, &d, &sh) != AD_OK) {
+        deny(out, "unknown_device");
+        return 0;
+    }
+    if (d->secret_hash == NULL) {
+        pthread_mutex_unlock(&sh->lock);
+        deny(out, "invalid_credential");
+        return 0;
+    }
+    if (d->secret_ok && CRYPTO_memcmp(d->secret_mac, mac, 32) == 0) {
+        pthread_mutex_unlock(&sh->lock);
+        return 1;
+    }
+    hash = strdup(d->secret_hash);
+    pthread_mutex_unlock(&sh->lock);
+    /* argon2 takes tens of milliseconds: never under the shard lock. */
+    good = hash && argon2id_verify(hash, secret, strlen(secret)) == ARGON2_OK;
+    if (good && dev_find_locked(c, device_id, &d, &sh) == AD_OK) {
+        if (d->secret_hash && strcmp(d->secret_hash, hash) == 0) {
+            memcpy(d->secret_mac, mac, 32);
+            d->secret_ok = 1;
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    if (hash)
+        OPENSSL_cleanse(hash, strlen(hash));
+    free(hash);
+    if (!good)
+        deny(out, "invalid_credential");
+    return good;
+}
+
+void checker_set_tokens(checker *c, tokens *t)
+{
+    c->tokens = t;
+}
+
 void checker_check(checker *c, const check_request *req, time_t now,
                    check_result *out)
 {
     struct cert_entry ce;
     char fpr[65], serial[CA_SERIAL_HEX_MAX];
     const char *device_id = NULL;
+    token_entry *tok = NULL;
+    check_request local;
 
     memset(out, 0, sizeof(*out));
     out->statement = -1;
@@ -663,18 +817,19 @@ void checker_check(checker *c, const check_request *req, time_t now,
         return;
     }
     if (req->password && *req->password && looks_like_jwt(req->password)) {
-        /* Access tokens are accepted once the tokens issue lands. */
-        deny(out, "token_not_accepted");
-        return;
-    }
-    if ((req->cert_fingerprint && *req->cert_fingerprint) ||
+        if (!token_identity(c, req, now, &tok, out))
+            return;
+        device_id = tok->sub;
+        out->expire_at = tok->exp;
+    } else if ((req->cert_fingerprint && *req->cert_fingerprint) ||
         (req->cert_serial && *req->cert_serial)) {
         int by_fpr = req->cert_fingerprint && *req->cert_fingerprint;
         ad_err err;
 
         if (by_fpr ? !norm_hex(req->cert_fingerprint, fpr, sizeof(fpr)) ||
                          strlen(fpr) != 64
-                   : !norm_hex(req->cert_serial, serial, sizeof(serial))) {
+                   : !util_serial_normalize(req->cert_serial, serial,
+                                            sizeof(serial))) {
             deny(out, "invalid_certificate_id");
             return;
         }
@@ -698,6 +853,13 @@ void checker_check(checker *c, const check_request *req, time_t now,
         }
         device_id = ce.device;
         out->expire_at = ce.not_after;
+        /* ${cert.cn} is the CN of the certificate that identified the
+         * client: authd writes CN=<device id> into every device cert. */
+        if (req->cert_cn == NULL) {
+            local = *req;
+            local.cert_cn = ce.device;
+            req = &local;
+        }
     } else if (req->trust_cert_cn && req->cert_cn && *req->cert_cn) {
         /* The broker checked the chain; we check that this device still
          * holds a valid certificate, so revocation still bites. */
@@ -711,25 +873,32 @@ void checker_check(checker *c, const check_request *req, time_t now,
         }
         device_id = req->cert_cn;
     } else if (req->username && *req->username) {
-        if (req->action == POL_CONNECT) {
-            /* A connect needs a credential: a certificate now; tokens
-             * and device secrets arrive with the tokens issue. The
-             * answer still names the device the client claimed. */
-            util_strlcpy(out->device, req->username, sizeof(out->device));
-            deny(out, req->password && *req->password ? "invalid_credential"
-                                                      : "no_credential");
-            return;
-        }
         if (!util_device_id_valid(req->username)) {
             deny(out, "unknown_device");
             return;
+        }
+        if (req->action == POL_CONNECT) {
+            /* Without a certificate or token, a connect needs the
+             * device secret. The answer names the claimed device. */
+            util_strlcpy(out->device, req->username, sizeof(out->device));
+            if (req->password == NULL || *req->password == '\0') {
+                deny(out, "no_credential");
+                return;
+            }
+            if (!secret_ok(c, req->username, req->password, out))
+                return;
         }
         device_id = req->username;
     } else {
         deny(out, "no_identity");
         return;
     }
-    decide_for(c, device_id, req, now, out);
+    decide_for(c, device_id, req, tok, now, out);
+    /* A plugin deciding locally for a token session needs the scope
+     * too: it narrows the statements. */
+    if (out->allow && tok && req->action == POL_CONNECT)
+        out->scope = strdup(tok->scope);
+    token_release(tok);
 }
 
 void checker_explain(checker *c, const char *device_id, pol_action action,
@@ -746,6 +915,196 @@ void checker_explain(checker *c, const char *device_id, pol_action action,
         req.client_id = subject;
     else
         req.topic = subject;
-    decide_for(c, device_id, &req, 0, out);
+    decide_for(c, device_id, &req, NULL, 0, out);
     out->ttl = 0;
+}
+
+int checker_device_secret_ok(checker *c, const char *device_id,
+                             const char *secret)
+{
+    check_result res;
+
+    memset(&res, 0, sizeof(res));
+    return secret_ok(c, device_id, secret, &res) &&
+           checker_device_active(c, device_id);
+}
+
+int checker_device_active(checker *c, const char *device_id)
+{
+    struct dev_entry *d = NULL;
+    struct shard *sh = NULL;
+    int active;
+
+    if (dev_find_locked(c, device_id, &d, &sh) != AD_OK)
+        return 0;
+    active = d->status == DEV_ACTIVE;
+    pthread_mutex_unlock(&sh->lock);
+    return active;
+}
+
+/* Appends "action:topic" to buf (space separated) unless present. */
+static int scope_add(char **buf, size_t *len, const char *action,
+                     const char *topic)
+{
+    size_t need = strlen(action) + 1 + strlen(topic);
+    char item[4200], *nb;
+    const char *p;
+
+    if (need >= sizeof(item))
+        return 0;
+    memcpy(item, action, strlen(action));
+    item[strlen(action)] = ':';
+    memcpy(item + strlen(action) + 1, topic, strlen(topic) + 1);
+    for (p = *buf; p && (p = strstr(p, item)) != NULL; p++)
+        if ((p == *buf || p[-1] == ' ') && (p[need] == ' ' || p[need] == '\0'))
+            return 1;
+    nb = realloc(*buf, *len + need + 2);
+    if (nb == NULL)
+        return 0;
+    *buf = nb;
+    if (*len)
+        (*buf)[(*len)++] = ' ';
+    memcpy(*buf + *len, item, need + 1);
+    *len += need;
+    return 1;
+}
+
+/* EMQX JWT "acl" rules for the token: every deny of the policy first
+ * (EMQX takes the first match), then the granted scope as allows. EMQX
+ * checks publish and subscribe only; receive has no EMQX rule. */
+static json_t *emqx_acl(const json_t *statements, const char *granted)
+{
+    json_t *acl = json_array(), *st, *act, *topic;
+    const char *p = granted;
+    size_t i, j, k;
+
+    json_array_foreach(statements, i, st) {
+        const char *eff = json_string_value(json_object_get(st, "effect"));
+        if (eff == NULL || strcmp(eff, "deny") != 0)
+            continue;
+        json_array_foreach(json_object_get(st, "actions"), j, act) {
+            const char *a = json_string_value(act);
+            if (a == NULL || (strcmp(a, "publish") != 0 &&
+                              strcmp(a, "subscribe") != 0))
+                continue;
+            json_array_foreach(json_object_get(st, "topics"), k, topic)
+                json_array_append_new(acl, json_pack("{s:s, s:s, s:O}",
+                                                     "permission", "deny",
+                                                     "action", a, "topic",
+                                                     topic));
+        }
+    }
+    while (p && *p) {
+        size_t n = strcspn(p, " ");
+        char item[4200];
+        const char *colon;
+
+        if (n > 0 && n < sizeof(item)) {
+            memcpy(item, p, n);
+            item[n] = '\0';
+            colon = strchr(item, ':');
+            if (colon && (strncmp(item, "publish:", 8) == 0 ||
+                          strncmp(item, "subscribe:", 10) == 0)) {
+                item[colon - item] = '\0';
+                json_array_append_new(acl, json_pack("{s:s, s:s, s:s}",
+                                                     "permission", "allow",
+                                                     "action", item, "topic",
+                                                     colon + 1));
+            }
+        }
+        p += n;
+        while (*p == ' ')
+            p++;
+    }
+    return acl;
+}
+
+ad_err checker_grant_scope(checker *c, const char *device_id,
+                           const char *requested, char **granted,
+                           json_t **acl, char *err, size_t errlen)
+{
+    struct dev_entry *d = NULL;
+    struct shard *sh = NULL;
+    pol_set *set, *want = NULL;
+    json_t *stmts = NULL, *st, *act, *topic;
+    char *out = NULL, *norm = NULL;
+    size_t len = 0, i, j, k;
+    ad_err e;
+
+    *granted = NULL;
+    *acl = NULL;
+    if (requested && *requested) {
+        /* Validate the request's syntax before looking at the policy. */
+        e = tokens_scope_compile(requested, &want, &norm, err, errlen);
+        pol_set_free(want);
+        if (e != AD_OK)
+            return e;
+    }
+    if ((e = dev_find_locked(c, device_id, &d, &sh)) != AD_OK) {
+        free(norm);
+        return e == AD_ENOTFOUND ? AD_EBADCRED : e;
+    }
+    if (d->status != DEV_ACTIVE) {
+        pthread_mutex_unlock(&sh->lock);
+        free(norm);
+        return d->status == DEV_SUSPENDED ? AD_ESUSPENDED : AD_EREVOKED;
+    }
+    /* A token's subject connects as itself: client id = device id. */
+    set = dev_set(d, device_id, device_id, NULL);
+    if (set == NULL) {
+        pthread_mutex_unlock(&sh->lock);
+        free(norm);
+        return AD_EINTERNAL;
+    }
+    stmts = pol_set_statements(set);
+    if (norm) {
+        /* Granted = requested items the policy allows in full. */
+        const char *p = norm;
+        while (*p) {
+            size_t n = strcspn(p, " ");
+            char item[4200];
+            char *colon;
+            if (n < sizeof(item)) {
+                memcpy(item, p, n);
+                item[n] = '\0';
+                colon = strchr(item, ':');
+                *colon = '\0';
+                if (pol_decide_filter(set, pol_action_parse(item), colon + 1)
+                        .allow)
+                    scope_add(&out, &len, item, colon + 1);
+            }
+            p += n;
+            while (*p == ' ')
+                p++;
+        }
+    } else {
+        /* No scope asked: everything the policy allows. */
+        json_array_foreach(stmts, i, st) {
+            const char *eff = json_string_value(json_object_get(st, "effect"));
+            if (eff == NULL || strcmp(eff, "allow") != 0)
+                continue;
+            json_array_foreach(json_object_get(st, "actions"), j, act) {
+                const char *a = json_string_value(act);
+                if (a == NULL || strcmp(a, "connect") == 0)
+                    continue;
+                json_array_foreach(json_object_get(st, "topics"), k, topic)
+                    if (pol_decide_filter(set, pol_action_parse(a),
+                                          json_string_value(topic))
+                            .allow)
+                        scope_add(&out, &len, a, json_string_value(topic));
+            }
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    free(norm);
+    if (out == NULL || len == 0) {
+        free(out);
+        json_decref(stmts);
+        return ad_errf(AD_EFORBIDDEN, err, errlen,
+                       "the policy allows nothing of the requested scope");
+    }
+    *acl = emqx_acl(stmts, out);
+    json_decref(stmts);
+    *granted = out;
+    return AD_OK;
 }

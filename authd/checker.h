@@ -40,6 +40,7 @@ typedef struct {
     long ttl;                     /* seconds the answer may be cached */
     int64_t expire_at;            /* credential end, Unix s (0: none) */
     json_t *statements;           /* allowed connects: substituted statements */
+    char *scope;                  /* allowed token connects: the token's scope */
     char policy[CHECK_ID_MAX];    /* deciding statement's policy, or "" */
     int statement;                /* its index, or -1 */
 } check_result;
@@ -59,6 +60,25 @@ void check_result_clear(check_result *r);
  * fills out as checker_check would for an authenticated client. */
 void checker_explain(checker *c, const char *device_id, pol_action action,
                      const char *subject, check_result *out);
+
+/* Lets the checker accept access tokens as passwords. */
+typedef struct tokens tokens;
+void checker_set_tokens(checker *c, tokens *t);
+
+/* 1 if the device exists, is active and secret is its device secret. */
+int checker_device_secret_ok(checker *c, const char *device_id,
+                             const char *secret);
+/* 1 if the device exists and is active (tokens stop with suspension). */
+int checker_device_active(checker *c, const char *device_id);
+
+/* The scope a token for device_id may carry: requested ("action:filter"
+ * items, space separated; NULL or "" for everything its policy allows)
+ * narrowed to what the policy allows in full, and the matching EMQX
+ * "acl" claim. AD_EFORBIDDEN if nothing remains, AD_EFIELD for a
+ * malformed scope, AD_ESUSPENDED/AD_EREVOKED/AD_EBADCRED for the device. */
+ad_err checker_grant_scope(checker *c, const char *device_id,
+                           const char *requested, char **granted,
+                           json_t **acl, char *err, size_t errlen);
 
 /* Invalidation, called after the write that makes it necessary has
  * committed. */

@@ -42,6 +42,9 @@ static const struct opt opts[] = {
     LONG_OPT(threads, "0"),
     LONG_OPT(max_connections, "1024"),
     LONG_OPT(check_ttl, "30"),
+    LONG_OPT(token_ttl, "3600"),
+    STR_OPT(token_audience, "authd"),
+    STR_OPT(token_issuer, ""),
 };
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 

@@ -30,6 +30,9 @@ typedef struct {
     long threads;                       /* check listener thread pool */
     long max_connections;               /* per listener */
     long check_ttl;                     /* seconds brokers may cache allows */
+    long token_ttl;                     /* access token lifetime, seconds */
+    char token_audience[CONFIG_STR_MAX];
+    char token_issuer[CONFIG_STR_MAX];  /* "" = public_url or "authd" */
 } config;
 
 /* Fills cfg from defaults, the config file (from --config or

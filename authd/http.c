@@ -253,6 +253,36 @@ out:
     return out;
 }
 
+/* 1: a client certificate that GnuTLS verified against our CA (set in
+ * r); 0: none presented (or not HTTPS); -1: presented but not valid. */
+static int client_cert_state(http_req *r)
+{
+    const union MHD_ConnectionInfo *ci;
+    const gnutls_datum_t *peers;
+    gnutls_session_t tls;
+    unsigned n = 0, status = 0;
+
+    if (r->listener != LISTEN_HTTPS)
+        return 0;
+    ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    tls = ci ? (gnutls_session_t)ci->tls_session : NULL;
+    peers = tls ? gnutls_certificate_get_peers(tls, &n) : NULL;
+    if (peers == NULL || n == 0)
+        return 0;
+    /* GnuTLS only asked for the certificate; verifying it (chain to our
+     * CA, validity dates) is ours to do. */
+    if (gnutls_certificate_verify_peers2(tls, &status) != 0 || status != 0)
+        return -1;
+    r->client_cert = peers[0].data;
+    r->client_cert_len = peers[0].size;
+    return 1;
+}
+
+int http_client_cert(http_req *r)
+{
+    return client_cert_state(r) == 1;
+}
+
 /* Checks the route's access rule; on refusal sets the reply, returns 0. */
 static int authorize(http_req *r, const http_route *rt)
 {
@@ -262,36 +292,18 @@ static int authorize(http_req *r, const http_route *rt)
     case ACCESS_PUBLIC:
     case ACCESS_HANDLER:
         return 1;
-    case ACCESS_DEVICE: {
-        const union MHD_ConnectionInfo *ci;
-        const gnutls_datum_t *peers;
-        gnutls_session_t tls;
-        unsigned n = 0, status = 0;
-
-        if (r->listener != LISTEN_HTTPS) {
-            http_reply_error(r, AD_ECLIENTCERT, NULL);
-            return 0;
-        }
-        ci = MHD_get_connection_info(r->conn,
-                                     MHD_CONNECTION_INFO_GNUTLS_SESSION);
-        tls = ci ? (gnutls_session_t)ci->tls_session : NULL;
-        peers = tls ? gnutls_certificate_get_peers(tls, &n) : NULL;
-        if (peers == NULL || n == 0) {
-            http_reply_error(r, AD_ECLIENTCERT, NULL);
-            return 0;
-        }
-        /* The chain was checked against our CA by GnuTLS during the
-         * handshake only if we ask: do so, including validity dates. */
-        if (gnutls_certificate_verify_peers2(tls, &status) != 0 ||
-            status != 0) {
+    case ACCESS_DEVICE:
+        switch (client_cert_state(r)) {
+        case 1:
+            return 1;
+        case -1:
             http_reply_error(r, AD_EBADCRED,
                              "the client certificate is not valid for this CA");
             return 0;
+        default:
+            http_reply_error(r, AD_ECLIENTCERT, NULL);
+            return 0;
         }
-        r->client_cert = peers[0].data;
-        r->client_cert_len = peers[0].size;
-        return 1;
-    }
     case ACCESS_BROKER:
         if (r->listener == LISTEN_CHECK) {
             util_strlcpy(r->actor, "check-listener", sizeof(r->actor));
@@ -511,6 +523,12 @@ char *http_metrics_text(app *a, size_t *len)
                   "authd_certificates_issued_total %llu\n",
                   (unsigned long long)atomic_load(
                       &mt->counters[METRIC_CERTS_ISSUED]));
+        tb_printf(&tb,
+                  "# HELP authd_tokens_issued_total Access tokens minted.\n"
+                  "# TYPE authd_tokens_issued_total counter\n"
+                  "authd_tokens_issued_total %llu\n",
+                  (unsigned long long)atomic_load(
+                      &mt->counters[METRIC_TOKENS_ISSUED]));
         tb_printf(&tb,
                   "# HELP authd_enrollments_refused_total Enrollment "
                   "attempts refused.\n"

@@ -86,6 +86,11 @@ void http_reply_bytes(http_req *r, unsigned status, const char *ctype,
                       const void *data, size_t len);
 void http_reply_empty(http_req *r, unsigned status);
 
+/* For ACCESS_HANDLER routes that take a client certificate if there is
+ * one: 1 and r->client_cert set if a certificate verified by our CA was
+ * presented over HTTPS, else 0. */
+int http_client_cert(http_req *r);
+
 /* The request's query argument or header, or NULL. */
 const char *http_query(http_req *r, const char *name);
 const char *http_header(http_req *r, const char *name);
@@ -109,6 +114,7 @@ char *http_metrics_text(app *a, size_t *len);
 typedef enum {
     METRIC_CERTS_ISSUED,
     METRIC_ENROLL_REFUSED,
+    METRIC_TOKENS_ISSUED,
     METRIC__COUNT
 } metric_counter;
 void http_metric_inc(app *a, metric_counter c);

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "registry.h"
 #include "routes.h"
+#include "tokens.h"
 
 static const char usage[] =
     "usage: authd serve [--data DIR] [--http ADDR:PORT|off] "
@@ -102,10 +103,25 @@ static int cmd_serve(config *cfg, int argc, char **argv)
         return 1;
     }
     e = checker_open(a.st, cfg->check_ttl, &a.checker);
+    if (e == AD_OK) {
+        char dir[CONFIG_STR_MAX + 16];
+        tokens_config tc;
+
+        snprintf(dir, sizeof(dir), "%s/tokens", cfg->data);
+        tc.dir = dir;
+        tc.issuer = cfg->token_issuer[0] ? cfg->token_issuer
+                    : cfg->public_url[0] ? cfg->public_url
+                                         : "authd";
+        tc.audience = cfg->token_audience;
+        tc.ttl = cfg->token_ttl;
+        e = tokens_open(&tc, a.st, &a.tokens, err, sizeof(err));
+    }
     if (e != AD_OK) {
-        log_line("error", "event=start_failed code=%s", ad_err_code(e));
+        log_line("error", "event=start_failed code=%s message=\"%s\"",
+                 ad_err_code(e), err);
         goto out;
     }
+    checker_set_tokens(a.checker, a.tokens);
     routes = routes_table(&nroutes);
     e = http_start(&a, routes, nroutes, &srv, err, sizeof(err));
     if (e != AD_OK) {
@@ -146,6 +162,7 @@ static int cmd_serve(config *cfg, int argc, char **argv)
 out:
     http_stop(srv, 10000);
     checker_close(a.checker);
+    tokens_close(a.tokens);
     datadir_unload(&a);
     if (rc == 0)
         log_line("info", "event=stopped");

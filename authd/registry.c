@@ -393,3 +393,56 @@ ad_err registry_apikey_create(store *st, const char *actor, const char *name,
     json_decref(rec);
     return e;
 }
+
+ad_err registry_revoke_device_certs(store_txn *tx, const char *actor,
+                                    const char *device_id, const char *reason,
+                                    json_t *revoked)
+{
+    json_t *vals = NULL, *v;
+    const char *after = NULL;
+    char cursor[16 + CA_SERIAL_HEX_MAX + 1] = "", now[32];
+    size_t i;
+    int more = 1;
+    ad_err e = AD_OK;
+
+    util_time_rfc3339(time(NULL), now, sizeof(now));
+    while (more && e == AD_OK) {
+        e = store_index_list(tx, STORE_IX_CERTS_BY_DEVICE, device_id, after,
+                             256, &vals, &more);
+        if (e != AD_OK)
+            break;
+        json_array_foreach(vals, i, v) {
+            const char *serial = registry_ix_serial(json_string_value(v));
+            const char *status;
+            json_t *rec = NULL;
+
+            util_strlcpy(cursor, json_string_value(v), sizeof(cursor));
+            if (store_get(tx, STORE_CERTS, serial, &rec) != AD_OK)
+                continue;
+            status = json_string_value(json_object_get(rec, "status"));
+            if (status == NULL || strcmp(status, "revoked") != 0) {
+                json_object_set_new(rec, "status", json_string("revoked"));
+                json_object_set_new(rec, "revoked_at", json_string(now));
+                json_object_set_new(rec, "reason", json_string(reason));
+                e = store_put(tx, STORE_CERTS, serial, rec, 0);
+                if (e == AD_OK)
+                    e = store_audit(tx, actor, "cert.revoke", serial,
+                                    json_pack("{s:s, s:s}", "device_id",
+                                              device_id, "reason", reason));
+                if (e == AD_OK && revoked)
+                    json_array_append_new(
+                        revoked,
+                        json_pack("{s:s, s:O}", "serial", serial,
+                                  "fingerprint",
+                                  json_object_get(rec, "fingerprint")));
+            }
+            json_decref(rec);
+            if (e != AD_OK)
+                break;
+        }
+        json_decref(vals);
+        vals = NULL;
+        after = cursor;
+    }
+    return e;
+}

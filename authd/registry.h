@@ -68,6 +68,14 @@ ad_err registry_apikey_create(store *st, const char *actor, const char *name,
  * come out in issue order. This returns the serial inside such a value. */
 const char *registry_ix_serial(const char *value);
 
+/* Inside a write: marks every still-valid certificate of the device
+ * revoked with an RFC 5280 reason name, auditing each. Appends
+ * {"serial","fingerprint"} of each to revoked (so the caller can drop
+ * cached identities after the commit). */
+ad_err registry_revoke_device_certs(store_txn *tx, const char *actor,
+                                    const char *device_id, const char *reason,
+                                    json_t *revoked);
+
 /* Public views: copies without secrets, with derived fields. */
 json_t *registry_cert_view(const json_t *cert, time_t now);
 json_t *registry_enrollment_view(const json_t *enrollment);

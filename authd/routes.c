@@ -64,6 +64,18 @@ static const http_route table[] = {
     R("DELETE", "/v1/groups/{}", LISTEN_MAIN, ACCESS_ADMIN,
       route_group_delete),
 
+    /* tokens (§7) */
+    R("POST", "/v1/token", LISTEN_MAIN, ACCESS_HANDLER, route_token),
+    R("GET", "/.well-known/jwks.json", LISTEN_ALL, ACCESS_PUBLIC, route_jwks),
+    R("GET", "/v1/jwks", LISTEN_ALL, ACCESS_PUBLIC, route_jwks),
+    R("POST", "/v1/introspect", LISTEN_ALL, ACCESS_BROKER, route_introspect),
+    R("POST", "/v1/tokens/revoke", LISTEN_MAIN, ACCESS_ADMIN,
+      route_token_revoke),
+    R("POST", "/v1/token-keys", LISTEN_MAIN, ACCESS_ADMIN,
+      route_token_key_rotate),
+    R("POST", "/v1/devices/{}/secret", LISTEN_MAIN, ACCESS_ADMIN,
+      route_device_secret),
+
     /* brokers and gateways (§8): also on the check listener */
     R("POST", "/v1/check", LISTEN_ALL, ACCESS_BROKER, route_check),
     R("POST", "/v1/check/batch", LISTEN_ALL, ACCESS_BROKER,

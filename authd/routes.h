@@ -65,4 +65,12 @@ void route_emqx_authn(http_req *r);
 void route_emqx_authz(http_req *r);
 void route_vernemq(http_req *r);
 
+/* routes_token.c */
+void route_token(http_req *r);
+void route_jwks(http_req *r);
+void route_introspect(http_req *r);
+void route_token_revoke(http_req *r);
+void route_token_key_rotate(http_req *r);
+void route_device_secret(http_req *r);
+
 #endif

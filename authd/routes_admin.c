@@ -337,11 +337,34 @@ static ad_err device_delete_write(store_txn *tx, void *arg)
     struct device_write *w = arg;
     ad_err e = store_del(tx, STORE_DEVICES, w->id);
 
-    /* Certificates stay on record (history, CRL); without the device
-     * they no longer authenticate anything. */
+    /* A deleted device is retired: its certificates are revoked
+     * (cessationOfOperation), so they cannot come back to life if a
+     * device of the same id is created later. They stay on record for
+     * the audit log and the CRL. */
+    if (e == AD_OK)
+        e = registry_revoke_device_certs(tx, w->actor, w->id,
+                                         "cessationOfOperation", w->result);
+    if (e == AD_OK) {
+        e = store_del(tx, STORE_DEVICE_SECRETS, w->id);
+        if (e == AD_ENOTFOUND)
+            e = AD_OK; /* the device had no secret */
+    }
     if (e == AD_OK)
         e = store_audit(tx, w->actor, "device.delete", w->id, NULL);
     return e;
+}
+
+/* Drops cached identities of certificates a write revoked. */
+static void forget_certs(http_req *r, const json_t *revoked)
+{
+    const json_t *v;
+    size_t i;
+
+    json_array_foreach(revoked, i, v)
+        checker_forget_cert(r->app->checker,
+                            json_string_value(json_object_get(v, "serial")),
+                            json_string_value(
+                                json_object_get(v, "fingerprint")));
 }
 
 void route_device_delete(http_req *r)
@@ -352,9 +375,13 @@ void route_device_delete(http_req *r)
     memset(&w, 0, sizeof(w));
     w.actor = r->actor;
     w.id = r->param[0];
+    w.result = json_array();
     e = store_write(r->app->st, device_delete_write, &w);
-    if (e == AD_OK)
+    if (e == AD_OK) {
         checker_forget_device(r->app->checker, w.id);
+        forget_certs(r, w.result);
+    }
+    json_decref(w.result);
     if (e != AD_OK) {
         http_reply_error(r, e, e == AD_ENOTFOUND ? "no such device" : NULL);
         return;
@@ -689,7 +716,16 @@ fail:
 
 void route_cert_get(http_req *r)
 {
-    json_t *rec = get_record(r, STORE_CERTS, r->param[0]);
+    char serial[CA_SERIAL_HEX_MAX + 2];
+    json_t *rec;
+
+    /* Any case, colons or leading zeros name the same serial. */
+    if (!util_serial_normalize(r->param[0], serial, sizeof(serial))) {
+        http_reply_error(r, AD_ENOTFOUND, "not a certificate serial");
+        return;
+    }
+    r->param[0] = serial;
+    rec = get_record(r, STORE_CERTS, serial);
 
     if (rec == NULL)
         return;

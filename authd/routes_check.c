@@ -100,8 +100,23 @@ static int params_read(http_req *r, struct params *p)
                                b[i] == '\t'))
         i++;
     if (i < r->body_len && b[i] == '{') {
+        const char *k;
+        json_t *v;
+
         p->obj = http_body_object(r);
-        return p->obj ? 0 : -1;
+        if (p->obj == NULL)
+            return -1;
+        /* Some brokers send numbers (acc, qos) as JSON numbers, others as
+         * text: keep one form, text. */
+        json_object_foreach(p->obj, k, v) {
+            if (json_is_integer(v)) {
+                char buf[32];
+                snprintf(buf, sizeof(buf), "%lld",
+                         (long long)json_integer_value(v));
+                json_object_set_new(p->obj, k, json_string(buf));
+            }
+        }
+        return 0;
     }
     p->obj = parse_form(r->body, r->body_len);
     if (p->obj == NULL) {
@@ -111,19 +126,12 @@ static int params_read(http_req *r, struct params *p)
     return 0;
 }
 
-/* A string parameter ("" if absent, numbers as text into buf). */
-static const char *param(const struct params *p, const char *key, char *buf,
-                         size_t buflen)
+/* A string parameter, "" if absent (numbers were made text on read). */
+static const char *param(const struct params *p, const char *key)
 {
-    json_t *v = json_object_get(p->obj, key);
+    const char *v = json_string_value(json_object_get(p->obj, key));
 
-    if (json_is_string(v))
-        return json_string_value(v);
-    if (json_is_integer(v)) {
-        snprintf(buf, buflen, "%lld", (long long)json_integer_value(v));
-        return buf;
-    }
-    return "";
+    return v ? v : "";
 }
 
 static const char *opt(const char *s)
@@ -178,6 +186,8 @@ static json_t *check_answer(const check_result *res, pol_action action)
                         res->statements ? res->statements : json_array());
         json_object_set_new(o, "expire_at",
                             json_integer((json_int_t)res->expire_at));
+        if (res->scope)
+            json_object_set_new(o, "scope", json_string(res->scope));
     }
     return o;
 }
@@ -253,15 +263,13 @@ void route_goauth_user(http_req *r)
     struct params p;
     check_request req;
     check_result res;
-    char b1[32];
-
     if (params_read(r, &p) != 0)
         return;
     memset(&req, 0, sizeof(req));
     req.action = POL_CONNECT;
-    req.username = opt(param(&p, "username", b1, sizeof(b1)));
-    req.password = opt(param(&p, "password", b1, sizeof(b1)));
-    req.client_id = param(&p, "clientid", b1, sizeof(b1));
+    req.username = opt(param(&p, "username"));
+    req.password = opt(param(&p, "password"));
+    req.client_id = param(&p, "clientid");
     checker_check(r->app->checker, &req, time(NULL), &res);
     goauth_answer(r, res.allow, res.reason);
     check_result_clear(&res);
@@ -284,7 +292,6 @@ void route_goauth_acl(http_req *r)
     struct params p;
     check_request req;
     check_result res;
-    char buf[32];
     uint64_t acc = 0;
     int allow = 1;
     const char *reason = "allowed";
@@ -292,10 +299,10 @@ void route_goauth_acl(http_req *r)
     if (params_read(r, &p) != 0)
         return;
     memset(&req, 0, sizeof(req));
-    req.username = opt(param(&p, "username", buf, sizeof(buf)));
+    req.username = opt(param(&p, "username"));
     req.client_id = json_string_value(json_object_get(p.obj, "clientid"));
-    req.topic = param(&p, "topic", buf, sizeof(buf));
-    if (util_parse_u64(param(&p, "acc", buf, sizeof(buf)), 4, &acc) != 0 ||
+    req.topic = param(&p, "topic");
+    if (util_parse_u64(param(&p, "acc"), 4, &acc) != 0 ||
         acc == 0) {
         goauth_answer(r, 0, "invalid_acc");
         json_decref(p.obj);
@@ -368,17 +375,16 @@ void route_emqx_authn(http_req *r)
     struct params p;
     check_request req;
     check_result res;
-    char b[32];
     json_t *out, *acl;
 
     if (params_read(r, &p) != 0)
         return;
     memset(&req, 0, sizeof(req));
     req.action = POL_CONNECT;
-    req.username = opt(param(&p, "username", b, sizeof(b)));
-    req.password = opt(param(&p, "password", b, sizeof(b)));
-    req.client_id = param(&p, "clientid", b, sizeof(b));
-    req.cert_cn = opt(param(&p, "cert_common_name", b, sizeof(b)));
+    req.username = opt(param(&p, "username"));
+    req.password = opt(param(&p, "password"));
+    req.client_id = param(&p, "clientid");
+    req.cert_cn = opt(param(&p, "cert_common_name"));
     /* EMQX verified the client certificate against our CA and passes
      * its CN: that names the device (checked to hold a valid cert). */
     req.trust_cert_cn = req.cert_cn != NULL;
@@ -406,13 +412,12 @@ void route_emqx_authz(http_req *r)
     struct params p;
     check_request req;
     check_result res;
-    char b[32];
     const char *action;
 
     if (params_read(r, &p) != 0)
         return;
     memset(&req, 0, sizeof(req));
-    req.username = opt(param(&p, "username", b, sizeof(b)));
+    req.username = opt(param(&p, "username"));
     req.client_id = json_string_value(json_object_get(p.obj, "clientid"));
     req.topic = json_string_value(json_object_get(p.obj, "topic"));
     action = json_string_value(json_object_get(p.obj, "action"));
@@ -446,7 +451,6 @@ void route_vernemq(http_req *r)
     check_request req;
     check_result res;
     time_t now = time(NULL);
-    char b[32];
     int m5;
 
     if (hook == NULL) {
@@ -458,7 +462,7 @@ void route_vernemq(http_req *r)
         return;
     m5 = strlen(hook) > 3 && strcmp(hook + strlen(hook) - 3, "_m5") == 0;
     memset(&req, 0, sizeof(req));
-    req.username = opt(param(&p, "username", b, sizeof(b)));
+    req.username = opt(param(&p, "username"));
     req.client_id = json_string_value(json_object_get(p.obj, "client_id"));
 
     if (strncmp(hook, "auth_on_register", 16) == 0 &&

@@ -30,6 +30,8 @@ typedef enum {
     STORE_META,
     STORE_POLICIES,    /* by name: the policy document */
     STORE_GROUPS,      /* by name: {"name","policies"} */
+    STORE_REVOKED_JTIS, /* by jti: {"jti","revoked_at","keep_until"} */
+    STORE_DEVICE_SECRETS, /* by device id: {"argon2id": encoded hash} */
     STORE_TABLE__COUNT
 } store_table;
 

@@ -90,6 +90,40 @@ ad_err util_random_hex(size_t nbytes, char *out, size_t outlen)
     return AD_OK;
 }
 
+int util_serial_normalize(const char *in, char *out, size_t outlen)
+{
+    char digits[128];
+    size_t n = 0, start = 0, o = 0;
+
+    for (; *in; in++) {
+        char c = *in;
+        if (c == ':')
+            continue;
+        if (c >= 'A' && c <= 'F')
+            c = (char)(c - 'A' + 'a');
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) ||
+            n + 1 >= sizeof(digits))
+            return 0;
+        digits[n++] = c;
+    }
+    while (start < n && digits[start] == '0')
+        start++;
+    if (start == n)
+        return 0; /* zero is not a serial we issue */
+    if (((n - start) & 1) + (n - start) + 1 > outlen)
+        return 0;
+    if ((n - start) & 1)
+        out[o++] = '0';
+    memcpy(out + o, digits + start, n - start);
+    out[o + n - start] = '\0';
+    return 1;
+}
+
+int util_random_bytes(void *buf, size_t len)
+{
+    return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
+}
+
 void util_sha256_hex(const void *data, size_t len, char out[65])
 {
     unsigned char md[SHA256_DIGEST_LENGTH];
@@ -386,4 +420,47 @@ char *util_base64_encode(const uint8_t *in, size_t len, int wrap)
         out[o++] = '\n';
     out[o] = '\0';
     return out;
+}
+
+char *util_base64url_encode(const uint8_t *in, size_t len)
+{
+    char *out = util_base64_encode(in, len, 0);
+    size_t i, n;
+
+    if (out == NULL)
+        return NULL;
+    n = strlen(out);
+    while (n && out[n - 1] == '=')
+        out[--n] = '\0';
+    for (i = 0; i < n; i++)
+        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
+    return out;
+}
+
+int util_base64url_decode(const char *in, uint8_t **out, size_t *out_len)
+{
+    size_t n = strlen(in), i;
+    char *std;
+    int rc;
+
+    *out = NULL;
+    *out_len = 0;
+    if (n % 4 == 1)
+        return -1;
+    std = malloc(n + 1);
+    if (std == NULL)
+        return -1;
+    for (i = 0; i < n; i++) {
+        char c = in[i];
+        if (c == '+' || c == '/' || c == '=' || c == ' ' || c == '\n' ||
+            c == '\r' || c == '\t') {
+            free(std);
+            return -1; /* only the URL alphabet, unpadded */
+        }
+        std[i] = c == '-' ? '+' : c == '_' ? '/' : c;
+    }
+    std[n] = '\0';
+    rc = util_base64_decode(std, n, out, out_len);
+    free(std);
+    return rc;
 }

@@ -22,6 +22,15 @@ ad_err util_random_token(const char *prefix, size_t len, char *out,
 /* Random lowercase hex of nbytes bytes into out (2*nbytes+1). */
 ad_err util_random_hex(size_t nbytes, char *out, size_t outlen);
 
+/* A certificate serial as authd writes it: lowercase hex of the
+ * minimal positive big-endian bytes (even length). Accepts any case,
+ * ':' separators and leading zeros (brokers print serials as numbers).
+ * Returns 1, or 0 if in is not a hex serial that fits. */
+int util_serial_normalize(const char *in, char *out, size_t outlen);
+
+/* Fills buf with len bytes from the CSPRNG. 0 on success. */
+int util_random_bytes(void *buf, size_t len);
+
 /* Lowercase hex SHA-256 of data into out[65]. */
 void util_sha256_hex(const void *data, size_t len, char out[65]);
 
@@ -62,4 +71,9 @@ int util_base64_decode(const char *in, size_t len, uint8_t **out,
 /* Base64 encode, with a newline every 64 output characters if wrap is
  * set. NUL-terminated malloc()ed string, or NULL. */
 char *util_base64_encode(const uint8_t *in, size_t len, int wrap);
+/* Unpadded base64url (RFC 4648 §5), as JWTs use it. Encode returns a
+ * malloc()ed string or NULL; decode returns 0 or -1 for bad input
+ * (padding and characters outside the alphabet are refused). */
+char *util_base64url_encode(const uint8_t *in, size_t len);
+int util_base64url_decode(const char *in, uint8_t **out, size_t *out_len);
 #endif

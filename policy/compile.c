@@ -70,8 +70,8 @@ static void arena_free(chunk *c)
 typedef struct node node;
 
 typedef struct {
+    uint32_t h, n;   /* compared first: most lookups never touch s */
     const char *s;
-    uint32_t n;
     node *child;
 } lit;
 
@@ -80,7 +80,9 @@ struct node {
     uint32_t hterm;  /* ... whose pattern is this prefix + "/#" */
     uint32_t submin; /* lowest statement anywhere in this subtree */
     uint32_t nlits, caplits;
-    lit *lits;       /* sorted by (n, bytes); heap, freed by walking */
+    int lits_in_arena;
+    lit *lits;       /* sorted by (h, n, bytes); on the heap while
+                      * building, moved into the arena by trie_finish */
     node *plus;
 };
 
@@ -149,14 +151,21 @@ static int lit_cmp(const char *a, uint32_t an, const char *b, uint32_t bn)
     return memcmp(a, b, an);
 }
 
+static int lit_order(const lit *a, const pol_span *l)
+{
+    if (a->h != l->h)
+        return a->h < l->h ? -1 : 1;
+    return lit_cmp(a->s, a->n, l->p, l->n);
+}
+
 /* Binary search; *pos gets the insertion point when absent. */
-static node *lit_find(const node *nd, const char *s, uint32_t n, size_t *pos)
+static node *lit_find(const node *nd, const pol_span *l, size_t *pos)
 {
     size_t lo = 0, hi = nd->nlits;
 
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = lit_cmp(nd->lits[mid].s, nd->lits[mid].n, s, n);
+        int c = lit_order(&nd->lits[mid], l);
 
         if (c == 0)
             return nd->lits[mid].child;
@@ -190,7 +199,8 @@ static void node_free(node *nd)
     for (i = 0; i < nd->nlits; i++)
         node_free(nd->lits[i].child);
     node_free(nd->plus);
-    free(nd->lits);
+    if (!nd->lits_in_arena)
+        free(nd->lits);
 }
 
 static void set_min(uint32_t *a, uint32_t b)
@@ -226,7 +236,7 @@ static int trie_insert(pol_set *set, node **root, const char *pat, size_t n,
             nd = nd->plus;
             continue;
         }
-        next = lit_find(nd, lv[i].p, lv[i].n, &pos);
+        next = lit_find(nd, &lv[i], &pos);
         if (next == NULL) {
             if ((next = node_new(set)) == NULL)
                 return -1;
@@ -243,6 +253,7 @@ static int trie_insert(pol_set *set, node **root, const char *pat, size_t n,
                     (nd->nlits - pos) * sizeof(lit));
             nd->lits[pos].s = lv[i].p;
             nd->lits[pos].n = lv[i].n;
+            nd->lits[pos].h = lv[i].h;
             nd->lits[pos].child = next;
             nd->nlits++;
         }
@@ -252,6 +263,7 @@ static int trie_insert(pol_set *set, node **root, const char *pat, size_t n,
     return 0;
 }
 
+/* Computes submin, the lowest statement anywhere below each node. */
 static uint32_t trie_finish(node *nd)
 {
     uint32_t m, i;
@@ -264,6 +276,43 @@ static uint32_t trie_finish(node *nd)
         set_min(&m, trie_finish(nd->lits[i].child));
     nd->submin = m;
     return m;
+}
+
+/* Moves each node's literal array into the arena, next to the nodes, so
+ * that a lookup stays within few cache lines. */
+static int trie_freeze(pol_set *set, node *nd)
+{
+    uint32_t i;
+    lit *moved;
+
+    if (nd == NULL)
+        return 0;
+    if (nd->nlits > 0) {
+        size_t bytes = 0;
+        char *text;
+
+        /* The level texts go right after the array: the memcmp that
+         * confirms a hash hit then reads a line already fetched. */
+        for (i = 0; i < nd->nlits; i++)
+            bytes += nd->lits[i].n;
+        moved = arena_alloc(&set->arena, nd->nlits * sizeof(lit) + bytes);
+        if (moved == NULL)
+            return -1;
+        memcpy(moved, nd->lits, nd->nlits * sizeof(lit));
+        text = (char *)(moved + nd->nlits);
+        for (i = 0; i < nd->nlits; i++) {
+            memcpy(text, moved[i].s, moved[i].n);
+            moved[i].s = text;
+            text += moved[i].n;
+        }
+        free(nd->lits);
+        nd->lits = moved;
+        nd->lits_in_arena = 1;
+    }
+    for (i = 0; i < nd->nlits; i++)
+        if (trie_freeze(set, nd->lits[i].child) != 0)
+            return -1;
+    return trie_freeze(set, nd->plus);
 }
 
 /* ---- connect: exact ids and trailing-'*' globs ---------------------- */
@@ -550,8 +599,13 @@ ad_err pol_compile(const pol_source *sources, size_t n, const pol_vars *vars,
         }
     }
     for (e = 0; e < 2; e++) {
-        for (a = 0; a < N_TOPIC_ACTIONS; a++)
+        for (a = 0; a < N_TOPIC_ACTIONS; a++) {
             trie_finish(set->trie[e][a]);
+            if (trie_freeze(set, set->trie[e][a]) != 0) {
+                rc = ad_errf(AD_ENOMEM, err, errlen, "out of memory");
+                goto out;
+            }
+        }
         if (finish_globs(set, e) != 0) {
             rc = ad_errf(AD_ENOMEM, err, errlen, "out of memory");
             goto out;
@@ -717,7 +771,7 @@ static void walk_match(const node *nd, const pol_span *lv, size_t n, size_t i,
         }
         if (nd->plus != NULL && !dollar_first(lv, i))
             walk_match(nd->plus, lv, n, i + 1, best);
-        nd = lit_find(nd, lv[i].p, lv[i].n, NULL);
+        nd = lit_find(nd, &lv[i], NULL);
         i++;
     }
 }
@@ -739,7 +793,7 @@ static void walk_covers(const node *nd, const pol_span *lv, size_t n,
         } else {
             if (nd->plus != NULL && !dollar_first(lv, i))
                 walk_covers(nd->plus, lv, n, i + 1, best);
-            nd = lit_find(nd, lv[i].p, lv[i].n, NULL);
+            nd = lit_find(nd, &lv[i], NULL);
         }
         i++;
     }
@@ -772,7 +826,7 @@ static void walk_intersects(const node *nd, const pol_span *lv, size_t n,
         } else {
             if (nd->plus != NULL && !dollar_first(lv, i))
                 walk_intersects(nd->plus, lv, n, i + 1, best);
-            nd = lit_find(nd, lv[i].p, lv[i].n, NULL);
+            nd = lit_find(nd, &lv[i], NULL);
         }
         i++;
     }
@@ -810,6 +864,97 @@ static pol_decision decision(const pol_set *set, uint32_t allow_at,
     return d;
 }
 
+/* Validates and splits a topic (wild 0) or an unshared filter (wild 1)
+ * in one pass, hashing each level: the same rules as pol_body_valid and
+ * pol_split (a lone "#" reads as "+/#"), without reading the subject
+ * three times. Returns the level count, or -1 if invalid or too deep. */
+static int scan(const char *s, int wild, pol_span *lv)
+{
+    static const char plus_hash[] = "+/#";
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, b = 0;
+    uint32_t h = POL_HASH_INIT;
+    int count = 0, k;
+
+    if (u[0] == 0)
+        return -1;
+    if (wild && u[0] == '#' && u[1] == 0) {
+        lv[0].p = plus_hash, lv[0].n = 1, lv[0].h = pol_hash("+", 1);
+        lv[1].p = plus_hash + 2, lv[1].n = 1, lv[1].h = pol_hash("#", 1);
+        return 2;
+    }
+    for (;;) {
+        unsigned c = u[i];
+
+        if (c == '/' || c == 0) {
+            if (count == POL_LEVELS_MAX || i > POL_TOPIC_MAX)
+                return -1;
+            lv[count].p = s + b;
+            lv[count].n = (uint32_t)(i - b);
+            lv[count].h = h;
+            count++;
+            if (c == 0)
+                return count;
+            b = ++i;
+            h = POL_HASH_INIT;
+            continue;
+        }
+        if (c == '+' || c == '#') {
+            /* A wildcard stands alone in its level, '#' only last. */
+            if (!wild || i != b || (u[i + 1] != '/' && u[i + 1] != 0) ||
+                (c == '#' && u[i + 1] != 0))
+                return -1;
+        } else if (c >= 0x80) {
+            /* The terminating NUL is never a continuation byte, so the
+             * sequence check cannot run past the end. */
+            if ((k = pol_utf8_seq(u + i, 4)) == 0)
+                return -1;
+            while (k-- > 1)
+                h = pol_hash_byte(h, u[i++]);
+        }
+        h = pol_hash_byte(h, u[i++]);
+    }
+}
+
+/* Subscribe semantics on any topic action's tries: allowed when an
+ * allow covers the filter and no deny intersects it. */
+static pol_decision decide_filter(const pol_set *set, int slot,
+                                  const char *subject)
+{
+    pol_decision d = {0, NULL, -1, "invalid_filter"};
+    pol_span lv[POL_LEVELS_MAX];
+    uint32_t allow_at = NONE, deny_at = NONE;
+    int count;
+
+    /* The $share group is checked by pol_filter_valid only when there is
+     * one; ordinary filters go straight to scan(). */
+    if (subject != NULL && strncmp(subject, "$share/", 7) == 0) {
+        if (!pol_filter_valid(subject))
+            return d;
+        subject = pol_filter_unshare(subject);
+    }
+    count = subject ? scan(subject, 1, lv) : -1;
+    if (count < 0)
+        return d;
+    walk_intersects(set->trie[0][slot], lv, (size_t)count, 0, &deny_at);
+    if (deny_at == NONE)
+        walk_covers(set->trie[1][slot], lv, (size_t)count, 0, &allow_at);
+    return decision(set, allow_at, deny_at);
+}
+
+pol_decision pol_decide_filter(const pol_set *set, pol_action action,
+                               const char *filter)
+{
+    pol_decision d = {0, NULL, -1, "no_policy"};
+    int slot = action_slot(action);
+
+    if (set == NULL)
+        return d;
+    if (slot < 0)
+        return pol_decide(set, action, filter);
+    return decide_filter(set, slot, filter);
+}
+
 pol_decision pol_decide(const pol_set *set, pol_action action,
                         const char *subject)
 {
@@ -823,15 +968,10 @@ pol_decision pol_decide(const pol_set *set, pol_action action,
         d.reason = "no_policy";
         return d;
     }
-    if (subject == NULL) {
-        d.reason = action == POL_CONNECT    ? "invalid_client_id"
-                   : action == POL_SUBSCRIBE ? "invalid_filter"
-                                             : "invalid_topic";
-        return d;
-    }
-    n = strnlen(subject, POL_TOPIC_MAX + 1);
     if (action == POL_CONNECT) {
-        if (n > POL_TOPIC_MAX || !pol_utf8_valid(subject, n)) {
+        n = subject ? strnlen(subject, POL_TOPIC_MAX + 1) : 0;
+        if (subject == NULL || n > POL_TOPIC_MAX ||
+            !pol_utf8_valid(subject, n)) {
             d.reason = "invalid_client_id";
             return d;
         }
@@ -844,30 +984,15 @@ pol_decision pol_decide(const pol_set *set, pol_action action,
         d.reason = "unknown_action";
         return d;
     }
-    if (action == POL_SUBSCRIBE) {
-        if (!pol_filter_valid(subject)) {
-            d.reason = "invalid_filter";
-            return d;
-        }
-        subject = pol_filter_unshare(subject);
-        n = strlen(subject);
-    } else if (!pol_body_valid(subject, n, 0)) {
+    if (action == POL_SUBSCRIBE)
+        return decide_filter(set, slot, subject);
+    count = subject ? scan(subject, 0, lv) : -1;
+    if (count < 0) {
         d.reason = "invalid_topic"; /* wildcards included */
         return d;
     }
-    count = pol_split(subject, n, lv, POL_LEVELS_MAX);
-    if (count < 0) {
-        d.reason = action == POL_SUBSCRIBE ? "invalid_filter" : "invalid_topic";
-        return d;
-    }
-    if (action == POL_SUBSCRIBE) {
-        walk_intersects(set->trie[0][slot], lv, (size_t)count, 0, &deny_at);
-        if (deny_at == NONE)
-            walk_covers(set->trie[1][slot], lv, (size_t)count, 0, &allow_at);
-    } else {
-        walk_match(set->trie[0][slot], lv, (size_t)count, 0, &deny_at);
-        if (deny_at == NONE)
-            walk_match(set->trie[1][slot], lv, (size_t)count, 0, &allow_at);
-    }
+    walk_match(set->trie[0][slot], lv, (size_t)count, 0, &deny_at);
+    if (deny_at == NONE)
+        walk_match(set->trie[1][slot], lv, (size_t)count, 0, &allow_at);
     return decision(set, allow_at, deny_at);
 }

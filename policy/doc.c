@@ -224,6 +224,15 @@ static int has_key(const json_t *obj, const char *const *keys, size_t n,
     return 1;
 }
 
+static size_t levels_of(const char *s, size_t n)
+{
+    size_t i, count = 1;
+
+    for (i = 0; i < n; i++)
+        count += s[i] == '/';
+    return count;
+}
+
 static ad_err check_pattern(const json_t *v, size_t si, const char *what,
                             size_t pi, pol_pat_kind kind, char *err,
                             size_t errlen)
@@ -270,6 +279,12 @@ static ad_err check_pattern(const json_t *v, size_t si, const char *what,
             e = ad_errf(AD_EFIELD, err, errlen,
                         "statement %zu: invalid topic filter \"%.*s\"", si,
                         ECHO_MAX, t);
+        else if (levels_of(buf, n) > POL_LEVELS_MAX)
+            /* Variables cannot add levels (a '/' in a value is refused),
+             * so this bounds every expansion: each fits the trie. */
+            e = ad_errf(AD_EFIELD, err, errlen,
+                        "statement %zu: topic \"%.*s\" has more than %d "
+                        "levels", si, ECHO_MAX, t, POL_LEVELS_MAX);
         else if (n >= 7 && memcmp(buf, "$share/", 7) == 0)
             e = ad_errf(AD_EFIELD, err, errlen,
                         "statement %zu: topic \"%.*s\": a policy names the "

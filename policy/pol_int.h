@@ -9,11 +9,38 @@
 
 #include "policy.h"
 
-/* One level of a topic or filter: a span into the caller's string. */
+/* One level of a topic or filter: a span into the caller's string, and
+ * its hash (pol_hash), which lets a trie lookup compare one word before
+ * touching the level's bytes. */
 typedef struct {
     const char *p;
     uint32_t n;
+    uint32_t h;
 } pol_span;
+
+#define POL_HASH_INIT 2166136261u
+#define POL_HASH_MUL 16777619u
+
+/* FNV-1a: cheap, and collisions only cost a memcmp (lookups are binary
+ * searches, so no input can make them degrade). */
+static inline uint32_t pol_hash_byte(uint32_t h, unsigned char c)
+{
+    return (h ^ c) * POL_HASH_MUL;
+}
+
+static inline uint32_t pol_hash(const char *s, size_t n)
+{
+    uint32_t h = POL_HASH_INIT;
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        h = pol_hash_byte(h, (unsigned char)s[i]);
+    return h;
+}
+
+/* The length of the UTF-8 sequence at s (1-4), or 0 if it is not valid
+ * (see pol_utf8_valid); s must be NUL-terminated or have room. */
+int pol_utf8_seq(const unsigned char *s, size_t avail);
 
 /* 1 if s[0..n) is UTF-8 without NUL, overlong forms, surrogates or code
  * points above U+10FFFF. */

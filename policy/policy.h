@@ -37,7 +37,9 @@ int pol_match(const char *pattern, const char *topic);
 /* Does pattern cover filter: is every topic the filter can match also
  * matched by pattern? ("a/#" covers "a/+", "a/+" does not cover "a/#".) */
 int pol_covers(const char *pattern, const char *filter);
-/* Is there a topic both match? */
+/* Is there a topic both match? In pol_covers and pol_intersects the
+ * filter may be "$share/<group>/<filter>" and is read as <filter>; the
+ * pattern is always taken literally. Neither limits the depth. */
 int pol_intersects(const char *pattern, const char *filter);
 
 /* ---- policy documents ----------------------------------------------- */
@@ -58,15 +60,21 @@ const char *pol_action_name(pol_action a);
  * "deny"), "actions" (non-empty array of action names), and "topics"
  * (filters, possibly with variables) for publish/subscribe/receive and/or
  * "client_ids" (exact or trailing-'*' globs, possibly with variables) for
- * connect. Unknown keys, variables and types are refused. On error
+ * connect. Unknown keys, variables and types are refused, as are topics
+ * of more than POL_LEVELS_MAX levels and "$share/" topics (a policy
+ * names the filter). "policy" (string) and "index" (integer), which
+ * pol_set_statements adds, are accepted; "${$}" stands for a literal '$'
+ * (the export's escape for a "${" that came from a value). On error
  * returns AD_EFIELD with a message naming the statement, e.g.
  * "statement 2: unknown action \"fly\"". */
 ad_err pol_doc_validate(const json_t *doc, char *err, size_t errlen);
 
 /* ---- compiling and deciding ----------------------------------------- */
 
-/* The values variables take for one identity. NULL = unset. A value
- * containing '/', '+', '#' or NUL makes any pattern using it not match. */
+/* The values variables take for one identity. NULL or "" = unset. A
+ * value containing '/', '+', '#' or NUL (or '*' in a client id) makes the
+ * pattern using it not match; a value is inserted literally, never
+ * expanded again. vars itself may be NULL (everything unset). */
 typedef struct {
     const char *device_id;         /* ${device.id} */
     const char *client_id;         /* ${client_id} */
@@ -86,8 +94,11 @@ typedef struct {
 typedef struct pol_set pol_set; /* compiled, immutable, thread-safe to read */
 
 /* Compiles the statements of sources (in order) with variables
- * substituted. Statements whose variables cannot be substituted are
- * dropped (they match nothing). On error *out is NULL. */
+ * substituted. Patterns whose variables cannot be substituted are
+ * dropped (they match nothing; the statement's other patterns stay); a
+ * pattern with ${group} becomes one pattern per group. The documents are
+ * validated again (AD_EFIELD as pol_doc_validate). A statement carrying
+ * "policy" and "index" is reported under those. On error *out is NULL. */
 ad_err pol_compile(const pol_source *sources, size_t n, const pol_vars *vars,
                    pol_set **out, char *err, size_t errlen);
 void pol_set_free(pol_set *set);
@@ -96,7 +107,10 @@ void pol_set_free(pol_set *set);
  * with "policy" and "index" besides effect/actions/topics/client_ids; a
  * new reference. Compiling them again (as the single source of a
  * document {"statements": ...}, with no variables) decides identically:
- * this is what a broker plugin receives with an allowed connect. */
+ * this is what a broker plugin receives with an allowed connect.
+ * Statements left without patterns are omitted, and one with more than
+ * 256 patterns (from ${group}) is split into consecutive statements with
+ * the same policy and index. NULL if out of memory. */
 json_t *pol_set_statements(const pol_set *set);
 
 typedef struct {
@@ -110,10 +124,23 @@ typedef struct {
 /* Decides action on subject (a topic for publish/receive, a filter for
  * subscribe, a client id for connect). Explicit deny wins; no allow
  * means deny. Publish/receive topics with wildcards and invalid
- * topics/filters are denied. Subscribe is allowed only if some allow
- * pattern covers the filter and no deny pattern intersects it.
+ * topics/filters are denied, and so are subjects of more than
+ * POL_LEVELS_MAX levels. Subscribe is allowed only if some allow pattern
+ * covers the filter and no deny pattern intersects it. The deciding
+ * statement is the first matching deny, else the first covering/matching
+ * allow, in source order. Reasons: "allowed", "explicit_deny",
+ * "no_matching_allow", "invalid_topic", "invalid_filter",
+ * "invalid_client_id", "unknown_action", "no_policy" (set NULL).
  * Thread-safe; allocates nothing. */
 pol_decision pol_decide(const pol_set *set, pol_action action,
                         const char *subject);
+
+/* Decides action on every topic a filter can match, for granting token
+ * scopes ("publish:devices/d1/#"): as subscribe does, allowed only if an
+ * allow pattern of that action covers the filter and no deny pattern
+ * intersects it. Connect is decided as by pol_decide. Thread-safe;
+ * allocates nothing. */
+pol_decision pol_decide_filter(const pol_set *set, pol_action action,
+                               const char *filter);
 
 #endif

@@ -10,42 +10,53 @@
 static const char share_prefix[] = "$share/";
 enum { SHARE_PREFIX_LEN = sizeof(share_prefix) - 1 };
 
+int pol_utf8_seq(const unsigned char *s, size_t avail)
+{
+    unsigned c = s[0];
+    size_t k, j;
+    uint32_t cp, min;
+
+    if (c < 0x80)
+        return c != 0;
+    if (c >= 0xC2 && c <= 0xDF) {
+        k = 1, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+        k = 2, cp = c & 0x0F, min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        k = 3, cp = c & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (avail <= k)
+        return 0;
+    for (j = 1; j <= k; j++) {
+        if ((s[j] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[j] & 0x3F);
+    }
+    /* Overlong forms and surrogates would let two spellings of one topic
+     * slip past a literal deny. */
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return (int)k + 1;
+}
+
 int pol_utf8_valid(const char *str, size_t n)
 {
     const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0, k, j;
-    uint32_t cp, min;
+    size_t i = 0;
+    int k;
 
     while (i < n) {
-        unsigned c = s[i];
-
-        if (c < 0x80) {
-            if (c == 0)
+        if (s[i] < 0x80) {
+            if (s[i] == 0)
                 return 0;
             i++;
             continue;
         }
-        if (c >= 0xC2 && c <= 0xDF) {
-            k = 1, cp = c & 0x1F, min = 0x80;
-        } else if ((c & 0xF0) == 0xE0) {
-            k = 2, cp = c & 0x0F, min = 0x800;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            k = 3, cp = c & 0x07, min = 0x10000;
-        } else {
+        if ((k = pol_utf8_seq(s + i, n - i)) == 0)
             return 0;
-        }
-        if (n - i <= k)
-            return 0;
-        for (j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + j] & 0x3F);
-        }
-        /* Overlong forms and surrogates would let two spellings of one
-         * topic slip past a literal deny. */
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += k + 1;
+        i += (size_t)k;
     }
     return 1;
 }
@@ -140,6 +151,7 @@ int pol_split(const char *s, size_t n, pol_span *lv, size_t max)
             return -1;
         lv[count].p = s + b;
         lv[count].n = (uint32_t)(i - b);
+        lv[count].h = pol_hash(s + b, i - b);
         count++;
         b = i + 1;
     }
@@ -171,6 +183,7 @@ static pol_span cur_level(const lvcur *c)
 
     l.p = c->s + c->pos;
     l.n = (uint32_t)(slash ? (size_t)(slash - l.p) : c->n - c->pos);
+    l.h = 0; /* the reference relations compare bytes */
     return l;
 }
 

@@ -5,6 +5,8 @@ webhooks. Every endpoint decides as /v1/check does; a deny is never a
 5xx, because a broker disconnects its client on a backend error."""
 
 import json
+import re
+import socket
 from urllib.parse import urlencode
 
 import pytest
@@ -382,3 +384,36 @@ def test_compat_endpoints_on_the_main_listener_need_a_broker_key(authd, role_key
     assert r.status in (200, 403), r
     if path != "/compat/emqx/authn":
         assert "ok" in r.text or "allow" in r.text, "a broker key gets the real decision: %r" % r
+
+
+def test_emqx_authz_pipelined_a_hundred_deep_answers_in_order(authd, device):
+    # EMQX's HTTP authorizer pipelines up to 100 requests per connection.
+    wire, want = b"", []
+    for i in range(100):
+        allowed = i % 3 == 0
+        topic = "devices/%s/%s/%d" % (device, "telemetry" if allowed else "cmd", i)
+        body = json.dumps({"username": device, "clientid": device, "action": "publish",
+                           "topic": topic, "qos": "0", "retain": "false"}).encode()
+        wire += (b"POST /compat/emqx/authz HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+        want.append("allow" if allowed else "deny")
+    got = []
+    with socket.create_connection(("127.0.0.1", authd.check_port), timeout=30) as s:
+        s.sendall(wire)
+        f = s.makefile("rb")
+        for _ in want:
+            status = f.readline()
+            assert re.match(rb"HTTP/1\.1 200 ", status), status
+            length = None
+            while True:
+                h = f.readline()
+                assert h, "the connection closed mid-pipeline"
+                if h in (b"\r\n", b"\n"):
+                    break
+                k, _, v = h.partition(b":")
+                if k.strip().lower() == b"content-length":
+                    length = int(v)
+            assert length is not None, "pipelined answers need a Content-Length"
+            got.append(json.loads(f.read(length))["result"])
+    assert got == want, "answers out of order or wrong: %r" % [
+        (i, w, g) for i, (w, g) in enumerate(zip(want, got)) if w != g]

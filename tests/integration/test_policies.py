@@ -172,7 +172,8 @@ def test_a_refused_replacement_keeps_the_old_document(admin):
     assert admin.get("/v1/policies/" + name).json == EXAMPLE, "no partial state after a 400"
 
 
-@pytest.mark.parametrize("name", ["a b", "a%2Fb", "x" * 129], ids=["space", "slash", "129"])
+@pytest.mark.parametrize("name", ["a%20b", "a%2Fb", "a*b", "x" * 129],
+                         ids=["space", "slash", "star", "129"])
 def test_invalid_policy_names_are_refused(admin, name):
     r = admin.put("/v1/policies/" + name, EXAMPLE)
     assert r.status in (400, 404), r
@@ -546,3 +547,16 @@ def test_client_id_patterns_are_exact_or_trailing_star_globs(admin):
             d + "x": "deny", "x" + d: "deny", "fixed2": "deny", "": "deny"}
     got = {c: explain(admin, d, "connect", c).json["result"] for c in want}
     assert got == want, "connect client id decisions (want vs got): %r vs %r" % (want, got)
+
+
+def test_many_client_ids_of_one_device_each_get_their_own_substitution(authd, admin):
+    # A device may connect under many client ids (one per process, say);
+    # each compiles its own ${client_id}, and going back to an earlier one
+    # must give the earlier answer, however many came in between.
+    d = device_with(admin, [allow("publish", "c/${client_id}/#")])
+    cids = ["cid-%02d" % i for i in range(20)]
+    for _ in range(2):
+        for cid in cids:
+            assert decide(authd, d, "publish", "c/%s/x" % cid, client_id=cid) == "allow", cid
+            assert decide(authd, d, "publish", "c/%s/x" % cids[0], client_id=cid) == (
+                "allow" if cid == cids[0] else "deny"), cid

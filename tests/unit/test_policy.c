@@ -174,6 +174,8 @@ static void test_topic_and_filter_validity(void)
 
 /* ---- compiling and deciding ----------------------------------------- */
 
+static pol_set *recompile(const pol_set *s);
+
 static json_t *doc(const char *text)
 {
     json_error_t e;
@@ -248,6 +250,11 @@ static void test_api_example_decides_per_device(void)
     ok(dec.allow && strcmp(dec.reason, "allowed") == 0 &&
            dec.statement == 1,
        "the explanation names the allowing statement");
+    ok(pol_decide_filter(s, POL_PUBLISH, "devices/dev1/telemetry/#").allow &&
+           !pol_decide_filter(s, POL_PUBLISH, "devices/+/telemetry/#").allow &&
+           !pol_decide_filter(s, POL_PUBLISH, "$SYS/#").allow &&
+           pol_decide_filter(s, POL_CONNECT, "dev1").allow,
+       "pol_decide_filter grants a scope only if every topic in it is allowed");
     dec = pol_decide(s, POL_PUBLISH, "other");
     ok(!dec.allow && dec.policy == NULL && dec.statement == -1 &&
            strcmp(dec.reason, "no_matching_allow") == 0,
@@ -484,6 +491,65 @@ static void test_connect_client_id_globs(void)
     json_decref(d);
 }
 
+static void test_long_values_and_many_groups(void)
+{
+    json_t *d = doc("{\"statements\":[{\"effect\":\"allow\","
+                    "\"actions\":[\"publish\"],"
+                    "\"topics\":[\"s/${device.attributes.k}/x\","
+                    "\"g/${group}\"]}]}");
+    json_t *attrs = json_object(), *sts;
+    char *val = malloc(POL_TOPIC_MAX + 1), *topic = malloc(POL_TOPIC_MAX + 8);
+    const char **groups = calloc(600, sizeof(char *));
+    char (*names)[8] = calloc(600, sizeof(*names));
+    pol_vars v = {0};
+    pol_set *s, *r;
+    size_t i;
+
+    memset(val, 'v', 2000);
+    val[2000] = '\0';
+    json_object_set_new(attrs, "k", json_string(val));
+    v.attributes = attrs;
+    s = compile1(d, "p", &v);
+    snprintf(topic, POL_TOPIC_MAX + 8, "s/%s/x", val);
+    ok(allows(s, POL_PUBLISH, topic),
+       "a value longer than the small expansion buffer still expands");
+    pol_set_free(s);
+    memset(val, 'v', POL_TOPIC_MAX - 3);
+    val[POL_TOPIC_MAX - 3] = '\0';
+    json_object_set_new(attrs, "k", json_string(val));
+    s = compile1(d, "p", &v);
+    snprintf(topic, POL_TOPIC_MAX + 8, "s/%s/x", val);
+    ok(s != NULL && !allows(s, POL_PUBLISH, topic),
+       "an expansion past 65535 bytes is dropped, not truncated");
+    pol_set_free(s);
+
+    for (i = 0; i < 600; i++) {
+        snprintf(names[i], sizeof(names[i]), "g%zu", i);
+        groups[i] = names[i];
+    }
+    v.groups = groups;
+    v.group_count = 600;
+    s = compile1(d, "p", &v);
+    sts = pol_set_statements(s);
+    ok(json_array_size(sts) == 3,
+       "600 group patterns export as 3 statements of at most 256 (got %zu)",
+       json_array_size(sts));
+    json_decref(sts);
+    r = recompile(s);
+    ok(r && allows(r, POL_PUBLISH, "g/g0") && allows(r, POL_PUBLISH, "g/g599") &&
+           pol_decide(r, POL_PUBLISH, "g/g599").statement == 0 &&
+           !allows(r, POL_PUBLISH, "g/g600"),
+       "the split export decides and explains as the original");
+    pol_set_free(r);
+    pol_set_free(s);
+    free(names);
+    free(groups);
+    free(val);
+    free(topic);
+    json_decref(attrs);
+    json_decref(d);
+}
+
 /* ---- validation ----------------------------------------------------- */
 
 static void test_validation_errors_name_the_statement(void)
@@ -536,10 +602,19 @@ static void test_validation_errors_name_the_statement(void)
         {"{\"statements\":[{\"effect\":\"allow\",\"actions\":[\"publish\"],"
          "\"topics\":[\"a\"],\"index\":\"x\"}]}", "\"index\""},
     };
-    char err[256];
+    char err[256], deep[2 * 130 + 128];
     size_t i;
     json_t *d;
 
+    for (i = 0; i < 129; i++)
+        memcpy(deep + 2 * i, "a/", 2);
+    deep[2 * 129 - 1] = '\0';
+    d = json_pack("{s:[{s:s,s:[s],s:[s]}]}", "statements", "effect", "deny",
+                  "actions", "publish", "topics", deep);
+    ok(pol_doc_validate(d, err, sizeof(err)) == AD_EFIELD &&
+           strstr(err, "more than 128 levels") != NULL,
+       "a pattern deeper than any decidable topic is refused (%s)", err);
+    json_decref(d);
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         d = doc(bad[i].json);
         err[0] = '\0';
@@ -794,6 +869,7 @@ int main(void)
     TAP_RUN(test_group_variable_expands_per_group);
     TAP_RUN(test_explicit_deny_beats_any_allow);
     TAP_RUN(test_connect_client_id_globs);
+    TAP_RUN(test_long_values_and_many_groups);
     TAP_RUN(test_validation_errors_name_the_statement);
     TAP_RUN(test_action_names_round_trip);
     TAP_RUN(test_exported_statements_decide_identically);

@@ -1,0 +1,313 @@
+/* Token endpoints (API.md §7): minting for devices (mTLS or device
+ * secret), the JWKS, RFC 7662 introspection, jti revocation, signing-key
+ * rotation, and device secrets. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <argon2.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "checker.h"
+#include "registry.h"
+#include "routes.h"
+#include "tokens.h"
+#include "util.h"
+
+/* argon2id at OWASP's minimum (19 MiB, 2 passes): tens of ms per check,
+ * which the checker pays once per secret thanks to its MAC cache. */
+#define ARGON2_T 2
+#define ARGON2_M_KIB 19456
+#define ARGON2_P 1
+#define SECRET_BYTES 32
+
+/* Reads one field of a form or JSON body (OAuth clients send forms). */
+static char *body_field(http_req *r, const char *name)
+{
+    const char *b = r->body;
+    size_t nlen = strlen(name), i = 0;
+
+    while (i < r->body_len && (b[i] == ' ' || b[i] == '\n' || b[i] == '\t' ||
+                               b[i] == '\r'))
+        i++;
+    if (i < r->body_len && b[i] == '{') {
+        json_t *o = json_loadb(r->body, r->body_len, 0, NULL);
+        const char *v = json_string_value(json_object_get(o, name));
+        char *out = v ? strdup(v) : NULL;
+        json_decref(o);
+        return out;
+    }
+    while (i < r->body_len) {
+        const char *pair = b + i, *amp = memchr(pair, '&', r->body_len - i);
+        size_t plen = amp ? (size_t)(amp - pair) : r->body_len - i;
+
+        if (plen > nlen && memcmp(pair, name, nlen) == 0 && pair[nlen] == '=') {
+            /* Decode %XX and '+' (form encoding). */
+            char *out = malloc(plen - nlen), *o = out;
+            size_t k;
+            if (out == NULL)
+                return NULL;
+            for (k = nlen + 1; k < plen; k++) {
+                if (pair[k] == '+') {
+                    *o++ = ' ';
+                } else if (pair[k] == '%' && k + 2 < plen) {
+                    char hex[3] = {pair[k + 1], pair[k + 2], 0};
+                    char *end;
+                    long v = strtol(hex, &end, 16);
+                    if (*end != '\0' || v == 0) {
+                        free(out);
+                        return NULL;
+                    }
+                    *o++ = (char)v;
+                    k += 2;
+                } else {
+                    *o++ = pair[k];
+                }
+            }
+            *o = '\0';
+            return out;
+        }
+        i += plen + 1;
+    }
+    return NULL;
+}
+
+/* Device id and secret from "Authorization: Basic ..."; 0 if absent. */
+static int basic_credentials(http_req *r, char *id, size_t idlen,
+                             char *secret, size_t secretlen)
+{
+    const char *auth = http_header(r, "Authorization");
+    uint8_t *raw = NULL;
+    size_t rawlen = 0;
+    char *colon;
+    int ok = 0;
+
+    if (auth == NULL || strncasecmp(auth, "Basic ", 6) != 0)
+        return 0;
+    if (util_base64_decode(auth + 6, strlen(auth + 6), &raw, &rawlen) != 0 ||
+        rawlen >= 512 || memchr(raw, '\0', rawlen) != NULL)
+        goto out;
+    raw[rawlen] = '\0';
+    colon = strchr((char *)raw, ':');
+    if (colon == NULL)
+        goto out;
+    *colon = '\0';
+    ok = util_strlcpy(id, (char *)raw, idlen) &&
+         util_strlcpy(secret, colon + 1, secretlen);
+out:
+    if (raw)
+        OPENSSL_cleanse(raw, rawlen);
+    free(raw);
+    return ok;
+}
+
+void route_token(http_req *r)
+{
+    app *a = r->app;
+    char id[CHECK_ID_MAX] = "", secret[256] = "", why[160] = "";
+    char *grant = NULL, *scope = NULL, *granted = NULL, *jwt = NULL;
+    uint8_t cnf[32];
+    const uint8_t *cnfp = NULL;
+    json_t *dev = NULL, *acl = NULL;
+    int64_t exp = 0, now = (int64_t)time(NULL);
+    ad_err e;
+
+    if (r->listener == LISTEN_HTTPS && http_client_cert(r)) {
+        e = registry_device_by_cert(a->st, r->client_cert, r->client_cert_len,
+                                    (time_t)now, &dev, NULL);
+        if (e != AD_OK) {
+            http_reply_error(r, e,
+                             e == AD_EBADCRED ? "the client certificate is "
+                                                "unknown, revoked or expired"
+                                              : NULL);
+            goto out;
+        }
+        util_strlcpy(id, json_string_value(json_object_get(dev, "id")),
+                     sizeof(id));
+        /* RFC 8705 binding: x5t#S256 of the presented certificate. */
+        SHA256(r->client_cert, r->client_cert_len, cnf);
+        cnfp = cnf;
+    } else if (basic_credentials(r, id, sizeof(id), secret, sizeof(secret))) {
+        if (!util_device_id_valid(id) ||
+            !checker_device_secret_ok(a->checker, id, secret)) {
+            r->www_authenticate = "Basic realm=\"authd\"";
+            http_reply_error(r, AD_EBADCRED,
+                             "the device id or secret is not valid");
+            goto out;
+        }
+    } else {
+        r->www_authenticate = "Basic realm=\"authd\"";
+        http_reply_error(r, r->listener == LISTEN_HTTPS ? AD_EUNAUTH
+                                                        : AD_ECLIENTCERT,
+                         "a device client certificate (HTTPS) or HTTP Basic "
+                         "device-id:secret is required");
+        goto out;
+    }
+    snprintf(r->actor, sizeof(r->actor), "device:%s", id);
+    grant = body_field(r, "grant_type");
+    if (grant == NULL || strcmp(grant, "client_credentials") != 0) {
+        http_reply_error(r, AD_EFIELD,
+                         "grant_type must be client_credentials");
+        goto out;
+    }
+    scope = body_field(r, "scope");
+    e = checker_grant_scope(a->checker, id, scope, &granted, &acl, why,
+                            sizeof(why));
+    if (e != AD_OK) {
+        http_reply_error(r, e, why);
+        goto out;
+    }
+    e = tokens_mint(a->tokens, id, granted, cnfp, acl, now, &jwt, &exp);
+    if (e != AD_OK) {
+        http_reply_error(r, e, NULL);
+        goto out;
+    }
+    http_metric_inc(a, METRIC_TOKENS_ISSUED);
+    http_reply_json(r, 200,
+                    json_pack("{s:s, s:s, s:I, s:s}", "access_token", jwt,
+                              "token_type", "Bearer", "expires_in",
+                              (json_int_t)(exp - now), "scope", granted));
+out:
+    OPENSSL_cleanse(secret, sizeof(secret));
+    free(jwt);
+    free(grant);
+    free(scope);
+    free(granted);
+    json_decref(acl);
+    json_decref(dev);
+}
+
+void route_jwks(http_req *r)
+{
+    http_reply_json(r, 200, tokens_jwks(r->app->tokens));
+}
+
+void route_introspect(http_req *r)
+{
+    char *token = body_field(r, "token");
+    token_entry *te = NULL;
+    char why[128];
+    json_t *out;
+
+    if (token == NULL || *token == '\0') {
+        free(token);
+        http_reply_error(r, AD_EFIELD, "token is required (form or JSON)");
+        return;
+    }
+    /* Inactive for any reason, without saying which (RFC 7662 §2.2). */
+    if (tokens_validate(r->app->tokens, token, (int64_t)time(NULL), &te, why,
+                        sizeof(why)) != AD_OK ||
+        !checker_device_active(r->app->checker, te->sub)) {
+        http_reply_json(r, 200, json_pack("{s:b}", "active", 0));
+    } else {
+        out = json_pack("{s:b, s:s, s:s, s:I, s:I, s:s, s:s, s:s}", "active",
+                        1, "sub", te->sub, "scope", te->scope, "exp",
+                        (json_int_t)te->exp, "iat", (json_int_t)te->iat, "jti",
+                        te->jti, "client_id", te->sub, "token_type",
+                        "Bearer");
+        if (json_object_get(te->claims, "cnf"))
+            json_object_set(out, "cnf", json_object_get(te->claims, "cnf"));
+        json_object_set(out, "iss", json_object_get(te->claims, "iss"));
+        json_object_set(out, "aud", json_object_get(te->claims, "aud"));
+        http_reply_json(r, 200, out);
+    }
+    token_release(te);
+    free(token);
+}
+
+void route_token_revoke(http_req *r)
+{
+    json_t *body;
+    const char *jti;
+    ad_err e;
+
+    if ((body = http_body_object(r)) == NULL)
+        return;
+    jti = json_string_value(json_object_get(body, "jti"));
+    if (jti == NULL || *jti == '\0' || strlen(jti) >= 64) {
+        http_reply_error(r, AD_EFIELD, "jti (string, < 64 bytes) is required");
+    } else if ((e = tokens_revoke(r->app->tokens, r->actor, jti)) != AD_OK) {
+        http_reply_error(r, e, NULL);
+    } else {
+        http_reply_json(r, 200, json_pack("{s:s, s:b}", "jti", jti, "revoked", 1));
+    }
+    json_decref(body);
+}
+
+void route_token_key_rotate(http_req *r)
+{
+    char kid[TOK_KID_MAX], why[160] = "";
+    ad_err e = tokens_rotate(r->app->tokens, kid, why, sizeof(why));
+
+    if (e != AD_OK) {
+        http_reply_error(r, e, why);
+        return;
+    }
+    http_reply_json(r, 201, json_pack("{s:s}", "kid", kid));
+}
+
+/* ---- device secrets ------------------------------------------------------ */
+
+struct secret_write {
+    const char *actor;
+    const char *id;
+    const char *hash;
+};
+
+static ad_err secret_write(store_txn *tx, void *arg)
+{
+    struct secret_write *w = arg;
+    json_t *dev = NULL, *rec;
+    char now[32];
+    ad_err e;
+
+    if ((e = store_get(tx, STORE_DEVICES, w->id, &dev)) != AD_OK)
+        return e;
+    json_decref(dev);
+    util_time_rfc3339(time(NULL), now, sizeof(now));
+    rec = json_pack("{s:s, s:s}", "argon2id", w->hash, "updated_at", now);
+    if (rec == NULL)
+        return AD_ENOMEM;
+    e = store_put(tx, STORE_DEVICE_SECRETS, w->id, rec, 0);
+    json_decref(rec);
+    if (e == AD_OK)
+        e = store_audit(tx, w->actor, "device.secret", w->id, NULL);
+    return e;
+}
+
+void route_device_secret(http_req *r)
+{
+    char secret[80], hash[256];
+    uint8_t salt[16];
+    struct secret_write w;
+    ad_err e;
+
+    if (util_random_token("", SECRET_BYTES, secret, sizeof(secret)) != AD_OK) {
+        http_reply_error(r, AD_EINTERNAL, NULL);
+        return;
+    }
+    if (util_random_bytes(salt, sizeof(salt)) != 0 ||
+        argon2id_hash_encoded(ARGON2_T, ARGON2_M_KIB, ARGON2_P, secret,
+                              strlen(secret), salt, sizeof(salt), 32, hash,
+                              sizeof(hash)) != ARGON2_OK) {
+        OPENSSL_cleanse(secret, sizeof(secret));
+        http_reply_error(r, AD_ECRYPTO, "cannot hash the secret");
+        return;
+    }
+    w.actor = r->actor;
+    w.id = r->param[0];
+    w.hash = hash;
+    e = store_write(r->app->st, secret_write, &w);
+    if (e == AD_OK) {
+        /* The old secret stops working with the next check. */
+        checker_forget_device(r->app->checker, r->param[0]);
+        http_reply_json(r, 201, json_pack("{s:s, s:s}", "device_id",
+                                          r->param[0], "secret", secret));
+    } else {
+        http_reply_error(r, e, e == AD_ENOTFOUND ? "no such device" : NULL);
+    }
+    OPENSSL_cleanse(secret, sizeof(secret));
+}
