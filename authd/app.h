@@ -16,6 +16,8 @@ enum { APP_CHAIN_MAX = 4 };
 typedef struct metrics metrics;
 typedef struct checker checker;
 typedef struct tokens tokens;
+typedef struct events events;
+typedef struct revocation revocation;
 
 typedef struct app {
     config cfg;
@@ -31,6 +33,8 @@ typedef struct app {
     metrics *metrics;
     checker *checker;   /* the check path's caches */
     tokens *tokens;     /* signing keys, token cache, revoked jtis */
+    events *events;     /* the ring behind GET /v1/events */
+    revocation *revocation; /* the current CRL and the OCSP responder */
     atomic_int ready;
     atomic_long cert_days;        /* SIGHUP may change these two */
     atomic_long server_cert_days;

@@ -61,6 +61,8 @@ struct cert_entry {
     char device[CHECK_ID_MAX]; /* "" for server certificates */
     int64_t not_after;
     int revoked;
+    int64_t revoked_at;
+    int reason;       /* CRLReason code */
     struct cert_entry *next;
 };
 
@@ -272,6 +274,17 @@ static ad_err cert_load(checker *c, const char *serial, const char *fpr,
     util_strlcpy(e->device, dev ? dev : "", sizeof(e->device));
     e->not_after = (int64_t)t;
     e->revoked = st && strcmp(st, "revoked") == 0;
+    e->revoked_at = 0;
+    e->reason = 0;
+    if (e->revoked) {
+        const char *ra = json_string_value(json_object_get(rec, "revoked_at"));
+        const char *rn = json_string_value(json_object_get(rec, "reason"));
+        ca_reason code = CA_REASON_UNSPECIFIED;
+        if (ra && util_parse_rfc3339(ra, &t) == 0)
+            e->revoked_at = (int64_t)t;
+        if (rn && ca_reason_from_name(rn, &code) == AD_OK)
+            e->reason = (int)code;
+    }
     json_decref(rec);
     return AD_OK;
 }
@@ -1106,5 +1119,19 @@ ad_err checker_grant_scope(checker *c, const char *device_id,
     *acl = emqx_acl(stmts, out);
     json_decref(stmts);
     *granted = out;
+    return AD_OK;
+}
+
+ad_err checker_cert_status(checker *c, const char *serial_hex, int *revoked,
+                           int64_t *revoked_at, int *reason)
+{
+    struct cert_entry ce;
+    ad_err e = cert_find(c, serial_hex, NULL, &ce);
+
+    if (e != AD_OK)
+        return e;
+    *revoked = ce.revoked;
+    *revoked_at = ce.revoked_at;
+    *reason = ce.reason;
     return AD_OK;
 }

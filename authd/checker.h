@@ -80,6 +80,12 @@ ad_err checker_grant_scope(checker *c, const char *device_id,
                            const char *requested, char **granted,
                            json_t **acl, char *err, size_t errlen);
 
+/* A certificate's revocation status by serial (lowercase hex as issued):
+ * AD_OK with *revoked (and *revoked_at, *reason: a CRLReason code) set,
+ * AD_ENOTFOUND if authd never issued it. Uses the certificate cache. */
+ad_err checker_cert_status(checker *c, const char *serial_hex, int *revoked,
+                           int64_t *revoked_at, int *reason);
+
 /* Invalidation, called after the write that makes it necessary has
  * committed. */
 void checker_forget_device(checker *c, const char *device_id);

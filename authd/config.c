@@ -43,6 +43,7 @@ static const struct opt opts[] = {
     LONG_OPT(max_connections, "1024"),
     LONG_OPT(check_ttl, "30"),
     LONG_OPT(token_ttl, "3600"),
+    LONG_OPT(crl_hours, "168"),
     STR_OPT(token_audience, "authd"),
     STR_OPT(token_issuer, ""),
 };

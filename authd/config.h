@@ -31,6 +31,7 @@ typedef struct {
     long max_connections;               /* per listener */
     long check_ttl;                     /* seconds brokers may cache allows */
     long token_ttl;                     /* access token lifetime, seconds */
+    long crl_hours;                     /* CRL validity (nextUpdate) */
     char token_audience[CONFIG_STR_MAX];
     char token_issuer[CONFIG_STR_MAX];  /* "" = public_url or "authd" */
 } config;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -74,11 +75,18 @@ struct req_state {
     uint64_t start_ns;
 };
 
+static void stream_free(void *cls);
+
 /* ---- replies --------------------------------------------------------- */
 
 static void reply_set(http_req *r, unsigned status, const char *ctype,
                       char *data, size_t len)
 {
+    if (r->stream) {
+        /* A stream replaced by an error: let it go. */
+        stream_free(r->stream);
+        r->stream = NULL;
+    }
     free(r->resp);
     r->status = status;
     r->content_type = ctype;
@@ -191,6 +199,99 @@ int http_paging(http_req *r, size_t *limit, const char **after)
     if (*after && **after == '\0')
         *after = NULL;
     return 0;
+}
+
+/* ---- streams ---------------------------------------------------------- */
+
+struct http_stream {
+    pthread_mutex_t lock;
+    pthread_cond_t wakeup;
+    struct MHD_Connection *conn;
+    http_stream_read_fn read;
+    void *arg;
+    void (*release)(void *arg);
+    int blocking;  /* thread-per-connection: wait here, don't suspend */
+    int suspended; /* the connection sleeps until woken */
+    int woken;     /* a wake arrived while read was running */
+};
+
+void http_reply_stream(http_req *r, const char *ctype,
+                       http_stream_read_fn read, void *arg,
+                       void (*release)(void *arg), http_stream **handle)
+{
+    http_stream *s = calloc(1, sizeof(*s));
+
+    *handle = NULL;
+    if (s == NULL) {
+        release(arg);
+        http_reply_error(r, AD_ENOMEM, NULL);
+        return;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->wakeup, NULL);
+    s->conn = r->conn;
+    /* MHD cannot suspend connections that own a thread; those wait. */
+    s->blocking = r->listener != LISTEN_CHECK;
+    s->read = read;
+    s->arg = arg;
+    s->release = release;
+    reply_set(r, 200, ctype, NULL, 0);
+    r->stream = s;
+    *handle = s;
+}
+
+void http_stream_wake(http_stream *s)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->suspended) {
+        s->suspended = 0;
+        MHD_resume_connection(s->conn);
+    } else {
+        s->woken = 1;
+        pthread_cond_signal(&s->wakeup);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    http_stream *s = cls;
+    ssize_t n;
+
+    (void)pos;
+    for (;;) {
+        /* read takes the producer's lock: never call it under ours, or a
+         * wake (producer lock, then ours) could deadlock with it. */
+        n = s->read(s->arg, buf, max);
+        if (n != 0)
+            return n < 0 ? MHD_CONTENT_READER_END_OF_STREAM : n;
+        pthread_mutex_lock(&s->lock);
+        if (s->blocking) {
+            while (!s->woken)
+                pthread_cond_wait(&s->wakeup, &s->lock);
+        }
+        if (s->woken) {
+            s->woken = 0;
+            pthread_mutex_unlock(&s->lock);
+            continue;
+        }
+        /* Nothing to send: park the connection instead of letting MHD
+         * call us again in a busy loop. */
+        s->suspended = 1;
+        MHD_suspend_connection(s->conn);
+        pthread_mutex_unlock(&s->lock);
+        return 0;
+    }
+}
+
+static void stream_free(void *cls)
+{
+    http_stream *s = cls;
+
+    s->release(s->arg);
+    pthread_cond_destroy(&s->wakeup);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
 }
 
 /* ---- credentials ----------------------------------------------------- */
@@ -351,6 +452,13 @@ static int route_match(const char *pattern, const char *path, char *buf,
     memcpy(buf, path, plen + 1);
     s = buf;
     while (*p && *s) {
+        if (p[0] == '{' && p[1] == '*' && p[2] == '}' && p[3] == '\0') {
+            /* {*}: the rest of the path, '/' included (OCSP GET). */
+            if (np >= HTTP_PARAMS_MAX)
+                return 0;
+            params[np++] = s;
+            return 1;
+        }
         if (p[0] == '{' && p[1] == '}') {
             char *end = strchr(s, '/');
             if (end == s || np >= HTTP_PARAMS_MAX)
@@ -568,11 +676,22 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, http_req *r)
     struct MHD_Response *resp;
     enum MHD_Result ret;
 
-    resp = MHD_create_response_from_buffer(r->resp_len, r->resp,
-                                           MHD_RESPMEM_MUST_FREE);
-    if (resp == NULL)
-        return MHD_NO;
-    r->resp = NULL; /* now owned by the response */
+    if (r->stream) {
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
+                                                 stream_reader, r->stream,
+                                                 stream_free);
+        if (resp == NULL) {
+            stream_free(r->stream);
+            return MHD_NO;
+        }
+        r->stream = NULL; /* now owned by the response */
+    } else {
+        resp = MHD_create_response_from_buffer(r->resp_len, r->resp,
+                                               MHD_RESPMEM_MUST_FREE);
+        if (resp == NULL)
+            return MHD_NO;
+        r->resp = NULL; /* now owned by the response */
+    }
     if (r->content_type)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                                 r->content_type);
@@ -867,7 +986,7 @@ static ad_err start_listener(http_server *srv, listen_kind kind,
         pool = (unsigned)(t > 0 ? t : (ncpu > 0 ? ncpu : 2));
         /* TURBO skips syscalls MHD makes only for rare cases (e.g.
          * shutdown() before close); the check path pays per request. */
-        flags |= MHD_USE_EPOLL | MHD_USE_TURBO;
+        flags |= MHD_USE_EPOLL | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME;
     } else {
         /* Writes wait for their group commit: a thread per connection
          * keeps one waiting request from stalling others. */

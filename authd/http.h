@@ -6,12 +6,14 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
 #include "app.h"
 
 typedef struct http_server http_server;
+typedef struct http_stream http_stream;
 
 typedef enum {
     LISTEN_HTTP = 1,
@@ -58,6 +60,7 @@ typedef struct http_req {
     size_t resp_len;
     const char *content_type;
     const char *www_authenticate; /* static string or NULL */
+    http_stream *stream;          /* set by http_reply_stream */
 } http_req;
 
 typedef void (*http_handler)(http_req *r);
@@ -90,6 +93,18 @@ void http_reply_empty(http_req *r, unsigned status);
  * one: 1 and r->client_cert set if a certificate verified by our CA was
  * presented over HTTPS, else 0. */
 int http_client_cert(http_req *r);
+
+/* A streamed reply (Server-Sent Events). read fills buf and returns the
+ * byte count, 0 if nothing is ready yet (the connection then sleeps
+ * without a thread or a busy loop until http_stream_wake), or -1 to end.
+ * release(arg) runs once when the connection is done with the stream.
+ * *handle (for waking) is valid until release is called. */
+typedef ssize_t (*http_stream_read_fn)(void *arg, char *buf, size_t max);
+void http_reply_stream(http_req *r, const char *ctype,
+                       http_stream_read_fn read, void *arg,
+                       void (*release)(void *arg), http_stream **handle);
+/* Wakes a sleeping stream so read is called again. Thread-safe. */
+void http_stream_wake(http_stream *s);
 
 /* The request's query argument or header, or NULL. */
 const char *http_query(http_req *r, const char *name);

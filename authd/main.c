@@ -4,11 +4,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 
 #include "checker.h"
 #include "datadir.h"
+#include "events.h"
+#include "revocation.h"
 #include "http.h"
 #include "log.h"
 #include "registry.h"
@@ -122,6 +125,15 @@ static int cmd_serve(config *cfg, int argc, char **argv)
         goto out;
     }
     checker_set_tokens(a.checker, a.tokens);
+    e = events_open(4096, &a.events);
+    if (e == AD_OK)
+        e = revocation_open(a.st, a.ca, a.checker, cfg->crl_hours,
+                            &a.revocation, err, sizeof(err));
+    if (e != AD_OK) {
+        log_line("error", "event=start_failed code=%s message=\"%s\"",
+                 ad_err_code(e), err);
+        goto out;
+    }
     routes = routes_table(&nroutes);
     e = http_start(&a, routes, nroutes, &srv, err, sizeof(err));
     if (e != AD_OK) {
@@ -138,8 +150,15 @@ static int cmd_serve(config *cfg, int argc, char **argv)
              cfg->public_url[0] ? cfg->public_url : "-");
 
     for (;;) {
-        if (sigwait(&sigs, &sig) != 0)
+        /* Wake every 15 s: SSE keep-alives (which also find dead event
+         * streams) and the CRL's refresh before it goes stale. */
+        struct timespec tick = {15, 0};
+        sig = sigtimedwait(&sigs, NULL, &tick);
+        if (sig < 0) {
+            events_keepalive(a.events);
+            revocation_tick(a.revocation, time(NULL));
             continue;
+        }
         if (sig == SIGHUP) {
             config fresh;
             e = config_reload(&fresh, argc, argv, err, sizeof(err));
@@ -160,7 +179,12 @@ static int cmd_serve(config *cfg, int argc, char **argv)
     atomic_store(&a.ready, 0);
     rc = 0;
 out:
+    /* Event streams end first, or their connections would hold the
+     * listeners open. */
+    events_shutdown(a.events);
     http_stop(srv, 10000);
+    events_close(a.events);
+    revocation_close(a.revocation);
     checker_close(a.checker);
     tokens_close(a.tokens);
     datadir_unload(&a);

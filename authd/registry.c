@@ -394,49 +394,75 @@ ad_err registry_apikey_create(store *st, const char *actor, const char *name,
     return e;
 }
 
+ad_err registry_revoke_cert(store_txn *tx, const char *actor,
+                            const char *serial, const char *reason,
+                            json_t *revoked)
+{
+    json_t *rec = NULL, *crl = NULL;
+    const char *status;
+    char now[32];
+    ad_err e;
+
+    if ((e = store_get(tx, STORE_CERTS, serial, &rec)) != AD_OK)
+        return e;
+    status = json_string_value(json_object_get(rec, "status"));
+    if (status && strcmp(status, "revoked") == 0) {
+        json_decref(rec);
+        return AD_ECONFLICT;
+    }
+    util_time_rfc3339(time(NULL), now, sizeof(now));
+    json_object_set_new(rec, "status", json_string("revoked"));
+    json_object_set_new(rec, "revoked_at", json_string(now));
+    json_object_set_new(rec, "reason", json_string(reason));
+    e = store_put(tx, STORE_CERTS, serial, rec, 0);
+    /* The CRL is built from this table alone, not from a scan of all
+     * certificates. */
+    crl = json_pack("{s:s, s:s, s:s}", "serial", serial, "revoked_at", now,
+                    "reason", reason);
+    if (e == AD_OK)
+        e = crl ? store_put(tx, STORE_REVOKED_CERTS, serial, crl, 0)
+                : AD_ENOMEM;
+    if (e == AD_OK) {
+        json_t *detail = json_pack("{s:O, s:s}", "device_id",
+                                   json_object_get(rec, "device_id"),
+                                   "reason", reason);
+        e = store_audit(tx, actor, "cert.revoke", serial, detail);
+        json_decref(detail);
+    }
+    if (e == AD_OK && revoked)
+        json_array_append_new(
+            revoked, json_pack("{s:s, s:O, s:O}", "serial", serial,
+                               "fingerprint", json_object_get(rec, "fingerprint"),
+                               "device_id", json_object_get(rec, "device_id")));
+    json_decref(crl);
+    json_decref(rec);
+    return e;
+}
+
 ad_err registry_revoke_device_certs(store_txn *tx, const char *actor,
                                     const char *device_id, const char *reason,
                                     json_t *revoked)
 {
     json_t *vals = NULL, *v;
     const char *after = NULL;
-    char cursor[16 + CA_SERIAL_HEX_MAX + 1] = "", now[32];
+    char cursor[16 + CA_SERIAL_HEX_MAX + 1] = "";
     size_t i;
     int more = 1;
     ad_err e = AD_OK;
 
-    util_time_rfc3339(time(NULL), now, sizeof(now));
     while (more && e == AD_OK) {
         e = store_index_list(tx, STORE_IX_CERTS_BY_DEVICE, device_id, after,
                              256, &vals, &more);
         if (e != AD_OK)
             break;
         json_array_foreach(vals, i, v) {
-            const char *serial = registry_ix_serial(json_string_value(v));
-            const char *status;
-            json_t *rec = NULL;
-
             util_strlcpy(cursor, json_string_value(v), sizeof(cursor));
-            if (store_get(tx, STORE_CERTS, serial, &rec) != AD_OK)
-                continue;
-            status = json_string_value(json_object_get(rec, "status"));
-            if (status == NULL || strcmp(status, "revoked") != 0) {
-                json_object_set_new(rec, "status", json_string("revoked"));
-                json_object_set_new(rec, "revoked_at", json_string(now));
-                json_object_set_new(rec, "reason", json_string(reason));
-                e = store_put(tx, STORE_CERTS, serial, rec, 0);
-                if (e == AD_OK)
-                    e = store_audit(tx, actor, "cert.revoke", serial,
-                                    json_pack("{s:s, s:s}", "device_id",
-                                              device_id, "reason", reason));
-                if (e == AD_OK && revoked)
-                    json_array_append_new(
-                        revoked,
-                        json_pack("{s:s, s:O}", "serial", serial,
-                                  "fingerprint",
-                                  json_object_get(rec, "fingerprint")));
-            }
-            json_decref(rec);
+            e = registry_revoke_cert(tx, actor,
+                                     registry_ix_serial(json_string_value(v)),
+                                     reason, revoked);
+            /* Already revoked or gone: nothing to do for that one. */
+            if (e == AD_ECONFLICT || e == AD_ENOTFOUND)
+                e = AD_OK;
             if (e != AD_OK)
                 break;
         }

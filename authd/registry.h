@@ -68,10 +68,16 @@ ad_err registry_apikey_create(store *st, const char *actor, const char *name,
  * come out in issue order. This returns the serial inside such a value. */
 const char *registry_ix_serial(const char *value);
 
-/* Inside a write: marks every still-valid certificate of the device
- * revoked with an RFC 5280 reason name, auditing each. Appends
- * {"serial","fingerprint"} of each to revoked (so the caller can drop
- * cached identities after the commit). */
+/* Inside a write: revokes one certificate (status, revoked_at, reason,
+ * the CRL table, an audit entry). AD_ENOTFOUND if there is no such
+ * certificate, AD_ECONFLICT if it is already revoked. Appends
+ * {"serial","fingerprint","device_id"} to revoked if non-NULL. */
+ad_err registry_revoke_cert(store_txn *tx, const char *actor,
+                            const char *serial, const char *reason,
+                            json_t *revoked);
+
+/* Inside a write: revokes every still-valid certificate of the device
+ * with an RFC 5280 reason name, as registry_revoke_cert. */
 ad_err registry_revoke_device_certs(store_txn *tx, const char *actor,
                                     const char *device_id, const char *reason,
                                     json_t *revoked);

@@ -76,7 +76,18 @@ static const http_route table[] = {
     R("POST", "/v1/devices/{}/secret", LISTEN_MAIN, ACCESS_ADMIN,
       route_device_secret),
 
+    /* revocation (§9) */
+    R("POST", "/v1/certs/{}/revoke", LISTEN_MAIN, ACCESS_ADMIN,
+      route_cert_revoke),
+    R("POST", "/v1/devices/{}/revoke", LISTEN_MAIN, ACCESS_ADMIN,
+      route_device_revoke),
+    R("GET", "/v1/crl", LISTEN_ALL, ACCESS_PUBLIC, route_crl_der),
+    R("GET", "/v1/crl.pem", LISTEN_ALL, ACCESS_PUBLIC, route_crl_pem),
+    R("POST", "/v1/ocsp", LISTEN_ALL, ACCESS_PUBLIC, route_ocsp_post),
+    R("GET", "/v1/ocsp/{*}", LISTEN_ALL, ACCESS_PUBLIC, route_ocsp_get),
+
     /* brokers and gateways (§8): also on the check listener */
+    R("GET", "/v1/events", LISTEN_ALL, ACCESS_BROKER, route_events),
     R("POST", "/v1/check", LISTEN_ALL, ACCESS_BROKER, route_check),
     R("POST", "/v1/check/batch", LISTEN_ALL, ACCESS_BROKER,
       route_check_batch),

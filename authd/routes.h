@@ -73,4 +73,20 @@ void route_token_revoke(http_req *r);
 void route_token_key_rotate(http_req *r);
 void route_device_secret(http_req *r);
 
+/* routes_revoke.c */
+void route_cert_revoke(http_req *r);
+void route_device_revoke(http_req *r);
+void route_events(http_req *r);
+void route_crl_der(http_req *r);
+void route_crl_pem(http_req *r);
+void route_ocsp_post(http_req *r);
+void route_ocsp_get(http_req *r);
+/* After a revocation committed: drop cached identities, rebuild the
+ * CRL, publish a "revoked" event. revoked: [{"serial","fingerprint"}]. */
+void routes_after_revocation(app *a, const json_t *revoked, const char *device,
+                             const char *reason);
+/* Publishes an event (after its change committed). */
+void routes_publish(app *a, const char *type, const char *key,
+                    const char *value);
+
 #endif

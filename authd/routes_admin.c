@@ -318,8 +318,19 @@ void route_device_patch(http_req *r)
     w.id = r->param[0];
     w.patch = patch;
     e = store_write(r->app->st, device_update_write, &w);
-    if (e == AD_OK)
+    if (e == AD_OK) {
+        const char *st = json_string_value(json_object_get(patch, "status"));
         checker_forget_device(r->app->checker, w.id);
+        /* Broker plugins drop or refetch this device's statements. */
+        if (st && strcmp(st, "suspended") == 0)
+            routes_publish(r->app, "suspended", "device", w.id);
+        else if (st && strcmp(st, "active") == 0)
+            routes_publish(r->app, "resumed", "device", w.id);
+        if (json_object_get(patch, "groups") ||
+            json_object_get(patch, "policies") ||
+            json_object_get(patch, "attributes"))
+            routes_publish(r->app, "policy_changed", "device", w.id);
+    }
     if (e != AD_OK) {
         http_reply_error(r, e, w.why[0] ? w.why
                                : e == AD_ENOTFOUND ? "no such device"
@@ -354,19 +365,6 @@ static ad_err device_delete_write(store_txn *tx, void *arg)
     return e;
 }
 
-/* Drops cached identities of certificates a write revoked. */
-static void forget_certs(http_req *r, const json_t *revoked)
-{
-    const json_t *v;
-    size_t i;
-
-    json_array_foreach(revoked, i, v)
-        checker_forget_cert(r->app->checker,
-                            json_string_value(json_object_get(v, "serial")),
-                            json_string_value(
-                                json_object_get(v, "fingerprint")));
-}
-
 void route_device_delete(http_req *r)
 {
     struct device_write w;
@@ -377,10 +375,8 @@ void route_device_delete(http_req *r)
     w.id = r->param[0];
     w.result = json_array();
     e = store_write(r->app->st, device_delete_write, &w);
-    if (e == AD_OK) {
-        checker_forget_device(r->app->checker, w.id);
-        forget_certs(r, w.result);
-    }
+    if (e == AD_OK)
+        routes_after_revocation(r->app, w.result, w.id, "cessationOfOperation");
     json_decref(w.result);
     if (e != AD_OK) {
         http_reply_error(r, e, e == AD_ENOTFOUND ? "no such device" : NULL);

@@ -57,6 +57,8 @@ static ad_err write_named(http_req *r, store_table t, const char *action,
         return e;
     }
     checker_forget_policies(r->app->checker);
+    routes_publish(r->app, "policy_changed",
+                   t == STORE_POLICIES ? "policy" : "group", w.name);
     if (created)
         *created = w.created;
     return AD_OK;

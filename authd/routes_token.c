@@ -232,6 +232,7 @@ void route_token_revoke(http_req *r)
     } else if ((e = tokens_revoke(r->app->tokens, r->actor, jti)) != AD_OK) {
         http_reply_error(r, e, NULL);
     } else {
+        routes_publish(r->app, "token_revoked", "jti", jti);
         http_reply_json(r, 200, json_pack("{s:s, s:b}", "jti", jti, "revoked", 1));
     }
     json_decref(body);

@@ -20,7 +20,7 @@
 
 static const char *const table_names[STORE_TABLE__COUNT] = {
     "devices", "certs", "enrollments", "apikeys", "meta", "policies", "groups",
-    "revoked_jtis", "device_secrets",
+    "revoked_jtis", "device_secrets", "revoked_certs",
 };
 static const char *const index_names[STORE_IX__COUNT] = {
     "ix_certs_by_device", "ix_certs_by_enrollment", "ix_certs_by_fpr",

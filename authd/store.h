@@ -32,6 +32,7 @@ typedef enum {
     STORE_GROUPS,      /* by name: {"name","policies"} */
     STORE_REVOKED_JTIS, /* by jti: {"jti","revoked_at","keep_until"} */
     STORE_DEVICE_SECRETS, /* by device id: {"argon2id": encoded hash} */
+    STORE_REVOKED_CERTS, /* by serial: {"revoked_at","reason"}: the CRL */
     STORE_TABLE__COUNT
 } store_table;
 

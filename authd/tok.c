@@ -30,6 +30,7 @@ enum {
     PAYLOAD_RAW_MAX = TOK_JWT_MAX / 4 * 3,
     /* A rotation adds one key; 64 live keys is years of rotations. */
     RING_MAX = 64,
+    /* A P-256 key is ~250 bytes of PEM; this only bounds the parse. */
     PEM_MAX = 16384,
 };
 

@@ -379,6 +379,7 @@ ad_err ca_open(const char *issuing_cert_pem, const char *issuing_key_pem,
     ca_cert_fields f;
     uint8_t *first = NULL;
     size_t first_len = 0, next = 0, chain_len;
+    int h;
     ad_err rc;
 
     *out = NULL;
@@ -446,6 +447,22 @@ ad_err ca_open(const char *issuing_cert_pem, const char *issuing_key_pem,
          * match by key id would compute. */
         SHA1(f.spk_bits.p, f.spk_bits.len, c->ski);
         c->ski_len = SHA_DIGEST_LENGTH;
+    }
+    /* What OCSP requests name us by (RFC 6960 4.1.1): hashes of the
+     * subject Name DER and of the subjectPublicKey bits, for each CertID
+     * hash we accept, computed once so that a request costs a memcmp. */
+    SHA1(f.spk_bits.p, f.spk_bits.len, c->key_sha1);
+    for (h = 0; h < CA_OCSP_HASHES; h++) {
+        const EVP_MD *md = ca_ocsp_hash_md((ca_ocsp_hash)h);
+
+        if (md == NULL ||
+            EVP_Digest(f.subject.p, f.subject.len, c->name_hash[h], NULL,
+                       md, NULL) != 1 ||
+            EVP_Digest(f.spk_bits.p, f.spk_bits.len, c->key_hash[h], NULL,
+                       md, NULL) != 1) {
+            rc = ad_errf(AD_ECRYPTO, err, errlen, "cannot hash the issuing certificate");
+            goto out;
+        }
     }
     /* The chain we present must start with the certificate we sign with. */
     if (pem_next(chain_pem, chain_len, cert_label, CHAIN_CERT_MAX, &first,

@@ -33,6 +33,10 @@ struct ca_csr {
     char *cn;            /* NULL if the subject has no commonName */
 };
 
+/* The CertID hash algorithms whose issuer hashes ca_open precomputes,
+ * indexed by ca_ocsp_hash (CA_OCSP_HASH_OTHER excluded). */
+enum { CA_OCSP_HASHES = CA_OCSP_HASH_OTHER, CA_HASH_MAX = 64 };
+
 struct ca {
     EVP_PKEY *pkey;      /* the issuing private key */
     EC_KEY *ec;          /* the same key, for the ECDSA fast path; or NULL */
@@ -42,10 +46,30 @@ struct ca {
     der_span subject;    /* the issuing cert's subject Name TLV, in cert_der */
     uint8_t ski[64];     /* the issuing cert's subject key identifier */
     size_t ski_len;
+    /* OCSP (RFC 6960): SHA-1 of the subjectPublicKey bits (the responder
+     * ID byKey), and per CertID hash the hashes of the subject Name DER
+     * and of the subjectPublicKey bits, so matching a request is a
+     * memcmp. */
+    uint8_t key_sha1[20];
+    uint8_t name_hash[CA_OCSP_HASHES][CA_HASH_MAX];
+    uint8_t key_hash[CA_OCSP_HASHES][CA_HASH_MAX];
     char *chain_pem;
     char *subject_str;
     int64_t not_before, not_after;
 };
+
+/* The signatureAlgorithm encoding (complete AlgorithmIdentifier TLV) and
+ * digest the issuing key signs with (*md NULL for Ed25519): ECDSA with
+ * SHA-256 for P-256, SHA-384 for P-384, sha256WithRSAEncryption, Ed25519. */
+void ca_sig_alg(const ca *c, const uint8_t **alg, size_t *len,
+                const EVP_MD **md);
+/* Signs w->buf[tbs_pos .. w->len) with the issuing key (the pre-parsed
+ * EC_KEY when there is one) and appends alg and the signature BIT
+ * STRING. 0, or -1 with nothing useful written. */
+int ca_write_signature(der_w *w, const ca *c, const EVP_MD *md,
+                       const uint8_t *alg, size_t alg_len, size_t tbs_pos);
+/* The digest of a CertID hash algorithm (NULL for CA_OCSP_HASH_OTHER). */
+const EVP_MD *ca_ocsp_hash_md(ca_ocsp_hash h);
 
 /* The named-curve groups, built once (pthread_once) and only read
  * afterwards, so every thread may share them. NULL on failure. */

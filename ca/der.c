@@ -292,7 +292,9 @@ static void put2(char *p, unsigned v)
     p[1] = (char)('0' + v % 10);
 }
 
-void derw_time(der_w *w, int64_t t)
+/* Writes t as UTCTime (years 1950..2049, unless gen) or
+ * GeneralizedTime, always in the seconds-and-Z form. */
+static void write_time(der_w *w, int64_t t, int gen)
 {
     int64_t days = t / 86400, rem = t % 86400, y;
     unsigned mo, d;
@@ -308,7 +310,9 @@ void derw_time(der_w *w, int64_t t)
         w->err = 1;
         return;
     }
-    if (y >= 2050) {
+    if (y >= 2050)
+        gen = 1;
+    if (gen) {
         put2(s, (unsigned)(y / 100));
         n = 2;
     }
@@ -319,7 +323,17 @@ void derw_time(der_w *w, int64_t t)
     put2(s + n + 8, (unsigned)(rem / 60 % 60));
     put2(s + n + 10, (unsigned)(rem % 60));
     s[n + 12] = 'Z';
-    derw_tlv(w, y >= 2050 ? DER_GENERALIZEDTIME : DER_UTCTIME, s, n + 13);
+    derw_tlv(w, gen ? DER_GENERALIZEDTIME : DER_UTCTIME, s, n + 13);
+}
+
+void derw_time(der_w *w, int64_t t)
+{
+    write_time(w, t, 0);
+}
+
+void derw_gentime(der_w *w, int64_t t)
+{
+    write_time(w, t, 1);
 }
 
 uint8_t *derw_take(der_w *w, size_t *len)

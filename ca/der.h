@@ -28,7 +28,10 @@ enum {
     DER_BMPSTRING = 0x1e,
     DER_SEQUENCE = 0x30,
     DER_SET = 0x31,
+    DER_ENUMERATED = 0x0a,
     DER_CTX0 = 0xa0, /* [0] constructed */
+    DER_CTX1 = 0xa1,
+    DER_CTX2 = 0xa2,
     DER_CTX3 = 0xa3  /* [3] constructed */
 };
 
@@ -82,6 +85,8 @@ void derw_uint(der_w *w, const uint8_t *mag, size_t n);
 /* UTCTime for years 1950..2049, GeneralizedTime otherwise (RFC 5280
  * 4.1.2.5). Years outside 1950..9999 set err. */
 void derw_time(der_w *w, int64_t t);
+/* Always GeneralizedTime (OCSP's times), years 1950..9999. */
+void derw_gentime(der_w *w, int64_t t);
 /* Hands the buffer over: returns it (caller frees) and resets w. NULL if
  * an error occurred. */
 uint8_t *derw_take(der_w *w, size_t *len);

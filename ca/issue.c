@@ -53,8 +53,8 @@ static const uint8_t ku_ec[] = {0x03, 0x02, 0x03, 0x88};
 static const uint8_t ku_rsa[] = {0x03, 0x02, 0x05, 0xa0};
 static const uint8_t ku_sig[] = {0x03, 0x02, 0x07, 0x80};
 
-static void issuer_alg(const ca *c, const uint8_t **alg, size_t *len,
-                       const EVP_MD **md)
+void ca_sig_alg(const ca *c, const uint8_t **alg, size_t *len,
+                const EVP_MD **md)
 {
     switch (c->kind) {
     case CA_KEY_EC_P384:
@@ -341,9 +341,10 @@ out:
 
 /* Signs the TBSCertificate (w->buf[tbs_pos .. w->len)) with the issuing
  * key, then appends signatureAlgorithm and signatureValue. Signing comes
- * first because appending may move the buffer. */
-static int write_signature(der_w *w, const ca *c, const EVP_MD *md,
-                           const uint8_t *alg, size_t alg_len, size_t tbs_pos)
+ * first because appending may move the buffer. Shared with the CRL and
+ * OCSP encoders, which sign the same way. */
+int ca_write_signature(der_w *w, const ca *c, const EVP_MD *md,
+                       const uint8_t *alg, size_t alg_len, size_t tbs_pos)
 {
     /* Large enough for RSA-16384 and any ECDSA signature. */
     uint8_t sig[2048];
@@ -389,7 +390,7 @@ ad_err ca_issue(const ca *c, const ca_csr *csr, const ca_profile *p,
         return ad_errf(AD_ECRYPTO, err, errlen, "the random generator failed");
     out->serial[0] = (uint8_t)(1 + out->serial[0] % 0x7f);
     out->serial_len = CA_SERIAL_MAX;
-    issuer_alg(c, &alg, &alg_len, &md);
+    ca_sig_alg(c, &alg, &alg_len, &md);
 
     derw_init(&w, CERT_INITIAL, CA_CERT_MAX);
     cert = derw_begin(&w, DER_SEQUENCE);
@@ -420,7 +421,7 @@ ad_err ca_issue(const ca *c, const ca_csr *csr, const ca_profile *p,
                      "validity outside 1950-9999 or certificate too large");
         goto out;
     }
-    if (write_signature(&w, c, md, alg, alg_len, tbs) != 0) {
+    if (ca_write_signature(&w, c, md, alg, alg_len, tbs) != 0) {
         rc = ad_errf(AD_ECRYPTO, err, errlen, "signing failed");
         goto out;
     }

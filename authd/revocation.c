@@ -1,0 +1,300 @@
+/* See revocation.h. The CRL is an immutable snapshot swapped under a
+ * mutex; readers copy it out. The CRL number lives in the store so it
+ * only ever grows, across restarts too. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "revocation.h"
+#include "util.h"
+
+struct crl_snapshot {
+    uint8_t *der;
+    size_t len;
+    char *pem;
+    uint64_t number;
+    time_t this_update;
+};
+
+struct revocation {
+    store *st;
+    const ca *ca;
+    checker *chk;
+    long crl_seconds;
+    pthread_mutex_t lock;         /* guards cur */
+    pthread_mutex_t refresh_lock; /* one rebuild at a time */
+    struct crl_snapshot cur;
+};
+
+static void snapshot_free(struct crl_snapshot *s)
+{
+    free(s->der);
+    free(s->pem);
+    memset(s, 0, sizeof(*s));
+}
+
+/* Reads every revoked certificate from the CRL table. */
+static ad_err load_revoked(store *st, ca_revoked **out, size_t *n)
+{
+    ca_revoked *list = NULL;
+    size_t cap = 0, count = 0, i;
+    char cursor[CA_SERIAL_HEX_MAX + 1] = "";
+    const char *after = NULL;
+    store_txn *tx = NULL;
+    json_t *items = NULL, *v;
+    int more = 1;
+    ad_err e = AD_OK;
+
+    *out = NULL;
+    *n = 0;
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        return e;
+    while (more && e == AD_OK) {
+        e = store_list(tx, STORE_REVOKED_CERTS, "", after, 1000, &items,
+                       &more);
+        if (e != AD_OK)
+            break;
+        json_array_foreach(items, i, v) {
+            const char *serial = json_string_value(json_object_get(v, "serial"));
+            const char *ra = json_string_value(json_object_get(v, "revoked_at"));
+            const char *rn = json_string_value(json_object_get(v, "reason"));
+            ca_reason reason = CA_REASON_UNSPECIFIED;
+            time_t t = 0;
+
+            if (serial == NULL)
+                continue;
+            util_strlcpy(cursor, serial, sizeof(cursor));
+            if (count == cap) {
+                size_t ncap = cap ? cap * 2 : 1024;
+                ca_revoked *nl = realloc(list, ncap * sizeof(*list));
+                if (nl == NULL) {
+                    e = AD_ENOMEM;
+                    break;
+                }
+                list = nl;
+                cap = ncap;
+            }
+            if (ca_serial_from_hex(serial, list[count].serial,
+                                   &list[count].serial_len) != AD_OK)
+                continue;
+            if (ra)
+                util_parse_rfc3339(ra, &t);
+            if (rn)
+                ca_reason_from_name(rn, &reason);
+            /* removeFromCRL belongs to delta CRLs; show it unspecified. */
+            if (reason == CA_REASON_REMOVE_FROM_CRL)
+                reason = CA_REASON_UNSPECIFIED;
+            list[count].revoked_at = (int64_t)t;
+            list[count].reason = reason;
+            count++;
+        }
+        json_decref(items);
+        items = NULL;
+        after = cursor;
+    }
+    store_read_end(tx);
+    if (e != AD_OK) {
+        free(list);
+        return e;
+    }
+    *out = list;
+    *n = count;
+    return AD_OK;
+}
+
+static ad_err crl_number_write(store_txn *tx, void *arg)
+{
+    uint64_t *number = arg;
+    json_t *meta = NULL;
+    ad_err e;
+
+    e = store_get(tx, STORE_META, "crl", &meta);
+    if (e == AD_ENOTFOUND) {
+        meta = json_object();
+        e = AD_OK;
+    }
+    if (e != AD_OK)
+        return e;
+    *number = (uint64_t)json_integer_value(json_object_get(meta, "number")) + 1;
+    json_object_set_new(meta, "number", json_integer((json_int_t)*number));
+    e = store_put(tx, STORE_META, "crl", meta, 0);
+    json_decref(meta);
+    return e;
+}
+
+static ad_err rebuild(revocation *rv, char *err, size_t errlen)
+{
+    struct crl_snapshot fresh, old;
+    ca_revoked *list = NULL;
+    size_t n = 0;
+    time_t now = time(NULL);
+    ad_err e;
+
+    memset(&fresh, 0, sizeof(fresh));
+    pthread_mutex_lock(&rv->refresh_lock);
+    e = load_revoked(rv->st, &list, &n);
+    if (e == AD_OK)
+        e = store_write(rv->st, crl_number_write, &fresh.number);
+    if (e == AD_OK)
+        e = ca_crl_build(rv->ca, list, n, fresh.number, (int64_t)now,
+                         (int64_t)now + rv->crl_seconds, &fresh.der,
+                         &fresh.len, err, errlen);
+    if (e == AD_OK) {
+        fresh.pem = ca_crl_pem(fresh.der, fresh.len);
+        if (fresh.pem == NULL)
+            e = AD_ENOMEM;
+    }
+    fresh.this_update = now;
+    if (e == AD_OK) {
+        pthread_mutex_lock(&rv->lock);
+        old = rv->cur;
+        rv->cur = fresh;
+        pthread_mutex_unlock(&rv->lock);
+        snapshot_free(&old);
+        log_line("info", "event=crl_built number=%llu entries=%zu",
+                 (unsigned long long)fresh.number, n);
+    } else {
+        snapshot_free(&fresh);
+    }
+    pthread_mutex_unlock(&rv->refresh_lock);
+    free(list);
+    return e;
+}
+
+ad_err revocation_open(store *st, const ca *c, checker *chk, long crl_hours,
+                       revocation **out, char *err, size_t errlen)
+{
+    revocation *rv;
+    ad_err e;
+
+    *out = NULL;
+    rv = calloc(1, sizeof(*rv));
+    if (rv == NULL)
+        return AD_ENOMEM;
+    rv->st = st;
+    rv->ca = c;
+    rv->chk = chk;
+    rv->crl_seconds = (crl_hours > 0 ? crl_hours : 168) * 3600;
+    pthread_mutex_init(&rv->lock, NULL);
+    pthread_mutex_init(&rv->refresh_lock, NULL);
+    if ((e = rebuild(rv, err, errlen)) != AD_OK) {
+        revocation_close(rv);
+        return e;
+    }
+    *out = rv;
+    return AD_OK;
+}
+
+void revocation_close(revocation *rv)
+{
+    if (rv == NULL)
+        return;
+    snapshot_free(&rv->cur);
+    pthread_mutex_destroy(&rv->lock);
+    pthread_mutex_destroy(&rv->refresh_lock);
+    free(rv);
+}
+
+void revocation_refresh(revocation *rv)
+{
+    char err[256] = "";
+    ad_err e = rebuild(rv, err, sizeof(err));
+
+    if (e != AD_OK)
+        log_line("error", "event=crl_build_failed code=%s message=\"%s\"",
+                 ad_err_code(e), err);
+}
+
+void revocation_tick(revocation *rv, time_t now)
+{
+    time_t built;
+
+    pthread_mutex_lock(&rv->lock);
+    built = rv->cur.this_update;
+    pthread_mutex_unlock(&rv->lock);
+    if (now - built > rv->crl_seconds / 2)
+        revocation_refresh(rv);
+}
+
+ad_err revocation_crl_der(revocation *rv, uint8_t **der, size_t *len)
+{
+    ad_err e = AD_OK;
+
+    pthread_mutex_lock(&rv->lock);
+    *der = malloc(rv->cur.len ? rv->cur.len : 1);
+    if (*der == NULL)
+        e = AD_ENOMEM;
+    else
+        memcpy(*der, rv->cur.der, rv->cur.len);
+    *len = rv->cur.len;
+    pthread_mutex_unlock(&rv->lock);
+    return e;
+}
+
+ad_err revocation_crl_pem(revocation *rv, char **pem)
+{
+    pthread_mutex_lock(&rv->lock);
+    *pem = rv->cur.pem ? strdup(rv->cur.pem) : NULL;
+    pthread_mutex_unlock(&rv->lock);
+    return *pem ? AD_OK : AD_ENOMEM;
+}
+
+static void error_response(ca_ocsp_error status, uint8_t **resp,
+                           size_t *resp_len)
+{
+    *resp = malloc(CA_OCSP_ERROR_LEN);
+    *resp_len = *resp ? ca_ocsp_error_response(status, *resp) : 0;
+}
+
+void revocation_ocsp(revocation *rv, const uint8_t *req, size_t len,
+                     uint8_t **resp, size_t *resp_len)
+{
+    ca_ocsp_request *parsed;
+    ca_ocsp_answer answers[CA_OCSP_MAX_IDS];
+    int64_t now = (int64_t)time(NULL);
+    size_t i, ours = 0;
+
+    *resp = NULL;
+    *resp_len = 0;
+    /* About 8 KiB: keep it off the (small) connection thread stacks. */
+    parsed = malloc(sizeof(*parsed));
+    if (parsed == NULL)
+        return;
+    if (ca_ocsp_request_parse(req, len, parsed, NULL, 0) != AD_OK) {
+        error_response(CA_OCSP_MALFORMED_REQUEST, resp, resp_len);
+        goto out;
+    }
+    memset(answers, 0, sizeof(answers));
+    for (i = 0; i < parsed->count; i++) {
+        int revoked = 0, reason = 0;
+        int64_t revoked_at = 0;
+
+        answers[i].this_update = now;
+        answers[i].next_update = 0; /* we always know the latest */
+        answers[i].status = CA_OCSP_UNKNOWN;
+        if (!ca_ocsp_id_is_ours(rv->ca, &parsed->ids[i]))
+            continue;
+        ours++;
+        if (checker_cert_status(rv->chk, parsed->ids[i].serial_hex, &revoked,
+                                &revoked_at, &reason) != AD_OK)
+            continue; /* never issued by us: unknown */
+        if (revoked) {
+            answers[i].status = CA_OCSP_REVOKED;
+            answers[i].revoked_at = revoked_at;
+            answers[i].reason = (ca_reason)reason;
+        } else {
+            answers[i].status = CA_OCSP_GOOD;
+        }
+    }
+    if (ours == 0) {
+        /* Not a CA we answer for (RFC 6960 2.3). */
+        error_response(CA_OCSP_UNAUTHORIZED, resp, resp_len);
+        goto out;
+    }
+    if (ca_ocsp_respond(rv->ca, parsed, answers, now, resp, resp_len, NULL,
+                        0) != AD_OK)
+        error_response(CA_OCSP_INTERNAL_ERROR, resp, resp_len);
+out:
+    free(parsed);
+}

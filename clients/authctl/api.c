@@ -1,0 +1,460 @@
+/* The libcurl side of authctl. Each request goes through api_raw, which
+ * bounds what it reads, never follows redirects (a redirect could carry
+ * the bearer credential elsewhere) and tells transport failures (exit 3)
+ * apart from answers (exit 1 when they are refusals). */
+#include "api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+
+#include "ctl.h"
+#include "out.h"
+
+enum {
+    URL_MAX = 1024,
+    BEARER_MAX = 1024,
+    ANSWER_MAX = 64 * 1024 * 1024, /* a CRL of ~1M entries; lists page */
+    CONNECT_TIMEOUT = 10
+};
+
+struct api {
+    CURL *curl;
+    char *url;
+    char *bearer;
+    char *cacert;
+    long timeout;
+};
+
+struct sink {
+    char *buf;
+    size_t len, cap;
+    int too_big;
+};
+
+int api_global_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+}
+
+void api_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+static void free_secret(char *s)
+{
+    if (s) {
+        OPENSSL_cleanse(s, strlen(s));
+        free(s);
+    }
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+/* A credential goes into a header: refuse anything that could end it. */
+static int bearer_ok(const char *s)
+{
+    size_t n = 0;
+
+    for (; *s; s++, n++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+            return 0;
+    return n > 0 && n <= BEARER_MAX;
+}
+
+int api_open(const api_config *cfg, api **out, char *err, size_t errlen)
+{
+    api *a = NULL;
+    size_t n;
+    int rc = -1;
+
+    *out = NULL;
+    if (cfg->url == NULL || (strncmp(cfg->url, "https://", 8) != 0 &&
+                             strncmp(cfg->url, "http://", 7) != 0)) {
+        snprintf(err, errlen, "the server URL must start with https:// or "
+                              "http://");
+        goto out;
+    }
+    if (strlen(cfg->url) > URL_MAX) {
+        snprintf(err, errlen, "the server URL is longer than %d bytes",
+                 URL_MAX);
+        goto out;
+    }
+    if (cfg->bearer && !bearer_ok(cfg->bearer)) {
+        snprintf(err, errlen, "the credential must be 1..%d printable "
+                              "characters without spaces", BEARER_MAX);
+        goto out;
+    }
+    if ((a = calloc(1, sizeof(*a))) == NULL ||
+        (a->url = strdup(cfg->url)) == NULL ||
+        (cfg->bearer && (a->bearer = strdup(cfg->bearer)) == NULL) ||
+        (cfg->cacert && (a->cacert = strdup(cfg->cacert)) == NULL) ||
+        (a->curl = curl_easy_init()) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    /* Paths are appended to the URL; drop its trailing slashes. */
+    n = strlen(a->url);
+    while (n > 0 && a->url[n - 1] == '/')
+        a->url[--n] = '\0';
+    a->timeout = cfg->timeout > 0 ? cfg->timeout : 60;
+    *out = a;
+    a = NULL;
+    rc = 0;
+out:
+    api_close(a);
+    return rc;
+}
+
+int api_clone(const api *a, const char *bearer, api **out, char *err,
+              size_t errlen)
+{
+    api_config cfg;
+
+    cfg.url = a->url;
+    cfg.bearer = bearer;
+    cfg.cacert = a->cacert;
+    cfg.timeout = a->timeout;
+    return api_open(&cfg, out, err, errlen);
+}
+
+void api_close(api *a)
+{
+    if (a == NULL)
+        return;
+    if (a->curl)
+        curl_easy_cleanup(a->curl);
+    free(a->url);
+    free_secret(a->bearer);
+    free(a->cacert);
+    free(a);
+}
+
+const char *api_url(const api *a)
+{
+    return a->url;
+}
+
+void api_resp_clear(api_resp *r)
+{
+    if (r) {
+        free(r->body);
+        memset(r, 0, sizeof(*r));
+    }
+}
+
+static size_t on_data(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct sink *s = arg;
+    size_t n = size * nmemb;
+
+    if (n > ANSWER_MAX - s->len) {
+        s->too_big = 1;
+        return 0; /* makes curl fail with CURLE_WRITE_ERROR */
+    }
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = s->cap ? s->cap : 4096;
+        char *p;
+        while (cap < s->len + n + 1)
+            cap *= 2;
+        if ((p = realloc(s->buf, cap)) == NULL)
+            return 0;
+        s->buf = p;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, data, n);
+    s->len += n;
+    s->buf[s->len] = '\0';
+    return n;
+}
+
+int api_raw(api *a, const char *method, const char *path, const char *ctype,
+            const void *body, size_t len, api_resp *out)
+{
+    struct curl_slist *hdrs = NULL, *h;
+    struct sink sink = {NULL, 0, 0, 0};
+    char errbuf[CURL_ERROR_SIZE] = "", ctbuf[128];
+    char *url = NULL, *auth = NULL;
+    size_t ulen = strlen(a->url) + strlen(path) + 1, alen;
+    CURLcode cc;
+    int rc = CTL_FAILED;
+
+    memset(out, 0, sizeof(*out));
+    if ((url = malloc(ulen)) == NULL)
+        goto nomem;
+    snprintf(url, ulen, "%s%s", a->url, path);
+    /* reset keeps the live connection and TLS session for the next call. */
+    curl_easy_reset(a->curl);
+    h = curl_slist_append(hdrs, "Accept: application/json");
+    if (h == NULL)
+        goto nomem;
+    hdrs = h;
+    /* No "Expect: 100-continue" round trip for bodies. */
+    if ((h = curl_slist_append(hdrs, "Expect:")) == NULL)
+        goto nomem;
+    hdrs = h;
+    if (a->bearer) {
+        alen = strlen(a->bearer) + sizeof("Authorization: Bearer ");
+        if ((auth = malloc(alen)) == NULL)
+            goto nomem;
+        snprintf(auth, alen, "Authorization: Bearer %s", a->bearer);
+        if ((h = curl_slist_append(hdrs, auth)) == NULL)
+            goto nomem;
+        hdrs = h;
+    }
+    if (ctype) {
+        snprintf(ctbuf, sizeof(ctbuf), "Content-Type: %s", ctype);
+        if ((h = curl_slist_append(hdrs, ctbuf)) == NULL)
+            goto nomem;
+        hdrs = h;
+    }
+    curl_easy_setopt(a->curl, CURLOPT_URL, url);
+    curl_easy_setopt(a->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(a->curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(a->curl, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(a->curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(a->curl, CURLOPT_CONNECTTIMEOUT, (long)CONNECT_TIMEOUT);
+    curl_easy_setopt(a->curl, CURLOPT_TIMEOUT, a->timeout);
+    curl_easy_setopt(a->curl, CURLOPT_USERAGENT, "authctl/" AUTHCTL_VERSION);
+    curl_easy_setopt(a->curl, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(a->curl, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(a->curl, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(a->curl, CURLOPT_WRITEDATA, &sink);
+    if (a->cacert)
+        curl_easy_setopt(a->curl, CURLOPT_CAINFO, a->cacert);
+    if (strcmp(method, "GET") != 0)
+        curl_easy_setopt(a->curl, CURLOPT_CUSTOMREQUEST, method);
+    if (body) {
+        curl_easy_setopt(a->curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t)len);
+        curl_easy_setopt(a->curl, CURLOPT_POSTFIELDS, body);
+    }
+    cc = curl_easy_perform(a->curl);
+    if (sink.too_big) {
+        fprintf(stderr, "authctl: the server's answer exceeds %d bytes\n",
+                ANSWER_MAX);
+        goto out;
+    }
+    if (cc == CURLE_OUT_OF_MEMORY || (cc == CURLE_WRITE_ERROR))
+        goto nomem;
+    if (cc != CURLE_OK) {
+        fprintf(stderr, "authctl: cannot reach %s: %s\n", a->url,
+                errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        rc = CTL_UNREACHABLE;
+        goto out;
+    }
+    curl_easy_getinfo(a->curl, CURLINFO_RESPONSE_CODE, &out->status);
+    if (sink.buf == NULL && (sink.buf = calloc(1, 1)) == NULL)
+        goto nomem;
+    out->body = sink.buf;
+    out->len = sink.len;
+    sink.buf = NULL;
+    rc = CTL_OK;
+    goto out;
+nomem:
+    fprintf(stderr, "authctl: out of memory\n");
+    rc = CTL_FAILED;
+out:
+    /* The handle must not keep pointers to what is freed here. */
+    curl_easy_setopt(a->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(a->curl, CURLOPT_ERRORBUFFER, NULL);
+    curl_slist_free_all(hdrs);
+    free_secret(auth);
+    free(url);
+    free(sink.buf);
+    return rc;
+}
+
+void api_error_message(const api_resp *r, char *buf, size_t len)
+{
+    json_t *j = NULL, *e;
+    const char *code, *msg;
+    char safe_msg[512], safe_code[64];
+
+    if (r->len > 0)
+        j = json_loadb(r->body, r->len, 0, NULL);
+    e = json_object_get(j, "error");
+    code = json_string_value(json_object_get(e, "code"));
+    msg = json_string_value(json_object_get(e, "message"));
+    if (msg)
+        snprintf(buf, len, "%s (HTTP %ld%s%s)",
+                 out_sanitize(msg, safe_msg, sizeof(safe_msg)), r->status,
+                 code ? " " : "",
+                 out_sanitize(code ? code : "", safe_code, sizeof(safe_code)));
+    else
+        snprintf(buf, len, "the server answered HTTP %ld", r->status);
+    json_decref(j);
+}
+
+int api_refused(const api_resp *r)
+{
+    char msg[640];
+
+    api_error_message(r, msg, sizeof(msg));
+    fprintf(stderr, "authctl: %s\n", msg);
+    return CTL_FAILED;
+}
+
+int api_json(api *a, const char *method, const char *path,
+             const json_t *body, json_t **out)
+{
+    api_resp r;
+    json_error_t jerr;
+    char *text = NULL;
+    int rc;
+
+    *out = NULL;
+    if (body && (text = json_dumps(body, JSON_COMPACT)) == NULL) {
+        fprintf(stderr, "authctl: out of memory\n");
+        return CTL_FAILED;
+    }
+    rc = api_raw(a, method, path, text ? "application/json" : NULL, text,
+                 text ? strlen(text) : 0, &r);
+    if (rc != CTL_OK)
+        goto out;
+    if (r.status < 200 || r.status > 299) {
+        rc = api_refused(&r);
+        goto out;
+    }
+    if (r.len == 0)
+        goto out;
+    if ((*out = json_loadb(r.body, r.len, 0, &jerr)) == NULL) {
+        fprintf(stderr, "authctl: the server's answer is not JSON: %s\n",
+                jerr.text);
+        rc = CTL_FAILED;
+    }
+out:
+    free(text);
+    api_resp_clear(&r);
+    return rc;
+}
+
+int api_list(api *a, const char *path, const char *after, long page_size,
+             long limit, json_t **out)
+{
+    json_t *items = json_array(), *page = NULL, *next;
+    char *cursor = after ? strdup(after) : NULL, *full = NULL;
+    char num[32];
+    int rc = CTL_FAILED;
+
+    *out = NULL;
+    if (items == NULL || (after && cursor == NULL) ||
+        (full = malloc(API_PATH_MAX)) == NULL)
+        goto nomem;
+    for (;;) {
+        long want = page_size;
+        size_t have = json_array_size(items);
+
+        if (limit > 0 && (size_t)limit - have < (size_t)want)
+            want = limit - (long)have;
+        snprintf(num, sizeof(num), "%ld", want);
+        snprintf(full, API_PATH_MAX, "%s", path);
+        if (api_query_add(full, API_PATH_MAX, "limit", num) != 0 ||
+            api_query_add(full, API_PATH_MAX, "after", cursor) != 0) {
+            fprintf(stderr, "authctl: the request path is too long\n");
+            goto out;
+        }
+        json_decref(page);
+        if ((rc = api_json(a, "GET", full, NULL, &page)) != CTL_OK)
+            goto out;
+        rc = CTL_FAILED;
+        next = json_object_get(page, "next");
+        if (!json_is_array(json_object_get(page, "items")) ||
+            (next && !json_is_null(next) && !json_is_string(next))) {
+            fprintf(stderr, "authctl: the server's list answer is not "
+                            "{\"items\":[...],\"next\":...}\n");
+            goto out;
+        }
+        if (json_array_extend(items, json_object_get(page, "items")) != 0)
+            goto nomem;
+        if (!json_is_string(next)) {
+            next = json_null();
+            break;
+        }
+        if (limit > 0 && json_array_size(items) >= (size_t)limit)
+            break;
+        if (cursor && strcmp(cursor, json_string_value(next)) == 0) {
+            fprintf(stderr, "authctl: the list cursor did not advance\n");
+            goto out;
+        }
+        free(cursor);
+        if ((cursor = strdup(json_string_value(next))) == NULL)
+            goto nomem;
+    }
+    *out = json_pack("{s:O, s:O}", "items", items, "next", next);
+    if (*out == NULL)
+        goto nomem;
+    rc = CTL_OK;
+    goto out;
+nomem:
+    fprintf(stderr, "authctl: out of memory\n");
+    rc = CTL_FAILED;
+out:
+    json_decref(page);
+    json_decref(items);
+    free(cursor);
+    free(full);
+    return rc;
+}
+
+/* Percent-encodes s into out; keep lists characters left as they are. */
+static int escape(const char *s, const char *keep, char *out, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        int plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                    (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+                    c == '_' || c == '~' || (c && strchr(keep, c));
+        if (n + (plain ? 1 : 3) >= len)
+            return -1;
+        if (plain) {
+            out[n++] = (char)c;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 15];
+        }
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+int api_path_add(char *buf, size_t len, const char *segment)
+{
+    size_t n = strlen(buf);
+
+    /* Device ids may hold ':'; it needs no escaping inside a path. */
+    if (n >= len || escape(segment, ":@", buf + n, len - n) != 0) {
+        if (n < len)
+            buf[n] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+int api_query_add(char *buf, size_t len, const char *key, const char *value)
+{
+    size_t n = strlen(buf);
+    int w;
+
+    if (value == NULL)
+        return 0;
+    w = snprintf(buf + n, len - n, "%c%s=", strchr(buf, '?') ? '&' : '?',
+                 key);
+    if (w < 0 || (size_t)w >= len - n ||
+        escape(value, "", buf + n + (size_t)w, len - n - (size_t)w) != 0) {
+        buf[n] = '\0';
+        return -1;
+    }
+    return 0;
+}

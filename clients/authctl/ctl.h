@@ -1,0 +1,58 @@
+/* What every authctl command shares: the exit statuses scripts rely on,
+ * the context a command runs with, and the shape of the command table
+ * that main() dispatches on and prints help from. */
+#ifndef AUTHCTL_CTL_H
+#define AUTHCTL_CTL_H
+
+#include <stddef.h>
+
+#include "api.h"
+#include "args.h"
+
+/* Exit statuses (documented in `authctl --help`). A local failure such as
+ * an unwritable output directory counts as "the operation failed" (1). */
+enum {
+    CTL_OK = 0,
+    CTL_FAILED = 1,      /* refused by the server, or a local failure */
+    CTL_USAGE = 2,       /* bad command line */
+    CTL_UNREACHABLE = 3  /* connection refused, TLS failure, timeout */
+};
+
+typedef struct ctl {
+    api *api;          /* talks to the server with the admin credential */
+    int json;          /* --json: print the server's JSON */
+    long page_size;    /* items per list request */
+} ctl;
+
+typedef struct ctl_cmd {
+    const char *group;   /* "device" */
+    const char *name;    /* "add", or NULL for one-word commands */
+    const char *usage;   /* the arguments after the command words */
+    const char *summary; /* one line */
+    const char *details; /* more help text, or NULL */
+    const args_opt *opts;/* terminated by a {NULL} entry */
+    int min_pos, max_pos;
+    int (*run)(ctl *c, const args *a);
+} ctl_cmd;
+
+/* The command tables of each command module; *n is set to the count. */
+const ctl_cmd *cmd_registry_table(size_t *n);
+const ctl_cmd *cmd_pki_table(size_t *n);
+const ctl_cmd *cmd_provision_table(size_t *n);
+
+/* Prints "authctl: <message>" to stderr and returns CTL_USAGE, with a
+ * pointer to the command's --help. */
+int ctl_usage(const args *a, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Prints "authctl: <message>" to stderr and returns CTL_FAILED. */
+int ctl_fail(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+#endif
