@@ -90,6 +90,8 @@ static const char *reason_of(http_req *r, json_t **body)
                          "keyCompromise, cACompromise, affiliationChanged, "
                          "superseded, cessationOfOperation, certificateHold, "
                          "privilegeWithdrawn, aACompromise");
+        json_decref(*body);
+        *body = NULL;
         return NULL;
     }
     return reason;

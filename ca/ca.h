@@ -295,8 +295,10 @@ typedef struct {
 } ca_ocsp_answer;
 
 /* Builds a successful OCSPResponse carrying a BasicOCSPResponse signed
- * by the issuing CA key itself (RFC 6960 4.2.2.2; no certificates
- * included): responderID byKey (SHA-1 of the CA key), producedAt, one
+ * by the issuing CA key itself (RFC 6960 4.2.2.2, no delegated responder;
+ * the issuing certificate rides in certs so that a client holding only
+ * the root can find the signer): responderID byKey (SHA-1 of the CA
+ * key), producedAt, one
  * SingleResponse per req->ids[i] echoing its CertID with answers[i]
  * (req->count answers), and the request's nonce echoed in
  * responseExtensions. *der is malloc()ed and owned by the caller.

@@ -12,7 +12,7 @@
 enum {
     EXTENSIONS_MAX = 16,    /* request extensions we are willing to walk */
     RESPONSE_INITIAL = 512,
-    RESPONSE_MAX = 32 * 1024,
+    RESPONSE_MAX = 64 * 1024, /* 16 answers plus a CA certificate */
     REQ_VERSION_1 = 0
 };
 
@@ -363,6 +363,16 @@ ad_err ca_ocsp_respond(const ca *c, const ca_ocsp_request *req,
     if (ca_write_signature(&w, c, md, alg, alg_len, tbs) != 0) {
         rc = ad_errf(AD_ECRYPTO, err, errlen, "signing the OCSP response failed");
         goto out;
+    }
+    {
+        /* certs [0] EXPLICIT SEQUENCE OF Certificate: our own, so that
+         * `openssl ocsp -CAfile root-and-chain.pem` (no -issuer, no
+         * -VAfile) finds the signer and chains it to the root. */
+        size_t x = derw_begin(&w, DER_CTX0), seq = derw_begin(&w, DER_SEQUENCE);
+
+        derw_bytes(&w, c->cert_der, c->cert_der_len);
+        derw_end(&w, seq);
+        derw_end(&w, x);
     }
     derw_end(&w, basic);
     derw_end(&w, os);

@@ -53,11 +53,6 @@ static void free_secret(char *s)
     }
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
 /* A credential goes into a header: refuse anything that could end it. */
 static int bearer_ok(const char *s)
 {

@@ -8,6 +8,7 @@
 
 #include "api.h"
 #include "args.h"
+#include "out.h"
 
 /* Exit statuses (documented in `authctl --help`). A local failure such as
  * an unwritable output directory counts as "the operation failed" (1). */
@@ -54,5 +55,22 @@ int ctl_fail(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)))
 #endif
     ;
+
+/* Builds prefix + escaped segment + suffix into buf (API_PATH_MAX).
+ * Returns 0, or -1 when it does not fit. */
+int ctl_path(char *buf, size_t len, const char *prefix, const char *segment,
+             const char *suffix);
+
+/* Prints a record: its JSON with --json, else its fields but skip. */
+void ctl_print(const ctl *c, const json_t *j, const char *const *skip);
+
+/* Runs a list command: --limit from a (0: every page), the given start
+ * cursor, then a table of cols or the JSON. Returns the exit status. */
+int ctl_list(ctl *c, const args *a, const char *path, const char *after,
+             const out_col *cols, size_t ncols);
+
+/* The --limit option every list command has. */
+#define CTL_OPT_LIMIT \
+    {"limit", ARG_VALUE, "N", "print at most N items (default: all pages)"}
 
 #endif

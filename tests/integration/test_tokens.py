@@ -485,6 +485,53 @@ def test_suspending_a_device_deactivates_its_tokens_and_resuming_restores_them(
     assert connect_with(authd, dev.id, tok)["result"] == "allow"
 
 
+def test_revoking_a_device_ends_its_tokens_for_good(authd, admin, cert_device):
+    dev = cert_device()
+    tok = mint(authd, dev)["access_token"]
+    assert connect_with(authd, dev.id, tok)["result"] == "allow", "cache it"
+    r = admin.post("/v1/devices/%s/revoke" % dev.id, {"reason": "keyCompromise"})
+    assert r.status == 200, "POST /v1/devices/{id}/revoke: %r" % r
+    assert active(authd, tok) == {"active": False}, "a revoked device's tokens stop at once"
+    r = connect_with(authd, dev.id, tok)
+    assert r["result"] == "deny" and r["reason"] == "device_revoked", r
+
+
+def test_deleting_a_device_ends_its_tokens_even_if_the_id_is_reused(
+        authd, admin, group, cert_device):
+    dev = cert_device()
+    tok = mint(authd, dev)["access_token"]
+    assert connect_with(authd, dev.id, tok)["result"] == "allow", "cache it"
+    assert admin.delete("/v1/devices/" + dev.id).status in (200, 204)
+    assert active(authd, tok) == {"active": False}, "a deleted device's token is over"
+    assert connect_with(authd, dev.id, tok)["result"] == "deny"
+
+    # Deleting revokes the certificates so that they cannot come back to
+    # life under a new device of the same id; its tokens must not either.
+    r = admin.post("/v1/devices", {"id": dev.id, "groups": [group]})
+    assert r.status == 201, r
+    got = active(authd, tok)["active"]
+    r = connect_with(authd, dev.id, tok)
+    assert got is False and r["result"] == "deny", (
+        "a token minted for the deleted device must stay dead when the id is "
+        "reused: introspect active=%r, check %s/%s" % (got, r["result"], r["reason"]))
+
+
+def test_revoked_jtis_stay_revoked_after_a_restart(spawn_authd, devdir, tmp_path):
+    data = str(tmp_path / "rev")
+    d = spawn_authd(data_dir=data)
+    api = Api(d, d.admin_key)
+    dev = enroll_in(d, api, make_group(api), devdir)
+    tok, keep = mint(d, dev)["access_token"], mint(d, dev)["access_token"]
+    r = api.post("/v1/tokens/revoke", {"jti": pyjwt_verify(d, tok)["jti"]})
+    assert r.status == 200, r
+    d.stop_and_check()
+    d2 = spawn_authd(data_dir=data)
+    assert active(d2, tok) == {"active": False}, "revocations are stored, not only remembered"
+    r = connect_with(d2, dev.id, tok)
+    assert r["result"] == "deny" and r["reason"] == "token_revoked", r
+    assert active(d2, keep)["active"] is True, "the other token is untouched"
+
+
 def test_a_token_is_inactive_once_its_ttl_has_passed(spawn_authd, devdir):
     d = spawn_authd(extra_args=["--token-ttl", "2"])
     api = Api(d, d.admin_key)
@@ -497,12 +544,14 @@ def test_a_token_is_inactive_once_its_ttl_has_passed(spawn_authd, devdir):
     assert connect_with(d, dev.id, body["access_token"])["result"] == "allow", "cache it"
 
     time.sleep(max(0.0, claims["exp"] + 1.5 - time.time()))
-    got = active(d, body["access_token"])
+    got = active(d, body["access_token"])["active"]
     r = connect_with(d, dev.id, body["access_token"])
-    assert got == {"active": False}, (
+    assert got is False, (
         "RFC 7662: a token past its exp (%d, now %d) is not active; the issuer "
-        "is the only clock here, so clock-skew leeway does not apply: %r"
-        % (claims["exp"], time.time(), got))
+        "is the only clock here, so clock-skew leeway does not apply: "
+        "introspect active=%r, check %s/%s ttl %s expire_at %s"
+        % (claims["exp"], time.time(), got, r["result"], r["reason"], r["ttl"],
+           r.get("expire_at")))
     assert r["result"] == "deny" and r["reason"] == "token_expired", (
         "a broker must not admit a session with an expired token: %r" % r)
 
@@ -541,6 +590,12 @@ def _forge(kind, authd, dev, real):
         return es256(claims_for(dev.id, aud="some-other-service"), key, kid)
     if kind == "other-issuer":
         return es256(claims_for(dev.id, iss="https://issuer.example"), key, kid)
+    if kind == "not-yet-valid":
+        return es256(claims_for(dev.id, nbf=int(time.time()) + 3600), key, kid)
+    if kind == "no-exp":
+        c = claims_for(dev.id)
+        del c["exp"]
+        return es256(c, key, kid)
     raise ValueError(kind)
 
 
@@ -554,7 +609,8 @@ def test_a_token_signed_with_the_real_key_and_correct_claims_is_accepted(authd, 
 
 @pytest.mark.parametrize("kind", ["other-key-same-kid", "unknown-kid", "alg-none",
                                   "hs256-with-public-key", "expired", "tampered-payload",
-                                  "other-audience", "other-issuer"])
+                                  "other-audience", "other-issuer", "not-yet-valid",
+                                  "no-exp"])
 def test_a_forged_token_is_inactive_and_refused_at_check(authd, cert_device, kind):
     dev = cert_device()
     tok = _forge(kind, authd, dev, mint(authd, dev)["access_token"])
