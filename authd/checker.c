@@ -18,6 +18,7 @@
 
 #include "../ca/ca.h"
 #include "checker.h"
+#include "registry.h"
 #include "tokens.h"
 #include "util.h"
 
@@ -48,6 +49,7 @@ struct dev_entry {
     size_t ngroups;
     struct conn_set *sets;
     int nsets;
+    char incarnation[REGISTRY_INCARNATION_MAX]; /* "" for old records */
     char *secret_hash;       /* argon2id encoded, or NULL */
     int secret_ok;           /* secret_mac holds a verified secret */
     uint8_t secret_mac[32];  /* HMAC(checker key, last good secret) */
@@ -435,6 +437,12 @@ static ad_err dev_load(checker *c, const char *id, struct dev_entry **out)
     store_read_end(tx);
     tx = NULL;
 
+    util_strlcpy(d->incarnation,
+                 json_string_value(json_object_get(d->device, "incarnation"))
+                     ? json_string_value(
+                           json_object_get(d->device, "incarnation"))
+                     : "",
+                 sizeof(d->incarnation));
     status = json_string_value(json_object_get(d->device, "status"));
     d->status = status && strcmp(status, "suspended") == 0 ? DEV_SUSPENDED
                 : status && strcmp(status, "revoked") == 0 ? DEV_REVOKED
@@ -618,11 +626,23 @@ static int looks_like_jwt(const char *s)
     return dot2 != NULL && strchr(dot2 + 1, '.') == NULL;
 }
 
+/* Is the certificate a token is bound to still one we vouch for? */
+static int bound_cert_valid(checker *c, const token_entry *tok, time_t now)
+{
+    struct cert_entry ce;
+    char bound[65];
+
+    ca_hex(tok->cnf, 32, bound);
+    return cert_find(c, NULL, bound, &ce) == AD_OK && !ce.revoked &&
+           (int64_t)now <= ce.not_after;
+}
+
 /* Decides on an established device identity (under the device's lock). */
 static void decide_for(checker *c, const char *device_id,
                        const check_request *req, const token_entry *tok,
                        time_t now, check_result *out)
 {
+    int bound_ok;
     struct dev_entry *d = NULL;
     struct shard *sh = NULL;
     pol_set *set;
@@ -631,6 +651,8 @@ static void decide_for(checker *c, const char *device_id,
     ad_err err;
 
     util_strlcpy(out->device, device_id, sizeof(out->device));
+    /* Looked up before the device lock: it may read the store. */
+    bound_ok = tok == NULL || !tok->has_cnf || bound_cert_valid(c, tok, now);
     err = dev_find_locked(c, device_id, &d, &sh);
     if (err != AD_OK) {
         deny(out, err == AD_ENOTFOUND ? "unknown_device" : "store_error");
@@ -639,6 +661,20 @@ static void decide_for(checker *c, const char *device_id,
     if (d->status != DEV_ACTIVE) {
         deny(out, d->status == DEV_SUSPENDED ? "device_suspended"
                                              : "device_revoked");
+        pthread_mutex_unlock(&sh->lock);
+        return;
+    }
+    /* A token minted for an earlier device of the same id (deleted,
+     * then created again) is not this device's. */
+    if (tok && strcmp(tok->incarnation, d->incarnation) != 0) {
+        deny(out, "token_for_another_device");
+        pthread_mutex_unlock(&sh->lock);
+        return;
+    }
+    /* A token bound to a certificate lives no longer than it: revoking
+     * the certificate ends the token too. */
+    if (!bound_ok) {
+        deny(out, "token_certificate_revoked");
         pthread_mutex_unlock(&sh->lock);
         return;
     }
@@ -939,10 +975,11 @@ int checker_device_secret_ok(checker *c, const char *device_id,
 
     memset(&res, 0, sizeof(res));
     return secret_ok(c, device_id, secret, &res) &&
-           checker_device_active(c, device_id);
+           checker_device_active(c, device_id, NULL);
 }
 
-int checker_device_active(checker *c, const char *device_id)
+int checker_device_active(checker *c, const char *device_id,
+                          const char *incarnation)
 {
     struct dev_entry *d = NULL;
     struct shard *sh = NULL;
@@ -950,7 +987,8 @@ int checker_device_active(checker *c, const char *device_id)
 
     if (dev_find_locked(c, device_id, &d, &sh) != AD_OK)
         return 0;
-    active = d->status == DEV_ACTIVE;
+    active = d->status == DEV_ACTIVE &&
+             (incarnation == NULL || strcmp(incarnation, d->incarnation) == 0);
     pthread_mutex_unlock(&sh->lock);
     return active;
 }
@@ -1034,7 +1072,8 @@ static json_t *emqx_acl(const json_t *statements, const char *granted)
 
 ad_err checker_grant_scope(checker *c, const char *device_id,
                            const char *requested, char **granted,
-                           json_t **acl, char *err, size_t errlen)
+                           json_t **acl, char incarnation[17], char *err,
+                           size_t errlen)
 {
     struct dev_entry *d = NULL;
     struct shard *sh = NULL;
@@ -1062,6 +1101,7 @@ ad_err checker_grant_scope(checker *c, const char *device_id,
         free(norm);
         return d->status == DEV_SUSPENDED ? AD_ESUSPENDED : AD_EREVOKED;
     }
+    util_strlcpy(incarnation, d->incarnation, REGISTRY_INCARNATION_MAX);
     /* A token's subject connects as itself: client id = device id. */
     set = dev_set(d, device_id, device_id, NULL);
     if (set == NULL) {
@@ -1134,4 +1174,11 @@ ad_err checker_cert_status(checker *c, const char *serial_hex, int *revoked,
     *revoked_at = ce.revoked_at;
     *reason = ce.reason;
     return AD_OK;
+}
+
+int checker_token_active(checker *c, const token_entry *tok, time_t now)
+{
+    if (tok->has_cnf && !bound_cert_valid(c, tok, now))
+        return 0;
+    return checker_device_active(c, tok->sub, tok->incarnation);
 }

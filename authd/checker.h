@@ -68,17 +68,29 @@ void checker_set_tokens(checker *c, tokens *t);
 /* 1 if the device exists, is active and secret is its device secret. */
 int checker_device_secret_ok(checker *c, const char *device_id,
                              const char *secret);
-/* 1 if the device exists and is active (tokens stop with suspension). */
-int checker_device_active(checker *c, const char *device_id);
+/* 1 if the device exists, is active, and (when incarnation is given) is
+ * that incarnation of the id: a token minted before the device was
+ * deleted and created again is not the new device's. Tokens stop with
+ * suspension. */
+int checker_device_active(checker *c, const char *device_id,
+                          const char *incarnation);
+
+/* Is a validated token still good for its device: the device active
+ * and the same incarnation, and its bound certificate (if any) neither
+ * revoked nor expired? (Introspection's "active".) */
+struct token_entry;
+int checker_token_active(checker *c, const struct token_entry *tok,
+                         time_t now);
 
 /* The scope a token for device_id may carry: requested ("action:filter"
  * items, space separated; NULL or "" for everything its policy allows)
  * narrowed to what the policy allows in full, and the matching EMQX
- * "acl" claim. AD_EFORBIDDEN if nothing remains, AD_EFIELD for a
+ * "acl" claim, and the device's incarnation (for the token). AD_EFORBIDDEN if nothing remains, AD_EFIELD for a
  * malformed scope, AD_ESUSPENDED/AD_EREVOKED/AD_EBADCRED for the device. */
 ad_err checker_grant_scope(checker *c, const char *device_id,
                            const char *requested, char **granted,
-                           json_t **acl, char *err, size_t errlen);
+                           json_t **acl, char incarnation[17], char *err,
+                           size_t errlen);
 
 /* A certificate's revocation status by serial (lowercase hex as issued):
  * AD_OK with *revoked (and *revoked_at, *reason: a CRLReason code) set,

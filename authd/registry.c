@@ -47,8 +47,10 @@ static ad_err issue_device(store_txn *tx, struct issue_job *job,
                     is->device_id, "status", "active", "groups", groups,
                     "policies", "attributes", "created_at", job->now,
                     "updated_at", job->now, "enrollment", is->enrollment_id);
-    if (dev == NULL)
+    if (dev == NULL || registry_set_incarnation(dev) != AD_OK) {
+        json_decref(dev);
         return AD_ENOMEM;
+    }
     e = store_put(tx, STORE_DEVICES, is->device_id, dev, STORE_NOOVERWRITE);
     json_decref(dev);
     *created = e == AD_OK;
@@ -470,5 +472,16 @@ ad_err registry_revoke_device_certs(store_txn *tx, const char *actor,
         vals = NULL;
         after = cursor;
     }
+    return e;
+}
+
+ad_err registry_set_incarnation(json_t *device)
+{
+    char inc[REGISTRY_INCARNATION_MAX];
+    ad_err e = util_random_hex(8, inc, sizeof(inc));
+
+    if (e == AD_OK &&
+        json_object_set_new(device, "incarnation", json_string(inc)) != 0)
+        e = AD_ENOMEM;
     return e;
 }

@@ -82,6 +82,13 @@ ad_err registry_revoke_device_certs(store_txn *tx, const char *actor,
                                     const char *device_id, const char *reason,
                                     json_t *revoked);
 
+/* Every device record gets a random incarnation when it is created.
+ * Credentials minted for a device (tokens) carry it, so they do not
+ * outlive the device: deleting it and creating another of the same id
+ * makes a new incarnation. */
+enum { REGISTRY_INCARNATION_MAX = 17 };
+ad_err registry_set_incarnation(json_t *device);
+
 /* Public views: copies without secrets, with derived fields. */
 json_t *registry_cert_view(const json_t *cert, time_t now);
 json_t *registry_enrollment_view(const json_t *enrollment);

@@ -143,7 +143,7 @@ void route_device_create(http_req *r)
                     policies ? json_incref(policies) : json_array(),
                     "attributes", attrs ? json_incref(attrs) : json_object(),
                     "created_at", now, "updated_at", now);
-    if (rec == NULL) {
+    if (rec == NULL || registry_set_incarnation(rec) != AD_OK) {
         http_reply_error(r, AD_ENOMEM, NULL);
         goto out;
     }

@@ -108,6 +108,7 @@ void route_token(http_req *r)
 {
     app *a = r->app;
     char id[CHECK_ID_MAX] = "", secret[256] = "", why[160] = "";
+    char incarnation[REGISTRY_INCARNATION_MAX] = "";
     char *grant = NULL, *scope = NULL, *granted = NULL, *jwt = NULL;
     uint8_t cnf[32];
     const uint8_t *cnfp = NULL;
@@ -154,13 +155,14 @@ void route_token(http_req *r)
         goto out;
     }
     scope = body_field(r, "scope");
-    e = checker_grant_scope(a->checker, id, scope, &granted, &acl, why,
-                            sizeof(why));
+    e = checker_grant_scope(a->checker, id, scope, &granted, &acl,
+                            incarnation, why, sizeof(why));
     if (e != AD_OK) {
         http_reply_error(r, e, why);
         goto out;
     }
-    e = tokens_mint(a->tokens, id, granted, cnfp, acl, now, &jwt, &exp);
+    e = tokens_mint(a->tokens, id, incarnation, granted, cnfp, acl, now, &jwt,
+                    &exp);
     if (e != AD_OK) {
         http_reply_error(r, e, NULL);
         goto out;
@@ -200,7 +202,7 @@ void route_introspect(http_req *r)
     /* Inactive for any reason, without saying which (RFC 7662 §2.2). */
     if (tokens_validate(r->app->tokens, token, (int64_t)time(NULL), &te, why,
                         sizeof(why)) != AD_OK ||
-        !checker_device_active(r->app->checker, te->sub)) {
+        !checker_token_active(r->app->checker, te, time(NULL))) {
         http_reply_json(r, 200, json_pack("{s:b}", "active", 0));
     } else {
         out = json_pack("{s:b, s:s, s:s, s:I, s:I, s:s, s:s, s:s}", "active",

@@ -453,9 +453,9 @@ out:
 
 /* ---- minting ------------------------------------------------------------ */
 
-ad_err tokens_mint(tokens *t, const char *device_id, const char *scope,
-                   const uint8_t *cnf, const json_t *acl, int64_t now,
-                   char **jwt, int64_t *exp)
+ad_err tokens_mint(tokens *t, const char *device_id, const char *incarnation,
+                   const char *scope, const uint8_t *cnf, const json_t *acl,
+                   int64_t now, char **jwt, int64_t *exp)
 {
     char jti[40];
     json_t *claims;
@@ -482,6 +482,8 @@ ad_err tokens_mint(tokens *t, const char *device_id, const char *scope,
                             json_pack("{s:s}", "x5t#S256", b64));
         free(b64);
     }
+    if (incarnation && *incarnation)
+        json_object_set_new(claims, "authd_dev", json_string(incarnation));
     if (acl)
         json_object_set(claims, "acl", (json_t *)acl);
     e = tok_mint(t->ring, claims, jwt);
@@ -511,6 +513,11 @@ static token_entry *entry_of(tokens *t, json_t *claims, const uint8_t key[32],
     }
     util_strlcpy(e->sub, sub, sizeof(e->sub));
     util_strlcpy(e->jti, jti, sizeof(e->jti));
+    {
+        const char *inc =
+            json_string_value(json_object_get(claims, "authd_dev"));
+        util_strlcpy(e->incarnation, inc ? inc : "", sizeof(e->incarnation));
+    }
     e->exp = (int64_t)json_number_value(json_object_get(claims, "exp"));
     e->iat = (int64_t)json_number_value(json_object_get(claims, "iat"));
     if (x5t) {

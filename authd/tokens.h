@@ -29,6 +29,7 @@ typedef struct {
 typedef struct token_entry {
     char sub[129];
     char jti[64];
+    char incarnation[17]; /* the device incarnation it was minted for */
     int64_t exp, iat;
     int has_cnf;
     uint8_t cnf[32];      /* SHA-256 of the bound certificate */
@@ -56,11 +57,12 @@ ad_err tokens_scope_compile(const char *scope, pol_set **set,
                             char **normalized, char *err, size_t errlen);
 
 /* Mints a token for device_id with scope (already granted) and, when
- * cnf is non-NULL, bound to that certificate thumbprint; acl is the
+ * cnf is non-NULL, bound to that certificate thumbprint; incarnation
+ * (private claim "authd_dev") ties it to this record of the device; acl is the
  * EMQX-format claim (may be NULL). *jwt malloc()ed; *exp set. */
-ad_err tokens_mint(tokens *t, const char *device_id, const char *scope,
-                   const uint8_t *cnf, const json_t *acl, int64_t now,
-                   char **jwt, int64_t *exp);
+ad_err tokens_mint(tokens *t, const char *device_id, const char *incarnation,
+                   const char *scope, const uint8_t *cnf, const json_t *acl,
+                   int64_t now, char **jwt, int64_t *exp);
 
 /* Validates a presented token at now: signature, iss, aud, exp, nbf and
  * not revoked. On success *out is a referenced entry. AD_EBADCRED with a

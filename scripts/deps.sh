@@ -5,7 +5,8 @@
 set -euo pipefail
 
 build_pkgs=(gcc pkg-config meson ninja-build libssl-dev libmicrohttpd-dev
-  libgnutls28-dev liblmdb-dev libjansson-dev libargon2-dev openssl)
+  libgnutls28-dev liblmdb-dev libjansson-dev libargon2-dev openssl
+  libcurl4-openssl-dev)
 test_pkgs=(curl python3 python3-pytest python3-cryptography python3-jwt
   clang libclang-rt-14-dev valgrind wrk golang-cfssl nginx-light lmdb-utils)
 

@@ -178,36 +178,37 @@ int api_raw(api *a, const char *method, const char *path, const char *ctype,
     char errbuf[CURL_ERROR_SIZE] = "", ctbuf[128];
     char *url = NULL, *auth = NULL;
     size_t ulen = strlen(a->url) + strlen(path) + 1, alen;
+    const char *why = "out of memory";
     CURLcode cc;
     int rc = CTL_FAILED;
 
     memset(out, 0, sizeof(*out));
     if ((url = malloc(ulen)) == NULL)
-        goto nomem;
+        goto out;
     snprintf(url, ulen, "%s%s", a->url, path);
     /* reset keeps the live connection and TLS session for the next call. */
     curl_easy_reset(a->curl);
     h = curl_slist_append(hdrs, "Accept: application/json");
     if (h == NULL)
-        goto nomem;
+        goto out;
     hdrs = h;
     /* No "Expect: 100-continue" round trip for bodies. */
     if ((h = curl_slist_append(hdrs, "Expect:")) == NULL)
-        goto nomem;
+        goto out;
     hdrs = h;
     if (a->bearer) {
         alen = strlen(a->bearer) + sizeof("Authorization: Bearer ");
         if ((auth = malloc(alen)) == NULL)
-            goto nomem;
+            goto out;
         snprintf(auth, alen, "Authorization: Bearer %s", a->bearer);
         if ((h = curl_slist_append(hdrs, auth)) == NULL)
-            goto nomem;
+            goto out;
         hdrs = h;
     }
     if (ctype) {
         snprintf(ctbuf, sizeof(ctbuf), "Content-Type: %s", ctype);
         if ((h = curl_slist_append(hdrs, ctbuf)) == NULL)
-            goto nomem;
+            goto out;
         hdrs = h;
     }
     curl_easy_setopt(a->curl, CURLOPT_URL, url);
@@ -233,30 +234,29 @@ int api_raw(api *a, const char *method, const char *path, const char *ctype,
     }
     cc = curl_easy_perform(a->curl);
     if (sink.too_big) {
-        fprintf(stderr, "authctl: the server's answer exceeds %d bytes\n",
-                ANSWER_MAX);
+        why = "the server's answer is too large";
         goto out;
     }
-    if (cc == CURLE_OUT_OF_MEMORY || (cc == CURLE_WRITE_ERROR))
-        goto nomem;
+    if (cc == CURLE_OUT_OF_MEMORY || cc == CURLE_WRITE_ERROR)
+        goto out;
     if (cc != CURLE_OK) {
         fprintf(stderr, "authctl: cannot reach %s: %s\n", a->url,
                 errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        why = NULL;
         rc = CTL_UNREACHABLE;
         goto out;
     }
     curl_easy_getinfo(a->curl, CURLINFO_RESPONSE_CODE, &out->status);
     if (sink.buf == NULL && (sink.buf = calloc(1, 1)) == NULL)
-        goto nomem;
+        goto out;
     out->body = sink.buf;
     out->len = sink.len;
     sink.buf = NULL;
+    why = NULL;
     rc = CTL_OK;
-    goto out;
-nomem:
-    fprintf(stderr, "authctl: out of memory\n");
-    rc = CTL_FAILED;
 out:
+    if (why)
+        fprintf(stderr, "authctl: %s\n", why);
     /* The handle must not keep pointers to what is freed here. */
     curl_easy_setopt(a->curl, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(a->curl, CURLOPT_ERRORBUFFER, NULL);
@@ -335,6 +335,7 @@ int api_list(api *a, const char *path, const char *after, long page_size,
              long limit, json_t **out)
 {
     json_t *items = json_array(), *page = NULL, *next;
+    const char *why = "out of memory";
     char *cursor = after ? strdup(after) : NULL, *full = NULL;
     char num[32];
     int rc = CTL_FAILED;
@@ -342,7 +343,7 @@ int api_list(api *a, const char *path, const char *after, long page_size,
     *out = NULL;
     if (items == NULL || (after && cursor == NULL) ||
         (full = malloc(API_PATH_MAX)) == NULL)
-        goto nomem;
+        goto out;
     for (;;) {
         long want = page_size;
         size_t have = json_array_size(items);
@@ -353,22 +354,24 @@ int api_list(api *a, const char *path, const char *after, long page_size,
         snprintf(full, API_PATH_MAX, "%s", path);
         if (api_query_add(full, API_PATH_MAX, "limit", num) != 0 ||
             api_query_add(full, API_PATH_MAX, "after", cursor) != 0) {
-            fprintf(stderr, "authctl: the request path is too long\n");
+            why = "the request path is too long";
             goto out;
         }
         json_decref(page);
-        if ((rc = api_json(a, "GET", full, NULL, &page)) != CTL_OK)
+        if ((rc = api_json(a, "GET", full, NULL, &page)) != CTL_OK) {
+            why = NULL; /* api_json said why */
             goto out;
+        }
         rc = CTL_FAILED;
         next = json_object_get(page, "next");
         if (!json_is_array(json_object_get(page, "items")) ||
             (next && !json_is_null(next) && !json_is_string(next))) {
-            fprintf(stderr, "authctl: the server's list answer is not "
-                            "{\"items\":[...],\"next\":...}\n");
+            why = "the server's list answer is not {\"items\":[...],"
+                  "\"next\":...}";
             goto out;
         }
         if (json_array_extend(items, json_object_get(page, "items")) != 0)
-            goto nomem;
+            goto out;
         if (!json_is_string(next)) {
             next = json_null();
             break;
@@ -376,22 +379,23 @@ int api_list(api *a, const char *path, const char *after, long page_size,
         if (limit > 0 && json_array_size(items) >= (size_t)limit)
             break;
         if (cursor && strcmp(cursor, json_string_value(next)) == 0) {
-            fprintf(stderr, "authctl: the list cursor did not advance\n");
+            why = "the list cursor did not advance";
             goto out;
         }
         free(cursor);
         if ((cursor = strdup(json_string_value(next))) == NULL)
-            goto nomem;
+            goto out;
     }
     *out = json_pack("{s:O, s:O}", "items", items, "next", next);
     if (*out == NULL)
-        goto nomem;
+        goto out;
+    why = NULL;
     rc = CTL_OK;
-    goto out;
-nomem:
-    fprintf(stderr, "authctl: out of memory\n");
-    rc = CTL_FAILED;
 out:
+    if (why) {
+        fprintf(stderr, "authctl: %s\n", why);
+        rc = CTL_FAILED;
+    }
     json_decref(page);
     json_decref(items);
     free(cursor);

@@ -27,7 +27,7 @@ typedef struct batch {
     const api *base;
     const char *token, *prefix, *dir;
     long start, count, width;
-    int tty, json;
+    int tty;
 
     pthread_mutex_t mu; /* guards everything below */
     long next;          /* index of the next device to hand out */
@@ -82,12 +82,13 @@ static void fail(batch *b, const char *id, int rc, const char *msg)
     pthread_mutex_unlock(&b->mu);
 }
 
-/* Provisions one device. Returns CTL_OK (enrolled or skipped) or the
- * failure it reported. */
+/* Provisions one device and reports it. Returns CTL_OK (enrolled or
+ * skipped) or the failure it reported. */
 static int one(batch *b, api *conn, const char *id)
 {
-    char dir[DIR_MAX + ID_MAX + 2], path[sizeof(dir) + 16], err[640];
+    char dir[DIR_MAX + ID_MAX + 2], path[sizeof(dir) + 16], err[640] = "";
     char *key = NULL, *old = NULL, *csr = NULL, *text = NULL;
+    const json_t *cert, *chain;
     json_t *body = NULL, *j = NULL;
     json_error_t jerr;
     api_resp r = {0, NULL, 0};
@@ -102,24 +103,23 @@ static int one(batch *b, api *conn, const char *id)
         goto out;
     }
     if (pki_mkdir(dir, 0755, err, sizeof(err)) != 0)
-        goto fail;
+        goto out;
     /* A key left by an interrupted run may already have a certificate
-     * on the server; reusing it keeps one key per device. */
+     * on the server; reusing it keeps one key per device. An unreadable
+     * one is replaced. */
     snprintf(path, sizeof(path), "%s/key.pem", dir);
-    if (pki_exists(path) &&
-        pki_read_file(path, KEY_MAX, &old, &len, err, sizeof(err)) == 0 &&
-        pki_key_and_csr(id, old, &key, &csr, err, sizeof(err)) == 0) {
-        /* reused */
-    } else {
+    if (!pki_exists(path) ||
+        pki_read_file(path, KEY_MAX, &old, &len, err, sizeof(err)) != 0 ||
+        pki_key_and_csr(id, old, &key, &csr, err, sizeof(err)) != 0) {
         if (pki_key_and_csr(id, NULL, &key, &csr, err, sizeof(err)) != 0 ||
             pki_write_file(path, key, strlen(key), 0600, err,
                            sizeof(err)) != 0)
-            goto fail;
+            goto out;
     }
     body = json_pack("{s:s, s:s}", "csr", csr, "device_id", id);
     if (body == NULL || (text = json_dumps(body, JSON_COMPACT)) == NULL) {
         snprintf(err, sizeof(err), "out of memory");
-        goto fail;
+        goto out;
     }
     rc = api_raw(conn, "POST", "/v1/enroll", "application/json", text,
                  strlen(text), &r);
@@ -127,51 +127,47 @@ static int one(batch *b, api *conn, const char *id)
         snprintf(err, sizeof(err), rc == CTL_UNREACHABLE
                                        ? "cannot reach the server"
                                        : "no usable answer");
-        goto fail;
+        goto out;
     }
     rc = CTL_FAILED;
     if (r.status < 200 || r.status > 299) {
         api_error_message(&r, err, sizeof(err));
-        goto fail;
+        goto out;
     }
     if ((j = json_loadb(r.body, r.len, 0, &jerr)) == NULL) {
         snprintf(err, sizeof(err), "the answer is not JSON: %s", jerr.text);
-        goto fail;
+        goto out;
     }
-    /* key.pem is already there. */
-    snprintf(path, sizeof(path), "%s/chain.pem", dir);
-    if (!json_is_string(json_object_get(j, "certificate")) ||
-        !json_is_string(json_object_get(j, "chain"))) {
+    cert = json_object_get(j, "certificate");
+    chain = json_object_get(j, "chain");
+    if (!json_is_string(cert) || !json_is_string(chain)) {
         snprintf(err, sizeof(err), "the answer has no certificate or chain");
-        goto fail;
+        goto out;
     }
-    if (pki_write_file(path, json_string_value(json_object_get(j, "chain")),
-                       json_string_length(json_object_get(j, "chain")), 0644,
-                       err, sizeof(err)) != 0)
-        goto fail;
+    /* key.pem is already there; cert.pem goes last. */
+    snprintf(path, sizeof(path), "%s/chain.pem", dir);
+    if (pki_write_file(path, json_string_value(chain),
+                       json_string_length(chain), 0644, err,
+                       sizeof(err)) != 0)
+        goto out;
     snprintf(path, sizeof(path), "%s/cert.pem", dir);
-    if (pki_write_file(path,
-                       json_string_value(json_object_get(j, "certificate")),
-                       json_string_length(json_object_get(j, "certificate")),
-                       0644, err, sizeof(err)) != 0)
-        goto fail;
+    if (pki_write_file(path, json_string_value(cert),
+                       json_string_length(cert), 0644, err, sizeof(err)) != 0)
+        goto out;
     rc = CTL_OK;
-    goto out;
-fail:
-    if (rc == CTL_OK)
-        rc = CTL_FAILED;
-    fail(b, id, rc, err);
-    rc = rc == CTL_UNREACHABLE ? rc : CTL_FAILED;
-    goto done;
 out:
-    pthread_mutex_lock(&b->mu);
-    if (skipped)
-        b->skipped++;
-    else
-        b->enrolled++;
-    report(b, id, skipped ? "skipped (cert.pem exists)" : "enrolled", NULL);
-    pthread_mutex_unlock(&b->mu);
-done:
+    if (rc != CTL_OK) {
+        fail(b, id, rc, err[0] ? err : "failed");
+    } else {
+        pthread_mutex_lock(&b->mu);
+        if (skipped)
+            b->skipped++;
+        else
+            b->enrolled++;
+        report(b, id, skipped ? "skipped (cert.pem exists)" : "enrolled",
+               NULL);
+        pthread_mutex_unlock(&b->mu);
+    }
     api_resp_clear(&r);
     pki_free_secret(key);
     pki_free_secret(old);
@@ -263,7 +259,6 @@ static int provision(ctl *c, const args *a)
     if ((b.failures = json_array()) == NULL)
         return ctl_fail("out of memory");
     b.tty = isatty(2);
-    b.json = c->json;
     b.worst = CTL_OK;
     pthread_mutex_init(&b.mu, NULL);
     if (nworkers > b.count)

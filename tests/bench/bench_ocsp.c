@@ -118,7 +118,7 @@ static double raw_sign_us(double secs)
 
 int main(int argc, char **argv)
 {
-    double secs = argc > 1 ? atof(argv[1]) : 2.0, t0, t1, crl_ms, sign_us;
+    double secs = argc > 1 ? atof(argv[1]) : 2.0, t0, t1, crl_ms, sign_us, ocsp_us;
     static uint8_t serials[ISSUED][CA_SERIAL_MAX];
     ca_revoked *revoked = NULL;
     uint8_t *reqs[REQUESTS], *crl = NULL;
@@ -211,9 +211,10 @@ int main(int argc, char **argv)
         }
         n += 64;
     } while ((t1 = now_s()) - t0 < secs);
+    ocsp_us = (t1 - t0) / (double)n * 1e6;
     printf("OCSP parse+lookup+build+sign, 1 thread: %.0f responses/s/core "
            "(%.1f us each, %ld in %.2f s, %.1f%% revoked)\n",
-           (double)n / (t1 - t0), (t1 - t0) / (double)n * 1e6, n, t1 - t0,
+           (double)n / (t1 - t0), ocsp_us, n, t1 - t0,
            100.0 * (double)n_revoked / (double)n);
 
     t0 = now_s();
@@ -232,10 +233,9 @@ int main(int argc, char **argv)
            crl_ms, crl_len, n_crl);
 
     sign_us = raw_sign_us(secs / 4);
-    printf("raw ECDSA P-256 sign (OpenSSL, same run): %.1f us; the responder runs at "
-           "%.0f%% of that ceiling\n",
-           sign_us, 100.0 * (sign_us / ((t0 = 0), 1.0)) * 0 + 100.0 * sign_us * (double)n /
-                                                               ((double)n * 1e6 / ((double)n / 1.0)) * 0 + 0);
+    printf("raw ECDSA P-256 sign (OpenSSL, same run): %.1f us, so the responder "
+           "runs at %.0f%% of the signature-bound ceiling\n",
+           sign_us, 100.0 * sign_us / ocsp_us);
     free(crl);
     for (i = 0; i < REQUESTS; i++)
         free(reqs[i]);

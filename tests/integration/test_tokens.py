@@ -563,7 +563,11 @@ def _forge(kind, authd, dev, real):
     kid = hdr["kid"]
     key = signing_key(authd, kid)
     if kind == "control":
-        return es256(claims_for(dev.id), key, kid)
+        # Correct claims include the device incarnation the daemon binds
+        # its tokens to (private claim authd_dev), copied from a real one.
+        c = claims_for(dev.id)
+        c["authd_dev"] = jwt.decode(real, options={"verify_signature": False})["authd_dev"]
+        return es256(c, key, kid)
     if kind == "other-key-same-kid":
         return es256(claims_for(dev.id), ec.generate_private_key(ec.SECP256R1()), kid)
     if kind == "unknown-kid":

@@ -810,7 +810,7 @@ static void test_ocsp_hostile_requests_are_refused_without_crashing(void)
     free(req);
 
     /* An unknown critical request extension must be refused. */
-    make_request(&leaf, 1, issuing, EVP_sha1(), 0, &len, &oreq);
+    free(make_request(&leaf, 1, issuing, EVP_sha1(), 0, &len, &oreq));
     obj = OBJ_txt2obj("1.3.6.1.4.1.99999.1", 1);
     os = ASN1_OCTET_STRING_new();
     ASN1_OCTET_STRING_set(os, (const unsigned char *)"\x05\x00", 2);
@@ -822,7 +822,7 @@ static void test_ocsp_hostile_requests_are_refused_without_crashing(void)
     OPENSSL_free(der);
     der = NULL;
     X509_EXTENSION_set_critical(ext, 0);
-    OCSP_REQUEST_delete_ext(oreq, 0);
+    X509_EXTENSION_free(OCSP_REQUEST_delete_ext(oreq, 0));
     OCSP_REQUEST_add_ext(oreq, ext, -1);
     n = i2d_OCSP_REQUEST(oreq, &der);
     ok(n > 0 && ca_ocsp_request_parse(der, (size_t)n, &r, NULL, 0) == AD_OK,

@@ -1,0 +1,448 @@
+/* POST /v1/check {"action":"connect",...} over one kept-alive libcurl
+ * handle, and the compilation of the answer's statements and scope with
+ * the same policy/ code the daemon decides with. */
+#include "check_client.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+enum {
+    URL_MAX = 1024,
+    ANSWER_MAX = 1 << 20,   /* a connect answer carries a device's statements */
+    DOC_STATEMENTS_MAX = 256, /* pol_doc_validate's limit per document */
+    SCOPE_MAX = 4096
+};
+
+struct cc {
+    cc_config cfg;          /* strings owned */
+    char *url_buf, *cacert_buf, *key_buf;
+    CURL *curl;
+    struct curl_slist *headers;
+    char url[URL_MAX];
+    char *body;             /* answer being read */
+    size_t len, cap;
+    int overflow;
+};
+
+static char *dup_or_null(const char *s)
+{
+    return s && *s ? strdup(s) : NULL;
+}
+
+void cc_close(cc *c)
+{
+    if (c == NULL)
+        return;
+    if (c->curl)
+        curl_easy_cleanup(c->curl);
+    curl_slist_free_all(c->headers);
+    free(c->url_buf);
+    free(c->cacert_buf);
+    if (c->key_buf) {
+        memset(c->key_buf, 0, strlen(c->key_buf));
+        free(c->key_buf);
+    }
+    free(c->body);
+    free(c);
+}
+
+struct curl_slist *cc_prepare(void *curl, const cc_config *cfg,
+                              const char *path, char *url, size_t n)
+{
+    const char *base = cfg->url;
+    size_t blen;
+    struct curl_slist *h = NULL, *t;
+    char auth[512];
+    int w;
+
+    if (base == NULL || *base == '\0')
+        return NULL;
+    if (strncmp(base, "unix:", 5) == 0) {
+        /* The check listener on a unix socket: the host part is only
+         * what the Host header says. */
+        if (curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, base + 5) != CURLE_OK)
+            return NULL;
+        w = snprintf(url, n, "http://localhost%s", path);
+    } else {
+        blen = strlen(base);
+        while (blen > 0 && base[blen - 1] == '/')
+            blen--;
+        w = snprintf(url, n, "%.*s%s", (int)blen, base, path);
+    }
+    if (w < 0 || (size_t)w >= n)
+        return NULL;
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, cfg->timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (cfg->cacert)
+        curl_easy_setopt(curl, CURLOPT_CAINFO, cfg->cacert);
+    /* Neither a 100-continue round trip nor a proxy from the broker's
+     * environment belongs on the path of every connect. */
+    t = curl_slist_append(h, "Expect:");
+    if (t == NULL)
+        goto fail;
+    h = t;
+    curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
+    if (cfg->key) {
+        w = snprintf(auth, sizeof(auth), "Authorization: Bearer %s", cfg->key);
+        if (w < 0 || (size_t)w >= sizeof(auth))
+            goto fail;
+        t = curl_slist_append(h, auth);
+        memset(auth, 0, sizeof(auth));
+        if (t == NULL)
+            goto fail;
+        h = t;
+    }
+    return h;
+fail:
+    curl_slist_free_all(h);
+    return NULL;
+}
+
+static size_t on_body(char *p, size_t size, size_t nmemb, void *arg)
+{
+    cc *c = arg;
+    size_t n = size * nmemb;
+
+    if (c->len + n + 1 > ANSWER_MAX) {
+        c->overflow = 1;
+        return 0; /* aborts the transfer */
+    }
+    if (c->len + n + 1 > c->cap) {
+        size_t cap = c->cap ? c->cap : 4096;
+        char *b;
+
+        while (cap < c->len + n + 1)
+            cap *= 2;
+        b = realloc(c->body, cap);
+        if (b == NULL)
+            return 0;
+        c->body = b;
+        c->cap = cap;
+    }
+    memcpy(c->body + c->len, p, n);
+    c->len += n;
+    c->body[c->len] = '\0';
+    return n;
+}
+
+int cc_open(const cc_config *cfg, cc **out)
+{
+    cc *c = calloc(1, sizeof(*c));
+    struct curl_slist *t;
+
+    *out = NULL;
+    if (c == NULL)
+        return -1;
+    c->url_buf = dup_or_null(cfg->url);
+    c->cacert_buf = dup_or_null(cfg->cacert);
+    c->key_buf = dup_or_null(cfg->key);
+    c->cfg.url = c->url_buf;
+    c->cfg.cacert = c->cacert_buf;
+    c->cfg.key = c->key_buf;
+    c->cfg.timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 2000;
+    if (c->url_buf == NULL || (cfg->cacert && *cfg->cacert && !c->cacert_buf) ||
+        (cfg->key && *cfg->key && !c->key_buf))
+        goto fail;
+    c->curl = curl_easy_init();
+    if (c->curl == NULL)
+        goto fail;
+    c->headers = cc_prepare(c->curl, &c->cfg, "/v1/check", c->url,
+                            sizeof(c->url));
+    if (c->headers == NULL)
+        goto fail;
+    t = curl_slist_append(c->headers, "Content-Type: application/json");
+    if (t == NULL)
+        goto fail;
+    c->headers = t;
+    curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, c->headers);
+    curl_easy_setopt(c->curl, CURLOPT_POST, 1L);
+    curl_easy_setopt(c->curl, CURLOPT_TIMEOUT_MS, c->cfg.timeout_ms);
+    curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, c);
+    *out = c;
+    return 0;
+fail:
+    cc_close(c);
+    return -1;
+}
+
+void cc_grant_clear(cc_grant *g)
+{
+    if (g == NULL)
+        return;
+    pol_set_free(g->policy);
+    pol_set_free(g->scope);
+    memset(g, 0, sizeof(*g));
+}
+
+int cc_compile_statements(const json_t *statements, pol_set **out,
+                          char *err, size_t errlen)
+{
+    size_t n = json_array_size(statements), nsrc, i;
+    pol_source *src = NULL;
+    json_t **docs = NULL;
+    int rc = -1;
+
+    *out = NULL;
+    if (!json_is_array(statements)) {
+        snprintf(err, errlen, "\"statements\" is not an array");
+        return -1;
+    }
+    if (n == 0)
+        return 0;
+    /* A device with many policies may have more statements than one
+     * document holds; deny-wins and allow-needed hold across sources. */
+    nsrc = (n + DOC_STATEMENTS_MAX - 1) / DOC_STATEMENTS_MAX;
+    src = calloc(nsrc, sizeof(*src));
+    docs = calloc(nsrc, sizeof(*docs));
+    if (src == NULL || docs == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    for (i = 0; i < nsrc; i++) {
+        json_t *part = json_array();
+        size_t j;
+
+        for (j = i * DOC_STATEMENTS_MAX; part && j < n && j < (i + 1) * DOC_STATEMENTS_MAX; j++)
+            json_array_append(part, json_array_get(statements, j));
+        docs[i] = part ? json_pack("{s:o}", "statements", part) : NULL;
+        if (docs[i] == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        src[i].name = "statements";
+        src[i].doc = docs[i];
+    }
+    if (pol_compile(src, nsrc, NULL, out, err, errlen) != AD_OK)
+        goto out;
+    rc = 0;
+out:
+    if (docs)
+        for (i = 0; i < nsrc; i++)
+            json_decref(docs[i]);
+    free(docs);
+    free(src);
+    return rc;
+}
+
+int cc_compile_scope(const char *scope, pol_set **out, char *err,
+                     size_t errlen)
+{
+    json_t *stmts = json_array(), *doc = NULL;
+    char item[SCOPE_MAX + 1];
+    const char *p = scope;
+    pol_source src;
+    int rc = -1;
+
+    *out = NULL;
+    if (stmts == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (strlen(scope) > SCOPE_MAX) {
+        snprintf(err, errlen, "scope is too long");
+        goto out;
+    }
+    /* The same rule as authd/tokens.c: space-separated action:filter,
+     * each an allow statement of that action on that filter. */
+    while (*p) {
+        size_t n = strcspn(p, " ");
+        const char *colon;
+        char name[16];
+        pol_action a;
+
+        if (n == 0) {
+            p++;
+            continue;
+        }
+        memcpy(item, p, n);
+        item[n] = '\0';
+        p += n;
+        colon = strchr(item, ':');
+        if (colon == NULL || (size_t)(colon - item) >= sizeof(name)) {
+            snprintf(err, errlen, "bad scope item \"%.64s\"", item);
+            goto out;
+        }
+        memcpy(name, item, (size_t)(colon - item));
+        name[colon - item] = '\0';
+        a = pol_action_parse(name);
+        if (a == 0 || a == POL_CONNECT || !pol_filter_valid(colon + 1)) {
+            snprintf(err, errlen, "bad scope item \"%.64s\"", item);
+            goto out;
+        }
+        if (json_array_append_new(stmts, json_pack("{s:s, s:[s], s:[s]}",
+                                                   "effect", "allow",
+                                                   "actions", name,
+                                                   "topics", colon + 1)) != 0) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+    }
+    if (json_array_size(stmts) == 0) {
+        rc = 0; /* an empty scope allows nothing */
+        goto out;
+    }
+    doc = json_pack("{s:O}", "statements", stmts);
+    if (doc == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    src.name = "scope";
+    src.doc = doc;
+    if (pol_compile(&src, 1, NULL, out, err, errlen) != AD_OK)
+        goto out;
+    rc = 0;
+out:
+    json_decref(doc);
+    json_decref(stmts);
+    return rc;
+}
+
+static void copy_str(char *dst, size_t n, const char *src)
+{
+    size_t l = src ? strlen(src) : 0;
+
+    if (l >= n)
+        l = n - 1;
+    if (l)
+        memcpy(dst, src, l);
+    dst[l] = '\0';
+}
+
+/* The jti claim of a JWT, without verifying it (authd did): the token
+ * is only matched against token_revoked events. */
+static void jwt_jti(const char *jwt, char *out, size_t n)
+{
+    const char *p = strchr(jwt, '.'), *q;
+    static const char tbl[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char *raw = NULL;
+    size_t len, i, o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    json_t *claims;
+
+    out[0] = '\0';
+    if (p == NULL || (q = strchr(p + 1, '.')) == NULL)
+        return;
+    p++;
+    len = (size_t)(q - p);
+    if (len > 16384 || (raw = malloc(len)) == NULL)
+        return;
+    for (i = 0; i < len; i++) {
+        const char *c = memchr(tbl, p[i], 64);
+
+        if (c == NULL)
+            goto out;
+        acc = acc << 6 | (uint32_t)(c - tbl);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            raw[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    claims = json_loadb((const char *)raw, o, 0, NULL);
+    copy_str(out, n, json_string_value(json_object_get(claims, "jti")));
+    json_decref(claims);
+out:
+    free(raw);
+}
+
+cc_result cc_connect(cc *c, const char *client_id, const char *username,
+                     const char *password, const char *fingerprint,
+                     cc_grant *out, char *err, size_t errlen)
+{
+    json_t *req = NULL, *ans = NULL;
+    char *body = NULL;
+    const char *result, *scope;
+    long status = 0;
+    CURLcode rc;
+    cc_result res = CC_UNREACHABLE;
+
+    memset(out, 0, sizeof(*out));
+    err[0] = '\0';
+    req = json_pack("{s:s, s:s, s:s, s:s, s:s}", "action", "connect",
+                    "client_id", client_id ? client_id : "",
+                    "username", username ? username : "",
+                    "password", password ? password : "",
+                    "cert_fingerprint", fingerprint ? fingerprint : "");
+    if (req == NULL) {
+        /* jansson refuses strings that are not UTF-8: an MQTT password
+         * may be any bytes, but no credential of authd's is. */
+        copy_str(out->reason, sizeof(out->reason), "invalid_credential");
+        res = CC_DENY;
+        goto out;
+    }
+    body = json_dumps(req, JSON_COMPACT);
+    if (body == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    c->len = 0;
+    c->overflow = 0;
+    curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    rc = curl_easy_perform(c->curl);
+    if (rc != CURLE_OK) {
+        snprintf(err, errlen, "%s%s", curl_easy_strerror(rc),
+                 c->overflow ? " (answer too large)" : "");
+        goto out;
+    }
+    curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200) {
+        snprintf(err, errlen, "HTTP %ld from /v1/check", status);
+        goto out;
+    }
+    ans = json_loadb(c->body ? c->body : "", c->len, 0, NULL);
+    result = json_string_value(json_object_get(ans, "result"));
+    if (result == NULL) {
+        snprintf(err, errlen, "the /v1/check answer has no \"result\"");
+        goto out;
+    }
+    copy_str(out->device, sizeof(out->device),
+             json_string_value(json_object_get(ans, "device")));
+    copy_str(out->reason, sizeof(out->reason),
+             json_string_value(json_object_get(ans, "reason")));
+    if (strcmp(result, "allow") != 0) {
+        res = CC_DENY;
+        goto out;
+    }
+    if (out->device[0] == '\0') {
+        snprintf(err, errlen, "an allowed connect names no device");
+        goto out;
+    }
+    out->expire_at = (int64_t)json_integer_value(json_object_get(ans, "expire_at"));
+    if (cc_compile_statements(json_object_get(ans, "statements"), &out->policy,
+                              err, errlen) != 0)
+        goto out;
+    scope = json_string_value(json_object_get(ans, "scope"));
+    if (scope) {
+        out->has_scope = 1;
+        if (cc_compile_scope(scope, &out->scope, err, errlen) != 0)
+            goto out;
+        if (password)
+            jwt_jti(password, out->jti, sizeof(out->jti));
+    }
+    res = CC_ALLOW;
+out:
+    if (res != CC_ALLOW) {
+        pol_set_free(out->policy);
+        pol_set_free(out->scope);
+        out->policy = out->scope = NULL;
+    }
+    if (body) {
+        memset(body, 0, strlen(body)); /* it holds the password */
+        free(body);
+    }
+    if (c->body && c->len)
+        memset(c->body, 0, c->len);
+    json_decref(req);
+    json_decref(ans);
+    return res;
+}

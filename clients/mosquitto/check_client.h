@@ -1,0 +1,84 @@
+/* The plugin's side of POST /v1/check: one libcurl easy handle (kept
+ * alive between calls) that asks authd whether a client may connect and
+ * turns an allow into compiled policy sets, so that every later publish,
+ * subscribe and receive is decided locally by policy/ (no HTTP per
+ * message). A handle belongs to one thread. */
+#ifndef AUTHD_MQ_CHECK_CLIENT_H
+#define AUTHD_MQ_CHECK_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "policy/policy.h"
+
+/* Where authd is and how to reach it. url is "http://host:port",
+ * "https://host:port" or "unix:/path/to/check.sock" (the check listener
+ * on a unix socket); a trailing '/' is ignored. */
+typedef struct {
+    const char *url;
+    const char *cacert;  /* PEM bundle for https, or NULL: system store */
+    const char *key;     /* broker API key (Bearer), or NULL */
+    long timeout_ms;
+} cc_config;
+
+typedef struct cc cc;
+
+typedef enum {
+    CC_ALLOW = 0,
+    CC_DENY = 1,       /* authd answered deny */
+    CC_UNREACHABLE = 2 /* no answer, a non-200 status, or a bad body */
+} cc_result;
+
+/* What an allowed connect grants: the device's statements compiled as
+ * one document without variables and, for a token session, the token's
+ * scope compiled as allow statements; a publish/subscribe/receive is
+ * allowed only if both allow (scope ∩ policy). A NULL set allows
+ * nothing. */
+typedef struct {
+    char device[129];
+    char reason[64];
+    char jti[129];       /* token sessions: the token's jti, else "" */
+    pol_set *policy;
+    pol_set *scope;      /* only when has_scope */
+    int has_scope;
+    int64_t expire_at;   /* 0 if authd gave none */
+} cc_grant;
+
+/* Opens a handle with a copy of cfg. Returns 0, or -1 (out of memory or
+ * libcurl failure; *out is NULL). */
+int cc_open(const cc_config *cfg, cc **out);
+void cc_close(cc *c); /* NULL-safe */
+
+/* The URL of path on authd ("/v1/events"), for a handle's own requests,
+ * and applies the transport options of cfg (unix socket, CA, timeouts,
+ * Authorization) to a libcurl easy handle; the returned header list is
+ * the caller's to free with curl_slist_free_all after the transfer.
+ * Writes at most n bytes of URL into url. Returns NULL on failure. */
+struct curl_slist *cc_prepare(void *curl, const cc_config *cfg,
+                              const char *path, char *url, size_t n);
+
+/* Asks authd whether this client may connect. username, password and
+ * fingerprint (lowercase hex SHA-256 of the certificate DER) may be NULL.
+ * On CC_ALLOW *out holds the grant (release with cc_grant_clear); on
+ * CC_DENY out->reason (and out->device when known) says why; on
+ * CC_UNREACHABLE err says what failed. out is zeroed on entry. */
+cc_result cc_connect(cc *c, const char *client_id, const char *username,
+                     const char *password, const char *fingerprint,
+                     cc_grant *out, char *err, size_t errlen);
+
+/* Frees the sets of a grant and zeroes it. NULL-safe. */
+void cc_grant_clear(cc_grant *g);
+
+/* Compiles a statements array (as a connect answer carries it) into one
+ * set; documents of more than 256 statements are compiled as several
+ * sources of one set. An empty array gives *out = NULL (allows nothing).
+ * Returns 0 or -1 with err set. Exposed for the tests of this module. */
+int cc_compile_statements(const json_t *statements, pol_set **out,
+                          char *err, size_t errlen);
+/* Compiles a token scope ("publish:a/# subscribe:b/+") into allow
+ * statements, the way authd does (authd/tokens.c); an empty scope gives
+ * *out = NULL (allows nothing). Returns 0 or -1 with err set. */
+int cc_compile_scope(const char *scope, pol_set **out, char *err,
+                     size_t errlen);
+
+#endif
