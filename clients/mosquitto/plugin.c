@@ -48,6 +48,7 @@ typedef struct plugin {
     atomic_int stream_up;   /* the event stream is connected */
     unsigned gen;           /* bumped when every grant goes stale */
     int outage;             /* authd unreachable, logged once */
+    int stream_logged;      /* stream_up as last logged */
     int kicks;              /* sessions flagged kick */
     char **kick_devices;    /* device ids to disconnect at the next tick */
     size_t nkick, capkick;
@@ -440,6 +441,7 @@ static int on_tick(int event, void *event_data, void *userdata)
     plugin *p = userdata;
     time_t now = time(NULL);
     size_t i;
+    int up;
 
     (void)event, (void)event_data;
     drain_if_pending(p);
@@ -451,7 +453,18 @@ static int on_tick(int event, void *event_data, void *userdata)
         free(p->kick_devices[i]);
     }
     p->nkick = 0;
-    if (p->outage && atomic_load(&p->stream_up))
+    up = atomic_load(&p->stream_up);
+    if (up != p->stream_logged) {
+        if (up)
+            mosquitto_log_printf(MOSQ_LOG_INFO,
+                                 "authd: following events at %s/v1/events",
+                                 p->cfg.url);
+        else
+            mosquitto_log_printf(MOSQ_LOG_WARNING,
+                                 "authd: event stream lost, reconnecting");
+        p->stream_logged = up;
+    }
+    if (p->outage && up)
         note_up(p);
     if (now != p->last_sweep) {
         struct sweep w = {p, now};
