@@ -443,10 +443,17 @@ static int authorize(http_req *r, const http_route *rt)
 static int route_match(const char *pattern, const char *path, char *buf,
                        size_t buflen, const char **params)
 {
-    size_t np = 0, plen = strlen(path);
+    size_t np = 0, plen, lit = strcspn(pattern, "{");
     const char *p = pattern;
     char *s;
 
+    /* Most routes are literal, and every route's literal prefix must
+     * match: decide those without copying the path. */
+    if (pattern[lit] == '\0')
+        return strcmp(pattern, path) == 0;
+    if (strncmp(pattern, path, lit) != 0)
+        return 0;
+    plen = strlen(path);
     if (plen >= buflen)
         return 0;
     memcpy(buf, path, plen + 1);
@@ -813,7 +820,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         }
         if (!st->too_big) {
             if (st->len + n + 1 > st->cap) {
-                size_t cap = st->cap ? st->cap : 4096;
+                /* Sized for the body at hand: most (checks) are small. */
+                size_t cap = st->cap ? st->cap : 512;
                 char *nb;
                 while (cap < st->len + n + 1)
                     cap *= 2;

@@ -4,6 +4,7 @@ synchronous MQTT client over Debian's python3-paho-mqtt (1.6)."""
 
 import json
 import os
+import pwd
 import queue
 import signal
 import socket
@@ -173,6 +174,9 @@ class Broker:
     def config(self):
         a = self.world.authd
         return "\n".join([
+            # Started as root, mosquitto would switch to the "mosquitto"
+            # user, which cannot read the test's private temp dirs.
+            "user " + pwd.getpwuid(os.getuid()).pw_name,
             "per_listener_settings false",
             "allow_anonymous false",
             "persistence false",
