@@ -40,7 +40,9 @@ def _plugin_path():
 def workdir():
     d = tempfile.mkdtemp(prefix="authd-e2e-")
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    # AUTHD_E2E_KEEP=1 keeps the configs, certificates and broker log.
+    if os.environ.get("AUTHD_E2E_KEEP") != "1":
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -211,11 +211,14 @@ class Broker:
         if os.environ.get("AUTHD_SANITIZED") == "1":
             # The plugin is instrumented, mosquitto is not: the ASan
             # runtime has to come first, so it is preloaded. Leaks are
-            # still reported: mosquitto frees its plugins on SIGTERM.
+            # still reported (mosquitto unloads its plugins on SIGTERM),
+            # except the broker's own (lsan.supp).
             asan = _libasan()
             if asan:
                 env["LD_PRELOAD"] = asan
             env["ASAN_OPTIONS"] = "abort_on_error=1:halt_on_error=1:detect_leaks=1"
+            env["LSAN_OPTIONS"] = "print_suppressions=0:suppressions=" + os.path.join(
+                os.path.dirname(os.path.abspath(__file__)), "lsan.supp")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([self.binary, "-c", self.conf],
                                      stdin=subprocess.DEVNULL,
