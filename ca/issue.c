@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/ecdsa.h>
 #include <openssl/pem.h>
@@ -368,6 +369,22 @@ int ca_write_signature(der_w *w, const ca *c, const EVP_MD *md,
     return w->err ? -1 : 0;
 }
 
+/* Writes the 4-octet time prefix of a serial (see ca_issue). */
+static void serial_time_prefix(uint8_t *p)
+{
+    struct timespec ts;
+    uint64_t ticks;
+    uint32_t v;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ticks = ((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u) / 4;
+    v = 0x40000000u | (uint32_t)(ticks & 0x3fffffffu);
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
 ad_err ca_issue(const ca *c, const ca_csr *csr, const ca_profile *p,
                 ca_issued *out, char *err, size_t errlen)
 {
@@ -384,11 +401,16 @@ ad_err ca_issue(const ca *c, const ca_csr *csr, const ca_profile *p,
     rc = profile_check(p, err, errlen);
     if (rc != AD_OK)
         return rc;
-    /* 20 random bytes, top bit clear and first octet non-zero: positive
-     * and already minimal, so the INTEGER is exactly these 20 octets. */
-    if (RAND_bytes(out->serial, CA_SERIAL_MAX) != 1)
+    /* 4 octets of time, then 16 random octets (128 bits, the entropy
+     * the serial is for). The time prefix (4 ms ticks, first octet
+     * 0x40..0x7f: positive and already minimal, so the INTEGER is exactly
+     * these 20 octets) makes serials issued together sort together: a
+     * store keyed by serial then appends instead of touching a random
+     * page per certificate, which is what a durable commit pays for. It
+     * wraps every ~50 days, which only moves where appends land. */
+    if (RAND_bytes(out->serial + 4, CA_SERIAL_MAX - 4) != 1)
         return ad_errf(AD_ECRYPTO, err, errlen, "the random generator failed");
-    out->serial[0] = (uint8_t)(1 + out->serial[0] % 0x7f);
+    serial_time_prefix(out->serial);
     out->serial_len = CA_SERIAL_MAX;
     ca_sig_alg(c, &alg, &alg_len, &md);
 
