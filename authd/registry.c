@@ -120,7 +120,7 @@ ad_err registry_commit_issue(store *st, const registry_issue *is)
     struct issue_job job;
     struct timespec ts;
     char nb[32], na[32];
-    json_t *rec;
+    util_jbuf rec;
     ad_err e;
 
     memset(&job, 0, sizeof(job));
@@ -134,15 +134,25 @@ ad_err registry_commit_issue(store *st, const registry_issue *is)
              (unsigned long long)ts.tv_sec * 1000000ull +
                  (unsigned long long)(ts.tv_nsec / 1000),
              c->serial_hex);
-    rec = json_pack("{s:s, s:s?, s:s?, s:s, s:s, s:s, s:s, s:s, s:n, s:n, "
-                    "s:s, s:s}",
-                    "serial", c->serial_hex, "device_id", is->device_id,
-                    "enrollment", is->enrollment_id, "kind", is->kind,
-                    "not_before", nb, "not_after", na, "status", "valid",
-                    "issued_at", job.now, "revoked_at", "reason",
-                    "fingerprint", job.fpr, "pem", c->pem);
-    job.record = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
-    json_decref(rec);
+    /* Written directly (the same JSON jansson would print): this runs
+     * for every certificate and a tree built only to be printed costs
+     * more than the writing. */
+    util_jbuf_init(&rec, 64 * 1024);
+    util_jbuf_raw(&rec, "{");
+    util_jbuf_kv(&rec, "serial", c->serial_hex);
+    util_jbuf_kv(&rec, "device_id", is->device_id);
+    util_jbuf_kv(&rec, "enrollment", is->enrollment_id);
+    util_jbuf_kv(&rec, "kind", is->kind);
+    util_jbuf_kv(&rec, "not_before", nb);
+    util_jbuf_kv(&rec, "not_after", na);
+    util_jbuf_kv(&rec, "status", "valid");
+    util_jbuf_kv(&rec, "issued_at", job.now);
+    util_jbuf_kv(&rec, "revoked_at", NULL);
+    util_jbuf_kv(&rec, "reason", NULL);
+    util_jbuf_kv(&rec, "fingerprint", job.fpr);
+    util_jbuf_kv(&rec, "pem", c->pem);
+    util_jbuf_raw(&rec, "}");
+    job.record = util_jbuf_take(&rec, NULL);
     if (job.record == NULL)
         return AD_ENOMEM;
     e = store_write(st, issue_write, &job);

@@ -128,12 +128,25 @@ static void issue_cert(http_req *r, const ca_csr *csr,
         size_t lens[1] = {iss.der_len};
         reply_pkcs7(r, 200, ders, lens, 1);
     } else {
+        util_jbuf out;
+        char *text;
+        size_t len;
+
         util_time_rfc3339((time_t)iss.not_after, na, sizeof(na));
-        http_reply_json(r, 201,
-                        json_pack("{s:s?, s:s, s:s, s:s, s:s}", "device_id",
-                                  q->device_id, "serial", iss.serial_hex,
-                                  "certificate", iss.pem, "chain",
-                                  ca_chain_pem(a->ca), "not_after", na));
+        util_jbuf_init(&out, 64 * 1024);
+        util_jbuf_raw(&out, "{");
+        util_jbuf_kv(&out, "device_id", q->device_id);
+        util_jbuf_kv(&out, "serial", iss.serial_hex);
+        util_jbuf_kv(&out, "certificate", iss.pem);
+        util_jbuf_kv(&out, "chain", ca_chain_pem(a->ca));
+        util_jbuf_kv(&out, "not_after", na);
+        util_jbuf_raw(&out, "}");
+        text = util_jbuf_take(&out, &len);
+        if (text == NULL)
+            http_reply_error(r, AD_ENOMEM, NULL);
+        else
+            http_reply_bytes(r, 201, "application/json", text, len);
+        free(text);
     }
     ca_issued_free(&iss);
 }

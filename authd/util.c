@@ -464,3 +464,101 @@ int util_base64url_decode(const char *in, uint8_t **out, size_t *out_len)
     free(std);
     return rc;
 }
+
+void util_jbuf_init(util_jbuf *b, size_t max)
+{
+    memset(b, 0, sizeof(*b));
+    b->max = max;
+}
+
+static void jbuf_put(util_jbuf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        char *np;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        if (cap > b->max) {
+            b->failed = 1;
+            return;
+        }
+        np = realloc(b->p, cap);
+        if (np == NULL) {
+            b->failed = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void util_jbuf_raw(util_jbuf *b, const char *s)
+{
+    jbuf_put(b, s, strlen(s));
+}
+
+void util_jbuf_str(util_jbuf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    const char *run;
+
+    if (s == NULL) {
+        jbuf_put(b, "null", 4);
+        return;
+    }
+    jbuf_put(b, "\"", 1);
+    for (run = s; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[7];
+        size_t n = 2;
+
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        jbuf_put(b, run, (size_t)(s - run));
+        esc[0] = '\\';
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            n = 6;
+        }
+        jbuf_put(b, esc, n);
+        run = s + 1;
+    }
+    jbuf_put(b, run, (size_t)(s - run));
+    jbuf_put(b, "\"", 1);
+}
+
+void util_jbuf_kv(util_jbuf *b, const char *key, const char *value)
+{
+    if (b->len > 0 && b->p[b->len - 1] != '{')
+        jbuf_put(b, ",", 1);
+    util_jbuf_str(b, key);
+    jbuf_put(b, ":", 1);
+    util_jbuf_str(b, value);
+}
+
+char *util_jbuf_take(util_jbuf *b, size_t *len)
+{
+    char *out = b->failed ? NULL : b->p;
+
+    if (out == NULL)
+        free(b->p);
+    if (len)
+        *len = out ? b->len : 0;
+    memset(b, 0, sizeof(*b));
+    return out;
+}

@@ -76,4 +76,21 @@ char *util_base64_encode(const uint8_t *in, size_t len, int wrap);
  * (padding and characters outside the alphabet are refused). */
 char *util_base64url_encode(const uint8_t *in, size_t len);
 int util_base64url_decode(const char *in, uint8_t **out, size_t *out_len);
+/* A small JSON writer for the hot paths, where building a jansson tree
+ * only to print it costs more than the work around it. Appends are
+ * bounded by max; any failure sticks and util_jbuf_take returns NULL. */
+typedef struct {
+    char *p;
+    size_t len, cap, max;
+    int failed;
+} util_jbuf;
+void util_jbuf_init(util_jbuf *b, size_t max);
+void util_jbuf_raw(util_jbuf *b, const char *s);
+/* Appends s as a JSON string (quotes, escapes); NULL appends null. */
+void util_jbuf_str(util_jbuf *b, const char *s);
+/* Appends "key": value-as-string (or null), with a leading comma if
+ * something other than '{' precedes it. */
+void util_jbuf_kv(util_jbuf *b, const char *key, const char *value);
+/* The NUL-terminated text (caller frees) and its length, or NULL. */
+char *util_jbuf_take(util_jbuf *b, size_t *len);
 #endif
