@@ -1015,7 +1015,7 @@ static ad_err start_listener(http_server *srv, listen_kind kind,
      * every request, so a smaller pool is less to clear. Bodies are
      * copied out of it as they arrive, whatever their size. */
     if (kind == LISTEN_CHECK)
-        OPT(MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, NULL);
+        OPT(MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, NULL);
     if (l->unix_fd >= 0)
         OPT(MHD_OPTION_LISTEN_SOCKET, l->unix_fd, NULL);
     else

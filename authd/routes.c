@@ -5,6 +5,25 @@
 #define R(m, p, l, a, h) {m, p, l, a, h, #h + 6}
 
 static const http_route table[] = {
+    /* brokers and gateways (§8): also on the check listener. First:
+     * these are the hot paths, and the table is searched in order. */
+    R("GET", "/v1/events", LISTEN_ALL, ACCESS_BROKER, route_events),
+    R("POST", "/v1/check", LISTEN_ALL, ACCESS_BROKER, route_check),
+    R("POST", "/v1/check/batch", LISTEN_ALL, ACCESS_BROKER,
+      route_check_batch),
+    R("POST", "/compat/mosquitto-go-auth/user", LISTEN_ALL, ACCESS_BROKER,
+      route_goauth_user),
+    R("POST", "/compat/mosquitto-go-auth/superuser", LISTEN_ALL,
+      ACCESS_BROKER, route_goauth_superuser),
+    R("POST", "/compat/mosquitto-go-auth/acl", LISTEN_ALL, ACCESS_BROKER,
+      route_goauth_acl),
+    R("POST", "/compat/emqx/authn", LISTEN_ALL, ACCESS_BROKER,
+      route_emqx_authn),
+    R("POST", "/compat/emqx/authz", LISTEN_ALL, ACCESS_BROKER,
+      route_emqx_authz),
+    R("POST", "/compat/vernemq/{}", LISTEN_ALL, ACCESS_BROKER, route_vernemq),
+    R("POST", "/compat/vernemq", LISTEN_ALL, ACCESS_BROKER, route_vernemq),
+
     /* operations (§10) */
     R("GET", "/healthz", LISTEN_ALL, ACCESS_PUBLIC, route_healthz),
     R("GET", "/readyz", LISTEN_ALL, ACCESS_PUBLIC, route_readyz),
@@ -86,23 +105,6 @@ static const http_route table[] = {
     R("POST", "/v1/ocsp", LISTEN_ALL, ACCESS_PUBLIC, route_ocsp_post),
     R("GET", "/v1/ocsp/{*}", LISTEN_ALL, ACCESS_PUBLIC, route_ocsp_get),
 
-    /* brokers and gateways (§8): also on the check listener */
-    R("GET", "/v1/events", LISTEN_ALL, ACCESS_BROKER, route_events),
-    R("POST", "/v1/check", LISTEN_ALL, ACCESS_BROKER, route_check),
-    R("POST", "/v1/check/batch", LISTEN_ALL, ACCESS_BROKER,
-      route_check_batch),
-    R("POST", "/compat/mosquitto-go-auth/user", LISTEN_ALL, ACCESS_BROKER,
-      route_goauth_user),
-    R("POST", "/compat/mosquitto-go-auth/superuser", LISTEN_ALL,
-      ACCESS_BROKER, route_goauth_superuser),
-    R("POST", "/compat/mosquitto-go-auth/acl", LISTEN_ALL, ACCESS_BROKER,
-      route_goauth_acl),
-    R("POST", "/compat/emqx/authn", LISTEN_ALL, ACCESS_BROKER,
-      route_emqx_authn),
-    R("POST", "/compat/emqx/authz", LISTEN_ALL, ACCESS_BROKER,
-      route_emqx_authz),
-    R("POST", "/compat/vernemq/{}", LISTEN_ALL, ACCESS_BROKER, route_vernemq),
-    R("POST", "/compat/vernemq", LISTEN_ALL, ACCESS_BROKER, route_vernemq),
 };
 
 const http_route *routes_table(size_t *n)

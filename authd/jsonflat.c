@@ -1,0 +1,320 @@
+/* See jsonflat.h. A single forward pass over the input; every read is
+ * bounds-checked against len and every write against scratch_len. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jsonflat.h"
+
+struct cursor {
+    const char *p, *end;
+    char *out, *out_end;
+};
+
+static void skip_ws(struct cursor *c)
+{
+    while (c->p < c->end &&
+           (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+        c->p++;
+}
+
+static int put(struct cursor *c, unsigned char ch)
+{
+    if (c->out >= c->out_end)
+        return -1;
+    *c->out++ = (char)ch;
+    return 0;
+}
+
+static int hex4(const char *p, unsigned *v)
+{
+    unsigned x = 0;
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        char h = p[i];
+        x <<= 4;
+        if (h >= '0' && h <= '9')
+            x |= (unsigned)(h - '0');
+        else if (h >= 'a' && h <= 'f')
+            x |= (unsigned)(h - 'a' + 10);
+        else if (h >= 'A' && h <= 'F')
+            x |= (unsigned)(h - 'A' + 10);
+        else
+            return -1;
+    }
+    *v = x;
+    return 0;
+}
+
+static int put_utf8(struct cursor *c, unsigned cp)
+{
+    if (cp < 0x80)
+        return put(c, (unsigned char)cp);
+    if (cp < 0x800)
+        return put(c, (unsigned char)(0xc0 | cp >> 6)) ||
+               put(c, (unsigned char)(0x80 | (cp & 0x3f)));
+    if (cp < 0x10000)
+        return put(c, (unsigned char)(0xe0 | cp >> 12)) ||
+               put(c, (unsigned char)(0x80 | ((cp >> 6) & 0x3f))) ||
+               put(c, (unsigned char)(0x80 | (cp & 0x3f)));
+    return put(c, (unsigned char)(0xf0 | cp >> 18)) ||
+           put(c, (unsigned char)(0x80 | ((cp >> 12) & 0x3f))) ||
+           put(c, (unsigned char)(0x80 | ((cp >> 6) & 0x3f))) ||
+           put(c, (unsigned char)(0x80 | (cp & 0x3f)));
+}
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0. */
+static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    unsigned char b = p[0];
+    size_t n, i;
+    unsigned cp;
+
+    if (b < 0x80)
+        return 1;
+    if (b >= 0xc2 && b <= 0xdf) {
+        n = 2;
+        cp = b & 0x1f;
+    } else if (b >= 0xe0 && b <= 0xef) {
+        n = 3;
+        cp = b & 0x0f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+        n = 4;
+        cp = b & 0x07;
+    } else {
+        return 0;
+    }
+    if ((size_t)(end - p) < n)
+        return 0;
+    for (i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3f);
+    }
+    /* Overlong forms, surrogates and values past U+10FFFF. */
+    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+        return 0;
+    return n;
+}
+
+/* Decodes a string starting at the opening quote into the scratch
+ * buffer, NUL-terminated. */
+static const char *string(struct cursor *c)
+{
+    const char *start = c->out;
+
+    if (c->p >= c->end || *c->p != '"')
+        return NULL;
+    c->p++;
+    while (c->p < c->end) {
+        unsigned char ch = (unsigned char)*c->p;
+
+        if (ch == '"') {
+            c->p++;
+            return put(c, 0) == 0 ? start : NULL;
+        }
+        if (ch < 0x20)
+            return NULL;
+        if (ch == '\\') {
+            unsigned cp, lo;
+
+            if (c->end - c->p < 2)
+                return NULL;
+            switch (c->p[1]) {
+            case '"': case '\\': case '/':
+                if (put(c, (unsigned char)c->p[1]))
+                    return NULL;
+                c->p += 2;
+                continue;
+            case 'b': ch = '\b'; break;
+            case 'f': ch = '\f'; break;
+            case 'n': ch = '\n'; break;
+            case 'r': ch = '\r'; break;
+            case 't': ch = '\t'; break;
+            case 'u':
+                if (c->end - c->p < 6 || hex4(c->p + 2, &cp))
+                    return NULL;
+                c->p += 6;
+                if (cp >= 0xd800 && cp <= 0xdbff) {
+                    if (c->end - c->p < 6 || c->p[0] != '\\' ||
+                        c->p[1] != 'u' || hex4(c->p + 2, &lo) ||
+                        lo < 0xdc00 || lo > 0xdfff)
+                        return NULL;
+                    c->p += 6;
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                } else if (cp >= 0xdc00 && cp <= 0xdfff) {
+                    return NULL; /* a lone low surrogate */
+                }
+                /* NUL would silently cut the C string. */
+                if (cp == 0 || put_utf8(c, cp))
+                    return NULL;
+                continue;
+            default:
+                return NULL;
+            }
+            if (put(c, ch))
+                return NULL;
+            c->p += 2;
+            continue;
+        }
+        {
+            size_t n = utf8_len((const unsigned char *)c->p,
+                                (const unsigned char *)c->end);
+            if (n == 0 || (size_t)(c->out_end - c->out) < n)
+                return NULL;
+            memcpy(c->out, c->p, n);
+            c->out += n;
+            c->p += n;
+        }
+    }
+    return NULL;
+}
+
+/* A JSON number (RFC 8259 grammar), copied as text. */
+static const char *number(struct cursor *c)
+{
+    const char *s = c->p, *start = c->out;
+
+    if (c->p < c->end && *c->p == '-')
+        c->p++;
+    if (c->p >= c->end)
+        return NULL;
+    if (*c->p == '0') {
+        c->p++;
+    } else if (*c->p >= '1' && *c->p <= '9') {
+        while (c->p < c->end && *c->p >= '0' && *c->p <= '9')
+            c->p++;
+    } else {
+        return NULL;
+    }
+    if (c->p < c->end && *c->p == '.') {
+        c->p++;
+        if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+            return NULL;
+        while (c->p < c->end && *c->p >= '0' && *c->p <= '9')
+            c->p++;
+    }
+    if (c->p < c->end && (*c->p == 'e' || *c->p == 'E')) {
+        c->p++;
+        if (c->p < c->end && (*c->p == '+' || *c->p == '-'))
+            c->p++;
+        if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+            return NULL;
+        while (c->p < c->end && *c->p >= '0' && *c->p <= '9')
+            c->p++;
+    }
+    if ((size_t)(c->out_end - c->out) < (size_t)(c->p - s) + 1)
+        return NULL;
+    memcpy(c->out, s, (size_t)(c->p - s));
+    c->out += c->p - s;
+    *c->out++ = '\0';
+    /* jansson refuses integers beyond 64 bits and reals that overflow a
+     * double; so do we, so that we never accept what it would not. */
+    errno = 0;
+    if (strpbrk(start, ".eE") == NULL) {
+        (void)strtoll(start, NULL, 10);
+    } else {
+        double d = strtod(start, NULL);
+        if (!isfinite(d))
+            return NULL;
+    }
+    if (errno == ERANGE)
+        return NULL;
+    return start;
+}
+
+static int literal(struct cursor *c, const char *word)
+{
+    size_t n = strlen(word);
+
+    if ((size_t)(c->end - c->p) < n || memcmp(c->p, word, n) != 0)
+        return -1;
+    c->p += n;
+    return 0;
+}
+
+int jsonflat_parse(const char *in, size_t len, char *scratch,
+                   size_t scratch_len, jsonflat *out)
+{
+    struct cursor c = {in, in + len, scratch, scratch + scratch_len};
+    size_t i;
+
+    out->count = 0;
+    skip_ws(&c);
+    if (c.p >= c.end || *c.p++ != '{')
+        return -1;
+    skip_ws(&c);
+    if (c.p < c.end && *c.p == '}') {
+        c.p++;
+        goto done;
+    }
+    for (;;) {
+        jsonflat_field *f;
+
+        if (out->count >= JSONFLAT_FIELDS_MAX)
+            return -1;
+        f = &out->fields[out->count];
+        skip_ws(&c);
+        if ((f->key = string(&c)) == NULL)
+            return -1;
+        for (i = 0; i < out->count; i++)
+            if (strcmp(out->fields[i].key, f->key) == 0)
+                return -1; /* duplicate keys are refused, as by jansson */
+        skip_ws(&c);
+        if (c.p >= c.end || *c.p++ != ':')
+            return -1;
+        skip_ws(&c);
+        if (c.p >= c.end)
+            return -1;
+        switch (*c.p) {
+        case '"':
+            f->type = JSONFLAT_STRING;
+            f->value = string(&c);
+            break;
+        case 't':
+            f->type = JSONFLAT_TRUE;
+            f->value = literal(&c, "true") ? NULL : "true";
+            break;
+        case 'f':
+            f->type = JSONFLAT_FALSE;
+            f->value = literal(&c, "false") ? NULL : "false";
+            break;
+        case 'n':
+            f->type = JSONFLAT_NULL;
+            f->value = literal(&c, "null") ? NULL : "null";
+            break;
+        default:
+            f->type = JSONFLAT_NUMBER;
+            f->value = number(&c);
+        }
+        if (f->value == NULL)
+            return -1;
+        out->count++;
+        skip_ws(&c);
+        if (c.p >= c.end)
+            return -1;
+        if (*c.p == ',') {
+            c.p++;
+            continue;
+        }
+        if (*c.p++ != '}')
+            return -1;
+        break;
+    }
+done:
+    skip_ws(&c);
+    return c.p == c.end ? 0 : -1;
+}
+
+const jsonflat_field *jsonflat_get(const jsonflat *f, const char *key)
+{
+    size_t i;
+
+    for (i = 0; i < f->count; i++)
+        if (strcmp(f->fields[i].key, key) == 0)
+            return &f->fields[i];
+    return NULL;
+}
