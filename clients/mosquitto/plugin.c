@@ -49,7 +49,7 @@ typedef struct plugin {
     unsigned gen;           /* bumped when every grant goes stale */
     int outage;             /* authd unreachable, logged once */
     int stream_logged;      /* stream_up as last logged */
-    int kicks;              /* sessions flagged kick */
+    int kick_pending;       /* some session may be flagged kick */
     char **kick_devices;    /* device ids to disconnect at the next tick */
     size_t nkick, capkick;
     time_t last_sweep;
@@ -154,9 +154,9 @@ static int client_is_live(struct mosquitto *client)
 static void flag_kick(plugin *p, sess *s)
 {
     s->dead = 1;
-    if (!s->closed && !s->kick) {
+    if (!s->closed) {
         s->kick = 1;
-        p->kicks++;
+        p->kick_pending = 1;
     }
 }
 
@@ -299,9 +299,11 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
     }
     r = fetch(p, s, now, reason, sizeof(reason));
     if (r != CC_ALLOW) {
-        mosquitto_log_printf(MOSQ_LOG_NOTICE,
-                             "authd: client %s refused at connect: %s",
-                             cid ? cid : "", reason);
+        /* An outage is logged once (note_down), not per client. */
+        if (r == CC_DENY)
+            mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                                 "authd: client %s refused at connect: %s",
+                                 cid ? cid : "", reason);
         sess_free(s);
         /* A session left by an earlier client at this address must not
          * serve this one. */
@@ -328,6 +330,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 static sess *connect_late(plugin *p, struct mosquitto *client, time_t now)
 {
     char fpr[65], reason[64];
+    cc_result r;
     sess *s;
 
     client_fingerprint(client, fpr);
@@ -336,10 +339,12 @@ static sess *connect_late(plugin *p, struct mosquitto *client, time_t now)
     if (s == NULL)
         return NULL;
     sess_put(p->sessions, s);
-    if (fetch(p, s, now, reason, sizeof(reason)) != CC_ALLOW) {
-        mosquitto_log_printf(MOSQ_LOG_NOTICE,
-                             "authd: client %s refused at its first ACL check: %s",
-                             s->client_id ? s->client_id : "", reason);
+    r = fetch(p, s, now, reason, sizeof(reason));
+    if (r != CC_ALLOW) {
+        if (r == CC_DENY)
+            mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                                 "authd: client %s refused at its first ACL check: %s",
+                                 s->client_id ? s->client_id : "", reason);
         flag_kick(p, s); /* deny now, disconnect at the tick */
     }
     return s;
@@ -393,21 +398,16 @@ static int on_disconnect(int event, void *event_data, void *userdata)
      * at its deadline. */
     if (s) {
         s->closed = 1;
-        if (s->kick) {
-            s->kick = 0;
-            p->kicks--;
-        }
+        s->kick = 0;
     }
     return MOSQ_ERR_SUCCESS;
 }
 
 static int kick_flagged(sess *s, void *arg)
 {
-    plugin *p = arg;
-
+    (void)arg;
     if (s->kick) {
         s->kick = 0;
-        p->kicks--;
         if (!s->closed && s->client_id)
             mosquitto_kick_client_by_clientid(s->client_id, false);
     }
@@ -472,8 +472,11 @@ static int on_tick(int event, void *event_data, void *userdata)
         p->last_sweep = now;
         sess_each(p->sessions, sweep_one, &w);
     }
-    if (p->kicks > 0)
-        sess_each(p->sessions, kick_flagged, p);
+    if (p->kick_pending) {
+        /* Kicking runs on_disconnect, which only sets flags. */
+        p->kick_pending = 0;
+        sess_each(p->sessions, kick_flagged, NULL);
+    }
     return MOSQ_ERR_SUCCESS;
 }
 

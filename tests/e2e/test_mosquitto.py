@@ -5,25 +5,10 @@ devices, so the tests share one authd and one broker."""
 
 import time
 
-from mqtt_env import CONNACK_NOT_AUTHORIZED, SUBACK_FAILURE, Client
+from mqtt_env import (CONNACK_NOT_AUTHORIZED, SUBACK_FAILURE, Client, console_session,
+                      jwt_claims, sensor_session)
 
 QUIET = 1.0  # how long "nothing arrives" is watched for
-
-
-def sensor_session(broker, world, dev=None):
-    """A sensor connected over TLS with its certificate (no password)."""
-    dev = dev or world.cert_device()
-    c = Client(broker, "tls", dev.id, device=dev)
-    assert c.connect() == 0, "an enrolled, active device with its own certificate connects"
-    return dev, c
-
-
-def console_session(broker, world):
-    """A dashboard connected on the plain listener with its device secret."""
-    did, secret = world.secret_device("dashboards")
-    c = Client(broker, "plain", did, username=did, password=secret)
-    assert c.connect() == 0, "a device secret opens the plain listener"
-    return did, c
 
 
 # ------------------------------------------------------ publish/receive ----
@@ -223,3 +208,57 @@ def test_a_token_works_on_the_websockets_listener_within_its_scope(broker, world
     finally:
         ws.close()
         console.close()
+
+
+def test_revoking_a_token_disconnects_the_session_that_used_it(broker, world, admin):
+    dev = world.cert_device()
+    token = world.token(dev)
+    ws = Client(broker, "ws", dev.id + "-ws", username=dev.id, password=token)
+    try:
+        assert ws.connect() == 0
+        t0 = time.monotonic()
+        r = admin.post("/v1/tokens/revoke", {"jti": jwt_claims(token)["jti"]})
+        assert r.status == 200, "POST /v1/tokens/revoke: %r" % r
+        gone = ws.wait_disconnected(5)
+        assert gone is not None and gone - t0 <= 1.0, (
+            "the token's session ends within 1 s of its revocation (%r)" % (gone and gone - t0))
+    finally:
+        ws.close()
+    again = Client(broker, "ws", dev.id + "-ws2", username=dev.id, password=token)
+    assert again.connect() == CONNACK_NOT_AUTHORIZED, "a revoked token opens nothing"
+
+
+# ------------------------------------------- use_identity_as_username ----
+
+def test_with_identity_as_username_the_certificate_is_checked_at_the_first_acl_check(
+        broker, world):
+    dev = world.cert_device()
+    c = Client(broker, "tls-id", dev.id, device=dev)
+    _, console = console_session(broker, world)
+    try:
+        assert c.connect() == 0, "mosquitto accepts the CONNECT without asking the plugin"
+        assert c.subscribe("devices/%s/cmd/+" % dev.id) == 1, "its policy applies"
+        assert c.subscribe("devices/%s/cmd/#" % dev.id) == SUBACK_FAILURE
+        console.publish("devices/%s/cmd/ping" % dev.id, b"1")
+        assert c.next_message(5) == ("devices/%s/cmd/ping" % dev.id, b"1")
+    finally:
+        c.close()
+        console.close()
+
+
+def test_with_identity_as_username_a_revoked_device_is_refused_and_disconnected(
+        broker, world, admin):
+    dev = world.cert_device()
+    r = admin.post("/v1/devices/%s/revoke" % dev.id, {"reason": "keyCompromise"})
+    assert r.status == 200, r
+    c = Client(broker, "tls-id", dev.id, device=dev)
+    try:
+        assert c.connect() == 0, "TLS and CONNECT succeed: mosquitto reads no CRL"
+        t0 = time.monotonic()
+        assert c.subscribe("devices/%s/cmd/+" % dev.id) == SUBACK_FAILURE, (
+            "the first ACL check asks authd, which refuses the revoked certificate")
+        gone = c.wait_disconnected(5)
+        assert gone is not None and gone - t0 <= 1.0, (
+            "and the client is disconnected right after (%r)" % (gone and gone - t0))
+    finally:
+        c.close()
