@@ -639,6 +639,21 @@ char *http_metrics_text(app *a, size_t *len)
                   (unsigned long long)atomic_load(
                       &mt->counters[METRIC_CERTS_ISSUED]));
         tb_printf(&tb,
+                  "# HELP authd_check_decisions_total Broker check "
+                  "decisions (all check and compat endpoints).\n"
+                  "# TYPE authd_check_decisions_total counter\n"
+                  "authd_check_decisions_total{result=\"allow\"} %llu\n"
+                  "authd_check_decisions_total{result=\"deny\"} %llu\n"
+                  "# HELP authd_revocations_total Certificates revoked.\n"
+                  "# TYPE authd_revocations_total counter\n"
+                  "authd_revocations_total %llu\n",
+                  (unsigned long long)atomic_load(
+                      &mt->counters[METRIC_CHECK_ALLOW]),
+                  (unsigned long long)atomic_load(
+                      &mt->counters[METRIC_CHECK_DENY]),
+                  (unsigned long long)atomic_load(
+                      &mt->counters[METRIC_REVOCATIONS]));
+        tb_printf(&tb,
                   "# HELP authd_tokens_issued_total Access tokens minted.\n"
                   "# TYPE authd_tokens_issued_total counter\n"
                   "authd_tokens_issued_total %llu\n",

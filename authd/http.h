@@ -130,6 +130,9 @@ typedef enum {
     METRIC_CERTS_ISSUED,
     METRIC_ENROLL_REFUSED,
     METRIC_TOKENS_ISSUED,
+    METRIC_CHECK_ALLOW,
+    METRIC_CHECK_DENY,
+    METRIC_REVOCATIONS,
     METRIC__COUNT
 } metric_counter;
 void http_metric_inc(app *a, metric_counter c);

@@ -166,9 +166,11 @@ static int cmd_serve(config *cfg, int argc, char **argv)
                 log_line("warn", "event=reload_failed message=\"%s\"", err);
                 continue;
             }
-            /* Listeners and paths need a restart; lifetimes apply now. */
+            /* Listeners and paths need a restart; lifetimes apply now,
+             * and policies are compiled afresh from the store. */
             atomic_store(&a.cert_days, fresh.cert_days);
             atomic_store(&a.server_cert_days, fresh.server_cert_days);
+            checker_forget_policies(a.checker);
             log_line("info", "event=reloaded cert_days=%ld", fresh.cert_days);
             continue;
         }

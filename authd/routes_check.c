@@ -140,6 +140,14 @@ static const char *opt(const char *s)
     return s && *s ? s : NULL;
 }
 
+/* Every decision goes through here, so /metrics counts them all. */
+static void decide(http_req *r, const check_request *req, time_t now,
+                   check_result *res)
+{
+    checker_check(r->app->checker, req, now, res);
+    http_metric_inc(r->app, res->allow ? METRIC_CHECK_ALLOW : METRIC_CHECK_DENY);
+}
+
 /* ---- /v1/check ------------------------------------------------------------ */
 
 /* A check request's fields, from either parser: value NULL if absent,
@@ -250,7 +258,7 @@ void route_check(http_req *r)
         json_decref(body);
         return;
     }
-    checker_check(r->app->checker, &req, time(NULL), &res);
+    decide(r, &req, time(NULL), &res);
     if (req.action != POL_CONNECT) {
         /* A fixed shape written directly. Safe without escaping: reasons
          * are static snake_case codes and device ids are restricted to
@@ -298,7 +306,7 @@ void route_check_batch(http_req *r)
                                             "error", bad));
             continue;
         }
-        checker_check(r->app->checker, &req, now, &res);
+        decide(r, &req, now, &res);
         json_array_append_new(results, check_answer(&res, req.action));
         check_result_clear(&res);
     }
@@ -327,7 +335,7 @@ void route_goauth_user(http_req *r)
     req.username = opt(param(&p, "username"));
     req.password = opt(param(&p, "password"));
     req.client_id = param(&p, "clientid");
-    checker_check(r->app->checker, &req, time(NULL), &res);
+    decide(r, &req, time(NULL), &res);
     goauth_answer(r, res.allow, res.reason);
     check_result_clear(&res);
     json_decref(p.obj);
@@ -371,21 +379,21 @@ void route_goauth_acl(http_req *r)
     /* acc: 1 read (delivery), 2 write (publish), 3 both, 4 subscribe. */
     if (acc == 4) {
         req.action = POL_SUBSCRIBE;
-        checker_check(r->app->checker, &req, time(NULL), &res);
+        decide(r, &req, time(NULL), &res);
         allow = res.allow;
         reason = res.reason;
         check_result_clear(&res);
     } else {
         if (acc & 1) {
             req.action = POL_RECEIVE;
-            checker_check(r->app->checker, &req, time(NULL), &res);
+            decide(r, &req, time(NULL), &res);
             allow = res.allow;
             reason = res.reason;
             check_result_clear(&res);
         }
         if (allow && (acc & 2)) {
             req.action = POL_PUBLISH;
-            checker_check(r->app->checker, &req, time(NULL), &res);
+            decide(r, &req, time(NULL), &res);
             allow = res.allow;
             reason = res.reason;
             check_result_clear(&res);
@@ -445,7 +453,7 @@ void route_emqx_authn(http_req *r)
     /* EMQX verified the client certificate against our CA and passes
      * its CN: that names the device (checked to hold a valid cert). */
     req.trust_cert_cn = req.cert_cn != NULL;
-    checker_check(r->app->checker, &req, time(NULL), &res);
+    decide(r, &req, time(NULL), &res);
     if (!res.allow) {
         http_reply_json(r, 200, json_pack("{s:s}", "result", "deny"));
     } else {
@@ -486,7 +494,7 @@ void route_emqx_authz(http_req *r)
         json_decref(p.obj);
         return;
     }
-    checker_check(r->app->checker, &req, time(NULL), &res);
+    decide(r, &req, time(NULL), &res);
     http_reply_json(r, 200,
                     json_pack("{s:s}", "result", res.allow ? "allow" : "deny"));
     check_result_clear(&res);
@@ -526,7 +534,7 @@ void route_vernemq(http_req *r)
         (hook[16] == '\0' || m5)) {
         req.action = POL_CONNECT;
         req.password = opt(json_string_value(json_object_get(p.obj, "password")));
-        checker_check(r->app->checker, &req, now, &res);
+        decide(r, &req, now, &res);
         if (res.allow)
             http_reply_json(r, 200, json_pack("{s:s}", "result", "ok"));
         else
@@ -539,7 +547,7 @@ void route_vernemq(http_req *r)
         if (req.topic == NULL) {
             vmq_not_allowed(r);
         } else {
-            checker_check(r->app->checker, &req, now, &res);
+            decide(r, &req, now, &res);
             if (res.allow)
                 http_reply_json(r, 200, json_pack("{s:s}", "result", "ok"));
             else
@@ -563,7 +571,7 @@ void route_vernemq(http_req *r)
             req.topic = json_string_value(json_object_get(t, "topic"));
             res.allow = 0;
             if (req.topic) {
-                checker_check(r->app->checker, &req, now, &res);
+                decide(r, &req, now, &res);
                 check_result_clear(&res);
             }
             /* A refused filter keeps its place with the failure code

@@ -24,6 +24,7 @@ void routes_after_revocation(app *a, const json_t *revoked, const char *device,
     size_t i;
 
     json_array_foreach(revoked, i, v) {
+        http_metric_inc(a, METRIC_REVOCATIONS);
         checker_forget_cert(a->checker,
                             json_string_value(json_object_get(v, "serial")),
                             json_string_value(json_object_get(v, "fingerprint")));
