@@ -44,6 +44,13 @@ void route_apikey_list(http_req *r);
 void route_apikey_delete(http_req *r);
 void route_audit_list(http_req *r);
 
+/* Replies a page of table t (keys starting with prefix, NULL for all),
+ * each record shown through view (NULL: as stored), "next" taken from
+ * the last item's cursor_field. */
+void routes_list_table(http_req *r, store_table t, const char *prefix,
+                       json_t *(*view)(const json_t *rec),
+                       const char *cursor_field);
+
 /* routes_policy.c */
 void route_policy_put(http_req *r);
 void route_policy_get(http_req *r);

@@ -37,6 +37,38 @@ static void reply_page(http_req *r, json_t *items, int more,
     http_reply_json(r, 200, json_pack("{s:o, s:o}", "items", items, "next", next));
 }
 
+void routes_list_table(http_req *r, store_table t, const char *prefix,
+                       json_t *(*view)(const json_t *rec),
+                       const char *cursor_field)
+{
+    const char *after;
+    store_txn *tx = NULL;
+    json_t *items = NULL, *views, *v;
+    size_t limit, i;
+    int more = 0;
+    ad_err e;
+
+    if (http_paging(r, &limit, &after) != 0)
+        return;
+    e = store_read_begin(r->app->st, &tx);
+    if (e == AD_OK)
+        e = store_list(tx, t, prefix ? prefix : "", after, limit, &items,
+                       &more);
+    store_read_end(tx);
+    if (e != AD_OK) {
+        http_reply_error(r, e, NULL);
+        return;
+    }
+    if (view) {
+        views = json_array();
+        json_array_foreach(items, i, v)
+            json_array_append_new(views, view(v));
+        json_decref(items);
+        items = views;
+    }
+    reply_page(r, items, more, cursor_field);
+}
+
 /* Validates a JSON array of names (groups, policies). */
 static int names_ok(const json_t *arr)
 {
@@ -165,25 +197,7 @@ out:
 
 void route_device_list(http_req *r)
 {
-    const char *after, *prefix = http_query(r, "prefix");
-    store_txn *tx = NULL;
-    json_t *items = NULL;
-    size_t limit;
-    int more = 0;
-    ad_err e;
-
-    if (http_paging(r, &limit, &after) != 0)
-        return;
-    e = store_read_begin(r->app->st, &tx);
-    if (e == AD_OK)
-        e = store_list(tx, STORE_DEVICES, prefix ? prefix : "", after, limit,
-                       &items, &more);
-    store_read_end(tx);
-    if (e != AD_OK) {
-        http_reply_error(r, e, NULL);
-        return;
-    }
-    reply_page(r, items, more, "id");
+    routes_list_table(r, STORE_DEVICES, http_query(r, "prefix"), NULL, "id");
 }
 
 void route_device_get(http_req *r)
@@ -555,28 +569,8 @@ out:
 
 void route_enrollment_list(http_req *r)
 {
-    const char *after;
-    store_txn *tx = NULL;
-    json_t *items = NULL, *views, *v;
-    size_t limit, i;
-    int more = 0;
-    ad_err e;
-
-    if (http_paging(r, &limit, &after) != 0)
-        return;
-    e = store_read_begin(r->app->st, &tx);
-    if (e == AD_OK)
-        e = store_list(tx, STORE_ENROLLMENTS, "", after, limit, &items, &more);
-    store_read_end(tx);
-    if (e != AD_OK) {
-        http_reply_error(r, e, NULL);
-        return;
-    }
-    views = json_array();
-    json_array_foreach(items, i, v)
-        json_array_append_new(views, registry_enrollment_view(v));
-    json_decref(items);
-    reply_page(r, views, more, "id");
+    routes_list_table(r, STORE_ENROLLMENTS, NULL, registry_enrollment_view,
+                      "id");
 }
 
 void route_enrollment_get(http_req *r)
@@ -753,28 +747,7 @@ void route_apikey_create(http_req *r)
 
 void route_apikey_list(http_req *r)
 {
-    const char *after;
-    store_txn *tx = NULL;
-    json_t *items = NULL, *views, *v;
-    size_t limit, i;
-    int more = 0;
-    ad_err e;
-
-    if (http_paging(r, &limit, &after) != 0)
-        return;
-    e = store_read_begin(r->app->st, &tx);
-    if (e == AD_OK)
-        e = store_list(tx, STORE_APIKEYS, "", after, limit, &items, &more);
-    store_read_end(tx);
-    if (e != AD_OK) {
-        http_reply_error(r, e, NULL);
-        return;
-    }
-    views = json_array();
-    json_array_foreach(items, i, v)
-        json_array_append_new(views, registry_apikey_view(v));
-    json_decref(items);
-    reply_page(r, views, more, "id");
+    routes_list_table(r, STORE_APIKEYS, NULL, registry_apikey_view, "id");
 }
 
 void route_apikey_delete(http_req *r)

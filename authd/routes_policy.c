@@ -79,41 +79,14 @@ static json_t *read_named(http_req *r, store_table t)
     return rec;
 }
 
-static void list_named(http_req *r, store_table t, int documents)
+/* Policy lists show names and sizes, not whole documents. */
+static json_t *policy_summary(const json_t *rec)
 {
-    const char *after;
-    store_txn *tx = NULL;
-    json_t *items = NULL, *v, *out;
-    size_t limit, i;
-    int more = 0;
-    ad_err e;
-
-    if (http_paging(r, &limit, &after) != 0)
-        return;
-    e = store_read_begin(r->app->st, &tx);
-    if (e == AD_OK)
-        e = store_list(tx, t, "", after, limit, &items, &more);
-    store_read_end(tx);
-    if (e != AD_OK) {
-        http_reply_error(r, e, NULL);
-        return;
-    }
-    /* Policy lists show names and sizes, not whole documents. */
-    if (documents)
-        json_array_foreach(items, i, v) {
-            json_t *doc = json_object_get(v, "document");
-            json_object_set_new(
-                v, "statement_count",
-                json_integer((json_int_t)json_array_size(
-                    json_object_get(doc, "statements"))));
-            json_object_del(v, "document");
-        }
-    v = json_array_size(items) ? json_array_get(items, json_array_size(items) - 1)
-                               : NULL;
-    out = json_pack("{s:o, s:o}", "items", items, "next",
-                    more && v ? json_copy(json_object_get(v, "name"))
-                              : json_null());
-    http_reply_json(r, 200, out);
+    return json_pack("{s:O?, s:I, s:O?}", "name", json_object_get(rec, "name"),
+                     "statement_count",
+                     (json_int_t)json_array_size(json_object_get(
+                         json_object_get(rec, "document"), "statements")),
+                     "updated_at", json_object_get(rec, "updated_at"));
 }
 
 /* ---- policies ----------------------------------------------------------- */
@@ -163,7 +136,10 @@ void route_policy_delete(http_req *r)
         http_reply_empty(r, 204);
 }
 
-void route_policy_list(http_req *r) { list_named(r, STORE_POLICIES, 1); }
+void route_policy_list(http_req *r)
+{
+    routes_list_table(r, STORE_POLICIES, NULL, policy_summary, "name");
+}
 
 /* ---- groups ----------------------------------------------------------- */
 
@@ -221,7 +197,10 @@ void route_group_delete(http_req *r)
         http_reply_empty(r, 204);
 }
 
-void route_group_list(http_req *r) { list_named(r, STORE_GROUPS, 0); }
+void route_group_list(http_req *r)
+{
+    routes_list_table(r, STORE_GROUPS, NULL, NULL, "name");
+}
 
 /* ---- explain ------------------------------------------------------------ */
 
