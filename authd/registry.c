@@ -443,9 +443,10 @@ ad_err registry_revoke_cert(store_txn *tx, const char *actor,
     }
     if (e == AD_OK && revoked)
         json_array_append_new(
-            revoked, json_pack("{s:s, s:O, s:O}", "serial", serial,
+            revoked, json_pack("{s:s, s:O?, s:O?, s:s, s:s}", "serial", serial,
                                "fingerprint", json_object_get(rec, "fingerprint"),
-                               "device_id", json_object_get(rec, "device_id")));
+                               "device_id", json_object_get(rec, "device_id"),
+                               "revoked_at", now, "reason", reason));
     json_decref(crl);
     json_decref(rec);
     return e;

@@ -23,8 +23,13 @@ struct revocation {
     checker *chk;
     long crl_seconds;
     pthread_mutex_t lock;         /* guards cur */
-    pthread_mutex_t refresh_lock; /* one rebuild at a time */
+    pthread_mutex_t refresh_lock; /* one rebuild at a time; guards list */
     struct crl_snapshot cur;
+    /* Every revoked certificate, loaded once from the store and then
+     * appended to as revocations commit: a rebuild never rescans the
+     * store, so revoking one by one stays linear, not quadratic. */
+    ca_revoked *list;
+    size_t n, cap;
 };
 
 static void snapshot_free(struct crl_snapshot *s)
@@ -34,21 +39,57 @@ static void snapshot_free(struct crl_snapshot *s)
     memset(s, 0, sizeof(*s));
 }
 
-/* Reads every revoked certificate from the CRL table. */
-static ad_err load_revoked(store *st, ca_revoked **out, size_t *n)
+/* Appends one entry (serial hex, RFC 3339 time, reason name) to the
+ * in-memory list (under refresh_lock). Entries that do not parse are
+ * skipped: they cannot have come from us. */
+static ad_err list_add(revocation *rv, const char *serial, const char *at,
+                       const char *reason_name)
 {
-    ca_revoked *list = NULL;
-    size_t cap = 0, count = 0, i;
+    ca_reason reason = CA_REASON_UNSPECIFIED;
+    ca_revoked *e;
+    time_t t = 0;
+
+    if (rv->n == rv->cap) {
+        size_t ncap = rv->cap ? rv->cap * 2 : 1024;
+        ca_revoked *nl;
+
+        if (ncap > CA_CRL_MAX_ENTRIES)
+            return AD_ETOOBIG;
+        nl = realloc(rv->list, ncap * sizeof(*nl));
+        if (nl == NULL)
+            return AD_ENOMEM;
+        rv->list = nl;
+        rv->cap = ncap;
+    }
+    e = &rv->list[rv->n];
+    if (serial == NULL ||
+        ca_serial_from_hex(serial, e->serial, &e->serial_len) != AD_OK)
+        return AD_OK;
+    if (at)
+        util_parse_rfc3339(at, &t);
+    if (reason_name)
+        ca_reason_from_name(reason_name, &reason);
+    /* removeFromCRL belongs to delta CRLs; show it unspecified. */
+    if (reason == CA_REASON_REMOVE_FROM_CRL)
+        reason = CA_REASON_UNSPECIFIED;
+    e->revoked_at = (int64_t)t;
+    e->reason = reason;
+    rv->n++;
+    return AD_OK;
+}
+
+/* Reads every revoked certificate from the CRL table, once, at start. */
+static ad_err load_revoked(revocation *rv)
+{
     char cursor[CA_SERIAL_HEX_MAX + 1] = "";
     const char *after = NULL;
     store_txn *tx = NULL;
     json_t *items = NULL, *v;
+    size_t i;
     int more = 1;
     ad_err e = AD_OK;
 
-    *out = NULL;
-    *n = 0;
-    if ((e = store_read_begin(st, &tx)) != AD_OK)
+    if ((e = store_read_begin(rv->st, &tx)) != AD_OK)
         return e;
     while (more && e == AD_OK) {
         e = store_list(tx, STORE_REVOKED_CERTS, "", after, 1000, &items,
@@ -57,50 +98,22 @@ static ad_err load_revoked(store *st, ca_revoked **out, size_t *n)
             break;
         json_array_foreach(items, i, v) {
             const char *serial = json_string_value(json_object_get(v, "serial"));
-            const char *ra = json_string_value(json_object_get(v, "revoked_at"));
-            const char *rn = json_string_value(json_object_get(v, "reason"));
-            ca_reason reason = CA_REASON_UNSPECIFIED;
-            time_t t = 0;
 
             if (serial == NULL)
                 continue;
             util_strlcpy(cursor, serial, sizeof(cursor));
-            if (count == cap) {
-                size_t ncap = cap ? cap * 2 : 1024;
-                ca_revoked *nl = realloc(list, ncap * sizeof(*list));
-                if (nl == NULL) {
-                    e = AD_ENOMEM;
-                    break;
-                }
-                list = nl;
-                cap = ncap;
-            }
-            if (ca_serial_from_hex(serial, list[count].serial,
-                                   &list[count].serial_len) != AD_OK)
-                continue;
-            if (ra)
-                util_parse_rfc3339(ra, &t);
-            if (rn)
-                ca_reason_from_name(rn, &reason);
-            /* removeFromCRL belongs to delta CRLs; show it unspecified. */
-            if (reason == CA_REASON_REMOVE_FROM_CRL)
-                reason = CA_REASON_UNSPECIFIED;
-            list[count].revoked_at = (int64_t)t;
-            list[count].reason = reason;
-            count++;
+            e = list_add(rv, serial,
+                         json_string_value(json_object_get(v, "revoked_at")),
+                         json_string_value(json_object_get(v, "reason")));
+            if (e != AD_OK)
+                break;
         }
         json_decref(items);
         items = NULL;
         after = cursor;
     }
     store_read_end(tx);
-    if (e != AD_OK) {
-        free(list);
-        return e;
-    }
-    *out = list;
-    *n = count;
-    return AD_OK;
+    return e;
 }
 
 static ad_err crl_number_write(store_txn *tx, void *arg)
@@ -123,21 +136,18 @@ static ad_err crl_number_write(store_txn *tx, void *arg)
     return e;
 }
 
-static ad_err rebuild(revocation *rv, char *err, size_t errlen)
+/* Builds a CRL from the in-memory list (under refresh_lock). */
+static ad_err rebuild_locked(revocation *rv, char *err, size_t errlen)
 {
     struct crl_snapshot fresh, old;
-    ca_revoked *list = NULL;
-    size_t n = 0;
     time_t now = time(NULL);
+    uint64_t t0 = util_now_ns();
     ad_err e;
 
     memset(&fresh, 0, sizeof(fresh));
-    pthread_mutex_lock(&rv->refresh_lock);
-    e = load_revoked(rv->st, &list, &n);
+    e = store_write(rv->st, crl_number_write, &fresh.number);
     if (e == AD_OK)
-        e = store_write(rv->st, crl_number_write, &fresh.number);
-    if (e == AD_OK)
-        e = ca_crl_build(rv->ca, list, n, fresh.number, (int64_t)now,
+        e = ca_crl_build(rv->ca, rv->list, rv->n, fresh.number, (int64_t)now,
                          (int64_t)now + rv->crl_seconds, &fresh.der,
                          &fresh.len, err, errlen);
     if (e == AD_OK) {
@@ -146,19 +156,28 @@ static ad_err rebuild(revocation *rv, char *err, size_t errlen)
             e = AD_ENOMEM;
     }
     fresh.this_update = now;
-    if (e == AD_OK) {
-        pthread_mutex_lock(&rv->lock);
-        old = rv->cur;
-        rv->cur = fresh;
-        pthread_mutex_unlock(&rv->lock);
-        snapshot_free(&old);
-        log_line("info", "event=crl_built number=%llu entries=%zu",
-                 (unsigned long long)fresh.number, n);
-    } else {
+    if (e != AD_OK) {
         snapshot_free(&fresh);
+        return e;
     }
+    pthread_mutex_lock(&rv->lock);
+    old = rv->cur;
+    rv->cur = fresh;
+    pthread_mutex_unlock(&rv->lock);
+    snapshot_free(&old);
+    log_line("info", "event=crl_built number=%llu entries=%zu dur_us=%llu",
+             (unsigned long long)fresh.number, rv->n,
+             (unsigned long long)((util_now_ns() - t0) / 1000));
+    return AD_OK;
+}
+
+static ad_err rebuild(revocation *rv, char *err, size_t errlen)
+{
+    ad_err e;
+
+    pthread_mutex_lock(&rv->refresh_lock);
+    e = rebuild_locked(rv, err, errlen);
     pthread_mutex_unlock(&rv->refresh_lock);
-    free(list);
     return e;
 }
 
@@ -178,7 +197,8 @@ ad_err revocation_open(store *st, const ca *c, checker *chk, long crl_hours,
     rv->crl_seconds = (crl_hours > 0 ? crl_hours : 168) * 3600;
     pthread_mutex_init(&rv->lock, NULL);
     pthread_mutex_init(&rv->refresh_lock, NULL);
-    if ((e = rebuild(rv, err, errlen)) != AD_OK) {
+    if ((e = load_revoked(rv)) != AD_OK ||
+        (e = rebuild(rv, err, errlen)) != AD_OK) {
         revocation_close(rv);
         return e;
     }
@@ -191,16 +211,30 @@ void revocation_close(revocation *rv)
     if (rv == NULL)
         return;
     snapshot_free(&rv->cur);
+    free(rv->list);
     pthread_mutex_destroy(&rv->lock);
     pthread_mutex_destroy(&rv->refresh_lock);
     free(rv);
 }
 
-void revocation_refresh(revocation *rv)
+void revocation_refresh(revocation *rv, const json_t *revoked)
 {
     char err[256] = "";
-    ad_err e = rebuild(rv, err, sizeof(err));
+    const json_t *v;
+    size_t i;
+    ad_err e = AD_OK;
 
+    pthread_mutex_lock(&rv->refresh_lock);
+    json_array_foreach(revoked, i, v) {
+        e = list_add(rv, json_string_value(json_object_get(v, "serial")),
+                     json_string_value(json_object_get(v, "revoked_at")),
+                     json_string_value(json_object_get(v, "reason")));
+        if (e != AD_OK)
+            break;
+    }
+    if (e == AD_OK)
+        e = rebuild_locked(rv, err, sizeof(err));
+    pthread_mutex_unlock(&rv->refresh_lock);
     if (e != AD_OK)
         log_line("error", "event=crl_build_failed code=%s message=\"%s\"",
                  ad_err_code(e), err);
@@ -214,7 +248,7 @@ void revocation_tick(revocation *rv, time_t now)
     built = rv->cur.this_update;
     pthread_mutex_unlock(&rv->lock);
     if (now - built > rv->crl_seconds / 2)
-        revocation_refresh(rv);
+        revocation_refresh(rv, NULL);
 }
 
 ad_err revocation_crl_der(revocation *rv, uint8_t **der, size_t *len)

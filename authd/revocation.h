@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "../ca/ca.h"
 #include "checker.h"
 #include "store.h"
@@ -20,9 +22,11 @@ ad_err revocation_open(store *st, const ca *c, checker *chk, long crl_hours,
                        revocation **out, char *err, size_t errlen);
 void revocation_close(revocation *rv);
 
-/* Rebuilds the CRL from the store now (a new CRL number). Logs and keeps
- * the old CRL if that fails. */
-void revocation_refresh(revocation *rv);
+/* Adds the certificates a committed write revoked ([{"serial",
+ * "revoked_at","reason"}], or NULL) to the revoked list and rebuilds the
+ * CRL now, with a new CRL number. Logs and keeps the old CRL if that
+ * fails. */
+void revocation_refresh(revocation *rv, const json_t *revoked);
 /* Rebuilds it if half of its validity has passed. */
 void revocation_tick(revocation *rv, time_t now);
 

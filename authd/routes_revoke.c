@@ -33,7 +33,7 @@ void routes_after_revocation(app *a, const json_t *revoked, const char *device,
     if (device)
         checker_forget_device(a->checker, device);
     /* The CRL is rebuilt now, not per request: readers get it whole. */
-    revocation_refresh(a->revocation);
+    revocation_refresh(a->revocation, revoked);
     data = json_pack("{s:s?, s:o, s:s}", "device", device, "serials", serials,
                      "reason", reason);
     events_publish(a->events, "revoked", data);
