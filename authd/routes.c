@@ -2,7 +2,8 @@
  * First match wins; a path that matches with another method is 405. */
 #include "routes.h"
 
-#define R(m, p, l, a, h) {m, p, l, a, h, #h + 6}
+/* The metrics label is the handler name without its "route_" prefix. */
+#define R(m, p, l, a, h) {m, p, l, a, h, &(#h)[6]}
 
 static const http_route table[] = {
     /* brokers and gateways (§8): also on the check listener. First:

@@ -709,10 +709,11 @@ static void test_zero_signature_is_refused(void)
 
 static void test_bad_claims_json_is_refused(void)
 {
-    static const char *payloads[] = {
-        "[1,2]", "\"x\"", "{\"exp\":1700000300,\"iss\":\"https://authd.test\","
-                          "\"aud\":\"mqtt\",\"exp\":1}", "{", "",
-    };
+    /* The third payload repeats "exp": duplicates must be refused. */
+    static const char dup_exp[] =
+        "{\"exp\":1700000300,\"iss\":\"https://authd.test\","
+        "\"aud\":\"mqtt\",\"exp\":1}";
+    static const char *payloads[] = {"[1,2]", "\"x\"", dup_exp, "{", ""};
     size_t i;
 
     for (i = 0; i < sizeof(payloads) / sizeof(payloads[0]); i++) {
