@@ -114,6 +114,12 @@ const char *http_header(http_req *r, const char *name);
  * NULL; the caller just returns. */
 json_t *http_body_object(http_req *r);
 
+/* The body's parameters as a JSON object of strings: a JSON object (its
+ * integers rendered as text) or an application/x-www-form-urlencoded
+ * form (OAuth clients and some brokers send forms). On failure replies
+ * 400 and returns NULL. New reference. */
+json_t *http_body_params(http_req *r);
+
 /* Parses the paging query (limit 1..1000, default 100; after). Replies
  * 400 and returns -1 on a bad limit. */
 int http_paging(http_req *r, size_t *limit, const char **after);

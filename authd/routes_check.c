@@ -14,117 +14,19 @@
 #include "routes.h"
 #include "util.h"
 
-enum { BATCH_MAX = 1000, FORM_FIELDS_MAX = 16, FORM_VALUE_MAX = 4096 };
+enum { BATCH_MAX = 1000 };
 
 /* ---- request bodies: JSON or form --------------------------------------- */
 
-/* The parameters of a compat request, from a JSON object or an
- * application/x-www-form-urlencoded body (mosquitto-go-auth sends
- * either). Values are strings; JSON numbers are rendered as text. */
+/* The parameters of a compat request: see http_body_params. */
 struct params {
     json_t *obj; /* owned */
 };
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Decodes one form component; NULL if it is malformed or decodes to a
- * NUL byte (which would silently cut the value). */
-static char *form_decode(const char *s, size_t n)
-{
-    char *out = malloc(n + 1);
-    size_t i, o = 0;
-
-    if (out == NULL)
-        return NULL;
-    for (i = 0; i < n; i++) {
-        if (s[i] == '+') {
-            out[o++] = ' ';
-        } else if (s[i] == '%') {
-            if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
-                goto bad;
-            out[o] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-            if (out[o++] == '\0')
-                goto bad;
-            i += 2;
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    out[o] = '\0';
-    return out;
-bad:
-    free(out);
-    return NULL;
-}
-
-static json_t *parse_form(const char *body, size_t len)
-{
-    json_t *obj = json_object();
-    size_t i = 0;
-
-    while (obj && i < len && json_object_size(obj) < FORM_FIELDS_MAX) {
-        const char *pair = body + i, *amp = memchr(pair, '&', len - i);
-        size_t plen = amp ? (size_t)(amp - pair) : len - i;
-        const char *eq = memchr(pair, '=', plen);
-        char *k, *v;
-
-        i += plen + 1;
-        if (eq == NULL || plen > FORM_VALUE_MAX)
-            continue;
-        k = form_decode(pair, (size_t)(eq - pair));
-        v = form_decode(eq + 1, plen - (size_t)(eq - pair) - 1);
-        if (k && v)
-            json_object_set_new(obj, k, json_string(v));
-        free(k);
-        free(v);
-    }
-    return obj;
-}
-
-/* Reads the body as JSON if it looks like JSON, else as a form. On
- * failure replies 400 and returns -1. */
 static int params_read(http_req *r, struct params *p)
 {
-    const char *b = r->body;
-    size_t i = 0;
-
-    while (i < r->body_len && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' ||
-                               b[i] == '\t'))
-        i++;
-    if (i < r->body_len && b[i] == '{') {
-        const char *k;
-        json_t *v;
-
-        p->obj = http_body_object(r);
-        if (p->obj == NULL)
-            return -1;
-        /* Some brokers send numbers (acc, qos) as JSON numbers, others as
-         * text: keep one form, text. */
-        json_object_foreach(p->obj, k, v) {
-            if (json_is_integer(v)) {
-                char buf[32];
-                snprintf(buf, sizeof(buf), "%lld",
-                         (long long)json_integer_value(v));
-                json_object_set_new(p->obj, k, json_string(buf));
-            }
-        }
-        return 0;
-    }
-    p->obj = parse_form(r->body, r->body_len);
-    if (p->obj == NULL) {
-        http_reply_error(r, AD_ENOMEM, NULL);
-        return -1;
-    }
-    return 0;
+    p->obj = http_body_params(r);
+    return p->obj ? 0 : -1;
 }
 
 /* A string parameter, "" if absent (numbers were made text on read). */

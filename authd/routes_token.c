@@ -24,55 +24,12 @@
 #define ARGON2_P 1
 #define SECRET_BYTES 32
 
-/* Reads one field of a form or JSON body (OAuth clients send forms). */
-static char *body_field(http_req *r, const char *name)
+/* One string field of the body's parameters (a copy), or NULL. */
+static char *param_copy(const json_t *params, const char *name)
 {
-    const char *b = r->body;
-    size_t nlen = strlen(name), i = 0;
+    const char *v = json_string_value(json_object_get(params, name));
 
-    while (i < r->body_len && (b[i] == ' ' || b[i] == '\n' || b[i] == '\t' ||
-                               b[i] == '\r'))
-        i++;
-    if (i < r->body_len && b[i] == '{') {
-        json_t *o = json_loadb(r->body, r->body_len, 0, NULL);
-        const char *v = json_string_value(json_object_get(o, name));
-        char *out = v ? strdup(v) : NULL;
-        json_decref(o);
-        return out;
-    }
-    while (i < r->body_len) {
-        const char *pair = b + i, *amp = memchr(pair, '&', r->body_len - i);
-        size_t plen = amp ? (size_t)(amp - pair) : r->body_len - i;
-
-        if (plen > nlen && memcmp(pair, name, nlen) == 0 && pair[nlen] == '=') {
-            /* Decode %XX and '+' (form encoding). */
-            char *out = malloc(plen - nlen), *o = out;
-            size_t k;
-            if (out == NULL)
-                return NULL;
-            for (k = nlen + 1; k < plen; k++) {
-                if (pair[k] == '+') {
-                    *o++ = ' ';
-                } else if (pair[k] == '%' && k + 2 < plen) {
-                    char hex[3] = {pair[k + 1], pair[k + 2], 0};
-                    char *end;
-                    long v = strtol(hex, &end, 16);
-                    if (*end != '\0' || v == 0) {
-                        free(out);
-                        return NULL;
-                    }
-                    *o++ = (char)v;
-                    k += 2;
-                } else {
-                    *o++ = pair[k];
-                }
-            }
-            *o = '\0';
-            return out;
-        }
-        i += plen + 1;
-    }
-    return NULL;
+    return v ? strdup(v) : NULL;
 }
 
 /* Device id and secret from "Authorization: Basic ..."; 0 if absent. */
@@ -110,6 +67,7 @@ void route_token(http_req *r)
     char id[CHECK_ID_MAX] = "", secret[256] = "", why[160] = "";
     char incarnation[REGISTRY_INCARNATION_MAX] = "";
     char *grant = NULL, *scope = NULL, *granted = NULL, *jwt = NULL;
+    json_t *params = NULL;
     uint8_t cnf[32];
     const uint8_t *cnfp = NULL;
     json_t *dev = NULL, *acl = NULL;
@@ -148,13 +106,15 @@ void route_token(http_req *r)
         goto out;
     }
     snprintf(r->actor, sizeof(r->actor), "device:%s", id);
-    grant = body_field(r, "grant_type");
+    if ((params = http_body_params(r)) == NULL)
+        goto out;
+    grant = param_copy(params, "grant_type");
     if (grant == NULL || strcmp(grant, "client_credentials") != 0) {
         http_reply_error(r, AD_EFIELD,
                          "grant_type must be client_credentials");
         goto out;
     }
-    scope = body_field(r, "scope");
+    scope = param_copy(params, "scope");
     e = checker_grant_scope(a->checker, id, scope, &granted, &acl,
                             incarnation, why, sizeof(why));
     if (e != AD_OK) {
@@ -178,6 +138,7 @@ out:
     free(grant);
     free(scope);
     free(granted);
+    json_decref(params);
     json_decref(acl);
     json_decref(dev);
 }
@@ -189,11 +150,14 @@ void route_jwks(http_req *r)
 
 void route_introspect(http_req *r)
 {
-    char *token = body_field(r, "token");
+    json_t *params = http_body_params(r), *out;
     token_entry *te = NULL;
-    char why[128];
-    json_t *out;
+    char why[128], *token;
 
+    if (params == NULL)
+        return; /* answered already */
+    token = param_copy(params, "token");
+    json_decref(params);
     if (token == NULL || *token == '\0') {
         free(token);
         http_reply_error(r, AD_EFIELD, "token is required (form or JSON)");
