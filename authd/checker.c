@@ -1023,28 +1023,42 @@ static int scope_add(char **buf, size_t *len, const char *action,
 /* EMQX JWT "acl" rules for the token: every deny of the policy first
  * (EMQX takes the first match), then the granted scope as allows. EMQX
  * checks publish and subscribe only; receive has no EMQX rule. */
-static json_t *emqx_acl(const json_t *statements, const char *granted)
+void checker_emqx_rules(const json_t *statements, const char *effect,
+                        json_t *acl)
 {
-    json_t *acl = json_array(), *st, *act, *topic;
-    const char *p = granted;
-    size_t i, j, k;
+    static const char *const actions[] = {"publish", "subscribe"};
+    const json_t *st, *act, *topic;
+    size_t i, a, k, t;
 
     json_array_foreach(statements, i, st) {
         const char *eff = json_string_value(json_object_get(st, "effect"));
-        if (eff == NULL || strcmp(eff, "deny") != 0)
+
+        if (eff == NULL || strcmp(eff, effect) != 0)
             continue;
-        json_array_foreach(json_object_get(st, "actions"), j, act) {
-            const char *a = json_string_value(act);
-            if (a == NULL || (strcmp(a, "publish") != 0 &&
-                              strcmp(a, "subscribe") != 0))
+        for (a = 0; a < 2; a++) {
+            int has = 0;
+
+            json_array_foreach(json_object_get(st, "actions"), k, act) {
+                const char *name = json_string_value(act);
+                if (name && strcmp(name, actions[a]) == 0)
+                    has = 1;
+            }
+            if (!has)
                 continue;
-            json_array_foreach(json_object_get(st, "topics"), k, topic)
-                json_array_append_new(acl, json_pack("{s:s, s:s, s:O}",
-                                                     "permission", "deny",
-                                                     "action", a, "topic",
-                                                     topic));
+            json_array_foreach(json_object_get(st, "topics"), t, topic)
+                json_array_append_new(
+                    acl, json_pack("{s:s, s:s, s:O}", "permission", effect,
+                                   "action", actions[a], "topic", topic));
         }
     }
+}
+
+static json_t *emqx_acl(const json_t *statements, const char *granted)
+{
+    json_t *acl = json_array();
+    const char *p = granted;
+
+    checker_emqx_rules(statements, "deny", acl);
     while (p && *p) {
         size_t n = strcspn(p, " ");
         char item[4200];

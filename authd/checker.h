@@ -98,6 +98,12 @@ ad_err checker_grant_scope(checker *c, const char *device_id,
 ad_err checker_cert_status(checker *c, const char *serial_hex, int *revoked,
                            int64_t *revoked_at, int *reason);
 
+/* Appends EMQX authorization rules ({"permission","action","topic"})
+ * for the publish/subscribe topics of the statements with this effect
+ * ("allow" or "deny"). EMQX checks no delivery: receive is left out. */
+void checker_emqx_rules(const json_t *statements, const char *effect,
+                        json_t *acl);
+
 /* Invalidation, called after the write that makes it necessary has
  * committed. */
 void checker_forget_device(checker *c, const char *device_id);

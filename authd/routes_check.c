@@ -307,35 +307,6 @@ void route_goauth_acl(http_req *r)
 
 /* ---- EMQX 5 HTTP authenticator and authorizer ---------------------------- */
 
-/* One EMQX authorization rule per (statement, action, topic). */
-static void emqx_rules_of(const json_t *statements, const char *effect,
-                          json_t *acl)
-{
-    static const char *const actions[] = {"publish", "subscribe"};
-    const json_t *st;
-    size_t i, a, t;
-
-    json_array_foreach(statements, i, st) {
-        const char *eff = json_string_value(json_object_get(st, "effect"));
-        const json_t *acts = json_object_get(st, "actions"), *act, *topic;
-
-        if (eff == NULL || strcmp(eff, effect) != 0)
-            continue;
-        for (a = 0; a < 2; a++) {
-            size_t k;
-            int has = 0;
-            json_array_foreach(acts, k, act)
-                if (strcmp(json_string_value(act), actions[a]) == 0)
-                    has = 1;
-            if (!has)
-                continue;
-            json_array_foreach(json_object_get(st, "topics"), t, topic)
-                json_array_append_new(
-                    acl, json_pack("{s:s, s:s, s:O}", "permission", effect,
-                                   "action", actions[a], "topic", topic));
-        }
-    }
-}
 
 void route_emqx_authn(http_req *r)
 {
@@ -361,8 +332,8 @@ void route_emqx_authn(http_req *r)
     } else {
         /* EMQX takes the first matching rule: deny rules go first. */
         acl = json_array();
-        emqx_rules_of(res.statements, "deny", acl);
-        emqx_rules_of(res.statements, "allow", acl);
+        checker_emqx_rules(res.statements, "deny", acl);
+        checker_emqx_rules(res.statements, "allow", acl);
         out = json_pack("{s:s, s:b, s:o}", "result", "allow", "is_superuser",
                         0, "acl", acl);
         if (res.expire_at > 0)
