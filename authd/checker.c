@@ -4,7 +4,11 @@
  *   - devices: status, their policy sources, and the compiled policy set
  *     for each distinct (client id, username, cert CN) they connect with.
  * Policies and groups are versioned by one generation counter; a device
- * entry built under an older generation is rebuilt on its next use. */
+ * entry built under an older generation is rebuilt on its next use.
+ * Devices and certificates follow the one invalidation rule (checker.h)
+ * with a generation per shard: every forget bumps the generation of the
+ * shards its keys live in, and a reader inserts what it loaded only if
+ * the generation it noted before the load is still current. */
 #include <ctype.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -70,6 +74,7 @@ struct cert_entry {
 
 struct shard {
     pthread_mutex_t lock;
+    uint64_t gen;     /* bumped by every invalidation in this shard */
     struct dev_entry *devs[BUCKETS];
     size_t ndevs;
     struct cert_entry *certs[BUCKETS];
@@ -84,9 +89,9 @@ struct checker {
      * memory dump does not give a fast offline check of a secret. */
     uint8_t mac_key[32];
     atomic_uint_fast64_t policy_gen;
-    /* Bumped by every checker_forget_device: a device entry loaded from
-     * a snapshot older than a forget must not be cached after it. */
-    atomic_uint_fast64_t device_gen;
+    int trust_cn_only;
+    void (*race_hook)(void *arg); /* tests only: see checker.h */
+    void *race_arg;
     struct shard shards[SHARDS];
 };
 
@@ -108,7 +113,7 @@ static struct shard *shard_of(checker *c, uint64_t h)
 
 /* ---- lifecycle --------------------------------------------------------- */
 
-ad_err checker_open(store *st, long ttl, checker **out)
+ad_err checker_open(store *st, long ttl, int trust_cn_only, checker **out)
 {
     checker *c;
     int i;
@@ -119,12 +124,12 @@ ad_err checker_open(store *st, long ttl, checker **out)
         return AD_ENOMEM;
     c->st = st;
     c->ttl = ttl;
+    c->trust_cn_only = trust_cn_only;
     if (RAND_bytes(c->mac_key, sizeof(c->mac_key)) != 1) {
         free(c);
         return AD_EINTERNAL;
     }
     atomic_init(&c->policy_gen, 1);
-    atomic_init(&c->device_gen, 1);
     for (i = 0; i < SHARDS; i++)
         pthread_mutex_init(&c->shards[i].lock, NULL);
     *out = c;
@@ -212,6 +217,21 @@ void check_result_clear(check_result *r)
     r->statements = NULL;
     free(r->scope);
     r->scope = NULL;
+    json_decref(r->emqx_acl);
+    r->emqx_acl = NULL;
+}
+
+void checker_set_race_hook(checker *c, void (*hook)(void *arg), void *arg)
+{
+    c->race_hook = hook;
+    c->race_arg = arg;
+}
+
+/* Between a reader's store read and its cache insert. */
+static void race_point(checker *c)
+{
+    if (c->race_hook)
+        c->race_hook(c->race_arg);
 }
 
 /* ---- certificates -------------------------------------------------------- */
@@ -297,7 +317,9 @@ static ad_err cert_find(checker *c, const char *serial, const char *fpr,
 {
     struct cert_entry *e, *fresh;
     struct shard *sh;
-    uint64_t h;
+    uint64_t h, gen;
+    size_t b;
+    int tries;
     ad_err err;
 
     if (serial)
@@ -306,28 +328,42 @@ static ad_err cert_find(checker *c, const char *serial, const char *fpr,
         snprintf(out->key, sizeof(out->key), "f:%s", fpr);
     h = hash_str(out->key);
     sh = shard_of(c, h);
-    pthread_mutex_lock(&sh->lock);
-    for (e = sh->certs[(h / SHARDS) % BUCKETS]; e; e = e->next)
-        if (strcmp(e->key, out->key) == 0) {
-            *out = *e;
-            pthread_mutex_unlock(&sh->lock);
-            return AD_OK;
-        }
-    pthread_mutex_unlock(&sh->lock);
+    b = (h / SHARDS) % BUCKETS;
+    for (tries = 0;; tries++) {
+        pthread_mutex_lock(&sh->lock);
+        for (e = sh->certs[b]; e; e = e->next)
+            if (strcmp(e->key, out->key) == 0) {
+                *out = *e;
+                pthread_mutex_unlock(&sh->lock);
+                return AD_OK;
+            }
+        gen = sh->gen;
+        pthread_mutex_unlock(&sh->lock);
 
-    /* Unknown identifiers are not cached: they cost one LMDB read. */
-    if ((err = cert_load(c, serial, fpr, out)) != AD_OK)
-        return err;
+        /* Unknown identifiers are not cached: they cost one store read. */
+        if ((err = cert_load(c, serial, fpr, out)) != AD_OK)
+            return err;
+        race_point(c);
+        pthread_mutex_lock(&sh->lock);
+        if (sh->gen == gen)
+            break;
+        /* An invalidation landed while we read: what we read may predate
+         * it, so it is neither cached nor answered. Read again. A reader
+         * starved by a storm of invalidations answers from a read that
+         * began after the last one it saw, without caching it. */
+        pthread_mutex_unlock(&sh->lock);
+        if (tries == 3)
+            return cert_load(c, serial, fpr, out);
+    }
     fresh = malloc(sizeof(*fresh));
-    if (fresh == NULL)
-        return AD_OK;
-    *fresh = *out;
-    pthread_mutex_lock(&sh->lock);
-    if (sh->ncerts >= CERTS_PER_SHARD)
-        shard_clear_certs(sh);
-    fresh->next = sh->certs[(h / SHARDS) % BUCKETS];
-    sh->certs[(h / SHARDS) % BUCKETS] = fresh;
-    sh->ncerts++;
+    if (fresh != NULL) {
+        *fresh = *out;
+        if (sh->ncerts >= CERTS_PER_SHARD)
+            shard_clear_certs(sh);
+        fresh->next = sh->certs[b];
+        sh->certs[b] = fresh;
+        sh->ncerts++;
+    }
     pthread_mutex_unlock(&sh->lock);
     return AD_OK;
 }
@@ -339,6 +375,7 @@ static void cert_forget_key(checker *c, const char *key)
     struct cert_entry **pp, *e;
 
     pthread_mutex_lock(&sh->lock);
+    sh->gen++;
     for (pp = &sh->certs[(h / SHARDS) % BUCKETS]; (e = *pp) != NULL;) {
         if (strcmp(e->key, key) == 0) {
             *pp = e->next;
@@ -534,7 +571,7 @@ static ad_err dev_find_locked(checker *c, const char *id,
     struct shard *sh = shard_of(c, h);
     struct dev_entry **pp, *d, *fresh = NULL;
     size_t b = (h / SHARDS) % BUCKETS;
-    uint64_t dgen = 0;
+    uint64_t noted = 0;
     ad_err err;
 
     *out = NULL;
@@ -551,9 +588,9 @@ static ad_err dev_find_locked(checker *c, const char *id,
             sh->ndevs--;
             d = NULL;
         }
-        if (d == NULL && fresh != NULL &&
-            atomic_load(&c->device_gen) != dgen) {
-            /* A device write landed while we read: read again. */
+        if (d == NULL && fresh != NULL && sh->gen != noted) {
+            /* An invalidation landed while we read: what we read may
+             * predate it. Read again. */
             dev_entry_free(fresh);
             fresh = NULL;
         }
@@ -572,11 +609,12 @@ static ad_err dev_find_locked(checker *c, const char *id,
             *locked = sh;
             return AD_OK;
         }
-        dgen = atomic_load(&c->device_gen);
+        noted = sh->gen;
         pthread_mutex_unlock(&sh->lock);
-        /* Load without holding the lock: it reads LMDB. */
+        /* Load without holding the lock: it reads the store. */
         if ((err = dev_load(c, id, &fresh)) != AD_OK)
             return err;
+        race_point(c);
     }
 }
 
@@ -587,7 +625,7 @@ void checker_forget_device(checker *c, const char *device_id)
     struct dev_entry **pp, *d;
 
     pthread_mutex_lock(&sh->lock);
-    atomic_fetch_add(&c->device_gen, 1);
+    sh->gen++;
     for (pp = &sh->devs[(h / SHARDS) % BUCKETS]; (d = *pp) != NULL;) {
         if (strcmp(d->id, device_id) == 0) {
             *pp = d->next;
@@ -702,8 +740,11 @@ static void decide_for(checker *c, const char *device_id,
     util_strlcpy(out->policy, dec.policy ? dec.policy : "",
                  sizeof(out->policy));
     out->statement = dec.statement;
-    if (dec.allow && req->action == POL_CONNECT)
+    if (dec.allow && req->action == POL_CONNECT) {
         out->statements = pol_set_statements(set);
+        if (req->want_emqx_acl)
+            out->emqx_acl = pol_emqx_acl(set, tok ? tok->scope : NULL);
+    }
     pthread_mutex_unlock(&sh->lock);
 
     if (!out->allow) {
@@ -752,45 +793,6 @@ static int device_has_valid_cert(checker *c, const char *device_id,
     store_read_end(tx);
     json_decref(vals);
     return found;
-}
-
-/* Validates a token password; on failure sets a deny and returns 0. */
-static int token_identity(checker *c, const check_request *req, time_t now,
-                          token_entry **tok, check_result *out)
-{
-    char why[128] = "";
-    uint8_t want[32];
-    char fpr[65];
-
-    if (c->tokens == NULL ||
-        tokens_validate(c->tokens, req->password, (int64_t)now, tok, why,
-                        sizeof(why)) != AD_OK) {
-        deny(out, strstr(why, "revoked")   ? "token_revoked"
-                  : strstr(why, "expired") ? "token_expired"
-                                           : "invalid_token");
-        return 0;
-    }
-    /* RFC 8705: a bound token presented with a certificate must be
-     * presented with *that* certificate. */
-    if (req->cert_fingerprint && *req->cert_fingerprint) {
-        size_t i;
-        if (!norm_hex(req->cert_fingerprint, fpr, sizeof(fpr)) ||
-            strlen(fpr) != 64) {
-            deny(out, "invalid_certificate_id");
-            goto fail;
-        }
-        for (i = 0; i < 32; i++)
-            want[i] = (uint8_t)(hexval(fpr[2 * i]) << 4 | hexval(fpr[2 * i + 1]));
-        if (!(*tok)->has_cnf || CRYPTO_memcmp(want, (*tok)->cnf, 32) != 0) {
-            deny(out, "token_certificate_mismatch");
-            goto fail;
-        }
-    }
-    return 1;
-fail:
-    token_release(*tok);
-    *tok = NULL;
-    return 0;
 }
 
 /* Checks a device secret: a keyed MAC of the last good secret answers
@@ -848,14 +850,155 @@ void checker_set_tokens(checker *c, tokens *t)
     c->tokens = t;
 }
 
+/* ---- identity: who is this connection? ---------------------------------- */
+
+enum { CERT_PEM_MAX = 16384 };
+
+/* The SHA-256 fingerprint (lowercase hex) of a certificate given as PEM
+ * or as bare base64 DER. 0 if it is neither. */
+static int pem_fingerprint(const char *pem, char fpr[65])
+{
+    static const char begin[] = "-----BEGIN CERTIFICATE-----";
+    static const char end[] = "-----END CERTIFICATE-----";
+    const char *b64 = pem, *stop;
+    uint8_t *der = NULL;
+    size_t len = 0;
+    int ok;
+
+    if (strlen(pem) > CERT_PEM_MAX)
+        return 0;
+    if ((b64 = strstr(pem, begin)) != NULL) {
+        b64 += sizeof(begin) - 1;
+        if ((stop = strstr(b64, end)) == NULL)
+            return 0;
+    } else {
+        b64 = pem;
+        stop = pem + strlen(pem);
+    }
+    ok = util_base64_decode(b64, (size_t)(stop - b64), &der, &len) == 0 &&
+         len > 0;
+    if (ok)
+        util_sha256_hex(der, len, fpr);
+    free(der);
+    return ok;
+}
+
+/* Resolves one way of naming a certificate into *ce, and checks that it
+ * names the same certificate as any named before (*have). 0 with a deny
+ * in out if not. */
+static int cert_named(checker *c, const char *serial, const char *fpr,
+                      struct cert_entry *ce, int *have, check_result *out)
+{
+    struct cert_entry found;
+    ad_err err = cert_find(c, serial, fpr, &found);
+
+    if (err != AD_OK) {
+        deny(out, err == AD_ENOTFOUND ? "unknown_certificate" : "store_error");
+        return 0;
+    }
+    if (*have && strcmp(found.serial, ce->serial) != 0) {
+        deny(out, "certificate_mismatch");
+        return 0;
+    }
+    *ce = found;
+    *have = 1;
+    return 1;
+}
+
+/* The certificate the broker names, however it names it (fingerprint,
+ * PEM, serial; all that are given must agree), checked to be a valid
+ * device certificate of ours. Returns 1 with *ce set, 0 if none is
+ * named, -1 with a deny in out. */
+static int identify_cert(checker *c, const check_request *req, time_t now,
+                         struct cert_entry *ce, check_result *out)
+{
+    char fpr[65], serial[CA_SERIAL_HEX_MAX];
+    int have = 0;
+
+    if (req->cert_fingerprint && *req->cert_fingerprint) {
+        if (!norm_hex(req->cert_fingerprint, fpr, sizeof(fpr)) ||
+            strlen(fpr) != 64) {
+            deny(out, "invalid_certificate_id");
+            return -1;
+        }
+        if (!cert_named(c, NULL, fpr, ce, &have, out))
+            return -1;
+    }
+    if (req->cert_pem && *req->cert_pem) {
+        if (!pem_fingerprint(req->cert_pem, fpr)) {
+            deny(out, "invalid_certificate");
+            return -1;
+        }
+        if (!cert_named(c, NULL, fpr, ce, &have, out))
+            return -1;
+    }
+    if (req->cert_serial && *req->cert_serial) {
+        if (!util_serial_normalize(req->cert_serial, serial, sizeof(serial))) {
+            deny(out, "invalid_certificate_id");
+            return -1;
+        }
+        if (!cert_named(c, serial, NULL, ce, &have, out))
+            return -1;
+    }
+    if (!have)
+        return 0;
+    if (ce->revoked) {
+        deny(out, "certificate_revoked");
+        return -1;
+    }
+    if ((int64_t)now > ce->not_after) {
+        deny(out, "certificate_expired");
+        return -1;
+    }
+    if (ce->device[0] == '\0') {
+        deny(out, "not_a_device_certificate");
+        return -1;
+    }
+    return 1;
+}
+
+/* Validates a token password; on failure sets a deny and returns 0. */
+static int token_identity(checker *c, const check_request *req, time_t now,
+                          token_entry **tok, check_result *out)
+{
+    char why[128] = "";
+
+    if (c->tokens == NULL ||
+        tokens_validate(c->tokens, req->password, (int64_t)now, tok, why,
+                        sizeof(why)) != AD_OK) {
+        deny(out, strstr(why, "revoked")   ? "token_revoked"
+                  : strstr(why, "expired") ? "token_expired"
+                                           : "invalid_token");
+        return 0;
+    }
+    return 1;
+}
+
+/* Does a token go with the certificate the connection presented? A
+ * bound token (RFC 8705 cnf) only with the very certificate it is bound
+ * to; any token only with a certificate of its own device. */
+static int token_fits_cert(const token_entry *tok, const struct cert_entry *ce)
+{
+    uint8_t presented[32];
+    size_t i;
+
+    if (tok->has_cnf) {
+        for (i = 0; i < 32; i++)
+            presented[i] = (uint8_t)(hexval(ce->fpr[2 * i]) << 4 |
+                                     hexval(ce->fpr[2 * i + 1]));
+        return CRYPTO_memcmp(presented, tok->cnf, 32) == 0;
+    }
+    return strcmp(tok->sub, ce->device) == 0;
+}
+
 void checker_check(checker *c, const check_request *req, time_t now,
                    check_result *out)
 {
     struct cert_entry ce;
-    char fpr[65], serial[CA_SERIAL_HEX_MAX];
     const char *device_id = NULL;
     token_entry *tok = NULL;
-    check_request local;
+    check_request local = *req;
+    int have_cert, named_by_cn;
 
     memset(out, 0, sizeof(*out));
     out->statement = -1;
@@ -865,88 +1008,104 @@ void checker_check(checker *c, const check_request *req, time_t now,
         deny(out, "invalid_action");
         return;
     }
+    /* Every credential the broker passes must name one and the same
+     * device: the certificate (however named), a token, the CN, the
+     * username. Each step below either agrees or denies. */
+    if ((have_cert = identify_cert(c, req, now, &ce, out)) < 0)
+        return;
+    named_by_cn = req->trust_cert_cn && req->cert_cn && *req->cert_cn;
     if (req->password && *req->password && looks_like_jwt(req->password)) {
         if (!token_identity(c, req, now, &tok, out))
             return;
+        if (have_cert && !token_fits_cert(tok, &ce)) {
+            deny(out, "token_certificate_mismatch");
+            goto out;
+        }
         device_id = tok->sub;
         out->expire_at = tok->exp;
-    } else if ((req->cert_fingerprint && *req->cert_fingerprint) ||
-        (req->cert_serial && *req->cert_serial)) {
-        int by_fpr = req->cert_fingerprint && *req->cert_fingerprint;
-        ad_err err;
-
-        if (by_fpr ? !norm_hex(req->cert_fingerprint, fpr, sizeof(fpr)) ||
-                         strlen(fpr) != 64
-                   : !util_serial_normalize(req->cert_serial, serial,
-                                            sizeof(serial))) {
-            deny(out, "invalid_certificate_id");
-            return;
-        }
-        err = cert_find(c, by_fpr ? NULL : serial, by_fpr ? fpr : NULL, &ce);
-        if (err != AD_OK) {
-            deny(out, err == AD_ENOTFOUND ? "unknown_certificate"
-                                          : "store_error");
-            return;
-        }
-        if (ce.revoked) {
-            deny(out, "certificate_revoked");
-            return;
-        }
-        if ((int64_t)now > ce.not_after) {
-            deny(out, "certificate_expired");
-            return;
-        }
-        if (ce.device[0] == '\0') {
-            deny(out, "not_a_device_certificate");
-            return;
-        }
+        if (have_cert && ce.not_after < out->expire_at)
+            out->expire_at = ce.not_after;
+    } else if (have_cert) {
         device_id = ce.device;
         out->expire_at = ce.not_after;
-        /* ${cert.cn} is the CN of the certificate that identified the
-         * client: authd writes CN=<device id> into every device cert. */
-        if (req->cert_cn == NULL) {
-            local = *req;
-            local.cert_cn = ce.device;
-            req = &local;
+    }
+    if (named_by_cn) {
+        if (device_id != NULL) {
+            /* A CN beside a stronger credential must agree with it. */
+            if (strcmp(req->cert_cn, device_id) != 0) {
+                deny(out, tok && !have_cert ? "token_certificate_mismatch"
+                                            : "certificate_mismatch");
+                goto out;
+            }
+        } else if (!(req->password && *req->password)) {
+            /* A CN alone cannot tell which of the device's certificates
+             * was presented, revoked or not. */
+            if (!c->trust_cn_only) {
+                deny(out, "certificate_required");
+                goto out;
+            }
+            if (!util_device_id_valid(req->cert_cn)) {
+                deny(out, "unknown_device");
+                goto out;
+            }
+            if (!device_has_valid_cert(c, req->cert_cn, now,
+                                       &out->expire_at)) {
+                deny(out, "no_valid_certificate");
+                goto out;
+            }
+            device_id = req->cert_cn;
         }
-    } else if (req->trust_cert_cn && req->cert_cn && *req->cert_cn) {
-        /* The broker checked the chain; we check that this device still
-         * holds a valid certificate, so revocation still bites. */
-        if (!util_device_id_valid(req->cert_cn)) {
+    }
+    if (device_id == NULL) {
+        /* No certificate or token: the username is the device, proven on
+         * connect by its secret and trusted afterwards (the broker asks
+         * only about connections it accepted). */
+        const char *claimed = req->username;
+
+        if ((claimed == NULL || *claimed == '\0') && named_by_cn)
+            claimed = req->cert_cn;
+        if (claimed == NULL || *claimed == '\0') {
+            deny(out, "no_identity");
+            goto out;
+        }
+        if (named_by_cn && strcmp(claimed, req->cert_cn) != 0) {
+            deny(out, "certificate_mismatch");
+            goto out;
+        }
+        if (!util_device_id_valid(claimed)) {
             deny(out, "unknown_device");
-            return;
-        }
-        if (!device_has_valid_cert(c, req->cert_cn, now, &out->expire_at)) {
-            deny(out, "no_valid_certificate");
-            return;
-        }
-        device_id = req->cert_cn;
-    } else if (req->username && *req->username) {
-        if (!util_device_id_valid(req->username)) {
-            deny(out, "unknown_device");
-            return;
+            goto out;
         }
         if (req->action == POL_CONNECT) {
-            /* Without a certificate or token, a connect needs the
-             * device secret. The answer names the claimed device. */
-            util_strlcpy(out->device, req->username, sizeof(out->device));
+            util_strlcpy(out->device, claimed, sizeof(out->device));
             if (req->password == NULL || *req->password == '\0') {
                 deny(out, "no_credential");
-                return;
+                goto out;
             }
-            if (!secret_ok(c, req->username, req->password, out))
-                return;
+            if (!secret_ok(c, claimed, req->password, out))
+                goto out;
         }
-        device_id = req->username;
-    } else {
-        deny(out, "no_identity");
-        return;
+        device_id = claimed;
     }
-    decide_for(c, device_id, req, tok, now, out);
+    /* Brokers key every later decision by username: a connection
+     * authenticated as one device must not go on as another, nor choose
+     * ${username} in its own statements. */
+    if (req->username && *req->username &&
+        strcmp(req->username, device_id) != 0) {
+        util_strlcpy(out->device, device_id, sizeof(out->device));
+        deny(out, "username_mismatch");
+        goto out;
+    }
+    /* ${cert.cn} is the CN of the certificate that identified the
+     * client: authd writes CN=<device id> into every device cert. */
+    if (have_cert && local.cert_cn == NULL)
+        local.cert_cn = ce.device;
+    decide_for(c, device_id, &local, tok, now, out);
     /* A plugin deciding locally for a token session needs the scope
      * too: it narrows the statements. */
     if (out->allow && tok && req->action == POL_CONNECT)
         out->scope = strdup(tok->scope);
+out:
     token_release(tok);
 }
 
@@ -993,97 +1152,6 @@ int checker_device_active(checker *c, const char *device_id,
     return active;
 }
 
-/* Appends "action:topic" to buf (space separated) unless present. */
-static int scope_add(char **buf, size_t *len, const char *action,
-                     const char *topic)
-{
-    size_t need = strlen(action) + 1 + strlen(topic);
-    char item[4200], *nb;
-    const char *p;
-
-    if (need >= sizeof(item))
-        return 0;
-    memcpy(item, action, strlen(action));
-    item[strlen(action)] = ':';
-    memcpy(item + strlen(action) + 1, topic, strlen(topic) + 1);
-    for (p = *buf; p && (p = strstr(p, item)) != NULL; p++)
-        if ((p == *buf || p[-1] == ' ') && (p[need] == ' ' || p[need] == '\0'))
-            return 1;
-    nb = realloc(*buf, *len + need + 2);
-    if (nb == NULL)
-        return 0;
-    *buf = nb;
-    if (*len)
-        (*buf)[(*len)++] = ' ';
-    memcpy(*buf + *len, item, need + 1);
-    *len += need;
-    return 1;
-}
-
-/* EMQX JWT "acl" rules for the token: every deny of the policy first
- * (EMQX takes the first match), then the granted scope as allows. EMQX
- * checks publish and subscribe only; receive has no EMQX rule. */
-void checker_emqx_rules(const json_t *statements, const char *effect,
-                        json_t *acl)
-{
-    static const char *const actions[] = {"publish", "subscribe"};
-    const json_t *st, *act, *topic;
-    size_t i, a, k, t;
-
-    json_array_foreach(statements, i, st) {
-        const char *eff = json_string_value(json_object_get(st, "effect"));
-
-        if (eff == NULL || strcmp(eff, effect) != 0)
-            continue;
-        for (a = 0; a < 2; a++) {
-            int has = 0;
-
-            json_array_foreach(json_object_get(st, "actions"), k, act) {
-                const char *name = json_string_value(act);
-                if (name && strcmp(name, actions[a]) == 0)
-                    has = 1;
-            }
-            if (!has)
-                continue;
-            json_array_foreach(json_object_get(st, "topics"), t, topic)
-                json_array_append_new(
-                    acl, json_pack("{s:s, s:s, s:O}", "permission", effect,
-                                   "action", actions[a], "topic", topic));
-        }
-    }
-}
-
-static json_t *emqx_acl(const json_t *statements, const char *granted)
-{
-    json_t *acl = json_array();
-    const char *p = granted;
-
-    checker_emqx_rules(statements, "deny", acl);
-    while (p && *p) {
-        size_t n = strcspn(p, " ");
-        char item[4200];
-        const char *colon;
-
-        if (n > 0 && n < sizeof(item)) {
-            memcpy(item, p, n);
-            item[n] = '\0';
-            colon = strchr(item, ':');
-            if (colon && (strncmp(item, "publish:", 8) == 0 ||
-                          strncmp(item, "subscribe:", 10) == 0)) {
-                item[colon - item] = '\0';
-                json_array_append_new(acl, json_pack("{s:s, s:s, s:s}",
-                                                     "permission", "allow",
-                                                     "action", item, "topic",
-                                                     colon + 1));
-            }
-        }
-        p += n;
-        while (*p == ' ')
-            p++;
-    }
-    return acl;
-}
-
 ad_err checker_grant_scope(checker *c, const char *device_id,
                            const char *requested, char **granted,
                            json_t **acl, char incarnation[17], char *err,
@@ -1091,88 +1159,41 @@ ad_err checker_grant_scope(checker *c, const char *device_id,
 {
     struct dev_entry *d = NULL;
     struct shard *sh = NULL;
-    pol_set *set, *want = NULL;
-    json_t *stmts = NULL, *st, *act, *topic;
-    char *out = NULL, *norm = NULL;
-    size_t len = 0, i, j, k;
+    pol_set *set;
+    char *scope = NULL;
+    json_t *rules = NULL;
+    int status;
     ad_err e;
 
     *granted = NULL;
     *acl = NULL;
-    if (requested && *requested) {
-        /* Validate the request's syntax before looking at the policy. */
-        e = tokens_scope_compile(requested, &want, &norm, err, errlen);
-        pol_set_free(want);
-        if (e != AD_OK)
-            return e;
-    }
-    if ((e = dev_find_locked(c, device_id, &d, &sh)) != AD_OK) {
-        free(norm);
+    if ((e = dev_find_locked(c, device_id, &d, &sh)) != AD_OK)
         return e == AD_ENOTFOUND ? AD_EBADCRED : e;
-    }
-    if (d->status != DEV_ACTIVE) {
+    /* Everything read from the entry is read under the shard lock: an
+     * invalidation may free it the moment the lock is released. */
+    status = d->status;
+    if (status != DEV_ACTIVE) {
         pthread_mutex_unlock(&sh->lock);
-        free(norm);
-        return d->status == DEV_SUSPENDED ? AD_ESUSPENDED : AD_EREVOKED;
+        return status == DEV_SUSPENDED ? AD_ESUSPENDED : AD_EREVOKED;
     }
-    util_strlcpy(incarnation, d->incarnation, REGISTRY_INCARNATION_MAX);
     /* A token's subject connects as itself: client id = device id. */
     set = dev_set(d, device_id, device_id, NULL);
     if (set == NULL) {
         pthread_mutex_unlock(&sh->lock);
-        free(norm);
         return AD_EINTERNAL;
     }
-    stmts = pol_set_statements(set);
-    if (norm) {
-        /* Granted = requested items the policy allows in full. */
-        const char *p = norm;
-        while (*p) {
-            size_t n = strcspn(p, " ");
-            char item[4200];
-            char *colon;
-            if (n < sizeof(item)) {
-                memcpy(item, p, n);
-                item[n] = '\0';
-                colon = strchr(item, ':');
-                *colon = '\0';
-                if (pol_decide_filter(set, pol_action_parse(item), colon + 1)
-                        .allow)
-                    scope_add(&out, &len, item, colon + 1);
-            }
-            p += n;
-            while (*p == ' ')
-                p++;
-        }
-    } else {
-        /* No scope asked: everything the policy allows. */
-        json_array_foreach(stmts, i, st) {
-            const char *eff = json_string_value(json_object_get(st, "effect"));
-            if (eff == NULL || strcmp(eff, "allow") != 0)
-                continue;
-            json_array_foreach(json_object_get(st, "actions"), j, act) {
-                const char *a = json_string_value(act);
-                if (a == NULL || strcmp(a, "connect") == 0)
-                    continue;
-                json_array_foreach(json_object_get(st, "topics"), k, topic)
-                    if (pol_decide_filter(set, pol_action_parse(a),
-                                          json_string_value(topic))
-                            .allow)
-                        scope_add(&out, &len, a, json_string_value(topic));
-            }
-        }
-    }
+    e = pol_scope_grant(set, requested, &scope, err, errlen);
+    if (e == AD_OK && (rules = pol_emqx_acl(set, scope)) == NULL)
+        e = AD_ENOMEM;
+    if (e == AD_OK)
+        util_strlcpy(incarnation, d->incarnation, REGISTRY_INCARNATION_MAX);
     pthread_mutex_unlock(&sh->lock);
-    free(norm);
-    if (out == NULL || len == 0) {
-        free(out);
-        json_decref(stmts);
-        return ad_errf(AD_EFORBIDDEN, err, errlen,
-                       "the policy allows nothing of the requested scope");
+    if (e != AD_OK) {
+        free(scope);
+        return e;
     }
-    *acl = emqx_acl(stmts, out);
-    json_decref(stmts);
-    *granted = out;
+    *granted = scope;
+    *acl = rules;
     return AD_OK;
 }
 

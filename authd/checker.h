@@ -24,10 +24,15 @@ typedef struct {
     const char *password;         /* a token or a device secret, or NULL */
     const char *cert_fingerprint; /* SHA-256 of the DER, hex (':' allowed) */
     const char *cert_serial;      /* hex */
+    const char *cert_pem;         /* the client certificate itself: PEM,
+                                   * or base64 DER (EMQX ${cert_pem},
+                                   * VerneMQ client_cert) */
     const char *cert_cn;          /* subject CN as the broker saw it */
     int trust_cert_cn;            /* the broker verified the certificate
                                    * against our CA: cert_cn names the
-                                   * device (EMQX authn) */
+                                   * device (EMQX authn, VerneMQ's
+                                   * use_identity_as_username) */
+    int want_emqx_acl;            /* fill check_result.emqx_acl */
     const char *topic;            /* the topic or filter to decide on */
 } check_request;
 
@@ -41,17 +46,24 @@ typedef struct {
     int64_t expire_at;            /* credential end, Unix s (0: none) */
     json_t *statements;           /* allowed connects: substituted statements */
     char *scope;                  /* allowed token connects: the token's scope */
+    json_t *emqx_acl;             /* allowed connects, if asked: EMQX rules
+                                   * (pol_emqx_acl) */
     char policy[CHECK_ID_MAX];    /* deciding statement's policy, or "" */
     int statement;                /* its index, or -1 */
 } check_result;
 
 /* Creates the checker over st; answers may be cached by brokers for up
- * to ttl seconds (capped at the credential's end). */
-ad_err checker_open(store *st, long ttl, checker **out);
+ * to ttl seconds (capped at the credential's end). trust_cn_only lets a
+ * connect that names a device only by its certificate's CN in (API §8:
+ * weaker, since a CN cannot say which certificate was presented). */
+ad_err checker_open(store *st, long ttl, int trust_cn_only, checker **out);
 void checker_close(checker *c);
 
 /* Decides req at time now. Never fails: any error is a deny with a
- * reason. Free out with check_result_clear. */
+ * reason. Every credential in req must name the same device (one
+ * connection, one identity): a token, a certificate however it is named
+ * (fingerprint, serial, PEM, CN) and a non-empty username that disagree
+ * are a deny. Free out with check_result_clear. */
 void checker_check(checker *c, const check_request *req, time_t now,
                    check_result *out);
 void check_result_clear(check_result *r);
@@ -82,11 +94,12 @@ struct token_entry;
 int checker_token_active(checker *c, const struct token_entry *tok,
                          time_t now);
 
-/* The scope a token for device_id may carry: requested ("action:filter"
- * items, space separated; NULL or "" for everything its policy allows)
- * narrowed to what the policy allows in full, and the matching EMQX
- * "acl" claim, and the device's incarnation (for the token). AD_EFORBIDDEN if nothing remains, AD_EFIELD for a
- * malformed scope, AD_ESUSPENDED/AD_EREVOKED/AD_EBADCRED for the device. */
+/* The scope a token for device_id may carry (pol_scope_grant against
+ * the device's policy as it connects as itself), the matching EMQX "acl"
+ * claim (pol_emqx_acl), and the device's incarnation (for the token).
+ * AD_EFORBIDDEN if nothing remains, AD_EFIELD for a malformed or
+ * oversized scope, AD_ESUSPENDED/AD_EREVOKED/AD_EBADCRED for the
+ * device. On error nothing is written. */
 ad_err checker_grant_scope(checker *c, const char *device_id,
                            const char *requested, char **granted,
                            json_t **acl, char incarnation[17], char *err,
@@ -98,17 +111,20 @@ ad_err checker_grant_scope(checker *c, const char *device_id,
 ad_err checker_cert_status(checker *c, const char *serial_hex, int *revoked,
                            int64_t *revoked_at, int *reason);
 
-/* Appends EMQX authorization rules ({"permission","action","topic"})
- * for the publish/subscribe topics of the statements with this effect
- * ("allow" or "deny"). EMQX checks no delivery: receive is left out. */
-void checker_emqx_rules(const json_t *statements, const char *effect,
-                        json_t *acl);
-
 /* Invalidation, called after the write that makes it necessary has
- * committed. */
+ * committed and before it is answered. The one rule every cache here
+ * follows: a reader notes its key's generation before it reads the
+ * store, and inserts what it read only if no invalidation of that key
+ * happened since, so no entry can outlive the invalidation of the data
+ * it was built from. */
 void checker_forget_device(checker *c, const char *device_id);
 void checker_forget_policies(checker *c);   /* any policy or group */
 void checker_forget_cert(checker *c, const char *serial_hex,
                          const char *fingerprint_hex);
+
+/* Test hook: called by a reader between its store read and its cache
+ * insert, to let a test put an invalidation exactly there. NULL clears
+ * it. Not for production use. */
+void checker_set_race_hook(checker *c, void (*hook)(void *arg), void *arg);
 
 #endif

@@ -10,7 +10,7 @@
 #include "config.h"
 #include "util.h"
 
-typedef enum { OPT_STR, OPT_LONG } opt_type;
+typedef enum { OPT_STR, OPT_LONG, OPT_BOOL } opt_type;
 
 struct opt {
     const char *key; /* file key; flag is --key with '_' -> '-' */
@@ -21,6 +21,7 @@ struct opt {
 
 #define STR_OPT(k, d) {#k, OPT_STR, offsetof(config, k), d}
 #define LONG_OPT(k, d) {#k, OPT_LONG, offsetof(config, k), d}
+#define BOOL_OPT(k, d) {#k, OPT_BOOL, offsetof(config, k), d}
 
 static const struct opt opts[] = {
     STR_OPT(data, "./authd-data"),
@@ -46,6 +47,7 @@ static const struct opt opts[] = {
     LONG_OPT(crl_hours, "168"),
     STR_OPT(token_audience, "authd"),
     STR_OPT(token_issuer, ""),
+    BOOL_OPT(trust_cn_only, "false"),
 };
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -71,6 +73,22 @@ static ad_err opt_set(config *cfg, const struct opt *o, const char *value,
         if (!util_strlcpy(field, value, CONFIG_STR_MAX))
             return ad_errf(AD_EBADREQ, err, errlen, "%s: %s is too long",
                            source, o->key);
+    } else if (o->type == OPT_BOOL) {
+        static const char *const yes[] = {"true", "yes", "on", "1"};
+        static const char *const no[] = {"false", "no", "off", "0"};
+        size_t i;
+        long v = -1;
+
+        for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+            if (strcmp(value, yes[i]) == 0)
+                v = 1;
+            if (strcmp(value, no[i]) == 0)
+                v = 0;
+        }
+        if (v < 0)
+            return ad_errf(AD_EBADREQ, err, errlen,
+                           "%s: %s must be true or false", source, o->key);
+        *(long *)(void *)field = v;
     } else {
         uint64_t v;
         if (util_parse_u64(value, 1000000000, &v) != 0)

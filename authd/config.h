@@ -34,6 +34,7 @@ typedef struct {
     long crl_hours;                     /* CRL validity (nextUpdate) */
     char token_audience[CONFIG_STR_MAX];
     char token_issuer[CONFIG_STR_MAX];  /* "" = public_url or "authd" */
+    long trust_cn_only;                 /* 1: CN-only connects allowed */
 } config;
 
 /* Fills cfg from defaults, the config file (from --config or

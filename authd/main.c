@@ -105,7 +105,7 @@ static int cmd_serve(config *cfg, int argc, char **argv)
                  ad_err_code(e), err[0] ? err : ad_err_message(e));
         return 1;
     }
-    e = checker_open(a.st, cfg->check_ttl, &a.checker);
+    e = checker_open(a.st, cfg->check_ttl, (int)cfg->trust_cn_only, &a.checker);
     if (e == AD_OK) {
         char dir[CONFIG_STR_MAX + 16];
         tokens_config tc;

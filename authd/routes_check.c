@@ -254,14 +254,28 @@ void route_goauth_superuser(http_req *r)
     json_decref(p.obj);
 }
 
+/* Decides one action for a go-auth acl request; 0 with *reason if not. */
+static int goauth_decide(http_req *r, check_request *req, pol_action action,
+                         const char **reason)
+{
+    check_result res;
+    int allow;
+
+    req->action = action;
+    decide(r, req, time(NULL), &res);
+    allow = res.allow;
+    *reason = res.reason;
+    check_result_clear(&res);
+    return allow;
+}
+
 void route_goauth_acl(http_req *r)
 {
     struct params p;
     check_request req;
-    check_result res;
     uint64_t acc = 0;
-    int allow = 1;
-    const char *reason = "allowed";
+    int allow = 0;
+    const char *reason = "invalid_acc";
 
     if (params_read(r, &p) != 0)
         return;
@@ -269,37 +283,27 @@ void route_goauth_acl(http_req *r)
     req.username = opt(param(&p, "username"));
     req.client_id = json_string_value(json_object_get(p.obj, "clientid"));
     req.topic = param(&p, "topic");
-    if (util_parse_u64(param(&p, "acc"), 4, &acc) != 0 ||
-        acc == 0) {
-        goauth_answer(r, 0, "invalid_acc");
-        json_decref(p.obj);
-        return;
-    }
-    req.topic = json_string_value(json_object_get(p.obj, "topic"));
-    if (req.topic == NULL)
-        req.topic = "";
-    /* acc: 1 read (delivery), 2 write (publish), 3 both, 4 subscribe. */
-    if (acc == 4) {
-        req.action = POL_SUBSCRIBE;
-        decide(r, &req, time(NULL), &res);
-        allow = res.allow;
-        reason = res.reason;
-        check_result_clear(&res);
-    } else {
-        if (acc & 1) {
-            req.action = POL_RECEIVE;
-            decide(r, &req, time(NULL), &res);
-            allow = res.allow;
-            reason = res.reason;
-            check_result_clear(&res);
-        }
-        if (allow && (acc & 2)) {
-            req.action = POL_PUBLISH;
-            decide(r, &req, time(NULL), &res);
-            allow = res.allow;
-            reason = res.reason;
-            check_result_clear(&res);
-        }
+    /* Every answer starts from deny: only the four access types
+     * go-auth defines can lead to an allow. 1 read (delivery), 2 write
+     * (publish), 3 both, 4 subscribe. */
+    if (util_parse_u64(param(&p, "acc"), 4, &acc) != 0)
+        acc = 0;
+    switch (acc) {
+    case 1:
+        allow = goauth_decide(r, &req, POL_RECEIVE, &reason);
+        break;
+    case 2:
+        allow = goauth_decide(r, &req, POL_PUBLISH, &reason);
+        break;
+    case 3:
+        allow = goauth_decide(r, &req, POL_RECEIVE, &reason) &&
+                goauth_decide(r, &req, POL_PUBLISH, &reason);
+        break;
+    case 4:
+        allow = goauth_decide(r, &req, POL_SUBSCRIBE, &reason);
+        break;
+    default:
+        break;
     }
     goauth_answer(r, allow, reason);
     json_decref(p.obj);
@@ -323,17 +327,19 @@ void route_emqx_authn(http_req *r)
     req.password = opt(param(&p, "password"));
     req.client_id = param(&p, "clientid");
     req.cert_cn = opt(param(&p, "cert_common_name"));
-    /* EMQX verified the client certificate against our CA and passes
-     * its CN: that names the device (checked to hold a valid cert). */
+    /* EMQX verified the client certificate against our CA; with
+     * ${cert_pem} in its body template the decision binds to that very
+     * certificate, with only the CN it is refused unless the operator
+     * trusts CNs (checker.h). */
+    req.cert_pem = opt(param(&p, "cert_pem"));
     req.trust_cert_cn = req.cert_cn != NULL;
+    req.want_emqx_acl = 1;
     decide(r, &req, time(NULL), &res);
-    if (!res.allow) {
+    if (!res.allow || res.emqx_acl == NULL) {
         http_reply_json(r, 200, json_pack("{s:s}", "result", "deny"));
     } else {
-        /* EMQX takes the first matching rule: deny rules go first. */
-        acl = json_array();
-        checker_emqx_rules(res.statements, "deny", acl);
-        checker_emqx_rules(res.statements, "allow", acl);
+        /* EMQX 5.7.2 and later read "acl" and "expire_at" here. */
+        acl = json_incref(res.emqx_acl);
         out = json_pack("{s:s, s:b, s:o}", "result", "allow", "is_superuser",
                         0, "acl", acl);
         if (res.expire_at > 0)
@@ -407,6 +413,15 @@ void route_vernemq(http_req *r)
         (hook[16] == '\0' || m5)) {
         req.action = POL_CONNECT;
         req.password = opt(json_string_value(json_object_get(p.obj, "password")));
+        /* With forward_connection_opts VerneMQ passes the client
+         * certificate: the decision binds to it. Without a password or
+         * a certificate the username can only be the certificate's CN
+         * (use_identity_as_username): a CN-only connect. */
+        req.cert_pem = opt(param(&p, "client_cert"));
+        if (req.password == NULL && req.cert_pem == NULL) {
+            req.cert_cn = req.username;
+            req.trust_cert_cn = 1;
+        }
         decide(r, &req, now, &res);
         if (res.allow)
             http_reply_json(r, 200, json_pack("{s:s}", "result", "ok"));

@@ -21,8 +21,6 @@
 #define BUCKETS 512
 #define ENTRIES_PER_SHARD 4096
 #define REVOKED_BUCKETS 4096
-#define SCOPE_MAX 4096
-#define SCOPE_ITEMS_MAX 64
 #define KEY_FILE_MAX (64 * 1024)
 
 struct shard {
@@ -363,94 +361,6 @@ void tokens_close(tokens *t)
     free(t);
 }
 
-/* ---- scopes ------------------------------------------------------------- */
-
-ad_err tokens_scope_compile(const char *scope, pol_set **set,
-                            char **normalized, char *err, size_t errlen)
-{
-    json_t *stmts = json_array(), *doc = NULL;
-    char item[SCOPE_MAX + 1], *norm = NULL;
-    const char *p = scope;
-    size_t nitems = 0, nlen = 0;
-    pol_source src;
-    ad_err e = AD_OK;
-
-    *set = NULL;
-    if (normalized)
-        *normalized = NULL;
-    if (strlen(scope) > SCOPE_MAX) {
-        json_decref(stmts);
-        return ad_errf(AD_EFIELD, err, errlen, "scope is too long");
-    }
-    norm = malloc(strlen(scope) + 1);
-    if (norm == NULL || stmts == NULL) {
-        e = AD_ENOMEM;
-        goto out;
-    }
-    norm[0] = '\0';
-    while (*p) {
-        size_t n = strcspn(p, " ");
-        const char *colon;
-        pol_action action;
-        char name[16];
-
-        if (n == 0) {
-            p++;
-            continue;
-        }
-        memcpy(item, p, n);
-        item[n] = '\0';
-        p += n;
-        colon = strchr(item, ':');
-        if (colon == NULL || (size_t)(colon - item) >= sizeof(name)) {
-            e = ad_errf(AD_EFIELD, err, errlen,
-                        "scope items are action:topic-filter");
-            goto out;
-        }
-        memcpy(name, item, (size_t)(colon - item));
-        name[colon - item] = '\0';
-        action = pol_action_parse(name);
-        if (action == 0 || action == POL_CONNECT ||
-            !pol_filter_valid(colon + 1) || ++nitems > SCOPE_ITEMS_MAX) {
-            e = ad_errf(AD_EFIELD, err, errlen,
-                        "bad scope item \"%.64s\" (publish|subscribe|receive"
-                        ":filter, at most %d)",
-                        item, SCOPE_ITEMS_MAX);
-            goto out;
-        }
-        json_array_append_new(stmts,
-                              json_pack("{s:s, s:[s], s:[s]}", "effect",
-                                        "allow", "actions", name, "topics",
-                                        colon + 1));
-        if (nlen)
-            norm[nlen++] = ' ';
-        memcpy(norm + nlen, item, n);
-        nlen += n;
-        norm[nlen] = '\0';
-    }
-    doc = json_pack("{s:O}", "statements", stmts);
-    src.name = "scope";
-    src.doc = doc;
-    /* An empty scope compiles to a set that allows nothing. */
-    if (json_array_size(stmts) == 0) {
-        json_t *none = json_pack("{s:[]}", "statements");
-        src.doc = none;
-        e = pol_compile(&src, 1, NULL, set, err, errlen);
-        json_decref(none);
-    } else {
-        e = pol_compile(&src, 1, NULL, set, err, errlen);
-    }
-out:
-    json_decref(doc);
-    json_decref(stmts);
-    if (e == AD_OK && normalized) {
-        *normalized = norm;
-        norm = NULL;
-    }
-    free(norm);
-    return e;
-}
-
 /* ---- minting ------------------------------------------------------------ */
 
 ad_err tokens_mint(tokens *t, const char *device_id, const char *incarnation,
@@ -532,8 +442,8 @@ static token_entry *entry_of(tokens *t, json_t *claims, const uint8_t key[32],
         e->has_cnf = 1;
         free(raw);
     }
-    if (tokens_scope_compile(scope ? scope : "", &e->scope_set, &e->scope, err,
-                             errlen) != AD_OK) {
+    if (pol_scope_compile(scope ? scope : "", &e->scope_set, &e->scope, err,
+                          errlen) != AD_OK) {
         ad_errf(AD_EBADCRED, err, errlen, "bad scope in the token");
         goto fail;
     }

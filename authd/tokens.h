@@ -51,11 +51,6 @@ ad_err tokens_rotate(tokens *t, char kid[TOK_KID_MAX], char *err,
                      size_t errlen);
 json_t *tokens_jwks(tokens *t);
 
-/* Parses a scope string into a compiled allow-only set. AD_EFIELD for a
- * malformed item. *normalized is the canonical scope text (malloc). */
-ad_err tokens_scope_compile(const char *scope, pol_set **set,
-                            char **normalized, char *err, size_t errlen);
-
 /* Mints a token for device_id with scope (already granted) and, when
  * cnf is non-NULL, bound to that certificate thumbprint; incarnation
  * (private claim "authd_dev") ties it to this record of the device; acl is the

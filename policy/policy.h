@@ -143,4 +143,36 @@ pol_decision pol_decide(const pol_set *set, pol_action action,
 pol_decision pol_decide_filter(const pol_set *set, pol_action action,
                                const char *filter);
 
+/* ---- token scopes and EMQX rules ----------------------------------- */
+
+/* A scope is space-separated "action:filter" items (publish, subscribe
+ * or receive; a valid filter). Minting and verifying share these
+ * bounds, so no token is minted that a verifier refuses. */
+enum { POL_SCOPE_MAX = 8192, POL_SCOPE_ITEMS_MAX = 128 };
+
+/* Compiles scope into an allow-only set (an empty scope allows
+ * nothing) and, if normalized is non-NULL, its canonical text (single
+ * spaces, duplicates dropped; malloc). AD_EFIELD with a message for a
+ * malformed item or a scope over the bounds; on error nothing is
+ * written. */
+ad_err pol_scope_compile(const char *scope, pol_set **set, char **normalized,
+                         char *err, size_t errlen);
+
+/* The scope to grant: the items of requested that policy allows in
+ * full (pol_decide_filter), or with requested NULL or "" every filter
+ * of the policy's allow statements that it allows in full. *granted is
+ * malloc'd canonical text. AD_EFIELD for a malformed request or a grant
+ * over the bounds, AD_EFORBIDDEN if nothing is left. */
+ad_err pol_scope_grant(const pol_set *policy, const char *requested,
+                       char **granted, char *err, size_t errlen);
+
+/* The EMQX rule list ({"permission","action","topic"} objects) for a
+ * session decided by policy: every deny first (EMQX takes the first
+ * match), then the allows — the policy's own, or with a token scope
+ * (non-NULL) only the scope items the policy allows in full — and last
+ * a deny of everything, because EMQX's default for an unmatched topic
+ * is allow. Receive has no EMQX rule. A new reference, NULL if out of
+ * memory. */
+json_t *pol_emqx_acl(const pol_set *policy, const char *scope);
+
 #endif

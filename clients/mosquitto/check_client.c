@@ -12,8 +12,7 @@
 enum {
     URL_MAX = 1024,
     ANSWER_MAX = 1 << 20,   /* a connect answer carries a device's statements */
-    DOC_STATEMENTS_MAX = 256, /* pol_doc_validate's limit per document */
-    SCOPE_MAX = 4096
+    DOC_STATEMENTS_MAX = 256 /* pol_doc_validate's limit per document */
 };
 
 struct cc {
@@ -231,79 +230,6 @@ out:
     return rc;
 }
 
-int cc_compile_scope(const char *scope, pol_set **out, char *err,
-                     size_t errlen)
-{
-    json_t *stmts = json_array(), *doc = NULL;
-    char item[SCOPE_MAX + 1];
-    const char *p = scope;
-    pol_source src;
-    int rc = -1;
-
-    *out = NULL;
-    if (stmts == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    if (strlen(scope) > SCOPE_MAX) {
-        snprintf(err, errlen, "scope is too long");
-        goto out;
-    }
-    /* The same rule as authd/tokens.c: space-separated action:filter,
-     * each an allow statement of that action on that filter. */
-    while (*p) {
-        size_t n = strcspn(p, " ");
-        const char *colon;
-        char name[16];
-        pol_action a;
-
-        if (n == 0) {
-            p++;
-            continue;
-        }
-        memcpy(item, p, n);
-        item[n] = '\0';
-        p += n;
-        colon = strchr(item, ':');
-        if (colon == NULL || (size_t)(colon - item) >= sizeof(name)) {
-            snprintf(err, errlen, "bad scope item \"%.64s\"", item);
-            goto out;
-        }
-        memcpy(name, item, (size_t)(colon - item));
-        name[colon - item] = '\0';
-        a = pol_action_parse(name);
-        if (a == 0 || a == POL_CONNECT || !pol_filter_valid(colon + 1)) {
-            snprintf(err, errlen, "bad scope item \"%.64s\"", item);
-            goto out;
-        }
-        if (json_array_append_new(stmts, json_pack("{s:s, s:[s], s:[s]}",
-                                                   "effect", "allow",
-                                                   "actions", name,
-                                                   "topics", colon + 1)) != 0) {
-            snprintf(err, errlen, "out of memory");
-            goto out;
-        }
-    }
-    if (json_array_size(stmts) == 0) {
-        rc = 0; /* an empty scope allows nothing */
-        goto out;
-    }
-    doc = json_pack("{s:O}", "statements", stmts);
-    if (doc == NULL) {
-        snprintf(err, errlen, "out of memory");
-        goto out;
-    }
-    src.name = "scope";
-    src.doc = doc;
-    if (pol_compile(&src, 1, NULL, out, err, errlen) != AD_OK)
-        goto out;
-    rc = 0;
-out:
-    json_decref(doc);
-    json_decref(stmts);
-    return rc;
-}
-
 static void copy_str(char *dst, size_t n, const char *src)
 {
     size_t l = src ? strlen(src) : 0;
@@ -424,7 +350,7 @@ cc_result cc_connect(cc *c, const char *client_id, const char *username,
     scope = json_string_value(json_object_get(ans, "scope"));
     if (scope) {
         out->has_scope = 1;
-        if (cc_compile_scope(scope, &out->scope, err, errlen) != 0)
+        if (pol_scope_compile(scope, &out->scope, NULL, err, errlen) != AD_OK)
             goto out;
         if (password)
             jwt_jti(password, out->jti, sizeof(out->jti));

@@ -75,10 +75,5 @@ void cc_grant_clear(cc_grant *g);
  * Returns 0 or -1 with err set. Exposed for the tests of this module. */
 int cc_compile_statements(const json_t *statements, pol_set **out,
                           char *err, size_t errlen);
-/* Compiles a token scope ("publish:a/# subscribe:b/+") into allow
- * statements, the way authd does (authd/tokens.c); an empty scope gives
- * *out = NULL (allows nothing). Returns 0 or -1 with err set. */
-int cc_compile_scope(const char *scope, pol_set **out, char *err,
-                     size_t errlen);
 
 #endif

@@ -195,7 +195,15 @@ def test_a_device_secret_works_on_the_plain_listener_and_a_wrong_one_does_not(br
 def test_a_token_works_on_the_websockets_listener_within_its_scope(broker, world):
     dev = world.cert_device()
     token = world.token(dev, scope="publish:devices/%s/telemetry/#" % dev.id)
-    ws = Client(broker, "ws", dev.id + "-ws", username="anything", password=token)
+    # One connection, one identity: a username other than the token's
+    # device is refused; the device's own id (or none) is accepted.
+    other = Client(broker, "ws", dev.id + "-ws2", username="anything", password=token)
+    try:
+        assert other.connect() == CONNACK_NOT_AUTHORIZED, (
+            "a token of one device under another username is refused")
+    finally:
+        other.close()
+    ws = Client(broker, "ws", dev.id + "-ws", username=dev.id, password=token)
     _, console = console_session(broker, world)
     try:
         assert ws.connect() == 0, "a token as the password opens the websockets listener"

@@ -186,10 +186,10 @@ def emqx_authn_body(**fields):
     return body
 
 
-def test_emqx_authn_allows_a_device_named_by_its_verified_certificate_cn(authd, cert_device):
+def test_emqx_authn_allows_a_device_by_its_verified_certificate(authd, cert_device):
     dev = cert_device
     body = emqx_authn_body(username=dev.id, clientid=dev.id, cert_common_name=dev.id,
-                           cert_subject="CN=" + dev.id)
+                           cert_subject="CN=" + dev.id, cert_pem=dev.cert_pem)
     r = post(authd, "/compat/emqx/authn", body)
     assert r.status == 200 and r.headers.get("content-type", "").startswith("application/json"), r
     a = r.json
@@ -205,7 +205,9 @@ def test_emqx_authn_allows_a_device_named_by_its_verified_certificate_cn(authd, 
             "publish", "subscribe", "all") and isinstance(rule["topic"], str), (
             "EMQX rule objects: {permission, action, topic}: %r" % rule)
         assert "${" not in rule["topic"], "EMQX gets concrete topics: %r" % rule
-    perms = [x["permission"] for x in acl]
+    assert acl[-1] == {"permission": "deny", "action": "all", "topic": "#"}, (
+        "the list closes with a deny-all (EMQX's no_match default is allow): %r" % acl)
+    perms = [x["permission"] for x in acl[:-1]]
     assert perms == sorted(perms, key=lambda p: p != "deny"), (
         "EMQX takes the first matching rule, so every deny must come first: %r" % perms)
     rules = {(x["permission"], x["action"], x["topic"]) for x in acl}
@@ -236,7 +238,7 @@ def test_emqx_authn_denies(authd, device, cert_device, case):
 
 def test_emqx_authn_denies_a_suspended_device_with_a_valid_certificate(authd, admin, cert_device):
     dev = cert_device
-    body = emqx_authn_body(cert_common_name=dev.id, clientid=dev.id)
+    body = emqx_authn_body(cert_common_name=dev.id, clientid=dev.id, cert_pem=dev.cert_pem)
     assert post(authd, "/compat/emqx/authn", body).json["result"] == "allow"
     assert admin.patch("/v1/devices/" + dev.id, {"status": "suspended"}).status == 200
     assert post(authd, "/compat/emqx/authn", body).json == {"result": "deny"}

@@ -372,6 +372,8 @@ def test_the_acl_claim_is_emqx_rules_with_the_policy_denies_first(authd, cert_de
         {"permission": "deny", "action": "publish", "topic": "devices/%s/state/locked" % d},
         {"permission": "allow", "action": "publish", "topic": "devices/%s/telemetry/#" % d},
         {"permission": "allow", "action": "subscribe", "topic": "devices/%s/cmd/+" % d},
+        # EMQX's no_match default is allow: nothing else by omission.
+        {"permission": "deny", "action": "all", "topic": "#"},
     ]
     assert acl == want, (
         "EMQX takes the first matching rule, so every deny comes before the "
