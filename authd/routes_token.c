@@ -124,7 +124,12 @@ void route_token(http_req *r)
     e = tokens_mint(a->tokens, id, incarnation, granted, cnfp, acl, now, &jwt,
                     &exp);
     if (e != AD_OK) {
-        http_reply_error(r, e, NULL);
+        /* Minting applies the bound verification applies: a token too
+         * large to verify is refused here, never minted unusable. */
+        http_reply_error(r, e,
+                         e == AD_EFIELD ? "the token would exceed 32 KiB: "
+                                          "ask for a narrower scope"
+                                        : NULL);
         goto out;
     }
     http_metric_inc(a, METRIC_TOKENS_ISSUED);

@@ -15,7 +15,7 @@
 
 typedef struct tok_ring tok_ring;
 
-enum { TOK_KID_MAX = 64, TOK_JWT_MAX = 8192 };
+enum { TOK_KID_MAX = 64, TOK_JWT_MAX = 32768 };
 
 /* An empty ring. */
 ad_err tok_ring_new(tok_ring **out);

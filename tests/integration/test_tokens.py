@@ -771,3 +771,21 @@ def test_repeated_secret_checks_pay_argon2_only_once(authd, secret_device):
     assert avg < 0.020, (
         "a known-good secret is answered from the MAC cache, not argon2id again: "
         "first %.1f ms, then %.1f ms on average" % (first * 1000, avg * 1000))
+
+
+def test_a_token_for_a_policy_of_seventy_topics_is_accepted_where_it_is_checked(
+        authd, admin, devdir):
+    """Minting and verifying share one scope implementation and one bound:
+    a token authd mints is never one its own check refuses."""
+    pol, grp = uid("pol-70-"), uid("grp-70-")
+    doc = {"statements": [
+        {"effect": "allow", "actions": ["connect"], "client_ids": ["${device.id}"]},
+        {"effect": "allow", "actions": ["publish"],
+         "topics": ["devices/${device.id}/t%d" % i for i in range(70)]}]}
+    assert admin.put("/v1/policies/" + pol, doc).status == 201
+    assert admin.put("/v1/groups/" + grp, {"policies": [pol]}).status == 201
+    dev = enroll_in(authd, admin, grp, devdir, prefix="t70-")
+    tok = mint(authd, dev)
+    assert len(tok["scope"].split(" ")) == 70, tok["scope"]
+    r = connect_with(authd, dev.id, tok["access_token"])
+    assert r["result"] == "allow", "the verifier accepts what the minter granted: %r" % r

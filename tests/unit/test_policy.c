@@ -858,6 +858,119 @@ static void test_compiled_tries_agree_with_brute_force(void)
     ok(exp_ok, "the exported statements decide the same random subjects");
 }
 
+/* A policy allowing publish on n topics t/0 .. t/(n-1). */
+static pol_set *many_topics(int n)
+{
+    json_t *topics = json_array(), *doc;
+    pol_set *set;
+    char t[32];
+    int i;
+
+    for (i = 0; i < n; i++) {
+        snprintf(t, sizeof(t), "t/%d", i);
+        json_array_append_new(topics, json_string(t));
+    }
+    doc = json_pack("{s:[{s:s, s:[s], s:o}]}", "statements", "effect",
+                    "allow", "actions", "publish", "topics", topics);
+    set = compile1(doc, "many", NULL);
+    json_decref(doc);
+    return set;
+}
+
+static void test_a_granted_scope_always_verifies(void)
+{
+    pol_set *policy = many_topics(70), *scope = NULL;
+    char *granted = NULL, *norm = NULL, err[256] = "";
+
+    ok(pol_scope_grant(policy, NULL, &granted, err, sizeof(err)) == AD_OK,
+       "a 70-topic policy grants its whole scope (%s)", err);
+    ok(granted && pol_scope_compile(granted, &scope, &norm, err,
+                                    sizeof(err)) == AD_OK,
+       "and the verifier accepts every scope the granter writes (%s)", err);
+    ok(norm && granted && strcmp(norm, granted) == 0,
+       "a granted scope is already canonical");
+    ok(scope && pol_decide(scope, POL_PUBLISH, "t/69").allow,
+       "the 70th item is in the verified scope");
+    pol_set_free(scope);
+    free(granted);
+    free(norm);
+    pol_set_free(policy);
+
+    policy = many_topics(POL_SCOPE_ITEMS_MAX + 1);
+    granted = NULL;
+    ok(pol_scope_grant(policy, NULL, &granted, err, sizeof(err)) ==
+               AD_EFIELD && granted == NULL,
+       "a grant over the bound is refused, never minted unverifiable");
+    pol_set_free(policy);
+}
+
+static void test_requested_scopes_are_cut_to_the_policy(void)
+{
+    json_t *d = json_loads(api_example, 0, NULL);
+    pol_vars v = {0};
+    pol_set *policy, *scope = NULL;
+    char *granted = NULL, err[256] = "";
+
+    v.device_id = "d1";
+    policy = compile1(d, "api", &v);
+    ok(pol_scope_grant(policy,
+                       "publish:devices/d1/telemetry/a publish:devices/d2/x "
+                       "publish:devices/d1/telemetry/a",
+                       &granted, err, sizeof(err)) == AD_OK &&
+           strcmp(granted, "publish:devices/d1/telemetry/a") == 0,
+       "granted = requested items the policy allows in full, once each (%s)",
+       granted ? granted : err);
+    free(granted);
+    ok(pol_scope_grant(policy, "publish:devices/d2/x", &granted, err,
+                       sizeof(err)) == AD_EFORBIDDEN,
+       "nothing allowed is a refusal");
+    ok(pol_scope_grant(policy, "fly:x", &granted, err, sizeof(err)) ==
+           AD_EFIELD,
+       "a malformed item is a bad request");
+    ok(pol_scope_compile("connect:x", &scope, NULL, err, sizeof(err)) ==
+               AD_EFIELD && scope == NULL,
+       "connect is not a scope action");
+    ok(pol_scope_compile("publish:a/#/b", &scope, NULL, err, sizeof(err)) ==
+           AD_EFIELD,
+       "an invalid filter is refused");
+    pol_set_free(policy);
+    json_decref(d);
+}
+
+static void test_emqx_rules_are_scope_and_policy_and_end_with_deny_all(void)
+{
+    json_t *d = json_loads(api_example, 0, NULL), *acl, *last, *want;
+    pol_vars v = {0};
+    pol_set *policy;
+    size_t n;
+
+    v.device_id = "d1";
+    policy = compile1(d, "api", &v);
+    acl = pol_emqx_acl(policy, "publish:devices/d1/telemetry/t "
+                               "publish:devices/d1/elsewhere");
+    n = json_array_size(acl);
+    last = json_array_get(acl, n - 1);
+    ok(n == 4, "two denies ($SYS/# for publish and subscribe), one allow, "
+               "one deny-all: %zu rules", n);
+    want = json_pack("{s:s, s:s, s:s}", "permission", "allow", "action",
+                     "publish", "topic", "devices/d1/telemetry/t");
+    ok(json_equal(json_array_get(acl, 2), want),
+       "only the scope item the policy allows becomes an allow");
+    json_decref(want);
+    ok(strcmp(json_string_value(json_object_get(last, "permission")),
+              "deny") == 0 &&
+           strcmp(json_string_value(json_object_get(last, "action")), "all") == 0 &&
+           strcmp(json_string_value(json_object_get(last, "topic")), "#") == 0,
+       "the list closes with a deny of everything");
+    json_decref(acl);
+    acl = pol_emqx_acl(policy, NULL);
+    ok(json_array_size(acl) == 5,
+       "without a token: denies, the policy's two allows, deny-all");
+    json_decref(acl);
+    pol_set_free(policy);
+    json_decref(d);
+}
+
 int main(void)
 {
     TAP_RUN(test_the_mqtt_vector_table);
@@ -874,5 +987,8 @@ int main(void)
     TAP_RUN(test_action_names_round_trip);
     TAP_RUN(test_exported_statements_decide_identically);
     TAP_RUN(test_compiled_tries_agree_with_brute_force);
+    TAP_RUN(test_a_granted_scope_always_verifies);
+    TAP_RUN(test_requested_scopes_are_cut_to_the_policy);
+    TAP_RUN(test_emqx_rules_are_scope_and_policy_and_end_with_deny_all);
     return tap_done();
 }

@@ -1,0 +1,256 @@
+/* Unit tests of the check path's caches (authd/checker.c) against a real
+ * store: the one invalidation rule. A race hook runs between a reader's
+ * store read and its cache insert, so a revocation or suspension that
+ * commits exactly there — the window in which a certificate was seen to
+ * stay cached as valid until restart — is reproduced on every run. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../authd/checker.h"
+#include "../../authd/store.h"
+#include "tap.h"
+
+#define SERIAL "0a0b0c0d"
+#define FPR "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+#define DEVICE "dev-1"
+
+static char dir[256];
+
+struct rec_write {
+    store_table table;
+    const char *key;
+    json_t *val;
+    const char *fpr; /* also index the certificate by fingerprint */
+};
+
+static ad_err rec_put(store_txn *tx, void *arg)
+{
+    struct rec_write *w = arg;
+    ad_err e = store_put(tx, w->table, w->key, w->val, 0);
+
+    if (e == AD_OK && w->fpr)
+        e = store_index_add(tx, STORE_IX_CERTS_BY_FPR, w->fpr, w->key);
+    return e;
+}
+
+static int put(store *st, store_table t, const char *key, json_t *val,
+               const char *fpr)
+{
+    struct rec_write w = {t, key, val, fpr};
+    ad_err e = store_write(st, rec_put, &w);
+
+    json_decref(val);
+    return e == AD_OK;
+}
+
+static json_t *cert_record(const char *status)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s}", "serial", SERIAL,
+                     "fingerprint", FPR, "device_id", DEVICE, "not_after",
+                     "2099-01-01T00:00:00Z", "status", status);
+}
+
+static json_t *device_record(const char *status)
+{
+    return json_pack("{s:s, s:s, s:[s], s:[], s:{}, s:s}", "id", DEVICE,
+                     "status", status, "policies", "p", "groups",
+                     "attributes", "incarnation", "0123456789abcdef");
+}
+
+static store *setup(void)
+{
+    store *st = NULL;
+    char err[256] = "";
+    json_t *doc = json_pack(
+        "{s:[{s:s, s:[s], s:[s]}, {s:s, s:[s], s:[s]}]}", "statements",
+        "effect", "allow", "actions", "connect", "client_ids", "*",
+        "effect", "allow", "actions", "publish", "topics", "t/#");
+
+    snprintf(dir, sizeof(dir), "/tmp/authd-test-checker-XXXXXX");
+    if (mkdtemp(dir) == NULL || store_open(dir, 64, &st, err, sizeof(err)) != AD_OK) {
+        tap_diag("store: %s", err);
+        return NULL;
+    }
+    if (!put(st, STORE_POLICIES, "p", json_pack("{s:s, s:o}", "name", "p",
+                                                 "document", doc), NULL) ||
+        !put(st, STORE_DEVICES, DEVICE, device_record("active"), NULL) ||
+        !put(st, STORE_CERTS, SERIAL, cert_record("valid"), FPR)) {
+        store_close(st);
+        return NULL;
+    }
+    return st;
+}
+
+static void teardown(store *st)
+{
+    char cmd[300];
+
+    store_close(st);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        tap_diag("could not remove %s", dir);
+}
+
+static void connect_by(checker *c, const char *serial, const char *fpr,
+                       check_result *res)
+{
+    check_request req;
+
+    memset(&req, 0, sizeof(req));
+    req.action = POL_CONNECT;
+    req.client_id = DEVICE;
+    req.cert_serial = serial;
+    req.cert_fingerprint = fpr;
+    checker_check(c, &req, time(NULL), res);
+}
+
+/* What the race hook does, once: a write committed and invalidated
+ * between the reader's store read and its insert. */
+struct race {
+    checker *c;
+    store *st;
+    int fired;
+    int kind; /* 0 revoke the certificate, 1 suspend the device */
+};
+
+static void race_hook(void *arg)
+{
+    struct race *r = arg;
+
+    if (r->fired++)
+        return;
+    if (r->kind == 0) {
+        put(r->st, STORE_CERTS, SERIAL, cert_record("revoked"), NULL);
+        checker_forget_cert(r->c, SERIAL, FPR);
+    } else {
+        put(r->st, STORE_DEVICES, DEVICE, device_record("suspended"), NULL);
+        checker_forget_device(r->c, DEVICE);
+    }
+}
+
+static void test_a_certificate_revoked_while_it_is_first_read_is_never_cached_as_valid(void)
+{
+    store *st = setup();
+    checker *c = NULL;
+    struct race r = {NULL, st, 0, 0};
+    check_result res;
+    int revoked = 0, reason = 0;
+    int64_t at = 0;
+
+    ok(st && checker_open(st, 30, 0, &c) == AD_OK, "a checker over a store");
+    if (c == NULL)
+        return;
+    r.c = c;
+    checker_set_race_hook(c, race_hook, &r);
+    connect_by(c, SERIAL, NULL, &res);
+    ok(r.fired >= 1, "the revocation committed between the read and the insert");
+    ok(!res.allow, "the racing check itself does not answer from the stale read (%s)",
+       res.reason);
+    check_result_clear(&res);
+    checker_set_race_hook(c, NULL, NULL);
+
+    connect_by(c, SERIAL, NULL, &res);
+    ok(!res.allow && strcmp(res.reason, "certificate_revoked") == 0,
+       "the next check by serial sees the revocation, not a cached 'valid' (%s)",
+       res.reason);
+    check_result_clear(&res);
+    connect_by(c, NULL, FPR, &res);
+    ok(!res.allow && strcmp(res.reason, "certificate_revoked") == 0,
+       "and so does a check by fingerprint (%s)", res.reason);
+    check_result_clear(&res);
+    ok(checker_cert_status(c, SERIAL, &revoked, &at, &reason) == AD_OK && revoked,
+       "OCSP's status lookup says revoked, not good");
+    checker_close(c);
+    teardown(st);
+}
+
+static void test_a_fingerprint_lookup_racing_a_revocation_is_not_cached(void)
+{
+    store *st = setup();
+    checker *c = NULL;
+    struct race r = {NULL, st, 0, 0};
+    check_result res;
+
+    ok(st && checker_open(st, 30, 0, &c) == AD_OK, "a checker over a store");
+    if (c == NULL)
+        return;
+    r.c = c;
+    checker_set_race_hook(c, race_hook, &r);
+    connect_by(c, NULL, FPR, &res);
+    check_result_clear(&res);
+    checker_set_race_hook(c, NULL, NULL);
+    connect_by(c, NULL, FPR, &res);
+    ok(!res.allow && strcmp(res.reason, "certificate_revoked") == 0,
+       "the fingerprint key obeys the same rule (%s)", res.reason);
+    check_result_clear(&res);
+    checker_close(c);
+    teardown(st);
+}
+
+static void test_a_device_suspended_while_it_is_first_read_is_never_cached_as_active(void)
+{
+    store *st = setup();
+    checker *c = NULL;
+    struct race r = {NULL, st, 0, 1};
+    check_result res;
+
+    ok(st && checker_open(st, 30, 0, &c) == AD_OK, "a checker over a store");
+    if (c == NULL)
+        return;
+    /* The certificate is cached first, so the hook fires on the
+     * device's load. */
+    connect_by(c, SERIAL, NULL, &res);
+    ok(res.allow, "the device connects while active (%s)", res.reason);
+    check_result_clear(&res);
+    checker_forget_device(c, DEVICE);
+    r.c = c;
+    checker_set_race_hook(c, race_hook, &r);
+    connect_by(c, SERIAL, NULL, &res);
+    ok(r.fired >= 1, "the suspension committed between the read and the insert");
+    check_result_clear(&res);
+    checker_set_race_hook(c, NULL, NULL);
+    connect_by(c, SERIAL, NULL, &res);
+    ok(!res.allow && strcmp(res.reason, "device_suspended") == 0,
+       "the next check sees the suspension, not a cached 'active' (%s)",
+       res.reason);
+    check_result_clear(&res);
+    checker_close(c);
+    teardown(st);
+}
+
+static void test_a_grant_after_a_suspension_is_refused(void)
+{
+    store *st = setup();
+    checker *c = NULL;
+    char *granted = NULL, inc[17];
+    json_t *acl = NULL;
+    char err[128];
+
+    ok(st && checker_open(st, 30, 0, &c) == AD_OK, "a checker over a store");
+    if (c == NULL)
+        return;
+    ok(checker_grant_scope(c, DEVICE, NULL, &granted, &acl, inc, err,
+                           sizeof(err)) == AD_OK &&
+           strcmp(granted, "publish:t/#") == 0,
+       "an active device is granted its policy's scope");
+    free(granted);
+    json_decref(acl);
+    put(st, STORE_DEVICES, DEVICE, device_record("suspended"), NULL);
+    checker_forget_device(c, DEVICE);
+    ok(checker_grant_scope(c, DEVICE, NULL, &granted, &acl, inc, err,
+                           sizeof(err)) == AD_ESUSPENDED,
+       "a suspended device is refused a token");
+    checker_close(c);
+    teardown(st);
+}
+
+int main(void)
+{
+    test_a_certificate_revoked_while_it_is_first_read_is_never_cached_as_valid();
+    test_a_fingerprint_lookup_racing_a_revocation_is_not_cached();
+    test_a_device_suspended_while_it_is_first_read_is_never_cached_as_active();
+    test_a_grant_after_a_suspension_is_refused();
+    return tap_done();
+}
