@@ -446,6 +446,7 @@ void route_vernemq(http_req *r)
                (hook[17] == '\0' || m5)) {
         json_t *topics = json_object_get(p.obj, "topics"), *t, *granted;
         size_t i;
+        int all_allowed = 1;
 
         if (!json_is_array(topics) || json_array_size(topics) > BATCH_MAX) {
             vmq_not_allowed(r);
@@ -455,25 +456,34 @@ void route_vernemq(http_req *r)
         granted = json_array();
         req.action = POL_SUBSCRIBE;
         json_array_foreach(topics, i, t) {
-            json_t *qos = json_object_get(t, "qos");
+            json_t *entry = json_is_object(t) ? json_deep_copy(t) : NULL;
+
             req.topic = json_string_value(json_object_get(t, "topic"));
             res.allow = 0;
             if (req.topic) {
                 decide(r, &req, now, &res);
                 check_result_clear(&res);
             }
+            if (res.allow) {
+                /* Kept exactly as sent: VerneMQ resets whatever options
+                 * (no_local, rap, retain_handling) an answer leaves out. */
+                json_array_append_new(granted, entry);
+                continue;
+            }
+            all_allowed = 0;
             /* A refused filter keeps its place with the failure code
              * (0x80, or 0x87 "not authorized" in MQTT 5). */
-            json_array_append_new(
-                granted,
-                json_pack("{s:s, s:I}", "topic", req.topic ? req.topic : "",
-                          "qos",
-                          res.allow ? (json_is_integer(qos)
-                                           ? json_integer_value(qos)
-                                           : (json_int_t)0)
-                                    : (json_int_t)(m5 ? 135 : 128)));
+            if (entry == NULL)
+                entry = json_pack("{s:s}", "topic", "");
+            json_object_set_new(entry, "qos",
+                                json_integer(m5 ? 135 : 128));
+            json_array_append_new(granted, entry);
         }
-        if (m5)
+        if (all_allowed)
+            /* Nothing to change: the subscription goes through with all
+             * its options and its subscription identifier untouched. */
+            http_reply_json(r, 200, json_pack("{s:s}", "result", "ok"));
+        else if (m5)
             http_reply_json(r, 200,
                             json_pack("{s:s, s:{s:o}}", "result", "ok",
                                       "modifiers", "topics", granted));
@@ -481,6 +491,8 @@ void route_vernemq(http_req *r)
             http_reply_json(r, 200,
                             json_pack("{s:s, s:o}", "result", "ok", "topics",
                                       granted));
+        if (all_allowed)
+            json_decref(granted);
     } else {
         /* Hooks we do not decide on pass through unchanged. */
         http_reply_json(r, 200, json_pack("{s:s}", "result", "next"));

@@ -358,6 +358,32 @@ def test_vernemq_subscribe_m5_answers_in_modifiers_with_135(authd, device):
         "MQTT 5 refuses with reason code 0x87 (not authorized): %r" % a)
 
 
+def test_vernemq_subscribe_m5_with_every_filter_allowed_is_a_plain_ok(authd, device):
+    """VerneMQ resets the options an answer leaves out: with nothing to
+    refuse, the answer must change nothing."""
+    topics = [{"topic": "devices/%s/cmd/+" % device, "qos": 1, "no_local": True,
+               "rap": True, "retain_handling": "dont_send"}]
+    body = {"username": device, "client_id": device, "mountpoint": "", "topics": topics,
+            "properties": {"p_subscription_id": [7]}}
+    assert vmq(authd, "auth_on_subscribe_m5", body) == {"result": "ok"}
+    assert vmq(authd, "auth_on_subscribe", {"username": device, "client_id": device,
+                                            "mountpoint": "", "topics": [
+                                                {"topic": topics[0]["topic"], "qos": 1}]}
+               ) == {"result": "ok"}
+
+
+def test_vernemq_subscribe_m5_keeps_the_options_of_allowed_filters(authd, device):
+    allowed = {"topic": "devices/%s/cmd/+" % device, "qos": 2, "no_local": True,
+               "rap": True, "retain_handling": "send_retain_if_new_sub"}
+    body = {"username": device, "client_id": device, "mountpoint": "",
+            "topics": [allowed, {"topic": "$SYS/#", "qos": 0, "no_local": False,
+                                 "rap": False, "retain_handling": "send_retain"}]}
+    a = vmq(authd, "auth_on_subscribe_m5", body)
+    got = a["modifiers"]["topics"]
+    assert got[0] == allowed, "an allowed filter keeps every option it was sent with: %r" % got
+    assert got[1]["topic"] == "$SYS/#" and got[1]["qos"] == 135, got
+
+
 @pytest.mark.parametrize("hook,body", [
     ("auth_on_publish", {"username": "x", "client_id": "x"}),
     ("auth_on_subscribe", {"username": "x", "client_id": "x", "topics": "a/b"}),
