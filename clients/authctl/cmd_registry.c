@@ -423,7 +423,7 @@ static const ctl_cmd cmds[] = {
     {"policy", "put", "NAME FILE|-",
      "Creates or replaces a policy from a JSON document (- reads stdin).",
      "The document is {\"statements\":[{\"effect\",\"actions\",\"topics\"|"
-     "\"client_ids\"}, ...]} (API.md section 6).",
+     "\"client_ids\"}, ...]} (docs/policies.md).",
      NULL, 2, 2, policy_put},
     {"policy", "get", "NAME", "Prints a policy document (JSON).", NULL, NULL,
      1, 1, policy_get},
