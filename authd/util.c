@@ -12,6 +12,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "../common/codec.h"
 #include "util.h"
 
 void util_time_rfc3339(time_t t, char *out, size_t outlen)
@@ -205,19 +206,7 @@ int util_strlcpy(char *dst, const char *src, size_t size)
 
 int util_parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
-    uint64_t v = 0;
-
-    if (s == NULL || *s == '\0')
-        return -1;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return -1;
-        if (v > (max - (uint64_t)(*s - '0')) / 10)
-            return -1;
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    *out = v;
-    return 0;
+    return codec_parse_u64(s, max, out);
 }
 
 int util_write_file(const char *path, const void *data, size_t len,
@@ -335,134 +324,24 @@ uint64_t util_now_ns(void)
 int util_base64_decode(const char *in, size_t len, uint8_t **out,
                        size_t *out_len)
 {
-    uint8_t *buf;
-    size_t i, o = 0, pad = 0;
-    unsigned acc = 0, bits = 0;
-
-    *out = NULL;
-    *out_len = 0;
-    buf = malloc(len / 4 * 3 + 3);
-    if (buf == NULL)
-        return -1;
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)in[i];
-        int v;
-
-        if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
-            continue;
-        if (c == '=') {
-            pad++;
-            continue;
-        }
-        if (pad)
-            goto bad; /* data after padding */
-        if (c >= 'A' && c <= 'Z')
-            v = c - 'A';
-        else if (c >= 'a' && c <= 'z')
-            v = c - 'a' + 26;
-        else if (c >= '0' && c <= '9')
-            v = c - '0' + 52;
-        else if (c == '+')
-            v = 62;
-        else if (c == '/')
-            v = 63;
-        else
-            goto bad;
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf[o++] = (uint8_t)(acc >> bits);
-        }
-    }
-    if (pad > 2 || bits >= 6)
-        goto bad;
-    *out = buf;
-    *out_len = o;
-    return 0;
-bad:
-    free(buf);
-    return -1;
+    return codec_b64_decode_alloc(in, len, SIZE_MAX, out, out_len,
+                                  CODEC_B64_LINES);
 }
 
 char *util_base64_encode(const uint8_t *in, size_t len, int wrap)
 {
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t enc = (len + 2) / 3 * 4, cap = enc + (wrap ? enc / 64 + 2 : 1);
-    size_t i, o = 0, col = 0;
-    char *out = malloc(cap + 1);
-
-    if (out == NULL)
-        return NULL;
-    for (i = 0; i < len; i += 3) {
-        unsigned v = (unsigned)in[i] << 16;
-        char q[4];
-        int k;
-
-        if (i + 1 < len)
-            v |= (unsigned)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        q[0] = alphabet[(v >> 18) & 63];
-        q[1] = alphabet[(v >> 12) & 63];
-        q[2] = i + 1 < len ? alphabet[(v >> 6) & 63] : '=';
-        q[3] = i + 2 < len ? alphabet[v & 63] : '=';
-        for (k = 0; k < 4; k++) {
-            out[o++] = q[k];
-            if (wrap && ++col == 64) {
-                out[o++] = '\n';
-                col = 0;
-            }
-        }
-    }
-    if (wrap && col)
-        out[o++] = '\n';
-    out[o] = '\0';
-    return out;
+    return codec_b64_encode_alloc(in, len, wrap ? CODEC_B64_LINES : 0);
 }
 
 char *util_base64url_encode(const uint8_t *in, size_t len)
 {
-    char *out = util_base64_encode(in, len, 0);
-    size_t i, n;
-
-    if (out == NULL)
-        return NULL;
-    n = strlen(out);
-    while (n && out[n - 1] == '=')
-        out[--n] = '\0';
-    for (i = 0; i < n; i++)
-        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
-    return out;
+    return codec_b64_encode_alloc(in, len, CODEC_B64_URL);
 }
 
 int util_base64url_decode(const char *in, uint8_t **out, size_t *out_len)
 {
-    size_t n = strlen(in), i;
-    char *std;
-    int rc;
-
-    *out = NULL;
-    *out_len = 0;
-    if (n % 4 == 1)
-        return -1;
-    std = malloc(n + 1);
-    if (std == NULL)
-        return -1;
-    for (i = 0; i < n; i++) {
-        char c = in[i];
-        if (c == '+' || c == '/' || c == '=' || c == ' ' || c == '\n' ||
-            c == '\r' || c == '\t') {
-            free(std);
-            return -1; /* only the URL alphabet, unpadded */
-        }
-        std[i] = c == '-' ? '+' : c == '_' ? '/' : c;
-    }
-    std[n] = '\0';
-    rc = util_base64_decode(std, n, out, out_len);
-    free(std);
-    return rc;
+    return codec_b64_decode_alloc(in, strlen(in), SIZE_MAX, out, out_len,
+                                  CODEC_B64_URL);
 }
 
 void util_jbuf_init(util_jbuf *b, size_t max)

@@ -68,6 +68,30 @@ static void test_base64_round_trips_and_refuses_garbage(void)
        "data after padding is refused");
 }
 
+/* RFC 4648 strictness: one byte string, one encoding. A decoder that
+ * accepts short padding or stray low bits lets two spellings of the same
+ * credential through checks that compare the text. */
+static void test_base64_padding_and_trailing_bits_are_strict(void)
+{
+    static const char *const bad[] = {"QQ=", "QQ===", "Q===", "QR==", "QUJ=",
+                                      "QQ", "QUI", "Q"};
+    uint8_t *out = NULL;
+    size_t len = 0, i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ok(util_base64_decode(bad[i], strlen(bad[i]), &out, &len) != 0 &&
+               out == NULL,
+           "\"%s\" is refused (incomplete padding or non-zero trailing bits)",
+           bad[i]);
+        free(out);
+        out = NULL;
+    }
+    ok(util_base64_decode("QQ==", 4, &out, &len) == 0 && len == 1 &&
+           out[0] == 'A',
+       "\"QQ==\" is the one encoding of \"A\"");
+    free(out);
+}
+
 static void test_secret_equal_compares_whole_strings(void)
 {
     ok(util_secret_equal("abc", "abc"), "equal secrets match");
@@ -90,6 +114,39 @@ static void test_parse_u64_is_bounded(void)
        "overflow is refused, not wrapped");
 }
 
+/* With a small bound the overflow guard must not underflow: max 4 is the
+ * mosquitto-go-auth acc parameter, and "5".."16" must not pass as 4 or
+ * less. */
+static void test_parse_u64_small_bounds(void)
+{
+    static const uint64_t maxes[] = {0, 1, 4, 9, 10, 11, 99, 100};
+    char s[8];
+    uint64_t v, max, i;
+    size_t k;
+
+    for (k = 0; k < sizeof(maxes) / sizeof(maxes[0]); k++) {
+        int wrong = 0;
+
+        max = maxes[k];
+        for (i = 0; i <= 120; i++) {
+            int rc;
+
+            snprintf(s, sizeof(s), "%llu", (unsigned long long)i);
+            v = 12345;
+            rc = util_parse_u64(s, max, &v);
+            if (i <= max ? rc != 0 || v != i : rc == 0)
+                wrong++;
+        }
+        ok(wrong == 0, "max %llu: exactly 0..max are accepted (%d wrong)",
+           (unsigned long long)max, wrong);
+    }
+    ok(util_parse_u64("18446744073709551615", UINT64_MAX, &v) == 0 &&
+           v == UINT64_MAX,
+       "UINT64_MAX itself parses with bound UINT64_MAX");
+    ok(util_parse_u64("18446744073709551616", UINT64_MAX, &v) != 0,
+       "UINT64_MAX + 1 is refused, not wrapped");
+}
+
 static void test_random_tokens_have_prefix_and_differ(void)
 {
     char a[64], b[64];
@@ -109,8 +166,10 @@ int main(void)
     TAP_RUN(test_device_ids_are_1_to_128_bytes_of_the_id_charset);
     TAP_RUN(test_id_pattern_globs);
     TAP_RUN(test_base64_round_trips_and_refuses_garbage);
+    TAP_RUN(test_base64_padding_and_trailing_bits_are_strict);
     TAP_RUN(test_secret_equal_compares_whole_strings);
     TAP_RUN(test_parse_u64_is_bounded);
+    TAP_RUN(test_parse_u64_small_bounds);
     TAP_RUN(test_random_tokens_have_prefix_and_differ);
     return tap_done();
 }
