@@ -120,7 +120,7 @@ ad_err registry_commit_issue(store *st, const registry_issue *is)
     struct issue_job job;
     struct timespec ts;
     char nb[32], na[32];
-    util_jbuf rec;
+    buf_t rec;
     ad_err e;
 
     memset(&job, 0, sizeof(job));
@@ -137,22 +137,22 @@ ad_err registry_commit_issue(store *st, const registry_issue *is)
     /* Written directly (the same JSON jansson would print): this runs
      * for every certificate and a tree built only to be printed costs
      * more than the writing. */
-    util_jbuf_init(&rec, 64 * 1024);
-    util_jbuf_raw(&rec, "{");
-    util_jbuf_kv(&rec, "serial", c->serial_hex);
-    util_jbuf_kv(&rec, "device_id", is->device_id);
-    util_jbuf_kv(&rec, "enrollment", is->enrollment_id);
-    util_jbuf_kv(&rec, "kind", is->kind);
-    util_jbuf_kv(&rec, "not_before", nb);
-    util_jbuf_kv(&rec, "not_after", na);
-    util_jbuf_kv(&rec, "status", "valid");
-    util_jbuf_kv(&rec, "issued_at", job.now);
-    util_jbuf_kv(&rec, "revoked_at", NULL);
-    util_jbuf_kv(&rec, "reason", NULL);
-    util_jbuf_kv(&rec, "fingerprint", job.fpr);
-    util_jbuf_kv(&rec, "pem", c->pem);
-    util_jbuf_raw(&rec, "}");
-    job.record = util_jbuf_take(&rec, NULL);
+    buf_init(&rec, 64 * 1024);
+    buf_append_str(&rec, "{");
+    util_json_kv(&rec, "serial", c->serial_hex);
+    util_json_kv(&rec, "device_id", is->device_id);
+    util_json_kv(&rec, "enrollment", is->enrollment_id);
+    util_json_kv(&rec, "kind", is->kind);
+    util_json_kv(&rec, "not_before", nb);
+    util_json_kv(&rec, "not_after", na);
+    util_json_kv(&rec, "status", "valid");
+    util_json_kv(&rec, "issued_at", job.now);
+    util_json_kv(&rec, "revoked_at", NULL);
+    util_json_kv(&rec, "reason", NULL);
+    util_json_kv(&rec, "fingerprint", job.fpr);
+    util_json_kv(&rec, "pem", c->pem);
+    buf_append_str(&rec, "}");
+    job.record = buf_take(&rec, NULL);
     if (job.record == NULL)
         return AD_ENOMEM;
     e = store_write(st, issue_write, &job);

@@ -40,43 +40,19 @@ int util_parse_rfc3339(const char *s, time_t *t)
 ad_err util_random_token(const char *prefix, size_t len, char *out,
                          size_t outlen)
 {
-    static const char b64url[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     unsigned char raw[64];
-    size_t plen = strlen(prefix), i, o, bits = 0;
-    unsigned acc = 0;
+    size_t plen = strlen(prefix), n;
 
-    if (len > sizeof(raw) || outlen < plen + (len * 4 + 2) / 3 + 1)
+    if (len > sizeof(raw) ||
+        outlen < plen + codec_b64_encoded_len(len, CODEC_B64_URL) + 1)
         return AD_EINTERNAL;
     if (RAND_bytes(raw, (int)len) != 1)
         return AD_EINTERNAL;
     memcpy(out, prefix, plen);
-    o = plen;
-    for (i = 0; i < len; i++) {
-        acc = (acc << 8) | raw[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out[o++] = b64url[(acc >> bits) & 63];
-        }
-    }
-    if (bits)
-        out[o++] = b64url[(acc << (6 - bits)) & 63];
-    out[o] = '\0';
+    n = codec_b64_encode(raw, len, out + plen, CODEC_B64_URL);
+    out[plen + n] = '\0';
     OPENSSL_cleanse(raw, sizeof(raw));
     return AD_OK;
-}
-
-static void hex_of(const unsigned char *in, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    size_t i;
-
-    for (i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * len] = '\0';
 }
 
 ad_err util_random_hex(size_t nbytes, char *out, size_t outlen)
@@ -87,7 +63,7 @@ ad_err util_random_hex(size_t nbytes, char *out, size_t outlen)
         return AD_EINTERNAL;
     if (RAND_bytes(raw, (int)nbytes) != 1)
         return AD_EINTERNAL;
-    hex_of(raw, nbytes, out);
+    codec_hex_encode(raw, nbytes, out, 0);
     return AD_OK;
 }
 
@@ -100,12 +76,11 @@ int util_serial_normalize(const char *in, char *out, size_t outlen)
         char c = *in;
         if (c == ':')
             continue;
-        if (c >= 'A' && c <= 'F')
-            c = (char)(c - 'A' + 'a');
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) ||
-            n + 1 >= sizeof(digits))
+        int v = codec_hex_val((unsigned char)c);
+
+        if (v < 0 || n + 1 >= sizeof(digits))
             return 0;
-        digits[n++] = c;
+        digits[n++] = "0123456789abcdef"[v];
     }
     while (start < n && digits[start] == '0')
         start++;
@@ -130,7 +105,7 @@ void util_sha256_hex(const void *data, size_t len, char out[65])
     unsigned char md[SHA256_DIGEST_LENGTH];
 
     SHA256(data, len, md);
-    hex_of(md, sizeof(md), out);
+    codec_hex_encode(md, sizeof(md), out, 0);
 }
 
 int util_secret_equal(const char *a, const char *b)
@@ -321,76 +296,15 @@ uint64_t util_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-int util_base64_decode(const char *in, size_t len, uint8_t **out,
-                       size_t *out_len)
+void util_json_str(buf_t *b, const char *s)
 {
-    return codec_b64_decode_alloc(in, len, SIZE_MAX, out, out_len,
-                                  CODEC_B64_LINES);
-}
-
-char *util_base64_encode(const uint8_t *in, size_t len, int wrap)
-{
-    return codec_b64_encode_alloc(in, len, wrap ? CODEC_B64_LINES : 0);
-}
-
-char *util_base64url_encode(const uint8_t *in, size_t len)
-{
-    return codec_b64_encode_alloc(in, len, CODEC_B64_URL);
-}
-
-int util_base64url_decode(const char *in, uint8_t **out, size_t *out_len)
-{
-    return codec_b64_decode_alloc(in, strlen(in), SIZE_MAX, out, out_len,
-                                  CODEC_B64_URL);
-}
-
-void util_jbuf_init(util_jbuf *b, size_t max)
-{
-    memset(b, 0, sizeof(*b));
-    b->max = max;
-}
-
-static void jbuf_put(util_jbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        char *np;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        if (cap > b->max) {
-            b->failed = 1;
-            return;
-        }
-        np = realloc(b->p, cap);
-        if (np == NULL) {
-            b->failed = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-void util_jbuf_raw(util_jbuf *b, const char *s)
-{
-    jbuf_put(b, s, strlen(s));
-}
-
-void util_jbuf_str(util_jbuf *b, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
     const char *run;
 
     if (s == NULL) {
-        jbuf_put(b, "null", 4);
+        buf_append(b, "null", 4);
         return;
     }
-    jbuf_put(b, "\"", 1);
+    buf_append(b, "\"", 1);
     for (run = s; *s; s++) {
         unsigned char c = (unsigned char)*s;
         char esc[7];
@@ -398,7 +312,7 @@ void util_jbuf_str(util_jbuf *b, const char *s)
 
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        jbuf_put(b, run, (size_t)(s - run));
+        buf_append(b, run, (size_t)(s - run));
         esc[0] = '\\';
         switch (c) {
         case '"': esc[1] = '"'; break;
@@ -410,34 +324,23 @@ void util_jbuf_str(util_jbuf *b, const char *s)
             esc[1] = 'u';
             esc[2] = '0';
             esc[3] = '0';
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
+            codec_hex_encode(&c, 1, esc + 4, 0);
             n = 6;
         }
-        jbuf_put(b, esc, n);
+        buf_append(b, esc, n);
         run = s + 1;
     }
-    jbuf_put(b, run, (size_t)(s - run));
-    jbuf_put(b, "\"", 1);
+    buf_append(b, run, (size_t)(s - run));
+    buf_append(b, "\"", 1);
 }
 
-void util_jbuf_kv(util_jbuf *b, const char *key, const char *value)
+void util_json_kv(buf_t *b, const char *key, const char *value)
 {
-    if (b->len > 0 && b->p[b->len - 1] != '{')
-        jbuf_put(b, ",", 1);
-    util_jbuf_str(b, key);
-    jbuf_put(b, ":", 1);
-    util_jbuf_str(b, value);
-}
+    const char *text = buf_str(b);
 
-char *util_jbuf_take(util_jbuf *b, size_t *len)
-{
-    char *out = b->failed ? NULL : b->p;
-
-    if (out == NULL)
-        free(b->p);
-    if (len)
-        *len = out ? b->len : 0;
-    memset(b, 0, sizeof(*b));
-    return out;
+    if (text != NULL && buf_len(b) > 0 && text[buf_len(b) - 1] != '{')
+        buf_append(b, ",", 1);
+    util_json_str(b, key);
+    buf_append(b, ":", 1);
+    util_json_str(b, value);
 }

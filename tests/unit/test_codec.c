@@ -67,6 +67,9 @@ static void test_b64_std_padding_must_be_complete_and_correct(void)
     ok(dec("", 0, out, sizeof(out)) == 0, "empty text is zero bytes");
     ok(dec("QQ==", 0, out, sizeof(out)) == 1 && out[0] == 'A',
        "\"QQ==\" is \"A\"");
+    ok(dec("TW!u", 0, out, sizeof(out)) == -1 &&
+           dec("TW!u", CODEC_B64_LINES, out, sizeof(out)) == -1,
+       "a character outside the alphabet is refused");
     ok(dec("QUI=", 0, out, sizeof(out)) == 2 && memcmp(out, "AB", 2) == 0,
        "\"QUI=\" is \"AB\"");
     ok(dec("QUJD", 0, out, sizeof(out)) == 3 && memcmp(out, "ABC", 3) == 0,

@@ -1,5 +1,6 @@
 /* Unit tests of the daemon's small rules: device ids, id_pattern globs,
- * base64 both ways, constant-time comparison, and bounded parsing. */
+ * constant-time comparison, and bounded parsing (base64 itself is
+ * common/codec, tested in test_codec.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,57 +40,6 @@ static void test_id_pattern_globs(void)
     ok(util_glob_match("*", "anything"), "* matches every id");
     ok(util_glob_match("a*b*c", "axxbyyc") && !util_glob_match("a*b*c", "axxc"),
        "several stars backtrack correctly");
-}
-
-static void test_base64_round_trips_and_refuses_garbage(void)
-{
-    const uint8_t data[] = {0, 1, 2, 250, 251, 252, 253, 254, 255};
-    uint8_t *out = NULL;
-    size_t len = 0, n;
-    char *enc;
-
-    for (n = 0; n <= sizeof(data); n++) {
-        enc = util_base64_encode(data, n, 1);
-        ok(enc && util_base64_decode(enc, strlen(enc), &out, &len) == 0 &&
-               len == n && memcmp(out, data, n) == 0,
-           "base64 of %zu bytes round-trips", n);
-        free(enc);
-        free(out);
-        out = NULL;
-    }
-    ok(util_base64_decode("TWF u\nYQ==", 10, &out, &len) == 0 && len == 4 &&
-           memcmp(out, "Mana", 4) == 0,
-       "whitespace inside base64 is ignored (EST bodies wrap lines)");
-    free(out);
-    out = NULL;
-    ok(util_base64_decode("TW!u", 4, &out, &len) != 0 && out == NULL,
-       "a character outside the alphabet is refused");
-    ok(util_base64_decode("TQ==TQ==", 8, &out, &len) != 0,
-       "data after padding is refused");
-}
-
-/* RFC 4648 strictness: one byte string, one encoding. A decoder that
- * accepts short padding or stray low bits lets two spellings of the same
- * credential through checks that compare the text. */
-static void test_base64_padding_and_trailing_bits_are_strict(void)
-{
-    static const char *const bad[] = {"QQ=", "QQ===", "Q===", "QR==", "QUJ=",
-                                      "QQ", "QUI", "Q"};
-    uint8_t *out = NULL;
-    size_t len = 0, i;
-
-    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        ok(util_base64_decode(bad[i], strlen(bad[i]), &out, &len) != 0 &&
-               out == NULL,
-           "\"%s\" is refused (incomplete padding or non-zero trailing bits)",
-           bad[i]);
-        free(out);
-        out = NULL;
-    }
-    ok(util_base64_decode("QQ==", 4, &out, &len) == 0 && len == 1 &&
-           out[0] == 'A',
-       "\"QQ==\" is the one encoding of \"A\"");
-    free(out);
 }
 
 static void test_secret_equal_compares_whole_strings(void)
@@ -165,8 +115,6 @@ int main(void)
 {
     TAP_RUN(test_device_ids_are_1_to_128_bytes_of_the_id_charset);
     TAP_RUN(test_id_pattern_globs);
-    TAP_RUN(test_base64_round_trips_and_refuses_garbage);
-    TAP_RUN(test_base64_padding_and_trailing_bits_are_strict);
     TAP_RUN(test_secret_equal_compares_whole_strings);
     TAP_RUN(test_parse_u64_is_bounded);
     TAP_RUN(test_parse_u64_small_bounds);
