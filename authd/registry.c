@@ -4,6 +4,7 @@
 
 #include <openssl/crypto.h>
 
+#include "../common/codec.h"
 #include "registry.h"
 #include "util.h"
 
@@ -126,7 +127,7 @@ ad_err registry_commit_issue(store *st, const registry_issue *is)
     memset(&job, 0, sizeof(job));
     job.is = is;
     util_time_rfc3339(is->now, job.now, sizeof(job.now));
-    ca_hex(c->sha256, sizeof(c->sha256), job.fpr);
+    codec_hex_encode(c->sha256, sizeof(c->sha256), job.fpr, 0);
     util_time_rfc3339((time_t)c->not_before, nb, sizeof(nb));
     util_time_rfc3339((time_t)c->not_after, na, sizeof(na));
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -255,7 +256,7 @@ ad_err registry_device_by_cert(store *st, const uint8_t *der, size_t len,
         *cert = NULL;
     if (ca_cert_inspect(der, len, &info) != AD_OK)
         return AD_EBADCRED;
-    ca_hex(info.sha256, sizeof(info.sha256), want);
+    codec_hex_encode(info.sha256, sizeof(info.sha256), want, 0);
     if ((e = store_read_begin(st, &tx)) != AD_OK)
         return e;
     e = store_get(tx, STORE_CERTS, info.serial_hex, &rec);
