@@ -246,7 +246,7 @@ void route_events(http_req *r)
 
     if (last == NULL)
         last = http_query(r, "last_event_id");
-    if (last && *last && util_parse_u64(last, UINT64_MAX - 1, &last_id) != 0) {
+    if (last && *last && codec_parse_u64(last, UINT64_MAX - 1, &last_id) != 0) {
         http_reply_error(r, AD_EBADREQ, "Last-Event-ID must be an event id");
         return;
     }

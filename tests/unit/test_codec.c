@@ -342,13 +342,17 @@ static void test_parse_u64_refuses_anything_but_digits(void)
 {
     static const char *const bad[] = {"", " 1", "1 ", "+1", "-0", "-1",
                                       "0x10", "1e3", "1.0", "1,0", "\t1",
-                                      "1\n", "１"};
+                                      "1\n", "\xef\xbc\x91"};
+    /* The same, printable in a TAP line. */
+    static const char *const shown[] = {"", " 1", "1 ", "+1", "-0", "-1",
+                                        "0x10", "1e3", "1.0", "1,0", "\\t1",
+                                        "1\\n", "fullwidth 1"};
     uint64_t v = 5;
     size_t i;
 
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ok(codec_parse_u64(bad[i], 1000, &v) != 0 && v == 5,
-           "\"%s\" is refused and *out is left alone", bad[i]);
+           "\"%s\" is refused and *out is left alone", shown[i]);
     ok(codec_parse_u64(NULL, 1000, &v) != 0, "NULL is refused");
 }
 
