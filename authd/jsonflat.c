@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/codec.h"
 #include "jsonflat.h"
 
 struct cursor {
@@ -30,74 +31,28 @@ static int put(struct cursor *c, unsigned char ch)
 static int hex4(const char *p, unsigned *v)
 {
     unsigned x = 0;
-    int i;
+    int i, d;
 
     for (i = 0; i < 4; i++) {
-        char h = p[i];
-        x <<= 4;
-        if (h >= '0' && h <= '9')
-            x |= (unsigned)(h - '0');
-        else if (h >= 'a' && h <= 'f')
-            x |= (unsigned)(h - 'a' + 10);
-        else if (h >= 'A' && h <= 'F')
-            x |= (unsigned)(h - 'A' + 10);
-        else
+        if ((d = codec_hex_val((unsigned char)p[i])) < 0)
             return -1;
+        x = x << 4 | (unsigned)d;
     }
     *v = x;
     return 0;
 }
 
+/* Appends code point cp (never a surrogate: the caller pairs them). */
 static int put_utf8(struct cursor *c, unsigned cp)
 {
-    if (cp < 0x80)
-        return put(c, (unsigned char)cp);
-    if (cp < 0x800)
-        return put(c, (unsigned char)(0xc0 | cp >> 6)) ||
-               put(c, (unsigned char)(0x80 | (cp & 0x3f)));
-    if (cp < 0x10000)
-        return put(c, (unsigned char)(0xe0 | cp >> 12)) ||
-               put(c, (unsigned char)(0x80 | ((cp >> 6) & 0x3f))) ||
-               put(c, (unsigned char)(0x80 | (cp & 0x3f)));
-    return put(c, (unsigned char)(0xf0 | cp >> 18)) ||
-           put(c, (unsigned char)(0x80 | ((cp >> 12) & 0x3f))) ||
-           put(c, (unsigned char)(0x80 | ((cp >> 6) & 0x3f))) ||
-           put(c, (unsigned char)(0x80 | (cp & 0x3f)));
-}
+    uint8_t b[4];
+    size_t n = codec_utf8_encode(cp, b);
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0. */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end)
-{
-    unsigned char b = p[0];
-    size_t n, i;
-    unsigned cp;
-
-    if (b < 0x80)
-        return 1;
-    if (b >= 0xc2 && b <= 0xdf) {
-        n = 2;
-        cp = b & 0x1f;
-    } else if (b >= 0xe0 && b <= 0xef) {
-        n = 3;
-        cp = b & 0x0f;
-    } else if (b >= 0xf0 && b <= 0xf4) {
-        n = 4;
-        cp = b & 0x07;
-    } else {
-        return 0;
-    }
-    if ((size_t)(end - p) < n)
-        return 0;
-    for (i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3f);
-    }
-    /* Overlong forms, surrogates and values past U+10FFFF. */
-    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-        return 0;
-    return n;
+    if (n == 0 || (size_t)(c->out_end - c->out) < n)
+        return -1;
+    memcpy(c->out, b, n);
+    c->out += n;
+    return 0;
 }
 
 /* Decodes a string starting at the opening quote into the scratch
@@ -161,8 +116,9 @@ static const char *string(struct cursor *c)
             continue;
         }
         {
-            size_t n = utf8_len((const unsigned char *)c->p,
-                                (const unsigned char *)c->end);
+            uint32_t cp;
+            size_t n = codec_utf8_decode((const uint8_t *)c->p,
+                                         (size_t)(c->end - c->p), &cp);
             if (n == 0 || (size_t)(c->out_end - c->out) < n)
                 return NULL;
             memcpy(c->out, c->p, n);

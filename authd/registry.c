@@ -4,6 +4,7 @@
 
 #include <openssl/crypto.h>
 
+#include "../common/codec.h"
 #include "registry.h"
 #include "util.h"
 
@@ -120,13 +121,13 @@ ad_err registry_commit_issue(store *st, const registry_issue *is)
     struct issue_job job;
     struct timespec ts;
     char nb[32], na[32];
-    util_jbuf rec;
+    buf_t rec;
     ad_err e;
 
     memset(&job, 0, sizeof(job));
     job.is = is;
     util_time_rfc3339(is->now, job.now, sizeof(job.now));
-    ca_hex(c->sha256, sizeof(c->sha256), job.fpr);
+    codec_hex_encode(c->sha256, sizeof(c->sha256), job.fpr, 0);
     util_time_rfc3339((time_t)c->not_before, nb, sizeof(nb));
     util_time_rfc3339((time_t)c->not_after, na, sizeof(na));
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -137,22 +138,22 @@ ad_err registry_commit_issue(store *st, const registry_issue *is)
     /* Written directly (the same JSON jansson would print): this runs
      * for every certificate and a tree built only to be printed costs
      * more than the writing. */
-    util_jbuf_init(&rec, 64 * 1024);
-    util_jbuf_raw(&rec, "{");
-    util_jbuf_kv(&rec, "serial", c->serial_hex);
-    util_jbuf_kv(&rec, "device_id", is->device_id);
-    util_jbuf_kv(&rec, "enrollment", is->enrollment_id);
-    util_jbuf_kv(&rec, "kind", is->kind);
-    util_jbuf_kv(&rec, "not_before", nb);
-    util_jbuf_kv(&rec, "not_after", na);
-    util_jbuf_kv(&rec, "status", "valid");
-    util_jbuf_kv(&rec, "issued_at", job.now);
-    util_jbuf_kv(&rec, "revoked_at", NULL);
-    util_jbuf_kv(&rec, "reason", NULL);
-    util_jbuf_kv(&rec, "fingerprint", job.fpr);
-    util_jbuf_kv(&rec, "pem", c->pem);
-    util_jbuf_raw(&rec, "}");
-    job.record = util_jbuf_take(&rec, NULL);
+    buf_init(&rec, 64 * 1024);
+    buf_append_str(&rec, "{");
+    util_json_kv(&rec, "serial", c->serial_hex);
+    util_json_kv(&rec, "device_id", is->device_id);
+    util_json_kv(&rec, "enrollment", is->enrollment_id);
+    util_json_kv(&rec, "kind", is->kind);
+    util_json_kv(&rec, "not_before", nb);
+    util_json_kv(&rec, "not_after", na);
+    util_json_kv(&rec, "status", "valid");
+    util_json_kv(&rec, "issued_at", job.now);
+    util_json_kv(&rec, "revoked_at", NULL);
+    util_json_kv(&rec, "reason", NULL);
+    util_json_kv(&rec, "fingerprint", job.fpr);
+    util_json_kv(&rec, "pem", c->pem);
+    buf_append_str(&rec, "}");
+    job.record = buf_take(&rec, NULL);
     if (job.record == NULL)
         return AD_ENOMEM;
     e = store_write(st, issue_write, &job);
@@ -255,7 +256,7 @@ ad_err registry_device_by_cert(store *st, const uint8_t *der, size_t len,
         *cert = NULL;
     if (ca_cert_inspect(der, len, &info) != AD_OK)
         return AD_EBADCRED;
-    ca_hex(info.sha256, sizeof(info.sha256), want);
+    codec_hex_encode(info.sha256, sizeof(info.sha256), want, 0);
     if ((e = store_read_begin(st, &tx)) != AD_OK)
         return e;
     e = store_get(tx, STORE_CERTS, info.serial_hex, &rec);

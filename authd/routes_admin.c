@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/codec.h"
 #include "checker.h"
 #include "registry.h"
 #include "routes.h"
@@ -775,7 +776,7 @@ void route_audit_list(http_req *r)
 
     if (http_paging(r, &limit, &after) != 0)
         return;
-    if (after && util_parse_u64(after, UINT64_MAX - 1, &after_seq) != 0) {
+    if (after && codec_parse_u64(after, UINT64_MAX - 1, &after_seq) != 0) {
         http_reply_error(r, AD_EBADREQ, "after must be an audit seq number");
         return;
     }

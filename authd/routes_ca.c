@@ -8,6 +8,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "../common/codec.h"
 #include "log.h"
 #include "registry.h"
 #include "routes.h"
@@ -47,7 +48,7 @@ static void reply_pkcs7(http_req *r, unsigned status,
         http_reply_error(r, e, NULL);
         return;
     }
-    b64 = util_base64_encode(p7, p7len, 1);
+    b64 = codec_b64_encode_alloc(p7, p7len, CODEC_B64_LINES);
     free(p7);
     if (b64 == NULL) {
         http_reply_error(r, AD_ENOMEM, NULL);
@@ -128,20 +129,20 @@ static void issue_cert(http_req *r, const ca_csr *csr,
         size_t lens[1] = {iss.der_len};
         reply_pkcs7(r, 200, ders, lens, 1);
     } else {
-        util_jbuf out;
+        buf_t out;
         char *text;
         size_t len;
 
         util_time_rfc3339((time_t)iss.not_after, na, sizeof(na));
-        util_jbuf_init(&out, 64 * 1024);
-        util_jbuf_raw(&out, "{");
-        util_jbuf_kv(&out, "device_id", q->device_id);
-        util_jbuf_kv(&out, "serial", iss.serial_hex);
-        util_jbuf_kv(&out, "certificate", iss.pem);
-        util_jbuf_kv(&out, "chain", ca_chain_pem(a->ca));
-        util_jbuf_kv(&out, "not_after", na);
-        util_jbuf_raw(&out, "}");
-        text = util_jbuf_take(&out, &len);
+        buf_init(&out, 64 * 1024);
+        buf_append_str(&out, "{");
+        util_json_kv(&out, "device_id", q->device_id);
+        util_json_kv(&out, "serial", iss.serial_hex);
+        util_json_kv(&out, "certificate", iss.pem);
+        util_json_kv(&out, "chain", ca_chain_pem(a->ca));
+        util_json_kv(&out, "not_after", na);
+        buf_append_str(&out, "}");
+        text = buf_take(&out, &len);
         if (text == NULL)
             http_reply_error(r, AD_ENOMEM, NULL);
         else
@@ -207,14 +208,15 @@ static json_t *enrollment_of(http_req *r, const char *named_id)
         size_t rawlen = 0;
         char *colon;
 
-        if (util_base64_decode(auth + 6, strlen(auth + 6), &raw, &rawlen) !=
-                0 ||
+        /* At most 512 bytes, with room for a NUL after them. */
+        if (codec_b64_decode_alloc(auth + 6, strlen(auth + 6), 513, &raw,
+                                   &rawlen, 0) != 0 ||
             rawlen > 512) {
             free(raw);
             http_reply_error(r, AD_EBADCRED, "malformed Basic credentials");
             return NULL;
         }
-        raw[rawlen] = '\0'; /* the decoder leaves room for this */
+        raw[rawlen] = '\0'; /* rawlen < 513, the buffer's size */
         colon = memchr(raw, ':', rawlen);
         if (colon == NULL || strlen((char *)raw) != rawlen) {
             free(raw);
@@ -372,7 +374,8 @@ static ca_csr *est_csr(http_req *r)
 
     if (r->body_len >= 10 && memcmp(r->body, "-----BEGIN", 10) == 0) {
         e = ca_csr_parse_pem(r->body, r->body_len, &csr, msg, sizeof(msg));
-    } else if (util_base64_decode(r->body, r->body_len, &der, &len) != 0 ||
+    } else if (codec_b64_decode_alloc(r->body, r->body_len, SIZE_MAX, &der,
+                                      &len, CODEC_B64_LINES) != 0 ||
                len == 0) {
         e = AD_ECSR;
         snprintf(msg, sizeof(msg), "the body must be a base64 DER CSR");

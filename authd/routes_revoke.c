@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "../ca/ca.h"
+#include "../common/codec.h"
 #include "checker.h"
 #include "events.h"
 #include "registry.h"
@@ -245,7 +246,7 @@ void route_events(http_req *r)
 
     if (last == NULL)
         last = http_query(r, "last_event_id");
-    if (last && *last && util_parse_u64(last, UINT64_MAX - 1, &last_id) != 0) {
+    if (last && *last && codec_parse_u64(last, UINT64_MAX - 1, &last_id) != 0) {
         http_reply_error(r, AD_EBADREQ, "Last-Event-ID must be an event id");
         return;
     }
@@ -320,7 +321,8 @@ void route_ocsp_get(http_req *r)
     size_t len = 0;
 
     /* The path is the URL-decoded base64 DER request (RFC 6960 A.1). */
-    if (util_base64_decode(r->param[0], strlen(r->param[0]), &der, &len) != 0)
+    if (codec_b64_decode_alloc(r->param[0], strlen(r->param[0]), SIZE_MAX,
+                               &der, &len, 0) != 0)
         ocsp_answer(r, (const uint8_t *)"", 0);
     else
         ocsp_answer(r, der, len);

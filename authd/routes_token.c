@@ -11,6 +11,7 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "../common/codec.h"
 #include "checker.h"
 #include "registry.h"
 #include "routes.h"
@@ -44,7 +45,9 @@ static int basic_credentials(http_req *r, char *id, size_t idlen,
 
     if (auth == NULL || strncasecmp(auth, "Basic ", 6) != 0)
         return 0;
-    if (util_base64_decode(auth + 6, strlen(auth + 6), &raw, &rawlen) != 0 ||
+    /* At most 511 bytes, with room for a NUL after them. */
+    if (codec_b64_decode_alloc(auth + 6, strlen(auth + 6), 512, &raw,
+                               &rawlen, 0) != 0 ||
         rawlen >= 512 || memchr(raw, '\0', rawlen) != NULL)
         goto out;
     raw[rawlen] = '\0';

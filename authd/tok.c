@@ -18,6 +18,8 @@
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 
+#include "../common/codec.h"
+
 enum {
     COORD_LEN = 32,    /* a P-256 scalar or coordinate */
     SIG_LEN = 64,      /* JWS ES256 signature: r||s (RFC 7518 §3.4) */
@@ -60,105 +62,10 @@ struct tok_ring {
     tok_key *active; /* one of keys[], or NULL */
 };
 
-/* ---- base64url ---------------------------------------------------- */
-
-static const char b64url_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static const int8_t b64url_value[256] = {
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1,
-    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
-    -1,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14,
-    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, 63,
-    -1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
-    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-};
-
-static size_t b64url_len(size_t n)
-{
-    return n / 3 * 4 + (n % 3 == 0 ? 0 : n % 3 + 1);
-}
-
-/* Writes b64url_len(n) characters (no padding, no NUL); returns that. */
-static size_t b64url_encode(const uint8_t *in, size_t n, char *out)
-{
-    size_t i = 0, o = 0;
-    uint32_t v;
-
-    for (; i + 3 <= n; i += 3) {
-        v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        out[o++] = b64url_alphabet[v >> 18];
-        out[o++] = b64url_alphabet[(v >> 12) & 63];
-        out[o++] = b64url_alphabet[(v >> 6) & 63];
-        out[o++] = b64url_alphabet[v & 63];
-    }
-    if (n - i == 1) {
-        v = (uint32_t)in[i] << 16;
-        out[o++] = b64url_alphabet[v >> 18];
-        out[o++] = b64url_alphabet[(v >> 12) & 63];
-    } else if (n - i == 2) {
-        v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-        out[o++] = b64url_alphabet[v >> 18];
-        out[o++] = b64url_alphabet[(v >> 12) & 63];
-        out[o++] = b64url_alphabet[(v >> 6) & 63];
-    }
-    return o;
-}
-
-/* Strict base64url (RFC 7515 §2): no padding, no whitespace, and the
- * unused low bits of the last character must be zero, so every byte
- * string has exactly one encoding and nothing in a token can change
- * without changing the signed bytes. Returns 0 and the length in *len,
- * or -1 (bad character, impossible length, or more than cap bytes). */
-static int b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap,
-                         size_t *len)
-{
-    const uint8_t *p = (const uint8_t *)in;
-    size_t i = 0, o = 0, rem = n % 4;
-    int a, b, c, d;
-
-    if (rem == 1 || n / 4 * 3 + (rem ? rem - 1 : 0) > cap)
-        return -1;
-    for (; i + 4 <= n; i += 4) {
-        a = b64url_value[p[i]];
-        b = b64url_value[p[i + 1]];
-        c = b64url_value[p[i + 2]];
-        d = b64url_value[p[i + 3]];
-        if ((a | b | c | d) < 0)
-            return -1;
-        out[o++] = (uint8_t)(a << 2 | b >> 4);
-        out[o++] = (uint8_t)((b & 15) << 4 | c >> 2);
-        out[o++] = (uint8_t)((c & 3) << 6 | d);
-    }
-    if (rem >= 2) {
-        a = b64url_value[p[i]];
-        b = b64url_value[p[i + 1]];
-        if ((a | b) < 0)
-            return -1;
-        out[o++] = (uint8_t)(a << 2 | b >> 4);
-        if (rem == 2) {
-            if ((b & 15) != 0)
-                return -1;
-        } else {
-            c = b64url_value[p[i + 2]];
-            if (c < 0 || (c & 3) != 0)
-                return -1;
-            out[o++] = (uint8_t)((b & 15) << 4 | c >> 2);
-        }
-    }
-    *len = o;
-    return 0;
-}
+/* base64url here is common/codec's CODEC_B64_URL, strict as RFC 7515 §2
+ * wants: no padding, no whitespace, and the unused low bits of the last
+ * character must be zero, so every byte string has exactly one encoding
+ * and nothing in a token can change without changing the signed bytes. */
 
 /* ---- keys --------------------------------------------------------- */
 
@@ -259,7 +166,7 @@ static ad_err key_new(const char *kid, const char *pem, tok_key **out,
     n += k->kid_len;
     memcpy(raw + n, h2, sizeof(h2) - 1);
     n += sizeof(h2) - 1;
-    k->hdr_len = b64url_encode(raw, n, k->hdr);
+    k->hdr_len = codec_b64_encode(raw, n, k->hdr, CODEC_B64_URL);
 
     *out = k;
     k = NULL;
@@ -429,8 +336,8 @@ json_t *tok_ring_jwks(tok_ring *ring)
     for (i = 0; i < ring->nkeys && !failed; i++) {
         const tok_key *k = ring->keys[i];
 
-        x[b64url_encode(k->x, COORD_LEN, x)] = '\0';
-        y[b64url_encode(k->y, COORD_LEN, y)] = '\0';
+        x[codec_b64_encode(k->x, COORD_LEN, x, CODEC_B64_URL)] = '\0';
+        y[codec_b64_encode(k->y, COORD_LEN, y, CODEC_B64_URL)] = '\0';
         jk = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "kty", "EC", "crv",
                        "P-256", "x", x, "y", y, "kid", k->kid, "use", "sig",
                        "alg", "ES256");
@@ -502,46 +409,12 @@ static void put(outbuf *o, const char *s, size_t n)
     o->len += n;
 }
 
-/* The length of the valid UTF-8 sequence (other than NUL) at s, or 0. */
-static size_t utf8_seq(const uint8_t *s, size_t n)
-{
-    uint32_t cp;
-    size_t len, i;
-
-    if (s[0] != 0 && s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-        len = 2;
-        cp = s[0] & 0x1f;
-    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        len = 3;
-        cp = s[0] & 0x0f;
-    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        len = 4;
-        cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    /* No overlong forms, no surrogates, nothing past U+10FFFF. */
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-        return 0;
-    return len;
-}
-
 static void put_string(outbuf *o, const char *str, size_t n)
 {
-    static const char hex[] = "0123456789ABCDEF"; /* as jansson */
     const uint8_t *s = (const uint8_t *)str;
     size_t i = 0, run, len;
-    char esc[6] = {'\\', 'u', '0', '0', 0, 0};
+    char esc[7] = {'\\', 'u', '0', '0', 0, 0, 0};
+    uint32_t cp;
 
     put(o, "\"", 1);
     while (i < n && !o->failed) {
@@ -554,7 +427,7 @@ static void put_string(outbuf *o, const char *str, size_t n)
         if ((i = run) == n)
             break;
         if (s[i] >= 0x80) {
-            if ((len = utf8_seq(s + i, n - i)) == 0)
+            if ((len = codec_utf8_decode(s + i, n - i, &cp)) == 0)
                 o->failed = 1;
             put(o, str + i, len);
             i += len;
@@ -570,9 +443,9 @@ static void put_string(outbuf *o, const char *str, size_t n)
         case '\t': put(o, "\\t", 2); break;
         case 0: o->failed = 1; break;
         default:
-            esc[4] = hex[s[i] >> 4];
-            esc[5] = hex[s[i] & 15];
-            put(o, esc, sizeof(esc));
+            /* Uppercase digits, as jansson writes them. */
+            codec_hex_encode(s + i, 1, esc + 4, CODEC_HEX_UPPER);
+            put(o, esc, 6);
         }
         i++;
     }
@@ -721,7 +594,8 @@ ad_err tok_mint(tok_ring *ring, const json_t *claims, char **jwt)
         e = AD_ENOTREADY;
         goto out;
     }
-    total = k->hdr_len + 1 + b64url_len(plen) + 1 + SIG_B64_LEN;
+    total = k->hdr_len + 1 + codec_b64_encoded_len(plen, CODEC_B64_URL) + 1 +
+            SIG_B64_LEN;
     if (total > TOK_JWT_MAX)
         goto out;
     if ((buf = malloc(total + 1)) == NULL) {
@@ -731,7 +605,8 @@ ad_err tok_mint(tok_ring *ring, const json_t *claims, char **jwt)
     memcpy(buf, k->hdr, k->hdr_len);
     pos = k->hdr_len;
     buf[pos++] = '.';
-    pos += b64url_encode((const uint8_t *)payload, plen, buf + pos);
+    pos += codec_b64_encode((const uint8_t *)payload, plen, buf + pos,
+                            CODEC_B64_URL);
     SHA256((const uint8_t *)buf, pos, digest);
     sig = ECDSA_do_sign(digest, sizeof(digest), k->ec);
     pthread_rwlock_unlock(&ring->lock);
@@ -748,7 +623,7 @@ ad_err tok_mint(tok_ring *ring, const json_t *claims, char **jwt)
         goto out;
     }
     buf[pos++] = '.';
-    pos += b64url_encode(rs, SIG_LEN, buf + pos);
+    pos += codec_b64_encode(rs, SIG_LEN, buf + pos, CODEC_B64_URL);
     buf[pos] = '\0';
     *jwt = buf;
     buf = NULL;
@@ -786,7 +661,7 @@ static ad_err parse_header(const char *h, size_t hlen, char kid[TOK_KID_MAX],
     size_t n;
     ad_err e = AD_EBADCRED;
 
-    if (b64url_decode(h, hlen, raw, sizeof(raw), &n) != 0) {
+    if (codec_b64_decode(h, hlen, raw, sizeof(raw), &n, CODEC_B64_URL) != 0) {
         ad_errf(e, err, errlen, "the header is not base64url or too long");
         goto out;
     }
@@ -941,11 +816,14 @@ ad_err tok_verify(tok_ring *ring, const char *jwt, const tok_expect *expect,
         ad_errf(e, err, errlen, "the signature is not 64 bytes");
         goto out;
     }
-    if (b64url_decode(d2 + 1, slen, rs, sizeof(rs), &got) != 0 || got != SIG_LEN) {
+    if (codec_b64_decode(d2 + 1, slen, rs, sizeof(rs), &got, CODEC_B64_URL) !=
+            0 ||
+        got != SIG_LEN) {
         ad_errf(e, err, errlen, "the signature is not base64url");
         goto out;
     }
-    if (b64url_decode(d1 + 1, plen, payload, sizeof(payload), &plen) != 0) {
+    if (codec_b64_decode(d1 + 1, plen, payload, sizeof(payload), &plen,
+                         CODEC_B64_URL) != 0) {
         ad_errf(e, err, errlen, "the payload is not base64url");
         goto out;
     }

@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "../common/codec.h"
 #include "tokens.h"
 #include "util.h"
 
@@ -383,7 +384,7 @@ ad_err tokens_mint(tokens *t, const char *device_id, const char *incarnation,
     if (claims == NULL)
         return AD_ENOMEM;
     if (cnf) {
-        char *b64 = util_base64url_encode(cnf, 32);
+        char *b64 = codec_b64_encode_alloc(cnf, 32, CODEC_B64_URL);
         if (b64 == NULL) {
             json_decref(claims);
             return AD_ENOMEM;
@@ -431,16 +432,16 @@ static token_entry *entry_of(tokens *t, json_t *claims, const uint8_t key[32],
     e->exp = (int64_t)json_number_value(json_object_get(claims, "exp"));
     e->iat = (int64_t)json_number_value(json_object_get(claims, "iat"));
     if (x5t) {
-        uint8_t *raw = NULL;
+        uint8_t raw[32];
         size_t rawlen = 0;
-        if (util_base64url_decode(x5t, &raw, &rawlen) != 0 || rawlen != 32) {
-            free(raw);
+        if (codec_b64_decode(x5t, strlen(x5t), raw, sizeof(raw), &rawlen,
+                             CODEC_B64_URL) != 0 ||
+            rawlen != 32) {
             ad_errf(AD_EBADCRED, err, errlen, "bad cnf thumbprint");
             goto fail;
         }
         memcpy(e->cnf, raw, 32);
         e->has_cnf = 1;
-        free(raw);
     }
     if (pol_scope_compile(scope ? scope : "", &e->scope_set, &e->scope, err,
                           errlen) != AD_OK) {

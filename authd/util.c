@@ -12,6 +12,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "../common/codec.h"
 #include "util.h"
 
 void util_time_rfc3339(time_t t, char *out, size_t outlen)
@@ -39,43 +40,19 @@ int util_parse_rfc3339(const char *s, time_t *t)
 ad_err util_random_token(const char *prefix, size_t len, char *out,
                          size_t outlen)
 {
-    static const char b64url[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     unsigned char raw[64];
-    size_t plen = strlen(prefix), i, o, bits = 0;
-    unsigned acc = 0;
+    size_t plen = strlen(prefix), n;
 
-    if (len > sizeof(raw) || outlen < plen + (len * 4 + 2) / 3 + 1)
+    if (len > sizeof(raw) ||
+        outlen < plen + codec_b64_encoded_len(len, CODEC_B64_URL) + 1)
         return AD_EINTERNAL;
     if (RAND_bytes(raw, (int)len) != 1)
         return AD_EINTERNAL;
     memcpy(out, prefix, plen);
-    o = plen;
-    for (i = 0; i < len; i++) {
-        acc = (acc << 8) | raw[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out[o++] = b64url[(acc >> bits) & 63];
-        }
-    }
-    if (bits)
-        out[o++] = b64url[(acc << (6 - bits)) & 63];
-    out[o] = '\0';
+    n = codec_b64_encode(raw, len, out + plen, CODEC_B64_URL);
+    out[plen + n] = '\0';
     OPENSSL_cleanse(raw, sizeof(raw));
     return AD_OK;
-}
-
-static void hex_of(const unsigned char *in, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    size_t i;
-
-    for (i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * len] = '\0';
 }
 
 ad_err util_random_hex(size_t nbytes, char *out, size_t outlen)
@@ -86,7 +63,7 @@ ad_err util_random_hex(size_t nbytes, char *out, size_t outlen)
         return AD_EINTERNAL;
     if (RAND_bytes(raw, (int)nbytes) != 1)
         return AD_EINTERNAL;
-    hex_of(raw, nbytes, out);
+    codec_hex_encode(raw, nbytes, out, 0);
     return AD_OK;
 }
 
@@ -99,12 +76,11 @@ int util_serial_normalize(const char *in, char *out, size_t outlen)
         char c = *in;
         if (c == ':')
             continue;
-        if (c >= 'A' && c <= 'F')
-            c = (char)(c - 'A' + 'a');
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) ||
-            n + 1 >= sizeof(digits))
+        int v = codec_hex_val((unsigned char)c);
+
+        if (v < 0 || n + 1 >= sizeof(digits))
             return 0;
-        digits[n++] = c;
+        digits[n++] = "0123456789abcdef"[v];
     }
     while (start < n && digits[start] == '0')
         start++;
@@ -129,7 +105,7 @@ void util_sha256_hex(const void *data, size_t len, char out[65])
     unsigned char md[SHA256_DIGEST_LENGTH];
 
     SHA256(data, len, md);
-    hex_of(md, sizeof(md), out);
+    codec_hex_encode(md, sizeof(md), out, 0);
 }
 
 int util_secret_equal(const char *a, const char *b)
@@ -205,19 +181,7 @@ int util_strlcpy(char *dst, const char *src, size_t size)
 
 int util_parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
-    uint64_t v = 0;
-
-    if (s == NULL || *s == '\0')
-        return -1;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return -1;
-        if (v > (max - (uint64_t)(*s - '0')) / 10)
-            return -1;
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    *out = v;
-    return 0;
+    return codec_parse_u64(s, max, out);
 }
 
 int util_write_file(const char *path, const void *data, size_t len,
@@ -332,186 +296,15 @@ uint64_t util_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-int util_base64_decode(const char *in, size_t len, uint8_t **out,
-                       size_t *out_len)
+void util_json_str(buf_t *b, const char *s)
 {
-    uint8_t *buf;
-    size_t i, o = 0, pad = 0;
-    unsigned acc = 0, bits = 0;
-
-    *out = NULL;
-    *out_len = 0;
-    buf = malloc(len / 4 * 3 + 3);
-    if (buf == NULL)
-        return -1;
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)in[i];
-        int v;
-
-        if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
-            continue;
-        if (c == '=') {
-            pad++;
-            continue;
-        }
-        if (pad)
-            goto bad; /* data after padding */
-        if (c >= 'A' && c <= 'Z')
-            v = c - 'A';
-        else if (c >= 'a' && c <= 'z')
-            v = c - 'a' + 26;
-        else if (c >= '0' && c <= '9')
-            v = c - '0' + 52;
-        else if (c == '+')
-            v = 62;
-        else if (c == '/')
-            v = 63;
-        else
-            goto bad;
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf[o++] = (uint8_t)(acc >> bits);
-        }
-    }
-    if (pad > 2 || bits >= 6)
-        goto bad;
-    *out = buf;
-    *out_len = o;
-    return 0;
-bad:
-    free(buf);
-    return -1;
-}
-
-char *util_base64_encode(const uint8_t *in, size_t len, int wrap)
-{
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t enc = (len + 2) / 3 * 4, cap = enc + (wrap ? enc / 64 + 2 : 1);
-    size_t i, o = 0, col = 0;
-    char *out = malloc(cap + 1);
-
-    if (out == NULL)
-        return NULL;
-    for (i = 0; i < len; i += 3) {
-        unsigned v = (unsigned)in[i] << 16;
-        char q[4];
-        int k;
-
-        if (i + 1 < len)
-            v |= (unsigned)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        q[0] = alphabet[(v >> 18) & 63];
-        q[1] = alphabet[(v >> 12) & 63];
-        q[2] = i + 1 < len ? alphabet[(v >> 6) & 63] : '=';
-        q[3] = i + 2 < len ? alphabet[v & 63] : '=';
-        for (k = 0; k < 4; k++) {
-            out[o++] = q[k];
-            if (wrap && ++col == 64) {
-                out[o++] = '\n';
-                col = 0;
-            }
-        }
-    }
-    if (wrap && col)
-        out[o++] = '\n';
-    out[o] = '\0';
-    return out;
-}
-
-char *util_base64url_encode(const uint8_t *in, size_t len)
-{
-    char *out = util_base64_encode(in, len, 0);
-    size_t i, n;
-
-    if (out == NULL)
-        return NULL;
-    n = strlen(out);
-    while (n && out[n - 1] == '=')
-        out[--n] = '\0';
-    for (i = 0; i < n; i++)
-        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
-    return out;
-}
-
-int util_base64url_decode(const char *in, uint8_t **out, size_t *out_len)
-{
-    size_t n = strlen(in), i;
-    char *std;
-    int rc;
-
-    *out = NULL;
-    *out_len = 0;
-    if (n % 4 == 1)
-        return -1;
-    std = malloc(n + 1);
-    if (std == NULL)
-        return -1;
-    for (i = 0; i < n; i++) {
-        char c = in[i];
-        if (c == '+' || c == '/' || c == '=' || c == ' ' || c == '\n' ||
-            c == '\r' || c == '\t') {
-            free(std);
-            return -1; /* only the URL alphabet, unpadded */
-        }
-        std[i] = c == '-' ? '+' : c == '_' ? '/' : c;
-    }
-    std[n] = '\0';
-    rc = util_base64_decode(std, n, out, out_len);
-    free(std);
-    return rc;
-}
-
-void util_jbuf_init(util_jbuf *b, size_t max)
-{
-    memset(b, 0, sizeof(*b));
-    b->max = max;
-}
-
-static void jbuf_put(util_jbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        char *np;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        if (cap > b->max) {
-            b->failed = 1;
-            return;
-        }
-        np = realloc(b->p, cap);
-        if (np == NULL) {
-            b->failed = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-void util_jbuf_raw(util_jbuf *b, const char *s)
-{
-    jbuf_put(b, s, strlen(s));
-}
-
-void util_jbuf_str(util_jbuf *b, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
     const char *run;
 
     if (s == NULL) {
-        jbuf_put(b, "null", 4);
+        buf_append(b, "null", 4);
         return;
     }
-    jbuf_put(b, "\"", 1);
+    buf_append(b, "\"", 1);
     for (run = s; *s; s++) {
         unsigned char c = (unsigned char)*s;
         char esc[7];
@@ -519,7 +312,7 @@ void util_jbuf_str(util_jbuf *b, const char *s)
 
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        jbuf_put(b, run, (size_t)(s - run));
+        buf_append(b, run, (size_t)(s - run));
         esc[0] = '\\';
         switch (c) {
         case '"': esc[1] = '"'; break;
@@ -531,34 +324,23 @@ void util_jbuf_str(util_jbuf *b, const char *s)
             esc[1] = 'u';
             esc[2] = '0';
             esc[3] = '0';
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
+            codec_hex_encode(&c, 1, esc + 4, 0);
             n = 6;
         }
-        jbuf_put(b, esc, n);
+        buf_append(b, esc, n);
         run = s + 1;
     }
-    jbuf_put(b, run, (size_t)(s - run));
-    jbuf_put(b, "\"", 1);
+    buf_append(b, run, (size_t)(s - run));
+    buf_append(b, "\"", 1);
 }
 
-void util_jbuf_kv(util_jbuf *b, const char *key, const char *value)
+void util_json_kv(buf_t *b, const char *key, const char *value)
 {
-    if (b->len > 0 && b->p[b->len - 1] != '{')
-        jbuf_put(b, ",", 1);
-    util_jbuf_str(b, key);
-    jbuf_put(b, ":", 1);
-    util_jbuf_str(b, value);
-}
+    const char *text = buf_str(b);
 
-char *util_jbuf_take(util_jbuf *b, size_t *len)
-{
-    char *out = b->failed ? NULL : b->p;
-
-    if (out == NULL)
-        free(b->p);
-    if (len)
-        *len = out ? b->len : 0;
-    memset(b, 0, sizeof(*b));
-    return out;
+    if (text != NULL && buf_len(b) > 0 && text[buf_len(b) - 1] != '{')
+        buf_append(b, ",", 1);
+    util_json_str(b, key);
+    buf_append(b, ":", 1);
+    util_json_str(b, value);
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "../common/buf.h"
 #include "../common/err.h"
 
 /* Formats t as RFC 3339 UTC ("2026-11-22T10:00:00Z"). */
@@ -48,7 +49,8 @@ int util_glob_match(const char *pattern, const char *s);
 /* Bounded copy that always terminates; returns 0 if src did not fit. */
 int util_strlcpy(char *dst, const char *src, size_t size);
 
-/* Parses a decimal unsigned integer in [0, max]; 0 on success. */
+/* codec_parse_u64 (common/codec.h) under its older name: a decimal
+ * unsigned integer in [0, max], digits only; 0 on success. */
 int util_parse_u64(const char *s, uint64_t max, uint64_t *out);
 
 /* Writes data to path atomically (temp file, fsync, rename, fsync of the
@@ -64,33 +66,12 @@ uint64_t util_now_ns(void);
 
 
 
-/* Base64 (standard alphabet) decode ignoring whitespace; padding
- * optional. *out is malloc()ed. Returns 0, or -1 on bad input. */
-int util_base64_decode(const char *in, size_t len, uint8_t **out,
-                       size_t *out_len);
-/* Base64 encode, with a newline every 64 output characters if wrap is
- * set. NUL-terminated malloc()ed string, or NULL. */
-char *util_base64_encode(const uint8_t *in, size_t len, int wrap);
-/* Unpadded base64url (RFC 4648 §5), as JWTs use it. Encode returns a
- * malloc()ed string or NULL; decode returns 0 or -1 for bad input
- * (padding and characters outside the alphabet are refused). */
-char *util_base64url_encode(const uint8_t *in, size_t len);
-int util_base64url_decode(const char *in, uint8_t **out, size_t *out_len);
-/* A small JSON writer for the hot paths, where building a jansson tree
- * only to print it costs more than the work around it. Appends are
- * bounded by max; any failure sticks and util_jbuf_take returns NULL. */
-typedef struct {
-    char *p;
-    size_t len, cap, max;
-    int failed;
-} util_jbuf;
-void util_jbuf_init(util_jbuf *b, size_t max);
-void util_jbuf_raw(util_jbuf *b, const char *s);
-/* Appends s as a JSON string (quotes, escapes); NULL appends null. */
-void util_jbuf_str(util_jbuf *b, const char *s);
+/* JSON writing for the hot paths, where building a jansson tree only to
+ * print it costs more than the work around it; the buffer bounds it and
+ * any failure sticks (see common/buf.h). Appends s as a JSON string
+ * (quotes, escapes); NULL appends null. */
+void util_json_str(buf_t *b, const char *s);
 /* Appends "key": value-as-string (or null), with a leading comma if
  * something other than '{' precedes it. */
-void util_jbuf_kv(util_jbuf *b, const char *key, const char *value);
-/* The NUL-terminated text (caller frees) and its length, or NULL. */
-char *util_jbuf_take(util_jbuf *b, size_t *len);
+void util_json_kv(buf_t *b, const char *key, const char *value);
 #endif

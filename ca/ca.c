@@ -35,14 +35,7 @@ ad_err ca_global_init(void)
 
 void ca_hex(const uint8_t *in, size_t len, char *out)
 {
-    static const char digits[] = "0123456789abcdef";
-    size_t i;
-
-    for (i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * len] = '\0';
+    codec_hex_encode(in, len, out, 0);
 }
 
 /* Copies a memory BIO's contents into a NUL-terminated malloc()ed string. */

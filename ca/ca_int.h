@@ -7,6 +7,7 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 
+#include "../common/codec.h"
 #include "ca.h"
 #include "der.h"
 

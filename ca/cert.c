@@ -78,7 +78,7 @@ ad_err ca_cert_inspect(const uint8_t *der, size_t len, ca_cert_info *out)
     memset(out, 0, sizeof(*out));
     if (ca_cert_parse(der, len, &f) != 0)
         return AD_EBADREQ;
-    ca_hex(f.serial.p, f.serial.len, out->serial_hex);
+    codec_hex_encode(f.serial.p, f.serial.len, out->serial_hex, 0);
     SHA256(der, len, out->sha256);
     if (f.cn.p != NULL &&
         ca_dirstring_to_utf8(f.cn_tag, f.cn, out->common_name,

@@ -58,17 +58,6 @@ const char *ca_reason_name(int code)
     return reason_names[code];
 }
 
-static int hex_val(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 ad_err ca_serial_from_hex(const char *hex, uint8_t serial[CA_SERIAL_MAX],
                           size_t *serial_len)
 {
@@ -92,7 +81,7 @@ ad_err ca_serial_from_hex(const char *hex, uint8_t serial[CA_SERIAL_MAX],
      * half zero. */
     memset(tmp, 0, sizeof(tmp));
     for (i = 0; i < digits; i++) {
-        int v = hex_val(hex[i]);
+        int v = codec_hex_val((unsigned char)hex[i]);
         size_t pos = (2 * len - digits) + i;
 
         if (v < 0)

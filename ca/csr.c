@@ -88,78 +88,6 @@ int ca_name_find_cn(der_span name, der_span *cn, uint8_t *tag)
     return 0;
 }
 
-/* Appends code point cp as UTF-8; -1 if it does not fit. */
-static int put_utf8(char *out, size_t cap, size_t *n, uint32_t cp)
-{
-    uint8_t b[4];
-    size_t k;
-
-    if (cp < 0x80) {
-        b[0] = (uint8_t)cp;
-        k = 1;
-    } else if (cp < 0x800) {
-        b[0] = (uint8_t)(0xc0 | (cp >> 6));
-        b[1] = (uint8_t)(0x80 | (cp & 0x3f));
-        k = 2;
-    } else if (cp < 0x10000) {
-        b[0] = (uint8_t)(0xe0 | (cp >> 12));
-        b[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
-        b[2] = (uint8_t)(0x80 | (cp & 0x3f));
-        k = 3;
-    } else {
-        b[0] = (uint8_t)(0xf0 | (cp >> 18));
-        b[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3f));
-        b[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
-        b[3] = (uint8_t)(0x80 | (cp & 0x3f));
-        k = 4;
-    }
-    if (cap - *n <= k) /* keep one byte for the NUL */
-        return -1;
-    memcpy(out + *n, b, k);
-    *n += k;
-    return 0;
-}
-
-/* Decodes one UTF-8 sequence strictly (no overlongs, no surrogates). */
-static int get_utf8(const uint8_t *p, size_t left, uint32_t *cp, size_t *used)
-{
-    uint32_t c = p[0], min;
-    size_t k, i;
-
-    if (c < 0x80) {
-        *cp = c;
-        *used = 1;
-        return 0;
-    }
-    if ((c & 0xe0) == 0xc0) {
-        k = 2;
-        c &= 0x1f;
-        min = 0x80;
-    } else if ((c & 0xf0) == 0xe0) {
-        k = 3;
-        c &= 0x0f;
-        min = 0x800;
-    } else if ((c & 0xf8) == 0xf0) {
-        k = 4;
-        c &= 0x07;
-        min = 0x10000;
-    } else {
-        return -1;
-    }
-    if (left < k)
-        return -1;
-    for (i = 1; i < k; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return -1;
-        c = (c << 6) | (p[i] & 0x3f);
-    }
-    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-        return -1;
-    *cp = c;
-    *used = k;
-    return 0;
-}
-
 static int printable_ok(uint8_t c)
 {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
@@ -170,8 +98,9 @@ static int printable_ok(uint8_t c)
 
 int ca_dirstring_to_utf8(uint8_t tag, der_span v, char *out, size_t cap)
 {
-    size_t i = 0, n = 0, used;
+    size_t i = 0, n = 0, used, k;
     uint32_t cp;
+    uint8_t u[4];
 
     if (cap == 0 || v.len == 0)
         return -1;
@@ -180,7 +109,7 @@ int ca_dirstring_to_utf8(uint8_t tag, der_span v, char *out, size_t cap)
     while (i < v.len) {
         switch (tag) {
         case DER_UTF8STRING:
-            if (get_utf8(v.p + i, v.len - i, &cp, &used) != 0)
+            if ((used = codec_utf8_decode(v.p + i, v.len - i, &cp)) == 0)
                 return -1;
             break;
         case DER_PRINTABLESTRING:
@@ -209,8 +138,11 @@ int ca_dirstring_to_utf8(uint8_t tag, der_span v, char *out, size_t cap)
          * and comparisons. */
         if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0))
             return -1;
-        if (put_utf8(out, cap, &n, cp) != 0)
+        /* Keep one byte for the NUL. A BMP surrogate never gets here. */
+        if ((k = codec_utf8_encode(cp, u)) == 0 || cap - n <= k)
             return -1;
+        memcpy(out + n, u, k);
+        n += k;
         i += used;
     }
     out[n] = '\0';
@@ -539,8 +471,12 @@ ad_err ca_csr_parse_base64(const char *b64, size_t len, ca_csr **out,
 
     *out = NULL;
     if (b64 == NULL || len == 0 || len > CA_PEM_IN_MAX ||
-        b64_decode(b64, len, CA_CSR_MAX, &der, &der_len) != 0)
+        codec_b64_decode_alloc(b64, len, CA_CSR_MAX, &der, &der_len,
+                               CODEC_B64_LINES) != 0 ||
+        der_len == 0) {
+        free(der);
         return ad_errf(AD_ECSR, err, errlen, "the CSR is not valid base64 DER");
+    }
     return csr_parse_owned(der, der_len, out, err, errlen);
 }
 

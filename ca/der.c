@@ -1,12 +1,11 @@
-/* The DER reader and writer, PEM/base64 codec and UTC time arithmetic
- * behind ca/; see der.h. The reader never recurses: callers walk the
+/* The DER reader and writer, PEM armour (its base64 is common/codec)
+ * and UTC time arithmetic behind ca/; see der.h. The reader never recurses: callers walk the
  * structures they expect element by element, so nesting depth is bounded
  * by the code, not by the input. */
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/evp.h>
-
+#include "../common/codec.h"
 #include "der.h"
 
 /* ---- reader ------------------------------------------------------- */
@@ -383,77 +382,6 @@ void der_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
 
 /* ---- base64 and PEM ----------------------------------------------- */
 
-static int b64_val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-int b64_decode(const char *s, size_t len, size_t max, uint8_t **out,
-               size_t *out_len)
-{
-    uint8_t *buf;
-    size_t i, n = 0, pad = 0, cap = len / 4 * 3 + 3;
-    uint32_t acc = 0;
-    unsigned nq = 0;
-
-    *out = NULL;
-    *out_len = 0;
-    if (cap > max + 3)
-        cap = max + 3;
-    buf = malloc(cap > 0 ? cap : 1);
-    if (buf == NULL)
-        return -1;
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        int v;
-
-        if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
-            continue;
-        if (c == '=') {
-            pad++;
-            v = 0;
-        } else {
-            /* Data after padding would be a second, concatenated
-             * encoding; refuse rather than guess. */
-            if (pad > 0 || (v = b64_val(c)) < 0)
-                goto bad;
-        }
-        if (pad > 2)
-            goto bad;
-        acc = (acc << 6) | (uint32_t)v;
-        if (++nq == 4) {
-            if (n + 3 > cap)
-                goto bad;
-            buf[n++] = (uint8_t)(acc >> 16);
-            buf[n++] = (uint8_t)(acc >> 8);
-            buf[n++] = (uint8_t)acc;
-            nq = 0;
-            acc = 0;
-        }
-    }
-    if (nq != 0 || n < pad)
-        goto bad;
-    n -= pad;
-    if (n == 0 || n > max)
-        goto bad;
-    *out = buf;
-    *out_len = n;
-    return 0;
-bad:
-    free(buf);
-    return -1;
-}
-
 static const char *find(const char *s, size_t len, const char *needle)
 {
     size_t nl = strlen(needle), i;
@@ -502,15 +430,22 @@ int pem_next(const char *s, size_t len, const char *const *labels,
     /* Encapsulated headers (Proc-Type etc.) mean encryption; not ours. */
     if (memchr(body, ':', (size_t)(e - body)) != NULL)
         return -1;
-    if (b64_decode(body, (size_t)(e - body), max, der, der_len) != 0)
+    /* Strict base64 across the wrapped lines; an empty body is no DER. */
+    if (codec_b64_decode_alloc(body, (size_t)(e - body), max, der, der_len,
+                               CODEC_B64_LINES) != 0)
         return -1;
+    if (*der_len == 0) {
+        free(*der);
+        *der = NULL;
+        return -1;
+    }
     *next = (size_t)(e_end + lab_len + 5 - s);
     return 0;
 }
 
 char *pem_encode(const char *label, const uint8_t *der, size_t len)
 {
-    size_t ll = strlen(label), lines = (len + 47) / 48, cap, n = 0, i;
+    size_t ll = strlen(label), lines = (len + 47) / 48, cap, n = 0;
     char *out;
 
     /* Each 48-byte chunk is one 64-column line plus newline. */
@@ -524,13 +459,7 @@ char *pem_encode(const char *label, const uint8_t *der, size_t len)
     n += ll;
     memcpy(out + n, "-----\n", 6);
     n += 6;
-    for (i = 0; i < len; i += 48) {
-        size_t chunk = len - i < 48 ? len - i : 48;
-
-        n += (size_t)EVP_EncodeBlock((unsigned char *)out + n, der + i,
-                                     (int)chunk);
-        out[n++] = '\n';
-    }
+    n += codec_b64_encode(der, len, out + n, CODEC_B64_LINES);
     memcpy(out + n, "-----END ", 9);
     n += 9;
     memcpy(out + n, label, ll);

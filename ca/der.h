@@ -1,5 +1,5 @@
 /* Internal to ca/: a small strict DER reader and a bounded DER writer,
- * plus the PEM/base64 and time conversions the CA needs. They exist so the
+ * plus the PEM armour and time conversions the CA needs. They exist so the
  * issuance hot path never reaches OpenSSL's generic ASN.1 decoders. */
 #ifndef AUTHD_CA_DER_H
 #define AUTHD_CA_DER_H
@@ -98,10 +98,6 @@ uint8_t *derw_take(der_w *w, size_t *len);
  * is no further BEGIN line, -1 on a malformed block or oversize body. */
 int pem_next(const char *s, size_t len, const char *const *labels,
              size_t max, uint8_t **der, size_t *der_len, size_t *next);
-/* Decodes base64 (whitespace ignored, padding required to be correct)
- * into a malloc()ed buffer of at most max bytes. 0 or -1. */
-int b64_decode(const char *s, size_t len, size_t max, uint8_t **out,
-               size_t *out_len);
 /* A NUL-terminated PEM block of the given label, 64-column lines. NULL
  * on allocation failure. */
 char *pem_encode(const char *label, const uint8_t *der, size_t len);

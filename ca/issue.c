@@ -458,7 +458,7 @@ ad_err ca_issue(const ca *c, const ca_csr *csr, const ca_profile *p,
         rc = ad_errf(AD_ENOMEM, err, errlen, "out of memory");
         goto out;
     }
-    ca_hex(out->serial, out->serial_len, out->serial_hex);
+    codec_hex_encode(out->serial, out->serial_len, out->serial_hex, 0);
     SHA256(out->der, out->der_len, out->sha256);
     out->not_before = p->not_before;
     out->not_after = p->not_after;

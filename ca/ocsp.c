@@ -113,7 +113,7 @@ static int parse_certid(der_span *cur, ca_ocsp_certid *id)
         return -1;
     memcpy(id->serial, ser.p, ser.len);
     id->serial_len = ser.len;
-    ca_hex(id->serial, id->serial_len, id->serial_hex);
+    codec_hex_encode(id->serial, id->serial_len, id->serial_hex, 0);
     memcpy(id->der, whole.p, whole.len);
     id->der_len = whole.len;
     return 0;

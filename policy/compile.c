@@ -426,7 +426,7 @@ static int add_pattern(pol_set *set, stmt *st, uint32_t si, pol_pat_kind kind,
         int glob = n > 0 && buf[n - 1] == '*';
         cid_list *l = glob ? &set->glob[st->allow] : &set->exact[st->allow];
 
-        if (!pol_utf8_valid(buf, n))
+        if (!codec_utf8_valid(buf, n))
             return 0;
         if ((s = arena_strdup(set, buf, n)) == NULL ||
             grow((void **)&set->cidstr, &set->capcids, set->ncids,
@@ -873,8 +873,9 @@ static int scan(const char *s, int wild, pol_span *lv)
     static const char plus_hash[] = "+/#";
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, b = 0;
-    uint32_t h = POL_HASH_INIT;
-    int count = 0, k;
+    uint32_t h = POL_HASH_INIT, cp;
+    size_t k;
+    int count = 0;
 
     if (u[0] == 0)
         return -1;
@@ -907,7 +908,7 @@ static int scan(const char *s, int wild, pol_span *lv)
         } else if (c >= 0x80) {
             /* The terminating NUL is never a continuation byte, so the
              * sequence check cannot run past the end. */
-            if ((k = pol_utf8_seq(u + i, 4)) == 0)
+            if ((k = codec_utf8_decode(u + i, 4, &cp)) == 0)
                 return -1;
             while (k-- > 1)
                 h = pol_hash_byte(h, u[i++]);
@@ -971,7 +972,7 @@ pol_decision pol_decide(const pol_set *set, pol_action action,
     if (action == POL_CONNECT) {
         n = subject ? strnlen(subject, POL_TOPIC_MAX + 1) : 0;
         if (subject == NULL || n > POL_TOPIC_MAX ||
-            !pol_utf8_valid(subject, n)) {
+            !codec_utf8_valid(subject, n)) {
             d.reason = "invalid_client_id";
             return d;
         }

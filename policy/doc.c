@@ -255,7 +255,7 @@ static ad_err check_pattern(const json_t *v, size_t si, const char *what,
         return ad_errf(AD_EFIELD, err, errlen,
                        "statement %zu: %s %zu contains a NUL byte", si, what,
                        pi);
-    if (tn == 0 || tn > POL_TOPIC_MAX || !pol_utf8_valid(t, tn))
+    if (tn == 0 || tn > POL_TOPIC_MAX || !codec_utf8_valid(t, tn))
         return ad_errf(AD_EFIELD, err, errlen,
                        "statement %zu: %s %zu must be 1-%d bytes of UTF-8",
                        si, what, pi, POL_TOPIC_MAX);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/codec.h"
 #include "policy.h"
 
 /* One level of a topic or filter: a span into the caller's string, and
@@ -37,14 +38,6 @@ static inline uint32_t pol_hash(const char *s, size_t n)
         h = pol_hash_byte(h, (unsigned char)s[i]);
     return h;
 }
-
-/* The length of the UTF-8 sequence at s (1-4), or 0 if it is not valid
- * (see pol_utf8_valid); s must be NUL-terminated or have room. */
-int pol_utf8_seq(const unsigned char *s, size_t avail);
-
-/* 1 if s[0..n) is UTF-8 without NUL, overlong forms, surrogates or code
- * points above U+10FFFF. */
-int pol_utf8_valid(const char *s, size_t n);
 
 /* 1 if s[0..n) is a filter (wildcards allowed) or, with wild 0, a topic
  * name; "$share/" gets no special treatment here. */

@@ -10,62 +10,11 @@
 static const char share_prefix[] = "$share/";
 enum { SHARE_PREFIX_LEN = sizeof(share_prefix) - 1 };
 
-int pol_utf8_seq(const unsigned char *s, size_t avail)
-{
-    unsigned c = s[0];
-    size_t k, j;
-    uint32_t cp, min;
-
-    if (c < 0x80)
-        return c != 0;
-    if (c >= 0xC2 && c <= 0xDF) {
-        k = 1, cp = c & 0x1F, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-        k = 2, cp = c & 0x0F, min = 0x800;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        k = 3, cp = c & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (avail <= k)
-        return 0;
-    for (j = 1; j <= k; j++) {
-        if ((s[j] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[j] & 0x3F);
-    }
-    /* Overlong forms and surrogates would let two spellings of one topic
-     * slip past a literal deny. */
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return (int)k + 1;
-}
-
-int pol_utf8_valid(const char *str, size_t n)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    int k;
-
-    while (i < n) {
-        if (s[i] < 0x80) {
-            if (s[i] == 0)
-                return 0;
-            i++;
-            continue;
-        }
-        if ((k = pol_utf8_seq(s + i, n - i)) == 0)
-            return 0;
-        i += (size_t)k;
-    }
-    return 1;
-}
-
 int pol_body_valid(const char *s, size_t n, int wild)
 {
     size_t b = 0, i;
 
-    if (n == 0 || n > POL_TOPIC_MAX || !pol_utf8_valid(s, n))
+    if (n == 0 || n > POL_TOPIC_MAX || !codec_utf8_valid(s, n))
         return 0;
     /* Each level [b, i): a wildcard must stand alone in its level, and
      * '#' only in the last one. */
@@ -123,7 +72,7 @@ int pol_filter_valid(const char *filter)
     if (sl < 0)
         return 0;
     /* The group is checked as part of the whole (UTF-8, no NUL). */
-    if (sl > 0 && !pol_utf8_valid(filter, (size_t)sl))
+    if (sl > 0 && !codec_utf8_valid(filter, (size_t)sl))
         return 0;
     return pol_body_valid(filter + sl, n - (size_t)sl, 1);
 }

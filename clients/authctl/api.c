@@ -11,6 +11,8 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 
+#include "../../common/buf.h"
+#include "../../common/codec.h"
 #include "ctl.h"
 #include "out.h"
 
@@ -30,8 +32,7 @@ struct api {
 };
 
 struct sink {
-    char *buf;
-    size_t len, cap;
+    buf_t body; /* at most ANSWER_MAX bytes */
     int too_big;
 };
 
@@ -150,23 +151,10 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *arg)
     struct sink *s = arg;
     size_t n = size * nmemb;
 
-    if (n > ANSWER_MAX - s->len) {
+    if (n > ANSWER_MAX - buf_len(&s->body))
         s->too_big = 1;
+    if (buf_append(&s->body, data, n) != 0)
         return 0; /* makes curl fail with CURLE_WRITE_ERROR */
-    }
-    if (s->len + n + 1 > s->cap) {
-        size_t cap = s->cap ? s->cap : 4096;
-        char *p;
-        while (cap < s->len + n + 1)
-            cap *= 2;
-        if ((p = realloc(s->buf, cap)) == NULL)
-            return 0;
-        s->buf = p;
-        s->cap = cap;
-    }
-    memcpy(s->buf + s->len, data, n);
-    s->len += n;
-    s->buf[s->len] = '\0';
     return n;
 }
 
@@ -174,7 +162,7 @@ int api_raw(api *a, const char *method, const char *path, const char *ctype,
             const void *body, size_t len, api_resp *out)
 {
     struct curl_slist *hdrs = NULL, *h;
-    struct sink sink = {NULL, 0, 0, 0};
+    struct sink sink;
     char errbuf[CURL_ERROR_SIZE] = "", ctbuf[128];
     char *url = NULL, *auth = NULL;
     size_t ulen = strlen(a->url) + strlen(path) + 1, alen;
@@ -182,6 +170,8 @@ int api_raw(api *a, const char *method, const char *path, const char *ctype,
     CURLcode cc;
     int rc = CTL_FAILED;
 
+    buf_init(&sink.body, ANSWER_MAX);
+    sink.too_big = 0;
     memset(out, 0, sizeof(*out));
     if ((url = malloc(ulen)) == NULL)
         goto out;
@@ -247,11 +237,8 @@ int api_raw(api *a, const char *method, const char *path, const char *ctype,
         goto out;
     }
     curl_easy_getinfo(a->curl, CURLINFO_RESPONSE_CODE, &out->status);
-    if (sink.buf == NULL && (sink.buf = calloc(1, 1)) == NULL)
+    if ((out->body = buf_take(&sink.body, &out->len)) == NULL)
         goto out;
-    out->body = sink.buf;
-    out->len = sink.len;
-    sink.buf = NULL;
     why = NULL;
     rc = CTL_OK;
 out:
@@ -263,7 +250,7 @@ out:
     curl_slist_free_all(hdrs);
     free_secret(auth);
     free(url);
-    free(sink.buf);
+    buf_free(&sink.body);
     return rc;
 }
 
@@ -406,7 +393,6 @@ out:
 /* Percent-encodes s into out; keep lists characters left as they are. */
 static int escape(const char *s, const char *keep, char *out, size_t len)
 {
-    static const char hex[] = "0123456789ABCDEF";
     size_t n = 0;
 
     for (; *s; s++) {
@@ -420,8 +406,8 @@ static int escape(const char *s, const char *keep, char *out, size_t len)
             out[n++] = (char)c;
         } else {
             out[n++] = '%';
-            out[n++] = hex[c >> 4];
-            out[n++] = hex[c & 15];
+            codec_hex_encode(&c, 1, out + n, CODEC_HEX_UPPER);
+            n += 2;
         }
     }
     out[n] = '\0';

@@ -4,11 +4,11 @@
  * positional arguments are. */
 #include "args.h"
 
-#include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../../common/codec.h"
 
 static const args_opt *find_opt(const args_opt *t, const char *name,
                                 size_t len)
@@ -125,14 +125,9 @@ const char *args_nth(const args *a, const char *name, size_t k)
 
 int args_parse_long(const char *s, long min, long max, long *out)
 {
-    char *end = NULL;
-    long long v;
+    int64_t v;
 
-    if (s == NULL || *s == '\0' || *s == ' ' || *s == '+')
-        return -1;
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+    if (codec_parse_i64(s, min, max, &v) != 0)
         return -1;
     *out = (long)v;
     return 0;

@@ -54,7 +54,9 @@ const char *args_nth(const args *a, const char *name, size_t i);
 int args_long(const args *a, const char *name, long min, long max, long def,
               long *out, char *err, size_t errlen);
 
-/* Parses s as a whole decimal number in [min, max]; 0 or -1. */
+/* Parses s as a whole decimal number in [min, max] (common/codec's
+ * codec_parse_i64: digits with an optional '-', nothing else); 0 or -1
+ * with *out unchanged. */
 int args_parse_long(const char *s, long min, long max, long *out);
 
 #endif

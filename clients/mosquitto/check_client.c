@@ -9,6 +9,9 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "../../common/buf.h"
+#include "../../common/codec.h"
+
 enum {
     URL_MAX = 1024,
     ANSWER_MAX = 1 << 20,   /* a connect answer carries a device's statements */
@@ -21,8 +24,7 @@ struct cc {
     CURL *curl;
     struct curl_slist *headers;
     char url[URL_MAX];
-    char *body;             /* answer being read */
-    size_t len, cap;
+    buf_t answer;           /* answer being read, at most ANSWER_MAX - 1 */
     int overflow;
 };
 
@@ -44,7 +46,7 @@ void cc_close(cc *c)
         memset(c->key_buf, 0, strlen(c->key_buf));
         free(c->key_buf);
     }
-    free(c->body);
+    buf_free(&c->answer);
     free(c);
 }
 
@@ -108,25 +110,10 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *arg)
     cc *c = arg;
     size_t n = size * nmemb;
 
-    if (c->len + n + 1 > ANSWER_MAX) {
+    if (n > ANSWER_MAX - 1 - buf_len(&c->answer))
         c->overflow = 1;
+    if (buf_append(&c->answer, p, n) != 0)
         return 0; /* aborts the transfer */
-    }
-    if (c->len + n + 1 > c->cap) {
-        size_t cap = c->cap ? c->cap : 4096;
-        char *b;
-
-        while (cap < c->len + n + 1)
-            cap *= 2;
-        b = realloc(c->body, cap);
-        if (b == NULL)
-            return 0;
-        c->body = b;
-        c->cap = cap;
-    }
-    memcpy(c->body + c->len, p, n);
-    c->len += n;
-    c->body[c->len] = '\0';
     return n;
 }
 
@@ -138,6 +125,7 @@ int cc_open(const cc_config *cfg, cc **out)
     *out = NULL;
     if (c == NULL)
         return -1;
+    buf_init(&c->answer, ANSWER_MAX - 1);
     c->url_buf = dup_or_null(cfg->url);
     c->cacert_buf = dup_or_null(cfg->cacert);
     c->key_buf = dup_or_null(cfg->key);
@@ -246,12 +234,8 @@ static void copy_str(char *dst, size_t n, const char *src)
 static void jwt_jti(const char *jwt, char *out, size_t n)
 {
     const char *p = strchr(jwt, '.'), *q;
-    static const char tbl[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    unsigned char *raw = NULL;
-    size_t len, i, o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
+    uint8_t *raw = NULL;
+    size_t len, o = 0;
     json_t *claims;
 
     out[0] = '\0';
@@ -259,24 +243,12 @@ static void jwt_jti(const char *jwt, char *out, size_t n)
         return;
     p++;
     len = (size_t)(q - p);
-    if (len > 16384 || (raw = malloc(len)) == NULL)
+    if (len > 16384 ||
+        codec_b64_decode_alloc(p, len, len, &raw, &o, CODEC_B64_URL) != 0)
         return;
-    for (i = 0; i < len; i++) {
-        const char *c = memchr(tbl, p[i], 64);
-
-        if (c == NULL)
-            goto out;
-        acc = acc << 6 | (uint32_t)(c - tbl);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            raw[o++] = (unsigned char)(acc >> bits);
-        }
-    }
     claims = json_loadb((const char *)raw, o, 0, NULL);
     copy_str(out, n, json_string_value(json_object_get(claims, "jti")));
     json_decref(claims);
-out:
     free(raw);
 }
 
@@ -310,7 +282,7 @@ cc_result cc_connect(cc *c, const char *client_id, const char *username,
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    c->len = 0;
+    buf_reset(&c->answer);
     c->overflow = 0;
     curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
@@ -325,7 +297,11 @@ cc_result cc_connect(cc *c, const char *client_id, const char *username,
         snprintf(err, errlen, "HTTP %ld from /v1/check", status);
         goto out;
     }
-    ans = json_loadb(c->body ? c->body : "", c->len, 0, NULL);
+    if (buf_str(&c->answer) == NULL) {
+        snprintf(err, errlen, "the /v1/check answer could not be read");
+        goto out;
+    }
+    ans = json_loadb(buf_str(&c->answer), buf_len(&c->answer), 0, NULL);
     result = json_string_value(json_object_get(ans, "result"));
     if (result == NULL) {
         snprintf(err, errlen, "the /v1/check answer has no \"result\"");
@@ -366,8 +342,8 @@ out:
         memset(body, 0, strlen(body)); /* it holds the password */
         free(body);
     }
-    if (c->body && c->len)
-        memset(c->body, 0, c->len);
+    if (buf_ptr(&c->answer) != NULL)
+        memset(buf_ptr(&c->answer), 0, buf_len(&c->answer));
     json_decref(req);
     json_decref(ans);
     return res;

@@ -15,6 +15,8 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "../../common/buf.h"
+
 enum {
     LINE_MAX_BYTES = 64 * 1024, /* an event's data line; authd's are small */
     QUEUE_MAX = 100000,
@@ -41,8 +43,7 @@ struct es {
     size_t line_len;
     char event[64];
     char id[32];
-    char *data;
-    size_t data_len;
+    buf_t data;         /* the event's data lines, joined by '\n' */
     char last_id[32];   /* of the last dispatched event, for resuming */
     int status_ok;      /* this transfer answered 200 */
     int connected_once;
@@ -110,9 +111,11 @@ static void dispatch(es *e)
 
     if (e->id[0])
         memcpy(e->last_id, e->id, sizeof(e->last_id));
-    if (e->data == NULL || e->event[0] == '\0')
+    /* No data, or more than LINE_MAX_BYTES of it (the buffer failed). */
+    if (buf_len(&e->data) == 0 || buf_str(&e->data) == NULL ||
+        e->event[0] == '\0')
         return;
-    d = json_loadb(e->data, e->data_len, 0, NULL);
+    d = json_loadb(buf_str(&e->data), buf_len(&e->data), 0, NULL);
     if (d == NULL)
         return;
     device = json_string_value(json_object_get(d, "device"));
@@ -141,9 +144,7 @@ static void field(es *e, char *line, size_t n)
     if (n == 0) {
         dispatch(e);
         e->event[0] = e->id[0] = '\0';
-        free(e->data);
-        e->data = NULL;
-        e->data_len = 0;
+        buf_reset(&e->data);
         return;
     }
     if (line[0] == ':')
@@ -173,19 +174,9 @@ static void field(es *e, char *line, size_t n)
             e->id[vlen] = '\0';
         }
     } else if (strcmp(line, "data") == 0) {
-        char *d;
-
-        if (e->data_len + vlen + 2 > LINE_MAX_BYTES)
-            return;
-        d = realloc(e->data, e->data_len + vlen + 2);
-        if (d == NULL)
-            return;
-        if (e->data_len)
-            d[e->data_len++] = '\n';
-        memcpy(d + e->data_len, value, vlen);
-        e->data_len += vlen;
-        d[e->data_len] = '\0';
-        e->data = d;
+        if (buf_len(&e->data) > 0)
+            buf_append_byte(&e->data, '\n');
+        buf_append(&e->data, value, vlen);
     }
 }
 
@@ -226,9 +217,7 @@ static void reset_parser(es *e)
 {
     e->line_len = 0;
     e->event[0] = e->id[0] = '\0';
-    free(e->data);
-    e->data = NULL;
-    e->data_len = 0;
+    buf_reset(&e->data);
 }
 
 static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
@@ -379,7 +368,7 @@ static void es_free(es *e)
     free(e->cacert_buf);
     free(e->key_buf);
     free(e->line);
-    free(e->data);
+    buf_free(&e->data);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->wake);
     free(e);
@@ -396,6 +385,9 @@ int es_start(const cc_config *cfg, atomic_int *pending, atomic_int *up,
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->wake, NULL);
     atomic_init(&e->stop, 0);
+    /* The same bound as before the buffer: data plus its separator
+     * within LINE_MAX_BYTES. */
+    buf_init(&e->data, LINE_MAX_BYTES - 2);
     e->pending = pending;
     e->up = up;
     e->url_buf = dup_or_null(cfg->url);

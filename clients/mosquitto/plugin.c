@@ -27,6 +27,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include "../../common/codec.h"
 #include "check_client.h"
 #include "event_stream.h"
 #include "sessions.h"
@@ -95,14 +96,13 @@ static void client_fingerprint(struct mosquitto *client, char *out)
 {
     X509 *x = mosquitto_client_certificate(client);
     unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0, i;
+    unsigned int n = 0;
 
     out[0] = '\0';
     if (x == NULL)
         return;
     if (X509_digest(x, EVP_sha256(), md, &n) == 1 && n == 32)
-        for (i = 0; i < n; i++)
-            snprintf(out + 2 * i, 3, "%02x", md[i]);
+        codec_hex_encode(md, n, out, 0);
     X509_free(x);
 }
 
@@ -500,17 +500,15 @@ static void plugin_free(plugin *p)
     free(p);
 }
 
+/* A decimal option value in [min, max] (common/codec's strict parser:
+ * digits only, no sign, no spaces). */
 static int parse_long(const char *s, long min, long max, long *out)
 {
-    char *end;
-    long v;
+    int64_t v;
 
-    if (s == NULL || *s == '\0')
+    if (codec_parse_i64(s, min, max, &v) != 0)
         return -1;
-    v = strtol(s, &end, 10);
-    if (*end != '\0' || v < min || v > max)
-        return -1;
-    *out = v;
+    *out = (long)v;
     return 0;
 }
 

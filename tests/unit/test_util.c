@@ -1,5 +1,6 @@
 /* Unit tests of the daemon's small rules: device ids, id_pattern globs,
- * base64 both ways, constant-time comparison, and bounded parsing. */
+ * constant-time comparison, and bounded parsing (base64 itself is
+ * common/codec, tested in test_codec.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,33 +42,6 @@ static void test_id_pattern_globs(void)
        "several stars backtrack correctly");
 }
 
-static void test_base64_round_trips_and_refuses_garbage(void)
-{
-    const uint8_t data[] = {0, 1, 2, 250, 251, 252, 253, 254, 255};
-    uint8_t *out = NULL;
-    size_t len = 0, n;
-    char *enc;
-
-    for (n = 0; n <= sizeof(data); n++) {
-        enc = util_base64_encode(data, n, 1);
-        ok(enc && util_base64_decode(enc, strlen(enc), &out, &len) == 0 &&
-               len == n && memcmp(out, data, n) == 0,
-           "base64 of %zu bytes round-trips", n);
-        free(enc);
-        free(out);
-        out = NULL;
-    }
-    ok(util_base64_decode("TWF u\nYQ==", 10, &out, &len) == 0 && len == 4 &&
-           memcmp(out, "Mana", 4) == 0,
-       "whitespace inside base64 is ignored (EST bodies wrap lines)");
-    free(out);
-    out = NULL;
-    ok(util_base64_decode("TW!u", 4, &out, &len) != 0 && out == NULL,
-       "a character outside the alphabet is refused");
-    ok(util_base64_decode("TQ==TQ==", 8, &out, &len) != 0,
-       "data after padding is refused");
-}
-
 static void test_secret_equal_compares_whole_strings(void)
 {
     ok(util_secret_equal("abc", "abc"), "equal secrets match");
@@ -90,6 +64,39 @@ static void test_parse_u64_is_bounded(void)
        "overflow is refused, not wrapped");
 }
 
+/* With a small bound the overflow guard must not underflow: max 4 is the
+ * mosquitto-go-auth acc parameter, and "5".."16" must not pass as 4 or
+ * less. */
+static void test_parse_u64_small_bounds(void)
+{
+    static const uint64_t maxes[] = {0, 1, 4, 9, 10, 11, 99, 100};
+    char s[8];
+    uint64_t v, max, i;
+    size_t k;
+
+    for (k = 0; k < sizeof(maxes) / sizeof(maxes[0]); k++) {
+        int wrong = 0;
+
+        max = maxes[k];
+        for (i = 0; i <= 120; i++) {
+            int rc;
+
+            snprintf(s, sizeof(s), "%llu", (unsigned long long)i);
+            v = 12345;
+            rc = util_parse_u64(s, max, &v);
+            if (i <= max ? rc != 0 || v != i : rc == 0)
+                wrong++;
+        }
+        ok(wrong == 0, "max %llu: exactly 0..max are accepted (%d wrong)",
+           (unsigned long long)max, wrong);
+    }
+    ok(util_parse_u64("18446744073709551615", UINT64_MAX, &v) == 0 &&
+           v == UINT64_MAX,
+       "UINT64_MAX itself parses with bound UINT64_MAX");
+    ok(util_parse_u64("18446744073709551616", UINT64_MAX, &v) != 0,
+       "UINT64_MAX + 1 is refused, not wrapped");
+}
+
 static void test_random_tokens_have_prefix_and_differ(void)
 {
     char a[64], b[64];
@@ -108,9 +115,9 @@ int main(void)
 {
     TAP_RUN(test_device_ids_are_1_to_128_bytes_of_the_id_charset);
     TAP_RUN(test_id_pattern_globs);
-    TAP_RUN(test_base64_round_trips_and_refuses_garbage);
     TAP_RUN(test_secret_equal_compares_whole_strings);
     TAP_RUN(test_parse_u64_is_bounded);
+    TAP_RUN(test_parse_u64_small_bounds);
     TAP_RUN(test_random_tokens_have_prefix_and_differ);
     return tap_done();
 }
