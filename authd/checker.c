@@ -9,7 +9,6 @@
  * with a generation per shard: every forget bumps the generation of the
  * shards its keys live in, and a reader inserts what it loaded only if
  * the generation it noted before the load is still current. */
-#include <ctype.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -21,6 +20,7 @@
 #include <openssl/rand.h>
 
 #include "../ca/ca.h"
+#include "../common/codec.h"
 #include "checker.h"
 #include "registry.h"
 #include "tokens.h"
@@ -236,25 +236,26 @@ static void race_point(checker *c)
 
 /* ---- certificates -------------------------------------------------------- */
 
-static int hexval(char ch)
+/* A SHA-256 fingerprint as brokers print it (either case, ':' between
+ * bytes allowed) into lowercase hex. 0 if it is not 32 bytes of hex. */
+static int fingerprint_normalize(const char *in, char out[65])
 {
-    return ch >= '0' && ch <= '9' ? ch - '0' : ch - 'a' + 10;
-}
-
-/* Lowercase hex without ':' into out; 0 if not hex or too long. */
-static int norm_hex(const char *in, char *out, size_t outlen)
-{
-    size_t o = 0;
+    char digits[64];
+    uint8_t raw[32];
+    size_t n = 0, len = 0;
 
     for (; *in; in++) {
         if (*in == ':')
             continue;
-        if (!isxdigit((unsigned char)*in) || o + 1 >= outlen)
+        if (n == sizeof(digits))
             return 0;
-        out[o++] = (char)tolower((unsigned char)*in);
+        digits[n++] = *in;
     }
-    out[o] = '\0';
-    return o > 0;
+    if (codec_hex_decode(digits, n, raw, sizeof(raw), &len) != 0 ||
+        len != sizeof(raw))
+        return 0;
+    codec_hex_encode(raw, sizeof(raw), out, 0);
+    return 1;
 }
 
 /* Reads a certificate record into e (key set by the caller). */
@@ -670,7 +671,7 @@ static int bound_cert_valid(checker *c, const token_entry *tok, time_t now)
     struct cert_entry ce;
     char bound[65];
 
-    ca_hex(tok->cnf, 32, bound);
+    codec_hex_encode(tok->cnf, 32, bound, 0);
     return cert_find(c, NULL, bound, &ce) == AD_OK && !ce.revoked &&
            (int64_t)now <= ce.not_after;
 }
@@ -875,7 +876,8 @@ static int pem_fingerprint(const char *pem, char fpr[65])
         b64 = pem;
         stop = pem + strlen(pem);
     }
-    ok = util_base64_decode(b64, (size_t)(stop - b64), &der, &len) == 0 &&
+    ok = codec_b64_decode_alloc(b64, (size_t)(stop - b64), CERT_PEM_MAX, &der,
+                                &len, CODEC_B64_LINES) == 0 &&
          len > 0;
     if (ok)
         util_sha256_hex(der, len, fpr);
@@ -916,8 +918,7 @@ static int identify_cert(checker *c, const check_request *req, time_t now,
     int have = 0;
 
     if (req->cert_fingerprint && *req->cert_fingerprint) {
-        if (!norm_hex(req->cert_fingerprint, fpr, sizeof(fpr)) ||
-            strlen(fpr) != 64) {
+        if (!fingerprint_normalize(req->cert_fingerprint, fpr)) {
             deny(out, "invalid_certificate_id");
             return -1;
         }
@@ -980,14 +981,13 @@ static int token_identity(checker *c, const check_request *req, time_t now,
 static int token_fits_cert(const token_entry *tok, const struct cert_entry *ce)
 {
     uint8_t presented[32];
-    size_t i;
+    size_t len = 0;
 
-    if (tok->has_cnf) {
-        for (i = 0; i < 32; i++)
-            presented[i] = (uint8_t)(hexval(ce->fpr[2 * i]) << 4 |
-                                     hexval(ce->fpr[2 * i + 1]));
-        return CRYPTO_memcmp(presented, tok->cnf, 32) == 0;
-    }
+    if (tok->has_cnf)
+        return codec_hex_decode(ce->fpr, 64, presented, sizeof(presented),
+                                &len) == 0 &&
+               len == sizeof(presented) &&
+               CRYPTO_memcmp(presented, tok->cnf, 32) == 0;
     return strcmp(tok->sub, ce->device) == 0;
 }
 

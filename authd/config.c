@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "../common/codec.h"
 #include "util.h"
 
 typedef enum { OPT_STR, OPT_LONG, OPT_BOOL } opt_type;
@@ -91,7 +92,7 @@ static ad_err opt_set(config *cfg, const struct opt *o, const char *value,
         *(long *)(void *)field = v;
     } else {
         uint64_t v;
-        if (util_parse_u64(value, 1000000000, &v) != 0)
+        if (codec_parse_u64(value, 1000000000, &v) != 0)
             return ad_errf(AD_EBADREQ, err, errlen,
                            "%s: %s must be a non-negative integer", source,
                            o->key);

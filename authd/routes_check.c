@@ -12,6 +12,7 @@
 #include "checker.h"
 #include "jsonflat.h"
 #include "routes.h"
+#include "../common/codec.h"
 #include "util.h"
 
 enum { BATCH_MAX = 1000 };
@@ -286,7 +287,7 @@ void route_goauth_acl(http_req *r)
     /* Every answer starts from deny: only the four access types
      * go-auth defines can lead to an allow. 1 read (delivery), 2 write
      * (publish), 3 both, 4 subscribe. */
-    if (util_parse_u64(param(&p, "acc"), 4, &acc) != 0)
+    if (codec_parse_u64(param(&p, "acc"), 4, &acc) != 0)
         acc = 0;
     switch (acc) {
     case 1:

@@ -33,11 +33,6 @@ ad_err ca_global_init(void)
     return AD_OK;
 }
 
-void ca_hex(const uint8_t *in, size_t len, char *out)
-{
-    codec_hex_encode(in, len, out, 0);
-}
-
 /* Copies a memory BIO's contents into a NUL-terminated malloc()ed string. */
 static char *bio_to_string(BIO *bio)
 {

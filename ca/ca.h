@@ -337,9 +337,4 @@ ad_err ca_pkcs7_certs_only(const uint8_t *const *ders, const size_t *lens,
 size_t ca_pem_chain_to_der(const char *pem, uint8_t **ders, size_t *lens,
                            size_t max);
 
-/* Hex of bytes in lowercase into out (out must hold 2*len+1): the same
- * as codec_hex_encode(in, len, out, 0), which new code should call; kept
- * for the callers outside ca/ that still use this name. */
-void ca_hex(const uint8_t *in, size_t len, char *out);
-
 #endif
