@@ -53,7 +53,7 @@ struct fix_put {
     json_t *rec;
     store_index ix;
     const char *ix_key, *ix_val; /* optional index value */
-    const char *ix_key2, *ix_val2;
+    const char *ix_key2, *ix_val2; /* optional: certificate by fingerprint */
 };
 
 static inline ad_err fix_put_write(store_txn *tx, void *arg)
@@ -69,7 +69,8 @@ static inline ad_err fix_put_write(store_txn *tx, void *arg)
 }
 
 /* Puts one record (stealing rec), optionally with index values. */
-static inline int fix_put(fixture *f, store_table t, const char *key, json_t *rec)
+static inline int fix_put(fixture *f, store_table t, const char *key,
+                          json_t *rec)
 {
     struct fix_put p;
     ad_err e;
@@ -103,7 +104,8 @@ static inline ad_err fix_status_write(store_txn *tx, void *arg)
     return e;
 }
 
-static inline int fix_set_status(fixture *f, const char *id, const char *status)
+static inline int fix_set_status(fixture *f, const char *id,
+                                 const char *status)
 {
     struct fix_status s = {id, status};
 

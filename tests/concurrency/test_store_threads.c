@@ -230,7 +230,8 @@ static void test_store_group_commit_loses_nothing_under_concurrent_readers(void)
 
     /* After reopening: every acknowledged write is durable, and the
      * shared counter lost no increment. */
-    ok(store_open(dir, 64, &st, err, sizeof(err)) == AD_OK, "the store reopens");
+    ok(store_open(dir, 64, &st, err, sizeof(err)) == AD_OK,
+       "the store reopens");
     if (st == NULL)
         return;
     w[0].id = 0;
