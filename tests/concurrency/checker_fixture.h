@@ -11,6 +11,7 @@
 #include <argon2.h>
 
 #include "../../authd/checker.h"
+#include "../../common/codec.h"
 #include "../../authd/registry.h"
 #include "../../authd/tokens.h"
 #include "../../authd/util.h"
@@ -131,7 +132,7 @@ static inline int fix_add_device(fixture *f, const char *id)
         util_random_bytes(salt, sizeof(salt)) != 0)
         return 0;
     raw[0] = (uint8_t)((raw[0] & 0x7f) | 0x10); /* positive, 20 bytes */
-    ca_hex(raw, sizeof(raw), d->serial);
+    codec_hex_encode(raw, sizeof(raw), d->serial, 0);
     util_sha256_hex(raw, sizeof(raw), d->fpr);
 
     dev = json_pack("{s:s, s:s, s:[s], s:[], s:{}}", "id", id, "status",
@@ -216,7 +217,7 @@ static inline int fix_open(fixture *f, const char *name)
         tap_diag("fixture: %s", err);
         return 0;
     }
-    if (checker_open(f->st, 60, &f->ck) != AD_OK)
+    if (checker_open(f->st, 60, 0, &f->ck) != AD_OK)
         return 0;
     checker_set_tokens(f->ck, f->tk);
     doc = json_loads(FIX_POLICY, 0, NULL);

@@ -63,13 +63,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(scope != NULL);
     memcpy(scope, data, size);
     scope[size] = '\0';
-    if (tokens_scope_compile(scope, &set, &norm, NULL, 0) != AD_OK) {
+    if (pol_scope_compile(scope, &set, &norm, NULL, 0) != AD_OK) {
         CHECK(set == NULL && norm == NULL);
         free(scope);
         return 0;
     }
     CHECK(set != NULL && norm != NULL && strlen(norm) <= strlen(scope));
-    CHECK(tokens_scope_compile(norm, &set2, &norm2, NULL, 0) == AD_OK);
+    CHECK(pol_scope_compile(norm, &set2, &norm2, NULL, 0) == AD_OK);
     CHECK(strcmp(norm, norm2) == 0);
     items_allowed(set, norm);
     for (i = 0; i < sizeof(subjects) / sizeof(subjects[0]); i++) {

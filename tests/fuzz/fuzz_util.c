@@ -12,6 +12,8 @@
 
 #include <jansson.h>
 
+#include "../../common/buf.h"
+#include "../../common/codec.h"
 #include "../../authd/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -49,32 +51,30 @@ static void serials(const char *s)
           strcmp(out, again) == 0);
 }
 
+/* Whatever decodes re-encodes and decodes back to the same bytes, for
+ * each alphabet and with or without line breaks. */
 static void base64s(const char *s, size_t len)
 {
+    static const int flags[] = {0, CODEC_B64_LINES, CODEC_B64_URL};
     uint8_t *raw = NULL, *back = NULL;
-    size_t raw_len = 0, back_len = 0;
+    size_t raw_len = 0, back_len = 0, i;
     char *enc;
 
-    if (util_base64_decode(s, len, &raw, &raw_len) == 0) {
-        enc = util_base64_encode(raw, raw_len, (int)(len & 1));
-        CHECK(enc != NULL);
-        CHECK(util_base64_decode(enc, strlen(enc), &back, &back_len) == 0);
-        CHECK(back_len == raw_len && memcmp(back, raw, raw_len) == 0);
-        free(enc);
-        free(back);
-        back = NULL;
+    for (i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        if (codec_b64_decode_alloc(s, len, INPUT_MAX, &raw, &raw_len,
+                                   flags[i]) == 0) {
+            enc = codec_b64_encode_alloc(raw, raw_len, flags[i]);
+            CHECK(enc != NULL);
+            CHECK(codec_b64_decode_alloc(enc, strlen(enc), INPUT_MAX, &back,
+                                         &back_len, flags[i]) == 0);
+            CHECK(back_len == raw_len && memcmp(back, raw, raw_len) == 0);
+            free(enc);
+            free(back);
+            back = NULL;
+        }
+        free(raw);
+        raw = NULL;
     }
-    free(raw);
-    raw = NULL;
-    if (util_base64url_decode(s, &raw, &raw_len) == 0) {
-        enc = util_base64url_encode(raw, raw_len);
-        CHECK(enc != NULL);
-        CHECK(util_base64url_decode(enc, &back, &back_len) == 0);
-        CHECK(back_len == raw_len && memcmp(back, raw, raw_len) == 0);
-        free(enc);
-        free(back);
-    }
-    free(raw);
 }
 
 static void numbers(const char *s)
@@ -93,7 +93,7 @@ static void numbers(const char *s)
 static void json_strings(const char *s, size_t len)
 {
     json_t *ref = json_stringn(s, len), *doc, *v;
-    util_jbuf b;
+    buf_t b;
     char *text;
     size_t tlen = 0;
 
@@ -102,13 +102,13 @@ static void json_strings(const char *s, size_t len)
         json_decref(ref);
         return;
     }
-    util_jbuf_init(&b, INPUT_MAX * 8);
-    util_jbuf_raw(&b, "{");
-    util_jbuf_kv(&b, "k", s);
+    buf_init(&b, INPUT_MAX * 8);
+    buf_append_str(&b, "{");
+    util_json_kv(&b, "k", s);
     if (strcmp(s, "k") != 0) /* a duplicate key would shadow the first */
-        util_jbuf_kv(&b, s, NULL);
-    util_jbuf_raw(&b, "}");
-    text = util_jbuf_take(&b, &tlen);
+        util_json_kv(&b, s, NULL);
+    buf_append_str(&b, "}");
+    text = buf_take(&b, &tlen);
     CHECK(text != NULL && strlen(text) == tlen);
     doc = json_loadb(text, tlen, 0, NULL);
     CHECK(doc != NULL);
