@@ -40,8 +40,10 @@ static int scope_next(const char **p, scope_item *it, char *err, size_t errlen)
     if (colon != NULL)
         *colon = '\0';
     it->action = colon ? pol_action_parse(it->text) : 0;
+    /* "${" would be read as a variable when the scope is compiled and
+     * silently match nothing: refused, so a scope means what it says. */
     if (it->action == 0 || it->action == POL_CONNECT ||
-        !pol_filter_valid(colon + 1)) {
+        !pol_filter_valid(colon + 1) || strstr(colon + 1, "${") != NULL) {
         if (colon != NULL)
             *colon = ':';
         snprintf(err, errlen,
@@ -207,9 +209,11 @@ static ad_err grant_all(const pol_set *policy, scope_text *s, char *err,
             json_array_foreach(json_object_get(st, "topics"), k, topic) {
                 const char *f = json_string_value(topic);
 
-                /* A scope is space-separated: a filter with a space
-                 * cannot be written into one. */
+                /* A scope is space-separated and has no variables: a
+                 * filter with a space or a "${" cannot be written into
+                 * one. */
                 if (f == NULL || strchr(f, ' ') != NULL ||
+                    strstr(f, "${") != NULL ||
                     !pol_decide_filter(policy, a, f).allow)
                     continue;
                 if ((e = scope_text_add(s, pol_action_name(a), f, err,

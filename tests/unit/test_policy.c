@@ -933,6 +933,9 @@ static void test_requested_scopes_are_cut_to_the_policy(void)
     ok(pol_scope_compile("publish:a/#/b", &scope, NULL, err, sizeof(err)) ==
            AD_EFIELD,
        "an invalid filter is refused");
+    ok(pol_scope_compile("publish:a/${device.id}", &scope, NULL, err,
+                         sizeof(err)) == AD_EFIELD,
+       "a variable in a scope is refused, not silently dropped");
     pol_set_free(policy);
     json_decref(d);
 }
