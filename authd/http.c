@@ -1453,8 +1453,12 @@ static ad_err start_listener(http_server *srv, listen_kind kind,
     if (kind == LISTEN_CHECK) {
         long t = srv->app->cfg.threads;
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        /* Decisions never block, so one thread per core is enough. */
-        pool = (unsigned)(t > 0 ? t : (ncpu > 0 ? ncpu : 2));
+        /* Decisions never block, so one thread per core is enough;
+         * plus one per argon2id slot, as a device-secret check holds its
+         * thread for tens of milliseconds and must never leave the other
+         * devices' decisions without one. */
+        pool = (unsigned)(t > 0 ? t : (ncpu > 0 ? ncpu : 2)) +
+               (unsigned)srv->app->cfg.argon2_parallel;
         /* TURBO skips syscalls MHD makes only for rare cases (e.g.
          * shutdown() before close); the check path pays per request. */
         flags |= MHD_USE_EPOLL | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME;
