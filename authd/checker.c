@@ -11,6 +11,7 @@
  * the generation it noted before the load is still current. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,7 +23,9 @@
 #include "../ca/ca.h"
 #include "../common/codec.h"
 #include "checker.h"
+#include "ratelimit.h"
 #include "registry.h"
+#include "secret_hash.h"
 #include "tokens.h"
 #include "util.h"
 
@@ -93,6 +96,7 @@ struct checker {
     void (*race_hook)(void *arg); /* tests only: see checker.h */
     void *race_arg;
     struct shard shards[SHARDS];
+    rl *limits; /* the argon2id gate and back-off, or NULL */
 };
 
 static uint64_t hash_str(const char *s)
@@ -797,7 +801,12 @@ static int device_has_valid_cert(checker *c, const char *device_id,
 }
 
 /* Checks a device secret: a keyed MAC of the last good secret answers
- * repeated checks; only a new or wrong secret pays argon2id. */
+ * repeated checks; only a new or wrong secret pays argon2id, and that
+ * only while the device is not backing off and a slot of the argon2id
+ * gate is free (else the deny reason is "rate_limited"). A device whose
+ * good secret is cached keeps connecting while others guess at it:
+ * secrets are 256-bit random, so the cheap MAC path gives no guessing
+ * advantage. */
 static int secret_ok(checker *c, const char *device_id, const char *secret,
                      check_result *out)
 {
@@ -805,8 +814,8 @@ static int secret_ok(checker *c, const char *device_id, const char *secret,
     struct shard *sh = NULL;
     uint8_t mac[32];
     unsigned maclen = sizeof(mac);
-    char *hash = NULL;
-    int good;
+    char *hash = NULL, key[RL_KEY_MAX];
+    int good = 0, verdict = -1, gated = 0;
 
     if (HMAC(EVP_sha256(), c->mac_key, sizeof(c->mac_key),
              (const unsigned char *)secret, strlen(secret), mac,
@@ -829,8 +838,28 @@ static int secret_ok(checker *c, const char *device_id, const char *secret,
     }
     hash = strdup(d->secret_hash);
     pthread_mutex_unlock(&sh->lock);
+    snprintf(key, sizeof(key), "dev:%s", device_id);
+    if (c->limits && rl_blocked(c->limits, key, rl_now_ms())) {
+        rl_count(c->limits, RL_WHAT_SECRET);
+        deny(out, "rate_limited");
+        goto out;
+    }
+    /* Never queue for the gate: a queue of argon2 runs is the very
+     * latency and memory the limit exists to prevent. */
+    if (c->limits && !(gated = rl_gate_enter(c->limits))) {
+        rl_count(c->limits, RL_WHAT_BUSY);
+        deny(out, "rate_limited");
+        goto out;
+    }
     /* argon2 takes tens of milliseconds: never under the shard lock. */
-    good = hash && argon2id_verify(hash, secret, strlen(secret)) == ARGON2_OK;
+    verdict = hash ? secret_hash_verify(hash, secret, strlen(secret)) : -1;
+    if (gated)
+        rl_gate_leave(c->limits);
+    good = verdict == 1;
+    if (c->limits && verdict == 1)
+        rl_success(c->limits, key);
+    else if (c->limits && verdict == 0)
+        rl_fail(c->limits, key, rl_device_burst(c->limits), rl_now_ms());
     if (good && dev_find_locked(c, device_id, &d, &sh) == AD_OK) {
         if (d->secret_hash && strcmp(d->secret_hash, hash) == 0) {
             memcpy(d->secret_mac, mac, 32);
@@ -838,12 +867,18 @@ static int secret_ok(checker *c, const char *device_id, const char *secret,
         }
         pthread_mutex_unlock(&sh->lock);
     }
+    if (!good)
+        deny(out, "invalid_credential");
+out:
     if (hash)
         OPENSSL_cleanse(hash, strlen(hash));
     free(hash);
-    if (!good)
-        deny(out, "invalid_credential");
     return good;
+}
+
+void checker_set_limits(checker *c, rl *limits)
+{
+    c->limits = limits;
 }
 
 void checker_set_tokens(checker *c, tokens *t)

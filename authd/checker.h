@@ -77,6 +77,12 @@ void checker_explain(checker *c, const char *device_id, pol_action action,
 typedef struct tokens tokens;
 void checker_set_tokens(checker *c, tokens *t);
 
+/* Bounds device-secret checks by limits (not owned; NULL: unbounded):
+ * a backing-off device or a full argon2id gate is a deny with reason
+ * "rate_limited". */
+typedef struct rl rl;
+void checker_set_limits(checker *c, rl *limits);
+
 /* 1 if the device exists, is active and secret is its device secret. */
 int checker_device_secret_ok(checker *c, const char *device_id,
                              const char *secret);

@@ -46,6 +46,15 @@ static const struct opt opts[] = {
     LONG_OPT(check_ttl, "30"),
     LONG_OPT(token_ttl, "3600"),
     LONG_OPT(crl_hours, "168"),
+    LONG_OPT(rate_fail_burst, "10"),
+    LONG_OPT(rate_source_burst, "100"),
+    LONG_OPT(rate_fail_window, "60"),
+    LONG_OPT(rate_backoff_max, "300"),
+    LONG_OPT(rate_table_size, "16384"),
+    LONG_OPT(argon2_parallel, "2"),
+    LONG_OPT(max_connections_per_ip, "128"),
+    LONG_OPT(request_timeout, "30"),
+    LONG_OPT(compat_body_max, "1048576"),
     STR_OPT(token_audience, "authd"),
     STR_OPT(token_issuer, ""),
     BOOL_OPT(trust_cn_only, "false"),
@@ -229,6 +238,41 @@ static ad_err load_flags(config *cfg, int argc, char **argv, int only_config,
     return AD_OK;
 }
 
+/* The abuse limits must stay limits: zero would mean "nothing may run"
+ * or "no bound", neither of which an operator means. */
+static ad_err check_limits(const config *cfg, char *err, size_t errlen)
+{
+    static const struct {
+        const char *key;
+        size_t offset;
+        long min, max;
+    } lim[] = {
+        {"rate_fail_burst", offsetof(config, rate_fail_burst), 1, 1000000},
+        {"rate_source_burst", offsetof(config, rate_source_burst), 1,
+         1000000},
+        {"rate_fail_window", offsetof(config, rate_fail_window), 1, 86400},
+        {"rate_backoff_max", offsetof(config, rate_backoff_max), 1, 86400},
+        {"rate_table_size", offsetof(config, rate_table_size), 64, 16777216},
+        {"argon2_parallel", offsetof(config, argon2_parallel), 1, 1024},
+        {"max_connections_per_ip", offsetof(config, max_connections_per_ip),
+         1, 1000000},
+        {"request_timeout", offsetof(config, request_timeout), 1, 3600},
+        {"compat_body_max", offsetof(config, compat_body_max), 65536,
+         64L << 20},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(lim) / sizeof(lim[0]); i++) {
+        long v = *(const long *)(const void *)((const char *)cfg +
+                                               lim[i].offset);
+        if (v < lim[i].min || v > lim[i].max)
+            return ad_errf(AD_EBADREQ, err, errlen,
+                           "%s must be between %ld and %ld", lim[i].key,
+                           lim[i].min, lim[i].max);
+    }
+    return AD_OK;
+}
+
 static ad_err load_all(config *cfg, int argc, char **argv, char *err,
                        size_t errlen)
 {
@@ -252,7 +296,8 @@ static ad_err load_all(config *cfg, int argc, char **argv, char *err,
         util_strlcpy(cfg->config_file, path, sizeof(cfg->config_file));
     }
     load_env(cfg);
-    return load_flags(cfg, argc, argv, 0, err, errlen);
+    e = load_flags(cfg, argc, argv, 0, err, errlen);
+    return e == AD_OK ? check_limits(cfg, err, errlen) : e;
 }
 
 ad_err config_load(config *cfg, int argc, char **argv, char *err,

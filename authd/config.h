@@ -32,6 +32,17 @@ typedef struct {
     long check_ttl;                     /* seconds brokers may cache allows */
     long token_ttl;                     /* access token lifetime, seconds */
     long crl_hours;                     /* CRL validity (nextUpdate) */
+    /* Abuse limits (API.md §3). */
+    long rate_fail_burst;               /* per device: failures before
+                                         * backing off */
+    long rate_source_burst;             /* the same per source address */
+    long rate_fail_window;              /* seconds a full burst drains in */
+    long rate_backoff_max;              /* longest back-off, seconds */
+    long rate_table_size;               /* keys tracked (fixed memory) */
+    long argon2_parallel;               /* argon2id runs at once */
+    long max_connections_per_ip;        /* per listener and address */
+    long request_timeout;               /* seconds for a whole request */
+    long compat_body_max;               /* body limit of /compat/ routes */
     char token_audience[CONFIG_STR_MAX];
     char token_issuer[CONFIG_STR_MAX];  /* "" = public_url or "authd" */
     long trust_cn_only;                 /* 1: CN-only connects allowed */

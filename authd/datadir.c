@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -412,6 +414,7 @@ ad_err datadir_check_permissions(const char *dir, char *err, size_t errlen)
 {
     static const char *const secret_dirs[] = {"ca", "tls", "tokens"};
     char p[PATH_MAX_LEN];
+    struct stat dst;
     size_t i;
     ad_err e;
 
@@ -423,7 +426,16 @@ ad_err datadir_check_permissions(const char *dir, char *err, size_t errlen)
         struct dirent *de;
         DIR *d;
 
-        if (!path_of(p, dir, secret_dirs[i]) || (d = opendir(p)) == NULL)
+        if (!path_of(p, dir, secret_dirs[i]))
+            continue;
+        /* Whoever may write the directory may swap a key or plant a
+         * token-signing key, however the files themselves are kept. */
+        if (stat(p, &dst) == 0 && (dst.st_mode & 022))
+            return ad_errf(AD_EFORBIDDEN, err, errlen,
+                           "%s is writable by group or others (mode %03o); "
+                           "run chmod 700 on it",
+                           p, (unsigned)(dst.st_mode & 0777));
+        if ((d = opendir(p)) == NULL)
             continue;
         while ((de = readdir(d)) != NULL) {
             char f[PATH_MAX_LEN];
@@ -489,4 +501,51 @@ void datadir_unload(app *a)
     free(a->tls_key_pem);
     free(a->tls_cert_pem);
     a->tls_key_pem = a->tls_cert_pem = NULL;
+}
+
+ad_err datadir_lock(const char *dir, int *fd, char *err, size_t errlen)
+{
+    char p[PATH_MAX_LEN], pid[32];
+    ad_err e;
+    int f;
+
+    *fd = -1;
+    if ((e = mkdir_0700(dir, NULL, err, errlen)) != AD_OK)
+        return e;
+    if (!path_of(p, dir, "lock"))
+        return ad_errf(AD_EBADREQ, err, errlen, "path too long");
+    f = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (f < 0)
+        return ad_errf(AD_EBADREQ, err, errlen, "cannot open the lock %s: %s",
+                       p, strerror(errno));
+    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        int busy = errno == EWOULDBLOCK;
+        ssize_t n = busy ? pread(f, pid, sizeof(pid) - 1, 0) : -1;
+
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        close(f);
+        if (busy)
+            return ad_errf(AD_ECONFLICT, err, errlen,
+                           "the data dir is in use: another authd (pid %s) "
+                           "holds the lock %s",
+                           pid[0] ? pid : "?", p);
+        return ad_errf(AD_EBADREQ, err, errlen, "cannot lock %s: %s", p,
+                       strerror(errno));
+    }
+    /* The holder's pid, for the message a second daemon prints; the
+     * lock holds without it. */
+    if (ftruncate(f, 0) == 0) {
+        int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+        ssize_t w = pwrite(f, pid, (size_t)n, 0);
+        (void)w;
+    }
+    *fd = f;
+    return AD_OK;
+}
+
+void datadir_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd); /* closing the descriptor releases the flock */
 }

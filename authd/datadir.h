@@ -21,7 +21,8 @@
 ad_err datadir_init(const config *cfg, FILE *log, char *err, size_t errlen);
 
 /* Refuses (AD_EFORBIDDEN) if any private key or admin.key in dir is
- * readable or writable by group or others. */
+ * readable or writable by group or others, or if DIR/ca, DIR/tls or
+ * DIR/tokens is writable by group or others. */
 ad_err datadir_check_permissions(const char *dir, char *err, size_t errlen);
 
 /* Opens the store and the CA and reads the TLS material into a. On
@@ -29,6 +30,13 @@ ad_err datadir_check_permissions(const char *dir, char *err, size_t errlen);
 ad_err datadir_load(app *a, char *err, size_t errlen);
 /* Closes what datadir_load opened. */
 void datadir_unload(app *a);
+
+/* Takes DIR/lock (creating DIR if needed) so that one daemon serves a
+ * data dir: AD_ECONFLICT, naming the lock and the holder's pid, if
+ * another process holds it. *fd is the lock, held until
+ * datadir_unlock(*fd); -1 on error. */
+ad_err datadir_lock(const char *dir, int *fd, char *err, size_t errlen);
+void datadir_unlock(int fd); /* accepts -1 */
 
 /* Opens just the store of a data dir (for offline commands). */
 ad_err datadir_open_store(const config *cfg, store **out, char *err,

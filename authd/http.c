@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -21,12 +22,18 @@
 
 #include "http.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "util.h"
 
 #define STATUS_SLOTS 16
 /* How much of an oversized body is read (and dropped) to answer 413. */
 #define HTTP_DISCARD_MAX (1u << 20)
 #define LAT_BUCKETS 12
+/* How often the watchdog looks for requests past their deadline. */
+#define WATCHDOG_TICK_MS 200
+/* A kept-alive connection may sit idle (or dribble the next request
+ * line) this long after an answer before it is closed. */
+#define IDLE_MIN_S 60
 
 static const unsigned status_codes[STATUS_SLOTS] = {
     200, 201, 204, 400, 401, 403, 404, 405, 409, 413, 415, 429, 500, 503, 0,
@@ -46,6 +53,8 @@ struct metrics {
     size_t nroutes;
     struct route_metrics *per_route; /* nroutes + 1 (unrouted) */
     atomic_uint_fast64_t counters[METRIC__COUNT];
+    atomic_uint_fast64_t request_timeouts;
+    rl *limits;
 };
 
 struct listener {
@@ -55,21 +64,52 @@ struct listener {
     int unix_fd;
 };
 
+/* Where a connection is in its life, for the request deadline. */
+enum conn_phase {
+    CONN_FIRST,   /* connected, first request not yet answered */
+    CONN_REQUEST, /* a later request's line arrived, not yet answered */
+    CONN_IDLE,    /* answered; waiting for the next request */
+    CONN_STREAM   /* an event stream answered: no deadline */
+};
+
+/* One tracked connection (MHD's socket context). */
+struct conn_track {
+    struct conn_track *prev, *next;
+    int fd;
+    enum conn_phase phase;
+    uint64_t since_ms;
+    int cut;
+};
+
 struct http_server {
     app *app;
+    rl *limits;
     const http_route *routes;
     size_t nroutes;
     struct listener listeners[3];
     size_t nlisteners;
     atomic_int in_flight;
     char unix_path[CONFIG_STR_MAX];
+
+    /* Every open connection, for the watchdog that cuts requests past
+     * their deadline: MHD's own timeout restarts with every byte, so a
+     * client sending one byte a second would hold a connection forever. */
+    pthread_mutex_t conns_lock;
+    pthread_cond_t conns_wake;
+    struct conn_track *conns;
+    pthread_t watchdog;
+    int watchdog_running;
+    int stopping;
+    uint64_t request_ms, idle_ms;
 };
 
 /* Per-request state kept by MHD between calls of the access handler. */
 struct req_state {
     char *body;
     size_t len, cap;
+    size_t body_max; /* this route's limit */
     int too_big;
+    int bad_length;  /* conflicting or malformed Content-Length */
     int replied;
     size_t discarded;
     uint64_t start_ns;
@@ -113,6 +153,7 @@ void http_reply_error(http_req *r, ad_err e, const char *detail)
 
     if (e == AD_OK)
         e = AD_EINTERNAL;
+    r->error = e;
     body = json_pack("{s:{s:s, s:s}}", "error", "code", ad_err_code(e),
                      "message", detail && *detail ? detail : ad_err_message(e));
     text = body ? json_dumps(body, JSON_COMPACT) : NULL;
@@ -254,12 +295,37 @@ static json_t *parse_form(const char *body, size_t len)
     return obj;
 }
 
+static enum MHD_Result add_query_param(void *cls, enum MHD_ValueKind kind,
+                                       const char *key, const char *value)
+{
+    json_t *obj = cls;
+
+    (void)kind;
+    /* The same bounds as form bodies. */
+    if (json_object_size(obj) >= FORM_FIELDS_MAX)
+        return MHD_NO;
+    if (key && value && strlen(key) + strlen(value) < FORM_PAIR_MAX)
+        json_object_set_new(obj, key, json_string(value));
+    return MHD_YES;
+}
+
 json_t *http_body_params(http_req *r)
 {
     const char *b = r->body, *k;
     size_t i = 0;
     json_t *obj, *v;
 
+    if (strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0) {
+        /* MHD has already decoded the query string (%xx and '+'). */
+        obj = json_object();
+        if (obj == NULL) {
+            http_reply_error(r, AD_ENOMEM, NULL);
+            return NULL;
+        }
+        MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND,
+                                  add_query_param, obj);
+        return obj;
+    }
     while (i < r->body_len && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' ||
                                b[i] == '\t'))
         i++;
@@ -758,6 +824,21 @@ char *http_metrics_text(app *a, size_t *len)
                   (unsigned long long)atomic_load(
                       &mt->counters[METRIC_TOKENS_ISSUED]));
         tb_printf(&tb,
+                  "# HELP authd_rate_limited_total Credential checks "
+                  "refused by the abuse limits.\n"
+                  "# TYPE authd_rate_limited_total counter\n");
+        for (i = 0; i < RL_WHAT__COUNT; i++)
+            tb_printf(&tb, "authd_rate_limited_total{what=\"%s\"} %llu\n",
+                      rl_what_name((rl_what)i),
+                      (unsigned long long)rl_counted(mt->limits,
+                                                     (rl_what)i));
+        tb_printf(&tb,
+                  "# HELP authd_request_timeouts_total Connections cut "
+                  "at the request deadline.\n"
+                  "# TYPE authd_request_timeouts_total counter\n"
+                  "authd_request_timeouts_total %llu\n",
+                  (unsigned long long)atomic_load(&mt->request_timeouts));
+        tb_printf(&tb,
                   "# HELP authd_enrollments_refused_total Enrollment "
                   "attempts refused.\n"
                   "# TYPE authd_enrollments_refused_total counter\n"
@@ -791,11 +872,142 @@ char *http_metrics_text(app *a, size_t *len)
 
 /* ---- the MHD glue ---------------------------------------------------- */
 
-static enum MHD_Result send_reply(struct MHD_Connection *conn, http_req *r)
+/* ---- connection tracking and the request deadline -------------------- */
+
+static struct conn_track *track_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Moves the connection to phase and restamps it. A request line on a
+ * fresh connection keeps the connect stamp: the first request's time
+ * began at connect, not when its line was complete. */
+static void track_phase(http_server *srv, struct MHD_Connection *conn,
+                        enum conn_phase phase)
+{
+    struct conn_track *t = track_of(conn);
+
+    if (t == NULL)
+        return;
+    pthread_mutex_lock(&srv->conns_lock);
+    if (phase != CONN_REQUEST) {
+        t->phase = phase;
+        t->since_ms = rl_now_ms();
+    } else if (t->phase == CONN_IDLE) {
+        t->phase = CONN_REQUEST;
+        t->since_ms = rl_now_ms();
+    }
+    pthread_mutex_unlock(&srv->conns_lock);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn,
+                          void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct listener *l = cls;
+    http_server *srv = l->server;
+    struct conn_track *t;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+        /* Without a record the connection still works, just without a
+         * deadline beyond MHD's idle timeout. */
+        t = calloc(1, sizeof(*t));
+        *socket_context = t;
+        if (t == NULL)
+            return;
+        t->fd = ci ? ci->connect_fd : -1;
+        t->phase = CONN_FIRST;
+        t->since_ms = rl_now_ms();
+        pthread_mutex_lock(&srv->conns_lock);
+        t->next = srv->conns;
+        if (srv->conns)
+            srv->conns->prev = t;
+        srv->conns = t;
+        pthread_mutex_unlock(&srv->conns_lock);
+        return;
+    }
+    t = *socket_context;
+    if (t == NULL)
+        return;
+    pthread_mutex_lock(&srv->conns_lock);
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        srv->conns = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    pthread_mutex_unlock(&srv->conns_lock);
+    free(t);
+    *socket_context = NULL;
+}
+
+/* Called by MHD as soon as a request line has arrived: a kept-alive
+ * connection's next request starts its deadline here. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct listener *l = cls;
+
+    (void)uri;
+    track_phase(l->server, conn, CONN_REQUEST);
+    return NULL;
+}
+
+static void *watchdog_main(void *arg)
+{
+    http_server *srv = arg;
+
+    pthread_mutex_lock(&srv->conns_lock);
+    while (!srv->stopping) {
+        struct timespec until;
+        struct conn_track *t;
+        uint64_t now = rl_now_ms();
+
+        for (t = srv->conns; t; t = t->next) {
+            uint64_t limit = t->phase == CONN_IDLE ? srv->idle_ms
+                                                   : srv->request_ms;
+            if (t->cut || t->fd < 0 || t->phase == CONN_STREAM ||
+                now < t->since_ms || now - t->since_ms <= limit)
+                continue;
+            /* shutdown, not close: MHD still owns the descriptor and
+             * closes it when its read fails, so it cannot be reused
+             * under MHD's feet. */
+            shutdown(t->fd, SHUT_RDWR);
+            t->cut = 1;
+            if (srv->app->metrics)
+                atomic_fetch_add_explicit(
+                    &srv->app->metrics->request_timeouts, 1,
+                    memory_order_relaxed);
+            log_line("warn", "event=request_timeout phase=%s after_ms=%llu",
+                     t->phase == CONN_IDLE ? "idle" : "request",
+                     (unsigned long long)(now - t->since_ms));
+        }
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += WATCHDOG_TICK_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&srv->conns_wake, &srv->conns_lock, &until);
+    }
+    pthread_mutex_unlock(&srv->conns_lock);
+    return NULL;
+}
+
+static enum MHD_Result send_reply(struct listener *l,
+                                  struct MHD_Connection *conn, http_req *r)
 {
     struct MHD_Response *resp;
     enum MHD_Result ret;
 
+    /* Answered: the deadline now covers sending and the idle wait; an
+     * event stream lives as long as its subscriber. */
+    track_phase(l->server, conn, r->stream ? CONN_STREAM : CONN_IDLE);
     if (r->stream) {
         resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
                                                  stream_reader, r->stream,
@@ -819,6 +1031,13 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, http_req *r)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                 r->www_authenticate);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (r->retry_after) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%u", r->retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
+    if (r->close)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     ret = MHD_queue_response(conn, r->status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -837,6 +1056,75 @@ static void log_request(const http_req *r, uint64_t dur_ns)
              r->actor[0] ? r->actor : "-");
 }
 
+/* ---- source addresses ------------------------------------------------- */
+
+static void source_of(struct MHD_Connection *conn, char *out, size_t outlen)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+
+    util_strlcpy(out, "unix", outlen);
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)
+                               ->sin_addr,
+                  out, (socklen_t)outlen);
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)
+                                ->sin6_addr,
+                  out, (socklen_t)outlen);
+}
+
+/* Routes that take a credential on the main listeners are guarded per
+ * source address. The check listener is not: its one source is the
+ * broker, speaking for every device (devices are limited one by one in
+ * the checker instead). */
+static int source_guarded(const http_server *srv, const struct listener *l,
+                          const http_route *rt)
+{
+    return srv->limits && l->kind != LISTEN_CHECK &&
+           rt->access != ACCESS_PUBLIC;
+}
+
+static void source_key(const http_req *r, char *key, size_t keylen)
+{
+    snprintf(key, keylen, "ip:%s", r->source);
+}
+
+/* 1 (and a 429 set) if the source is backing off. */
+static int source_blocked(http_server *srv, http_req *r, const http_route *rt)
+{
+    char key[RL_KEY_MAX], msg[128];
+    unsigned wait;
+
+    source_key(r, key, sizeof(key));
+    wait = rl_blocked(srv->limits, key, rl_now_ms());
+    if (wait == 0)
+        return 0;
+    rl_count(srv->limits, RL_WHAT_SOURCE);
+    snprintf(msg, sizeof(msg),
+             "too many failed credentials from this address; retry in %u s",
+             wait);
+    if (rt->flags & ROUTE_OAUTH_ERRORS) {
+        json_t *body = json_pack("{s:s, s:s}", "error", "rate_limited",
+                                 "error_description", msg);
+        http_reply_json(r, 429, body);
+        r->error = AD_ERATE;
+    } else {
+        http_reply_error(r, AD_ERATE, msg);
+    }
+    r->retry_after = wait;
+    return 1;
+}
+
+static void source_failed(http_server *srv, http_req *r)
+{
+    char key[RL_KEY_MAX];
+
+    source_key(r, key, sizeof(key));
+    rl_fail(srv->limits, key, rl_source_burst(srv->limits), rl_now_ms());
+}
+
 static void dispatch(struct listener *l, struct MHD_Connection *conn,
                      const char *url, const char *method,
                      struct req_state *st, http_req *r)
@@ -844,7 +1132,7 @@ static void dispatch(struct listener *l, struct MHD_Connection *conn,
     http_server *srv = l->server;
     char buf[1024];
     size_t i, route_ix = srv->nroutes;
-    int path_matched = 0;
+    int path_matched = 0, guarded;
 
     memset(r, 0, sizeof(*r));
     r->app = srv->app;
@@ -854,9 +1142,20 @@ static void dispatch(struct listener *l, struct MHD_Connection *conn,
     r->path = url;
     r->body = st->body ? st->body : "";
     r->body_len = st->len;
+    source_of(conn, r->source, sizeof(r->source));
 
+    if (st->bad_length) {
+        /* Which length is the body? A proxy and we might disagree, and
+         * the rest would be read as a smuggled second request. */
+        r->close = 1;
+        http_reply_error(r, AD_EBADREQ,
+                         "conflicting or malformed Content-Length headers");
+        goto done;
+    }
     if (st->too_big) {
-        http_reply_error(r, AD_ETOOBIG, NULL);
+        char msg[64];
+        snprintf(msg, sizeof(msg), "the body exceeds %zu bytes", st->body_max);
+        http_reply_error(r, AD_ETOOBIG, msg);
         goto done;
     }
     for (i = 0; i < srv->nroutes; i++) {
@@ -873,11 +1172,19 @@ static void dispatch(struct listener *l, struct MHD_Connection *conn,
             continue;
         memcpy(r->param, params, sizeof(params));
         route_ix = i;
-        if (!authorize(r, rt))
+        guarded = source_guarded(srv, l, rt);
+        if (guarded && source_blocked(srv, r, rt))
             goto done;
-        rt->handler(r);
-        if (r->status == 0)
-            http_reply_error(r, AD_EINTERNAL, "the handler gave no answer");
+        if (authorize(r, rt)) {
+            rt->handler(r);
+            if (r->status == 0)
+                http_reply_error(r, AD_EINTERNAL,
+                                 "the handler gave no answer");
+        }
+        /* A wrong API key, enrollment token, secret or certificate
+         * counts against the address it came from. */
+        if (guarded && r->error == AD_EBADCRED)
+            source_failed(srv, r);
         goto done;
     }
     if (path_matched)
@@ -887,6 +1194,51 @@ static void dispatch(struct listener *l, struct MHD_Connection *conn,
 done:
     metrics_record(srv->app, route_ix, r->status,
                    util_now_ns() - st->start_ns);
+}
+
+struct length_scan {
+    int count;
+    int differ;
+    const char *first;
+};
+
+static enum MHD_Result scan_length(void *cls, enum MHD_ValueKind kind,
+                                   const char *key, const char *value)
+{
+    struct length_scan *ls = cls;
+
+    (void)kind;
+    if (key == NULL || strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) != 0)
+        return MHD_YES;
+    if (ls->count++ == 0)
+        ls->first = value;
+    else if (value == NULL || ls->first == NULL ||
+             strcmp(value, ls->first) != 0)
+        ls->differ = 1;
+    return MHD_YES;
+}
+
+/* Sets st->bad_length for Content-Length headers that disagree, are not
+ * a plain number, or come with Transfer-Encoding (RFC 9112 §6.3: such a
+ * message is a smuggling attempt as often as not), and st->too_big for
+ * a declared length over the route's limit. */
+static void check_lengths(struct MHD_Connection *conn, struct req_state *st)
+{
+    struct length_scan ls = {0, 0, NULL};
+    uint64_t declared;
+
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, scan_length, &ls);
+    if (ls.count == 0)
+        return;
+    if (ls.differ || ls.first == NULL ||
+        util_parse_u64(ls.first, UINT64_MAX, &declared) != 0 ||
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                    MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        st->bad_length = 1;
+        return;
+    }
+    if (declared > st->body_max)
+        st->too_big = 1;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
@@ -903,29 +1255,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 
     (void)version;
     if (st == NULL) {
-        const char *cl;
-        uint64_t declared;
-
         st = calloc(1, sizeof(*st));
         if (st == NULL)
             return MHD_NO;
         st->start_ns = util_now_ns();
         *con_cls = st;
         atomic_fetch_add(&l->server->in_flight, 1);
-        /* A declared length over the limit is refused before reading. */
-        cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                         MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && (util_parse_u64(cl, UINT64_MAX, &declared) != 0 ||
-                   declared > HTTP_BODY_MAX))
-            st->too_big = 1;
-        if (!st->too_big)
+        /* Brokers' messages (a VerneMQ publish carries the payload in
+         * base64) need more room than the API's own bodies. */
+        st->body_max = strncmp(url, "/compat/", 8) == 0
+                           ? (size_t)l->server->app->cfg.compat_body_max
+                           : HTTP_BODY_MAX;
+        check_lengths(conn, st);
+        /* Answered at once, before any of the body is read. */
+        if (!st->too_big && !st->bad_length)
             return MHD_YES;
     }
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
 
         *upload_data_size = 0;
-        if (!st->too_big && st->len + n > HTTP_BODY_MAX) {
+        if (!st->too_big && st->len + n > st->body_max) {
             st->too_big = 1;
             free(st->body);
             st->body = NULL;
@@ -967,7 +1317,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
               (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
                strcmp(url, "/metrics") == 0)))
             log_request(&r, dur);
-    ret = send_reply(conn, &r);
+    ret = send_reply(l, conn, &r);
     free(r.resp);
     return ret;
 }
@@ -978,8 +1328,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
     struct listener *l = cls;
     struct req_state *st = *con_cls;
 
-    (void)conn;
     (void)toe;
+    track_phase(l->server, conn, CONN_IDLE);
     if (st == NULL)
         return;
     free(st->body);
@@ -1103,8 +1453,12 @@ static ad_err start_listener(http_server *srv, listen_kind kind,
     if (kind == LISTEN_CHECK) {
         long t = srv->app->cfg.threads;
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        /* Decisions never block, so one thread per core is enough. */
-        pool = (unsigned)(t > 0 ? t : (ncpu > 0 ? ncpu : 2));
+        /* Decisions never block, so one thread per core is enough;
+         * plus one per argon2id slot, as a device-secret check holds its
+         * thread for tens of milliseconds and must never leave the other
+         * devices' decisions without one. */
+        pool = (unsigned)(t > 0 ? t : (ncpu > 0 ? ncpu : 2)) +
+               (unsigned)srv->app->cfg.argon2_parallel;
         /* TURBO skips syscalls MHD makes only for rare cases (e.g.
          * shutdown() before close); the check path pays per request. */
         flags |= MHD_USE_EPOLL | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME;
@@ -1116,14 +1470,23 @@ static ad_err start_listener(http_server *srv, listen_kind kind,
     if (kind == LISTEN_HTTPS)
         flags |= MHD_USE_TLS;
 
-    struct MHD_OptionItem optv[14];
+    struct MHD_OptionItem optv[18];
     size_t n = 0;
 #define OPT(o, v, p) optv[n++] = (struct MHD_OptionItem){o, (intptr_t)(v), p}
     /* The logger goes first so MHD reports nothing through its own. */
     OPT(MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL);
     OPT(MHD_OPTION_NOTIFY_COMPLETED, on_completed, l);
+    OPT(MHD_OPTION_NOTIFY_CONNECTION, on_connection, l);
+    OPT(MHD_OPTION_URI_LOG_CALLBACK, on_uri, l);
     OPT(MHD_OPTION_CONNECTION_LIMIT, conn_limit, NULL);
-    OPT(MHD_OPTION_CONNECTION_TIMEOUT, 60, NULL);
+    /* One address may not hold every connection (loopback and unix
+     * sockets included: MHD counts only IP addresses). */
+    OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)srv->app->cfg.max_connections_per_ip, NULL);
+    /* MHD's idle timeout restarts with every byte; the watchdog's
+     * deadline does not (see watchdog_main). */
+    OPT(MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(srv->idle_ms / 1000),
+        NULL);
     /* Check requests are small; MHD clears its per-connection pool for
      * every request, so a smaller pool is less to clear. Bodies are
      * copied out of it as they arrive, whatever their size. */
@@ -1161,8 +1524,9 @@ static ad_err start_listener(http_server *srv, listen_kind kind,
     return AD_OK;
 }
 
-ad_err http_start(app *a, const http_route *routes, size_t nroutes,
-                  http_server **out, char *err, size_t errlen)
+ad_err http_start(app *a, rl *limits, const http_route *routes,
+                  size_t nroutes, http_server **out, char *err,
+                  size_t errlen)
 {
     http_server *srv;
     metrics *mt;
@@ -1184,11 +1548,25 @@ ad_err http_start(app *a, const http_route *routes, size_t nroutes,
         free(mt);
         return AD_ENOMEM;
     }
+    mt->limits = limits;
     a->metrics = mt;
     srv->app = a;
+    srv->limits = limits;
     srv->routes = routes;
     srv->nroutes = nroutes;
-    if (strcmp(a->cfg.http, "off") != 0 && a->cfg.http[0])
+    srv->request_ms = (uint64_t)a->cfg.request_timeout * 1000u;
+    srv->idle_ms = (uint64_t)(a->cfg.request_timeout > IDLE_MIN_S
+                                  ? a->cfg.request_timeout
+                                  : IDLE_MIN_S) *
+                   1000u;
+    pthread_mutex_init(&srv->conns_lock, NULL);
+    pthread_cond_init(&srv->conns_wake, NULL);
+    if (pthread_create(&srv->watchdog, NULL, watchdog_main, srv) == 0)
+        srv->watchdog_running = 1;
+    else
+        e = ad_errf(AD_EINTERNAL, err, errlen,
+                    "cannot start the request watchdog");
+    if (e == AD_OK && strcmp(a->cfg.http, "off") != 0 && a->cfg.http[0])
         e = start_listener(srv, LISTEN_HTTP, a->cfg.http, err, errlen);
     if (e == AD_OK && strcmp(a->cfg.https, "off") != 0 && a->cfg.https[0])
         e = start_listener(srv, LISTEN_HTTPS, a->cfg.https, err, errlen);
@@ -1226,6 +1604,15 @@ void http_stop(http_server *srv, unsigned grace_ms)
     }
     for (i = 0; i < srv->nlisteners; i++)
         MHD_stop_daemon(srv->listeners[i].mhd);
+    if (srv->watchdog_running) {
+        pthread_mutex_lock(&srv->conns_lock);
+        srv->stopping = 1;
+        pthread_cond_signal(&srv->conns_wake);
+        pthread_mutex_unlock(&srv->conns_lock);
+        pthread_join(srv->watchdog, NULL);
+    }
+    pthread_cond_destroy(&srv->conns_wake);
+    pthread_mutex_destroy(&srv->conns_lock);
     if (srv->unix_path[0])
         unlink(srv->unix_path);
     if (a->metrics) {

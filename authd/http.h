@@ -37,6 +37,9 @@ typedef enum { ROLE_NONE, ROLE_ADMIN, ROLE_PROVISIONER, ROLE_BROKER } api_role;
 
 enum { HTTP_PARAMS_MAX = 3, HTTP_BODY_MAX = 64 * 1024 };
 
+/* The longest source address text ("ip6 literal" or "unix"). */
+enum { HTTP_SOURCE_MAX = 64 };
+
 typedef struct http_req {
     app *app;
     void *conn; /* struct MHD_Connection */
@@ -61,6 +64,12 @@ typedef struct http_req {
     const char *content_type;
     const char *www_authenticate; /* static string or NULL */
     http_stream *stream;          /* set by http_reply_stream */
+    ad_err error;                 /* set by http_reply_error */
+    unsigned retry_after;         /* seconds; sent as Retry-After if set */
+    int close;                    /* answer with Connection: close */
+
+    /* The client's address ("127.0.0.1", "::1", "unix"). */
+    char source[HTTP_SOURCE_MAX];
 } http_req;
 
 typedef void (*http_handler)(http_req *r);
@@ -72,12 +81,23 @@ typedef struct {
     route_access access;
     http_handler handler;
     const char *name;    /* metrics label */
+    unsigned flags;      /* ROUTE_* */
 } http_route;
 
-/* Starts the listeners configured in app->cfg serving routes. On error
- * nothing is left running and *out is NULL. */
-ad_err http_start(app *a, const http_route *routes, size_t nroutes,
-                  http_server **out, char *err, size_t errlen);
+enum {
+    /* Errors the HTTP layer answers itself (429) take the OAuth 2.0
+     * form {"error","error_description"} (RFC 6749 §5.2). */
+    ROUTE_OAUTH_ERRORS = 1
+};
+
+/* Starts the listeners configured in app->cfg serving routes. limits
+ * (not owned, may be NULL) backs off source addresses that keep failing
+ * credentials on the main listeners. On error nothing is left running
+ * and *out is NULL. */
+typedef struct rl rl;
+ad_err http_start(app *a, rl *limits, const http_route *routes,
+                  size_t nroutes, http_server **out, char *err,
+                  size_t errlen);
 /* Stops accepting, waits up to grace_ms for in-flight requests, then
  * closes everything. NULL-safe. */
 void http_stop(http_server *s, unsigned grace_ms);
@@ -116,8 +136,9 @@ json_t *http_body_object(http_req *r);
 
 /* The body's parameters as a JSON object of strings: a JSON object (its
  * integers rendered as text) or an application/x-www-form-urlencoded
- * form (OAuth clients and some brokers send forms). On failure replies
- * 400 and returns NULL. New reference. */
+ * form (OAuth clients and some brokers send forms); for GET and HEAD,
+ * the query string's parameters instead (brokers configured for GET).
+ * On failure replies 400 and returns NULL. New reference. */
 json_t *http_body_params(http_req *r);
 
 /* Parses the paging query (limit 1..1000, default 100; after). Replies

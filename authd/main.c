@@ -14,6 +14,7 @@
 #include "revocation.h"
 #include "http.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "registry.h"
 #include "routes.h"
 #include "tokens.h"
@@ -74,6 +75,9 @@ static int cmd_serve(config *cfg, int argc, char **argv)
 {
     app a;
     http_server *srv = NULL;
+    rl *limits = NULL;
+    rl_config rc_limits;
+    int lock_fd = -1;
     const http_route *routes;
     size_t nroutes;
     sigset_t sigs;
@@ -95,7 +99,11 @@ static int cmd_serve(config *cfg, int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    e = datadir_init(cfg, NULL, err, sizeof(err));
+    /* The lock comes first: two daemons initialising one empty dir
+     * would each make a CA. */
+    e = datadir_lock(cfg->data, &lock_fd, err, sizeof(err));
+    if (e == AD_OK)
+        e = datadir_init(cfg, NULL, err, sizeof(err));
     if (e == AD_OK)
         e = datadir_check_permissions(cfg->data, err, sizeof(err));
     if (e == AD_OK)
@@ -103,9 +111,20 @@ static int cmd_serve(config *cfg, int argc, char **argv)
     if (e != AD_OK) {
         log_line("error", "event=start_failed code=%s message=\"%s\"",
                  ad_err_code(e), err[0] ? err : ad_err_message(e));
+        datadir_unlock(lock_fd);
         return 1;
     }
-    e = checker_open(a.st, cfg->check_ttl, (int)cfg->trust_cn_only, &a.checker);
+    memset(&rc_limits, 0, sizeof(rc_limits));
+    rc_limits.fail_window_s = (unsigned)cfg->rate_fail_window;
+    rc_limits.device_burst = (unsigned)cfg->rate_fail_burst;
+    rc_limits.source_burst = (unsigned)cfg->rate_source_burst;
+    rc_limits.backoff_max_s = (unsigned)cfg->rate_backoff_max;
+    rc_limits.table_size = (size_t)cfg->rate_table_size;
+    rc_limits.parallel = (unsigned)cfg->argon2_parallel;
+    e = rl_open(&rc_limits, &limits);
+    if (e == AD_OK)
+        e = checker_open(a.st, cfg->check_ttl, (int)cfg->trust_cn_only,
+                         &a.checker);
     if (e == AD_OK) {
         char dir[CONFIG_STR_MAX + 16];
         tokens_config tc;
@@ -125,6 +144,7 @@ static int cmd_serve(config *cfg, int argc, char **argv)
         goto out;
     }
     checker_set_tokens(a.checker, a.tokens);
+    checker_set_limits(a.checker, limits);
     e = events_open(4096, &a.events);
     if (e == AD_OK)
         e = revocation_open(a.st, a.ca, a.checker, cfg->crl_hours,
@@ -135,7 +155,7 @@ static int cmd_serve(config *cfg, int argc, char **argv)
         goto out;
     }
     routes = routes_table(&nroutes);
-    e = http_start(&a, routes, nroutes, &srv, err, sizeof(err));
+    e = http_start(&a, limits, routes, nroutes, &srv, err, sizeof(err));
     if (e != AD_OK) {
         log_line("error", "event=start_failed code=%s message=\"%s\"",
                  ad_err_code(e), err);
@@ -189,7 +209,9 @@ out:
     revocation_close(a.revocation);
     checker_close(a.checker);
     tokens_close(a.tokens);
+    rl_close(limits);
     datadir_unload(&a);
+    datadir_unlock(lock_fd);
     if (rc == 0)
         log_line("info", "event=stopped");
     return rc;

@@ -3,7 +3,8 @@
 #include "routes.h"
 
 /* The metrics label is the handler name without its "route_" prefix. */
-#define R(m, p, l, a, h) {m, p, l, a, h, &(#h)[6]}
+#define R(m, p, l, a, h) {m, p, l, a, h, &(#h)[6], 0}
+#define RF(m, p, l, a, h, f) {m, p, l, a, h, &(#h)[6], f}
 
 static const http_route table[] = {
     /* brokers and gateways (§8): also on the check listener. First:
@@ -21,6 +22,18 @@ static const http_route table[] = {
     R("POST", "/compat/emqx/authn", LISTEN_ALL, ACCESS_BROKER,
       route_emqx_authn),
     R("POST", "/compat/emqx/authz", LISTEN_ALL, ACCESS_BROKER,
+      route_emqx_authz),
+    /* go-auth and EMQX may be configured for GET: the same handlers
+     * read the query string (http_body_params). */
+    R("GET", "/compat/mosquitto-go-auth/user", LISTEN_ALL, ACCESS_BROKER,
+      route_goauth_user),
+    R("GET", "/compat/mosquitto-go-auth/superuser", LISTEN_ALL,
+      ACCESS_BROKER, route_goauth_superuser),
+    R("GET", "/compat/mosquitto-go-auth/acl", LISTEN_ALL, ACCESS_BROKER,
+      route_goauth_acl),
+    R("GET", "/compat/emqx/authn", LISTEN_ALL, ACCESS_BROKER,
+      route_emqx_authn),
+    R("GET", "/compat/emqx/authz", LISTEN_ALL, ACCESS_BROKER,
       route_emqx_authz),
     R("POST", "/compat/vernemq/{}", LISTEN_ALL, ACCESS_BROKER, route_vernemq),
     R("POST", "/compat/vernemq", LISTEN_ALL, ACCESS_BROKER, route_vernemq),
@@ -85,7 +98,8 @@ static const http_route table[] = {
       route_group_delete),
 
     /* tokens (§7) */
-    R("POST", "/v1/token", LISTEN_MAIN, ACCESS_HANDLER, route_token),
+    RF("POST", "/v1/token", LISTEN_MAIN, ACCESS_HANDLER, route_token,
+       ROUTE_OAUTH_ERRORS),
     R("GET", "/.well-known/jwks.json", LISTEN_ALL, ACCESS_PUBLIC, route_jwks),
     R("GET", "/v1/jwks", LISTEN_ALL, ACCESS_PUBLIC, route_jwks),
     R("POST", "/v1/introspect", LISTEN_ALL, ACCESS_BROKER, route_introspect),

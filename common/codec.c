@@ -34,7 +34,8 @@ static int b64_space(unsigned char c)
 
 size_t codec_b64_encoded_len(size_t n, int flags)
 {
-    size_t chars = (flags & CODEC_B64_URL) ? n / 3 * 4 + (n % 3 ? n % 3 + 1 : 0)
+    size_t chars = (flags & (CODEC_B64_URL | CODEC_B64_NOPAD))
+                       ? n / 3 * 4 + (n % 3 ? n % 3 + 1 : 0)
                                            : (n + 2) / 3 * 4;
 
     if (flags & CODEC_B64_LINES)
@@ -45,7 +46,7 @@ size_t codec_b64_encoded_len(size_t n, int flags)
 size_t codec_b64_encode(const uint8_t *in, size_t n, char *out, int flags)
 {
     const char *abc = (flags & CODEC_B64_URL) ? b64_url : b64_std;
-    int pad = !(flags & CODEC_B64_URL), lines = (flags & CODEC_B64_LINES) != 0;
+    int pad = !(flags & (CODEC_B64_URL | CODEC_B64_NOPAD)), lines = (flags & CODEC_B64_LINES) != 0;
     size_t i, o = 0, col = 0, k, nq;
     char q[4];
 
@@ -101,6 +102,7 @@ int codec_b64_decode(const char *in, size_t n, uint8_t *out, size_t cap,
 {
     const unsigned char *s = (const unsigned char *)in;
     int url = (flags & CODEC_B64_URL) != 0;
+    int unpadded = (flags & (CODEC_B64_URL | CODEC_B64_NOPAD)) != 0;
     int skip = (flags & CODEC_B64_LINES) != 0;
     size_t i, o = 0, nq = 0, pad = 0;
     uint32_t acc = 0;
@@ -111,7 +113,7 @@ int codec_b64_decode(const char *in, size_t n, uint8_t *out, size_t cap,
 
         if (skip && b64_space(s[i]))
             continue;
-        if (s[i] == '=' && !url) {
+        if (s[i] == '=' && !unpadded) {
             /* Padding only fills the third or fourth place of a group. */
             if (nq + pad < 2 || ++pad + nq > 4)
                 return -1;
@@ -132,9 +134,9 @@ int codec_b64_decode(const char *in, size_t n, uint8_t *out, size_t cap,
             acc = 0;
         }
     }
-    /* The standard form is complete groups; the URL form leaves 2 or 3
-     * characters for a final 1 or 2 bytes. */
-    if (url ? nq == 1 : (nq != 0 && nq + pad != 4))
+    /* The padded form is complete groups; the unpadded forms leave 2 or
+     * 3 characters for a final 1 or 2 bytes. */
+    if (unpadded ? nq == 1 : (nq != 0 && nq + pad != 4))
         return -1;
     if (nq == 2) {
         /* 12 bits for one byte: the low 4 must be zero. */

@@ -20,7 +20,10 @@ enum {
     /* Decode: skip ASCII space, tab, CR and LF anywhere (PEM bodies and
      * EST requests wrap their lines). Encode: end each 64-character
      * line, and the last one, with '\n'. */
-    CODEC_B64_LINES = 2
+    CODEC_B64_LINES = 2,
+    /* The standard alphabet unpadded, as PHC strings (argon2's encoded
+     * hashes) write it: '=' is refused on decode and not written. */
+    CODEC_B64_NOPAD = 4
 };
 
 /* The exact number of characters codec_b64_encode writes for n bytes

@@ -480,12 +480,34 @@ static void test_buf_grows_across_many_appends(void)
     buf_free(&b);
 }
 
+static void test_b64_nopad_is_the_standard_alphabet_unpadded(void)
+{
+    uint8_t out[16];
+    char enc[16];
+
+    ok(dec("QQ", CODEC_B64_NOPAD, out, sizeof(out)) == 1 && out[0] == 'A',
+       "argon2's PHC strings write 'A' as QQ");
+    ok(dec("+/+/", CODEC_B64_NOPAD, out, sizeof(out)) == 3,
+       "with the standard alphabet");
+    ok(dec("QQ==", CODEC_B64_NOPAD, out, sizeof(out)) == -1,
+       "padding is refused");
+    ok(dec("-_", CODEC_B64_NOPAD, out, sizeof(out)) == -1,
+       "the url alphabet is refused");
+    ok(dec("QR", CODEC_B64_NOPAD, out, sizeof(out)) == -1 &&
+           dec("Q", CODEC_B64_NOPAD, out, sizeof(out)) == -1,
+       "non-zero trailing bits and a length of 1 mod 4 are refused");
+    enc[codec_b64_encode((const uint8_t *)"AB", 2, enc, CODEC_B64_NOPAD)] =
+        '\0';
+    ok(strcmp(enc, "QUI") == 0, "encoding writes no padding: %s", enc);
+}
+
 int main(void)
 {
     TAP_RUN(test_b64_round_trips_every_length_mod_4);
     TAP_RUN(test_b64_std_padding_must_be_complete_and_correct);
     TAP_RUN(test_b64_trailing_bits_must_be_zero);
     TAP_RUN(test_b64_url_and_std_alphabets_do_not_mix);
+    TAP_RUN(test_b64_nopad_is_the_standard_alphabet_unpadded);
     TAP_RUN(test_b64_whitespace_only_when_asked);
     TAP_RUN(test_b64_nul_and_high_bytes_are_refused);
     TAP_RUN(test_b64_respects_the_output_capacity);
