@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "../common/codec.h"
@@ -51,7 +52,7 @@ static const struct opt opts[] = {
     LONG_OPT(rate_fail_window, "60"),
     LONG_OPT(rate_backoff_max, "300"),
     LONG_OPT(rate_table_size, "16384"),
-    LONG_OPT(argon2_parallel, "2"),
+    LONG_OPT(argon2_parallel, "0"),
     LONG_OPT(max_connections_per_ip, "128"),
     LONG_OPT(request_timeout, "30"),
     LONG_OPT(compat_body_max, "1048576"),
@@ -297,6 +298,13 @@ static ad_err load_all(config *cfg, int argc, char **argv, char *err,
     }
     load_env(cfg);
     e = load_flags(cfg, argc, argv, 0, err, errlen);
+    if (e == AD_OK && cfg->argon2_parallel == 0) {
+        /* Automatic: half the cores, at least one. argon2id is pure CPU,
+         * so every slot is a core the checks of other devices lose while
+         * someone guesses secrets. */
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->argon2_parallel = ncpu >= 4 ? ncpu / 2 : 1;
+    }
     return e == AD_OK ? check_limits(cfg, err, errlen) : e;
 }
 
