@@ -808,7 +808,7 @@ static int device_has_valid_cert(checker *c, const char *device_id,
  * secrets are 256-bit random, so the cheap MAC path gives no guessing
  * advantage. */
 static int secret_ok(checker *c, const char *device_id, const char *secret,
-                     check_result *out)
+                     check_argon2 argon2, check_result *out)
 {
     struct dev_entry *d = NULL;
     struct shard *sh = NULL;
@@ -841,6 +841,18 @@ static int secret_ok(checker *c, const char *device_id, const char *secret,
     snprintf(key, sizeof(key), "dev:%s", device_id);
     if (c->limits && rl_blocked(c->limits, key, rl_now_ms())) {
         rl_count(c->limits, RL_WHAT_SECRET);
+        deny(out, "rate_limited");
+        goto out;
+    }
+    /* Not on a thread that answers other devices: the caller runs the
+     * request again where it may block, or has nowhere to. */
+    if (argon2 == CHECK_ARGON2_DEFER) {
+        deny(out, "deferred");
+        goto out;
+    }
+    if (argon2 == CHECK_ARGON2_REFUSE) {
+        if (c->limits)
+            rl_count(c->limits, RL_WHAT_BUSY);
         deny(out, "rate_limited");
         goto out;
     }
@@ -1117,7 +1129,7 @@ void checker_check(checker *c, const check_request *req, time_t now,
                 deny(out, "no_credential");
                 goto out;
             }
-            if (!secret_ok(c, claimed, req->password, out))
+            if (!secret_ok(c, claimed, req->password, req->argon2, out))
                 goto out;
         }
         device_id = claimed;
@@ -1163,13 +1175,21 @@ void checker_explain(checker *c, const char *device_id, pol_action action,
 }
 
 int checker_device_secret_ok(checker *c, const char *device_id,
-                             const char *secret)
+                             const char *secret, check_argon2 argon2,
+                             const char **reason)
 {
     check_result res;
 
     memset(&res, 0, sizeof(res));
-    return secret_ok(c, device_id, secret, &res) &&
-           checker_device_active(c, device_id, NULL);
+    *reason = "invalid_credential";
+    if (!secret_ok(c, device_id, secret, argon2, &res)) {
+        if (res.reason)
+            *reason = res.reason;
+        return 0;
+    }
+    if (!checker_device_active(c, device_id, NULL))
+        return 0;
+    return 1;
 }
 
 int checker_device_active(checker *c, const char *device_id,

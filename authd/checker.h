@@ -17,6 +17,16 @@
 
 typedef struct checker checker;
 
+/* What a device-secret check does when it needs an argon2id run (tens
+ * of milliseconds of CPU; a secret verified before is answered from a
+ * keyed MAC without one). */
+typedef enum {
+    CHECK_ARGON2_RUN = 0, /* run it here: the caller may block */
+    CHECK_ARGON2_DEFER,   /* deny with reason "deferred": the caller runs
+                           * the request again where it may block */
+    CHECK_ARGON2_REFUSE   /* deny "rate_limited": nowhere to run it now */
+} check_argon2;
+
 typedef struct {
     pol_action action;
     const char *client_id;        /* MQTT client id; NULL = "" */
@@ -33,6 +43,7 @@ typedef struct {
                                    * device (EMQX authn, VerneMQ's
                                    * use_identity_as_username) */
     int want_emqx_acl;            /* fill check_result.emqx_acl */
+    check_argon2 argon2;          /* a device secret that needs argon2id */
     const char *topic;            /* the topic or filter to decide on */
 } check_request;
 
@@ -83,9 +94,12 @@ void checker_set_tokens(checker *c, tokens *t);
 typedef struct rl rl;
 void checker_set_limits(checker *c, rl *limits);
 
-/* 1 if the device exists, is active and secret is its device secret. */
+/* 1 if the device exists, is active and secret is its device secret;
+ * else 0 with *reason a static deny reason ("invalid_credential",
+ * "rate_limited", "deferred" under CHECK_ARGON2_DEFER, ...). */
 int checker_device_secret_ok(checker *c, const char *device_id,
-                             const char *secret);
+                             const char *secret, check_argon2 argon2,
+                             const char **reason);
 /* 1 if the device exists, is active, and (when incarnation is given) is
  * that incarnation of the id: a token minted before the device was
  * deleted and created again is not the new device's. Tokens stop with

@@ -34,6 +34,11 @@
 /* A kept-alive connection may sit idle (or dribble the next request
  * line) this long after an answer before it is closed. */
 #define IDLE_MIN_S 60
+/* Requests that may wait for the secret lane at once; past this a
+ * device-secret check is refused (rate_limited) rather than queued. At
+ * ~20 ms an argon2id run, a full queue drains in about a second per
+ * worker. */
+#define LANE_QUEUE_MAX 64
 
 static const unsigned status_codes[STATUS_SLOTS] = {
     200, 201, 204, 400, 401, 403, 404, 405, 409, 413, 415, 429, 500, 503, 0,
@@ -81,6 +86,13 @@ struct conn_track {
     int cut;
 };
 
+/* A request waiting for the secret lane. */
+struct lane_job {
+    struct listener *l;
+    struct MHD_Connection *conn;
+    struct req_state *st;
+};
+
 struct http_server {
     app *app;
     rl *limits;
@@ -101,6 +113,17 @@ struct http_server {
     int watchdog_running;
     int stopping;
     uint64_t request_ms, idle_ms;
+
+    /* The secret lane: argon2_parallel workers and a bounded queue of
+     * suspended connections. A flood of wrong secrets waits here (or is
+     * refused when the queue is full), never on the connection threads. */
+    pthread_mutex_t lane_lock;
+    pthread_cond_t lane_wake;
+    struct lane_job lane_q[LANE_QUEUE_MAX];
+    size_t lane_head, lane_len;
+    pthread_t *lane_threads;
+    size_t lane_nthreads;
+    int lane_stopping;
 };
 
 /* Per-request state kept by MHD between calls of the access handler. */
@@ -113,6 +136,11 @@ struct req_state {
     int replied;
     size_t discarded;
     uint64_t start_ns;
+    /* On the secret lane: the request's own copies of its line (the
+     * connection sleeps meanwhile), and the reply it left. */
+    char *url, *method;
+    http_req lane_reply;
+    int lane_done;   /* under the lane lock */
 };
 
 static void stream_free(void *cls);
@@ -1030,7 +1058,13 @@ static enum MHD_Result send_reply(struct listener *l,
     if (r->www_authenticate)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                 r->www_authenticate);
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (r->cache_max_age >= 0) {
+        char cc[32];
+        snprintf(cc, sizeof(cc), "max-age=%ld", r->cache_max_age);
+        MHD_add_response_header(resp, "Cache-Control", cc);
+    } else {
+        MHD_add_response_header(resp, "Cache-Control", "no-store");
+    }
     if (r->retry_after) {
         char ra[16];
         snprintf(ra, sizeof(ra), "%u", r->retry_after);
@@ -1127,7 +1161,7 @@ static void source_failed(http_server *srv, http_req *r)
 
 static void dispatch(struct listener *l, struct MHD_Connection *conn,
                      const char *url, const char *method,
-                     struct req_state *st, http_req *r)
+                     struct req_state *st, http_lane lane, http_req *r)
 {
     http_server *srv = l->server;
     char buf[1024];
@@ -1142,6 +1176,8 @@ static void dispatch(struct listener *l, struct MHD_Connection *conn,
     r->path = url;
     r->body = st->body ? st->body : "";
     r->body_len = st->len;
+    r->cache_max_age = -1;
+    r->lane = lane;
     source_of(conn, r->source, sizeof(r->source));
 
     if (st->bad_length) {
@@ -1183,7 +1219,7 @@ static void dispatch(struct listener *l, struct MHD_Connection *conn,
         }
         /* A wrong API key, enrollment token, secret or certificate
          * counts against the address it came from. */
-        if (guarded && r->error == AD_EBADCRED)
+        if (guarded && r->error == AD_EBADCRED && !r->deferred)
             source_failed(srv, r);
         goto done;
     }
@@ -1192,8 +1228,99 @@ static void dispatch(struct listener *l, struct MHD_Connection *conn,
     else
         http_reply_error(r, AD_ENOTFOUND, "no such endpoint");
 done:
-    metrics_record(srv->app, route_ix, r->status,
-                   util_now_ns() - st->start_ns);
+    /* A deferred request is counted once, when it is answered. */
+    if (!r->deferred)
+        metrics_record(srv->app, route_ix, r->status,
+                       util_now_ns() - st->start_ns);
+}
+
+void http_defer(http_req *r)
+{
+    if (r->lane == HTTP_LANE_FAST)
+        r->deferred = 1;
+}
+
+/* ---- the secret lane -------------------------------------------------- */
+
+/* Queues a request for the secret lane and suspends its connection.
+ * 0 if the queue is full (or stopping): the caller answers it itself. */
+static int lane_submit(struct listener *l, struct MHD_Connection *conn,
+                       const char *url, const char *method,
+                       struct req_state *st)
+{
+    http_server *srv = l->server;
+    struct lane_job *job;
+
+    if (st->url == NULL && (st->url = strdup(url)) == NULL)
+        return 0;
+    if (st->method == NULL && (st->method = strdup(method)) == NULL)
+        return 0;
+    pthread_mutex_lock(&srv->lane_lock);
+    if (srv->lane_nthreads == 0 || srv->lane_stopping ||
+        srv->lane_len == LANE_QUEUE_MAX) {
+        pthread_mutex_unlock(&srv->lane_lock);
+        return 0;
+    }
+    /* Suspended before a worker can see the job, so its resume can
+     * never come first. */
+    MHD_suspend_connection(conn);
+    job = &srv->lane_q[(srv->lane_head + srv->lane_len++) % LANE_QUEUE_MAX];
+    job->l = l;
+    job->conn = conn;
+    job->st = st;
+    pthread_cond_signal(&srv->lane_wake);
+    pthread_mutex_unlock(&srv->lane_lock);
+    return 1;
+}
+
+/* A secret worker: runs queued requests where they may block, leaves the
+ * reply in the request's state and wakes the connection, which sends
+ * it. Drains the queue before it stops, so no connection is left
+ * suspended. */
+static void *lane_main(void *arg)
+{
+    http_server *srv = arg;
+
+    pthread_mutex_lock(&srv->lane_lock);
+    for (;;) {
+        struct lane_job job;
+        http_req r;
+
+        while (srv->lane_len == 0 && !srv->lane_stopping)
+            pthread_cond_wait(&srv->lane_wake, &srv->lane_lock);
+        if (srv->lane_len == 0)
+            break;
+        job = srv->lane_q[srv->lane_head];
+        srv->lane_head = (srv->lane_head + 1) % LANE_QUEUE_MAX;
+        srv->lane_len--;
+        pthread_mutex_unlock(&srv->lane_lock);
+
+        dispatch(job.l, job.conn, job.st->url, job.st->method, job.st,
+                 HTTP_LANE_SLOW, &r);
+
+        pthread_mutex_lock(&srv->lane_lock);
+        job.st->lane_reply = r;
+        job.st->lane_done = 1;
+        MHD_resume_connection(job.conn);
+    }
+    pthread_mutex_unlock(&srv->lane_lock);
+    return NULL;
+}
+
+/* Takes the reply a secret worker left for this request, if any. */
+static int lane_take(http_server *srv, struct req_state *st, http_req *out)
+{
+    int done;
+
+    pthread_mutex_lock(&srv->lane_lock);
+    done = st->lane_done;
+    if (done) {
+        *out = st->lane_reply;
+        st->lane_reply.resp = NULL; /* now the caller's */
+        st->lane_done = 0;
+    }
+    pthread_mutex_unlock(&srv->lane_lock);
+    return done;
 }
 
 struct length_scan {
@@ -1305,11 +1432,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         st->discarded += n;
         return st->discarded > HTTP_DISCARD_MAX ? MHD_NO : MHD_YES;
     }
-    if (st->replied)
-        return MHD_YES;
-    st->replied = 1;
-
-    dispatch(l, conn, url, method, st, &r);
+    if (st->replied) {
+        /* Woken by the secret lane, with the answer; else nothing new. */
+        if (!lane_take(l->server, st, &r))
+            return MHD_YES;
+    } else {
+        st->replied = 1;
+        /* Only the check listener's pooled threads serve many
+         * connections each; a thread-per-connection listener may block. */
+        dispatch(l, conn, url, method, st,
+                 l->kind == LISTEN_CHECK ? HTTP_LANE_FAST : HTTP_LANE_SLOW,
+                 &r);
+        if (r.deferred) {
+            free(r.resp);
+            if (lane_submit(l, conn, url, method, st))
+                return MHD_YES;
+            dispatch(l, conn, url, method, st, HTTP_LANE_FULL, &r);
+        }
+    }
     dur = util_now_ns() - st->start_ns;
     /* Check-listener traffic is the hot path: log only its errors. */
     if (l->kind != LISTEN_CHECK || r.status >= 400)
@@ -1332,6 +1472,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
     track_phase(l->server, conn, CONN_IDLE);
     if (st == NULL)
         return;
+    free(st->lane_reply.resp);
+    free(st->url);
+    free(st->method);
     free(st->body);
     free(st);
     *con_cls = NULL;
@@ -1453,12 +1596,9 @@ static ad_err start_listener(http_server *srv, listen_kind kind,
     if (kind == LISTEN_CHECK) {
         long t = srv->app->cfg.threads;
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        /* Decisions never block, so one thread per core is enough;
-         * plus one per argon2id slot, as a device-secret check holds its
-         * thread for tens of milliseconds and must never leave the other
-         * devices' decisions without one. */
-        pool = (unsigned)(t > 0 ? t : (ncpu > 0 ? ncpu : 2)) +
-               (unsigned)srv->app->cfg.argon2_parallel;
+        /* Decisions never block (device secrets go to the secret
+         * lane), so one thread per core is enough. */
+        pool = (unsigned)(t > 0 ? t : (ncpu > 0 ? ncpu : 2));
         /* TURBO skips syscalls MHD makes only for rare cases (e.g.
          * shutdown() before close); the check path pays per request. */
         flags |= MHD_USE_EPOLL | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME;
@@ -1561,11 +1701,28 @@ ad_err http_start(app *a, rl *limits, const http_route *routes,
                    1000u;
     pthread_mutex_init(&srv->conns_lock, NULL);
     pthread_cond_init(&srv->conns_wake, NULL);
+    pthread_mutex_init(&srv->lane_lock, NULL);
+    pthread_cond_init(&srv->lane_wake, NULL);
     if (pthread_create(&srv->watchdog, NULL, watchdog_main, srv) == 0)
         srv->watchdog_running = 1;
     else
         e = ad_errf(AD_EINTERNAL, err, errlen,
                     "cannot start the request watchdog");
+    /* One secret worker per argon2id slot: more would only wait at the
+     * gate. */
+    if (e == AD_OK) {
+        size_t want = a->cfg.argon2_parallel > 0
+                          ? (size_t)a->cfg.argon2_parallel
+                          : 1;
+        srv->lane_threads = calloc(want, sizeof(*srv->lane_threads));
+        while (srv->lane_threads && srv->lane_nthreads < want &&
+               pthread_create(&srv->lane_threads[srv->lane_nthreads], NULL,
+                              lane_main, srv) == 0)
+            srv->lane_nthreads++;
+        if (srv->lane_nthreads < want)
+            e = ad_errf(AD_EINTERNAL, err, errlen,
+                        "cannot start the secret lane");
+    }
     if (e == AD_OK && strcmp(a->cfg.http, "off") != 0 && a->cfg.http[0])
         e = start_listener(srv, LISTEN_HTTP, a->cfg.http, err, errlen);
     if (e == AD_OK && strcmp(a->cfg.https, "off") != 0 && a->cfg.https[0])
@@ -1602,6 +1759,15 @@ void http_stop(http_server *srv, unsigned grace_ms)
         usleep(10000);
         waited += 10;
     }
+    /* The secret workers drain their queue before they stop: MHD must
+     * not be stopped with a connection still suspended. */
+    pthread_mutex_lock(&srv->lane_lock);
+    srv->lane_stopping = 1;
+    pthread_cond_broadcast(&srv->lane_wake);
+    pthread_mutex_unlock(&srv->lane_lock);
+    for (i = 0; i < srv->lane_nthreads; i++)
+        pthread_join(srv->lane_threads[i], NULL);
+    free(srv->lane_threads);
     for (i = 0; i < srv->nlisteners; i++)
         MHD_stop_daemon(srv->listeners[i].mhd);
     if (srv->watchdog_running) {
@@ -1613,6 +1779,8 @@ void http_stop(http_server *srv, unsigned grace_ms)
     }
     pthread_cond_destroy(&srv->conns_wake);
     pthread_mutex_destroy(&srv->conns_lock);
+    pthread_cond_destroy(&srv->lane_wake);
+    pthread_mutex_destroy(&srv->lane_lock);
     if (srv->unix_path[0])
         unlink(srv->unix_path);
     if (a->metrics) {

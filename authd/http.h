@@ -40,6 +40,17 @@ enum { HTTP_PARAMS_MAX = 3, HTTP_BODY_MAX = 64 * 1024 };
 /* The longest source address text ("ip6 literal" or "unix"). */
 enum { HTTP_SOURCE_MAX = 64 };
 
+/* Where a request runs. A device-secret check costs an argon2id run
+ * (tens of milliseconds of CPU); on the check listener it never runs on
+ * the connection threads that answer every other device, but on the
+ * secret lane's own workers, through a bounded queue. */
+typedef enum {
+    HTTP_LANE_FAST = 0, /* a connection thread: must not block (defer) */
+    HTTP_LANE_SLOW,     /* may block: a secret worker, or a listener with
+                         * a thread per connection */
+    HTTP_LANE_FULL      /* the secret lane's queue is full: refuse */
+} http_lane;
+
 typedef struct http_req {
     app *app;
     void *conn; /* struct MHD_Connection */
@@ -67,6 +78,10 @@ typedef struct http_req {
     ad_err error;                 /* set by http_reply_error */
     unsigned retry_after;         /* seconds; sent as Retry-After if set */
     int close;                    /* answer with Connection: close */
+    long cache_max_age;           /* >= 0: Cache-Control: max-age=N
+                                   * instead of no-store (-1) */
+    http_lane lane;
+    int deferred;                 /* set by http_defer */
 
     /* The client's address ("127.0.0.1", "::1", "unix"). */
     char source[HTTP_SOURCE_MAX];
@@ -101,6 +116,11 @@ ad_err http_start(app *a, rl *limits, const http_route *routes,
 /* Stops accepting, waits up to grace_ms for in-flight requests, then
  * closes everything. NULL-safe. */
 void http_stop(http_server *s, unsigned grace_ms);
+
+/* On HTTP_LANE_FAST: asks for the request to be run again on the secret
+ * lane, where it may block; the reply set so far is discarded. Ignored on
+ * the other lanes. */
+void http_defer(http_req *r);
 
 /* Replies. Each replaces any reply set before. */
 void http_reply_json(http_req *r, unsigned status, json_t *body); /* steals */

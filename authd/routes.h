@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 
+#include "checker.h"
 #include "http.h"
 
 /* The table, and its length. */
@@ -95,5 +96,15 @@ void routes_after_revocation(app *a, const json_t *revoked, const char *device,
 /* Publishes an event (after its change committed). */
 void routes_publish(app *a, const char *type, const char *key,
                     const char *value);
+
+/* What a device-secret check made on r's lane does when it needs
+ * argon2id: defer from a connection thread, run on the secret lane (or a
+ * listener with a thread per connection), refuse when the lane is full. */
+static inline check_argon2 routes_argon2(const http_req *r)
+{
+    return r->lane == HTTP_LANE_FAST   ? CHECK_ARGON2_DEFER
+           : r->lane == HTTP_LANE_FULL ? CHECK_ARGON2_REFUSE
+                                       : CHECK_ARGON2_RUN;
+}
 
 #endif

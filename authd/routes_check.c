@@ -47,7 +47,16 @@ static const char *opt(const char *s)
 static void decide(http_req *r, const check_request *req, time_t now,
                    check_result *res)
 {
-    checker_check(r->app->checker, req, now, res);
+    check_request on_lane = *req;
+
+    on_lane.argon2 = routes_argon2(r);
+    checker_check(r->app->checker, &on_lane, now, res);
+    /* A device secret that needs argon2id is decided again on the
+     * secret lane; this answer is dropped and counts for nothing. */
+    if (!res->allow && strcmp(res->reason, "deferred") == 0) {
+        http_defer(r);
+        return;
+    }
     http_metric_inc(r->app, res->allow ? METRIC_CHECK_ALLOW : METRIC_CHECK_DENY);
 }
 
@@ -383,6 +392,14 @@ void route_emqx_authz(http_req *r)
 
 /* ---- VerneMQ webhooks ----------------------------------------------------- */
 
+/* VerneMQ's webhooks cache an answer only when it carries
+ * cache-control: max-age, for that long: the check's ttl (0 for a
+ * deny, which is never cached). */
+static void vmq_cache_for(http_req *r, long seconds)
+{
+    r->cache_max_age = seconds > 0 ? seconds : 0;
+}
+
 static void vmq_not_allowed(http_req *r)
 {
     http_reply_json(r, 200,
@@ -428,6 +445,7 @@ void route_vernemq(http_req *r)
             http_reply_json(r, 200, json_pack("{s:s}", "result", "ok"));
         else
             vmq_not_allowed(r);
+        vmq_cache_for(r, res.allow ? res.ttl : 0);
         check_result_clear(&res);
     } else if (strncmp(hook, "auth_on_publish", 15) == 0 &&
                (hook[15] == '\0' || m5)) {
@@ -441,6 +459,7 @@ void route_vernemq(http_req *r)
                 http_reply_json(r, 200, json_pack("{s:s}", "result", "ok"));
             else
                 vmq_not_allowed(r);
+            vmq_cache_for(r, res.allow ? res.ttl : 0);
             check_result_clear(&res);
         }
     } else if (strncmp(hook, "auth_on_subscribe", 17) == 0 &&
@@ -448,6 +467,7 @@ void route_vernemq(http_req *r)
         json_t *topics = json_object_get(p.obj, "topics"), *t, *granted;
         size_t i;
         int all_allowed = 1;
+        long max_age = -1, this_age;
 
         if (!json_is_array(topics) || json_array_size(topics) > BATCH_MAX) {
             vmq_not_allowed(r);
@@ -461,10 +481,16 @@ void route_vernemq(http_req *r)
 
             req.topic = json_string_value(json_object_get(t, "topic"));
             res.allow = 0;
+            res.ttl = 0;
             if (req.topic) {
                 decide(r, &req, now, &res);
                 check_result_clear(&res);
             }
+            /* The answer covers every filter: cached no longer than the
+             * shortest of their decisions. */
+            this_age = res.allow ? res.ttl : 0;
+            if (max_age < 0 || this_age < max_age)
+                max_age = this_age;
             if (res.allow) {
                 /* Kept exactly as sent: VerneMQ resets whatever options
                  * (no_local, rap, retain_handling) an answer leaves out. */
@@ -494,6 +520,7 @@ void route_vernemq(http_req *r)
                                       granted));
         if (all_allowed)
             json_decref(granted);
+        vmq_cache_for(r, max_age < 0 ? 0 : max_age);
     } else {
         /* Hooks we do not decide on pass through unchanged. */
         http_reply_json(r, 200, json_pack("{s:s}", "result", "next"));

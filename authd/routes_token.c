@@ -93,11 +93,29 @@ void route_token(http_req *r)
         SHA256(r->client_cert, r->client_cert_len, cnf);
         cnfp = cnf;
     } else if (basic_credentials(r, id, sizeof(id), secret, sizeof(secret))) {
+        const char *why_not = "invalid_credential";
+
         if (!util_device_id_valid(id) ||
-            !checker_device_secret_ok(a->checker, id, secret)) {
-            r->www_authenticate = "Basic realm=\"authd\"";
-            http_reply_error(r, AD_EBADCRED,
-                             "the device id or secret is not valid");
+            !checker_device_secret_ok(a->checker, id, secret,
+                                      routes_argon2(r), &why_not)) {
+            if (strcmp(why_not, "deferred") == 0) {
+                http_defer(r);
+            } else if (strcmp(why_not, "rate_limited") == 0) {
+                /* Too many wrong secrets for this device, or no argon2id
+                 * worker free: come back later (RFC 6585), in the OAuth
+                 * error form this endpoint speaks. */
+                http_reply_json(r, 429,
+                                json_pack("{s:s, s:s}", "error",
+                                          "rate_limited", "error_description",
+                                          "too many secret checks for this "
+                                          "device or server; retry later"));
+                r->error = AD_ERATE;
+                r->retry_after = 1;
+            } else {
+                r->www_authenticate = "Basic realm=\"authd\"";
+                http_reply_error(r, AD_EBADCRED,
+                                 "the device id or secret is not valid");
+            }
             goto out;
         }
     } else {

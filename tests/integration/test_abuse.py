@@ -186,16 +186,18 @@ def test_a_good_device_checks_fast_while_others_guess_secrets(spawn_authd):
             reasons |= found.get(timeout=60)
         for p in procs:
             p.join(30)
-    med = statistics.median(lat)
-    # The typical check stays fast. One that shares an HTTP worker
-    # thread with an attacker's argon2 run still waits for that one run
-    # (bounded by the gate, not a queue): the tail is not asserted.
-    assert med < 0.030, (
+    lat.sort()
+    med, p90 = statistics.median(lat), lat[int(len(lat) * 0.9)]
+    # argon2id runs on the secret lane's own workers, never on the
+    # connection threads that answer the other devices: neither the
+    # typical check nor the slowest one waits for an attacker's run.
+    # Measured here: with argon2 on the connection threads the slowest of
+    # 60 checks took 68-464 ms (p90 up to 101 ms); on the lane 6-9 ms.
+    assert med < 0.030 and lat[-1] < 0.060, (
         "eight attackers guessing secrets must not slow other devices' "
-        "checks: median %.1f ms, max %.1f ms" % (med * 1000, max(lat) * 1000))
+        "checks: median %.1f ms, p90 %.1f ms, max %.1f ms"
+        % (med * 1000, p90 * 1000, lat[-1] * 1000))
     assert reasons <= {"invalid_credential", "rate_limited"}, reasons
-    assert "rate_limited" in reasons, (
-        "repeated wrong secrets are denied as rate_limited, without argon2")
 
 
 def test_a_device_backs_off_on_check_and_compat_endpoints(spawn_authd):
@@ -215,6 +217,26 @@ def test_a_device_backs_off_on_check_and_compat_endpoints(spawn_authd):
     a = check_connect(d.check_port, did, secret)
     assert a.json["result"] == "allow", (
         "the block ends (rate_backoff_max 2 s) and the right secret works: %r" % a)
+
+
+def test_a_device_backing_off_gets_429_with_retry_after_at_token(spawn_authd):
+    """/v1/token speaks OAuth: a device whose secret is being guessed is
+    told to come back later (429, Retry-After), not that its secret is
+    wrong, even from a source address that has not failed before."""
+    d = spawn_authd(extra_args=["--rate-fail-burst", "3"])
+    admin = d.api(d.admin_key)
+    group = connect_group(admin)
+    did, secret = secret_device(admin, group)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for _ in range(3):
+        a = request(d.http_port, "POST", "/v1/token", "grant_type=client_credentials",
+                    headers=dict(form, **basic(did, "wrong")))
+        assert a.status == 401, a
+    a = request(d.http_port, "POST", "/v1/token", "grant_type=client_credentials",
+                headers=dict(form, **basic(did, secret)), source="127.0.0.2")
+    assert a.status == 429 and int(a.headers.get("retry-after", "0")) >= 1, a
+    assert a.json.get("error") == "rate_limited" and a.json.get("error_description"), (
+        "OAuth 2.0 error form: %r" % a)
 
 
 def test_wrong_api_keys_and_enrollment_tokens_back_off_per_source(spawn_authd):

@@ -358,6 +358,28 @@ def test_vernemq_subscribe_m5_answers_in_modifiers_with_135(authd, device):
         "MQTT 5 refuses with reason code 0x87 (not authorized): %r" % a)
 
 
+def test_vernemq_answers_say_how_long_vernemq_may_cache_them(authd, device):
+    """VerneMQ's webhooks cache an answer only for the max-age it carries:
+    an allow for the check's ttl, a deny never."""
+    def cache_control(hook, body):
+        r = post(authd, "/compat/vernemq/" + hook, body, headers={"vernemq-hook": hook})
+        assert r.status == 200, r
+        return r.headers.get("cache-control")
+
+    ok_pub = {"username": device, "client_id": device, "mountpoint": "", "qos": 0,
+              "topic": "devices/%s/telemetry/t" % device, "payload": "", "retain": False}
+    assert cache_control("auth_on_publish", ok_pub) == "max-age=30", (
+        "an allowed publish may be cached for the check ttl (30 s)")
+    bad_pub = dict(ok_pub, topic="devices/%s/cmd/x" % device)
+    assert cache_control("auth_on_publish", bad_pub) == "max-age=0", "a deny is not cached"
+    sub = {"username": device, "client_id": device, "mountpoint": "",
+           "topics": [{"topic": "devices/%s/cmd/+" % device, "qos": 1}]}
+    assert cache_control("auth_on_subscribe", sub) == "max-age=30"
+    sub["topics"].append({"topic": "$SYS/#", "qos": 0})
+    assert cache_control("auth_on_subscribe", sub) == "max-age=0", (
+        "an answer that refuses any filter is not cached")
+
+
 def test_vernemq_subscribe_m5_with_every_filter_allowed_is_a_plain_ok(authd, device):
     """VerneMQ resets the options an answer leaves out: with nothing to
     refuse, the answer must change nothing."""
