@@ -1084,6 +1084,12 @@ void checker_check(checker *c, const check_request *req, time_t now,
                                             : "certificate_mismatch");
                 goto out;
             }
+            /* A bound token binds to one certificate; a CN names any of
+             * the device's, revoked ones included. */
+            if (tok && tok->has_cnf && !have_cert && !c->trust_cn_only) {
+                deny(out, "certificate_required");
+                goto out;
+            }
         } else if (!(req->password && *req->password)) {
             /* A CN alone cannot tell which of the device's certificates
              * was presented, revoked or not. */

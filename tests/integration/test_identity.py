@@ -199,6 +199,23 @@ def test_a_bound_token_at_emqx_with_another_cn_is_denied(authd, two_devices):
                       cert_common_name=b.id) == {"result": "deny"}
 
 
+def test_a_bound_token_at_emqx_with_only_a_cn_is_refused(authd, admin, two_devices):
+    """A CN cannot say which of the device's certificates was presented:
+    a thief holding the token and a sibling certificate revoked for
+    keyCompromise would pass. Binding needs the certificate itself."""
+    a, _ = two_devices
+    r = authd.request("POST", "/v1/renew", {"csr": a.new_csr()}, tls=True,
+                      client_cert=a.client_cert)
+    assert r.status == 201, r
+    renewed = a.with_cert(r.json["certificate"])
+    tok = mint(authd, renewed)
+    assert admin.post("/v1/certs/%s/revoke" % a.serial, {"reason": "keyCompromise"}).status == 200
+    assert emqx_authn(authd, clientid=a.id, password=tok,
+                      cert_common_name=a.id) == {"result": "deny"}
+    assert emqx_authn(authd, clientid=a.id, password=tok, cert_common_name=a.id,
+                      cert_pem=renewed.cert_pem)["result"] == "allow"
+
+
 def test_emqx_cert_pem_binds_a_token_to_that_exact_certificate(authd, two_devices):
     a, b = two_devices
     tok = mint(authd, a)
