@@ -1,4 +1,4 @@
-/* The broker check path (API.md §8): who is this client, and may it
+/* The broker check path (docs/api.md §10): who is this client, and may it
  * connect / publish / subscribe / receive here? Identities and compiled
  * policies are cached in memory so a decision costs a hash lookup and a
  * trie walk; every registry write that could change an answer drops the

@@ -32,7 +32,7 @@ typedef struct {
     long check_ttl;                     /* seconds brokers may cache allows */
     long token_ttl;                     /* access token lifetime, seconds */
     long crl_hours;                     /* CRL validity (nextUpdate) */
-    /* Abuse limits (API.md §3). */
+    /* Abuse limits (docs/api.md §3). */
     long rate_fail_burst;               /* per device: failures before
                                          * backing off */
     long rate_source_burst;             /* the same per source address */

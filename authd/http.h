@@ -23,7 +23,7 @@ typedef enum {
     LISTEN_ALL = LISTEN_MAIN | LISTEN_CHECK
 } listen_kind;
 
-/* Who may call a route (API.md §2). */
+/* Who may call a route (docs/api.md §2). */
 typedef enum {
     ACCESS_PUBLIC,      /* anyone */
     ACCESS_ADMIN,       /* API key, role admin */

@@ -1,4 +1,4 @@
-/* Abuse limits for costly credential checks (API.md §3): a gate that
+/* Abuse limits for costly credential checks (docs/api.md §3): a gate that
  * lets at most N argon2id runs happen at once and fails fast beyond
  * that, and a bounded table of repeated failures per key ("dev:<id>",
  * "ip:<address>") that backs a key off exponentially. The table has a

@@ -1,5 +1,5 @@
 /* The daemon's route table and the handlers it names. One table lists
- * every endpoint with who may call it (API.md §2), so reading routes.c
+ * every endpoint with who may call it (docs/api.md §2), so reading routes.c
  * tells the whole HTTP surface. */
 #ifndef AUTHD_ROUTES_H
 #define AUTHD_ROUTES_H

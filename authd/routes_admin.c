@@ -1,4 +1,4 @@
-/* Admin handlers for the registry (API.md §5): devices, enrollments,
+/* Admin handlers for the registry (docs/api.md §7): devices, enrollments,
  * certificates, API keys and the audit log. Every change is one durable
  * store_write that also appends its audit entry. */
 #include <stdio.h>

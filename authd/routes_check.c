@@ -1,4 +1,4 @@
-/* The broker-facing check endpoints (API.md §8): /v1/check and its batch
+/* The broker-facing check endpoints (docs/api.md §10): /v1/check and its batch
  * form, and the compat endpoints that speak the wire formats brokers
  * already ship (mosquitto-go-auth's HTTP backend, EMQX's HTTP
  * authenticator and authorizer, VerneMQ's webhooks). Each adapter only

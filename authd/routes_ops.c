@@ -1,4 +1,4 @@
-/* Health, readiness and metrics (API.md §10). */
+/* Health, readiness and metrics (docs/api.md §14). */
 #include <stdlib.h>
 
 #include "routes.h"

@@ -1,4 +1,4 @@
-/* Admin handlers for policies and groups (API.md §5, §6) and the explain
+/* Admin handlers for policies and groups (docs/api.md §7, §6) and the explain
  * endpoint. A policy or group write bumps the checker's generation after
  * it commits, so the next check compiles against the new documents. */
 #include <string.h>

@@ -1,4 +1,4 @@
-/* Revocation (API.md §9) and the event stream brokers listen to (§8):
+/* Revocation (docs/api.md §12) and the event stream brokers listen to (§8):
  * revoke one certificate or a whole device, then make it bite at once —
  * cached identities dropped, the CRL rebuilt, an event published. */
 #include <stdatomic.h>

@@ -1,4 +1,4 @@
-/* Token endpoints (API.md §7): minting for devices (mTLS or device
+/* Token endpoints (docs/api.md §9): minting for devices (mTLS or device
  * secret), the JWKS, RFC 7662 introspection, jti revocation, signing-key
  * rotation, and device secrets. */
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* Policy documents (API.md §6): action names, the strict validation an
+/* Policy documents (docs/policies.md): action names, the strict validation an
  * operator sees when a document is refused, and the ${...} variables
  * that make one document serve every device. Validation and compilation
  * share pol_stmt_parse, so a document that validates always compiles. */

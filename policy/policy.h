@@ -55,7 +55,7 @@ typedef enum {
 pol_action pol_action_parse(const char *name);
 const char *pol_action_name(pol_action a);
 
-/* Validates a policy document (API.md §6): an object with "statements",
+/* Validates a policy document (docs/policies.md): an object with "statements",
  * a non-empty array (at most 256) of objects with "effect" ("allow" or
  * "deny"), "actions" (non-empty array of action names), and "topics"
  * (filters, possibly with variables) for publish/subscribe/receive and/or

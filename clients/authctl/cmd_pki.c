@@ -1,4 +1,4 @@
-/* authctl commands for the certificate side (API.md §4, §7, §9):
+/* authctl commands for the certificate side (docs/api.md §6, §7, §9):
  * enrollments, certificates, server certificates made from a key that
  * never leaves this machine, revocation, the CRL and token keys. */
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* authctl commands for the registry (API.md §5, §6): devices, groups,
+/* authctl commands for the registry (docs/api.md §7, §6): devices, groups,
  * policies, API keys and the audit log. Each command is one request (or
  * one paged list) and prints a table, a record, or the server's JSON. */
 #include <stdio.h>

@@ -5,7 +5,7 @@ against nginx answering `return 200 "ok"` (the cost of HTTP alone on this
 machine), both driven by wrk with the same threads, connections and Lua
 script in the same run.
 
-Policies: the API.md §6 example as a group policy every device is in,
+Policies: the docs/policies.md example as a group policy every device is in,
 plus a policy listed on each device itself that uses an attribute
 (`sites/${device.attributes.site}/...`) and an explicit deny. One request
 in DENY_EVERY asks for a topic the policies deny ($SYS or another

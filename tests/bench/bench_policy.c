@@ -1,5 +1,5 @@
 /* Micro-benchmark of the policy engine on the check path: compiles the
- * API.md example plus a group policy of a few dozen statements for 10k
+ * docs/policies.md example plus a group policy of a few dozen statements for 10k
  * distinct devices (as the daemon's per-device cache would), then times
  * pol_decide for publish and subscribe over those devices. Prints
  * µs/device for compiling and ns/decision for deciding. */

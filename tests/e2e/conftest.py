@@ -1,5 +1,5 @@
 """Fixtures for the end-to-end suite: a real authd (fresh data dir, free
-loopback ports), the policies of API.md §6, devices enrolled by CSR with
+loopback ports), the policies of docs/policies.md, devices enrolled by CSR with
 the openssl CLI, a broker certificate issued by authd, and a real
 mosquitto loading authd_mosquitto.so with three listeners: TLS with
 require_certificate, plain MQTT with username/password, and websockets.

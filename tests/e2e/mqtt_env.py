@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 
 from authd_harness import SANITIZER_MARKERS, free_ports, run, uid
 
-# API.md §6, with a client-id glob so a device may hold a second session.
+# docs/policies.md, with a client-id glob so a device may hold a second session.
 SENSOR_POLICY = {"statements": [
     {"effect": "allow", "actions": ["connect"],
      "client_ids": ["${device.id}", "${device.id}-*"]},

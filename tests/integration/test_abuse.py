@@ -1,4 +1,4 @@
-"""Abuse limits on credential checks (API.md §3): a flood of wrong device
+"""Abuse limits on credential checks (docs/api.md §3): a flood of wrong device
 secrets, API keys or enrollment tokens is answered 429 with Retry-After
 (the check and compat endpoints: a deny with reason "rate_limited"), the
 daemon's memory stays bounded (argon2id's 19 MiB per run is mapped and

@@ -1,4 +1,4 @@
-"""authctl, the admin CLI (API.md §4-§9), end to end: the real binary
+"""authctl, the admin CLI (docs/api.md §6-§12), end to end: the real binary
 against a real authd over HTTPS verified with the daemon's CA, its admin
 key from AUTHD_KEY (or --key-file). Checks exit statuses (0 ok, 1 refused,
 2 usage, 3 unreachable), the human output, --json output parsed here,

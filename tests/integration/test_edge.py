@@ -1,4 +1,4 @@
-"""The HTTP edge (API.md §3 "Abuse limits"): per-address connection
+"""The HTTP edge (docs/api.md §4): per-address connection
 limits, a deadline for a whole request that a client cannot stretch by
 sending a byte at a time, conflicting Content-Length refused, one daemon
 per data dir, writable key directories refused, the compat body limit,

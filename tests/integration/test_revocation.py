@@ -1,4 +1,4 @@
-"""Revocation (API.md §9): revoking a certificate or a device locks it out
+"""Revocation (docs/api.md §12): revoking a certificate or a device locks it out
 everywhere at once. Checked from the outside: `openssl ocsp` and `openssl
 verify -crl_check` as independent clients, the check endpoint, token
 introspection, and an SSE client on /v1/events."""

@@ -223,7 +223,7 @@ static void test_api_example_decides_per_device(void)
 
     v.device_id = "dev1";
     s = compile1(d, "base", &v);
-    ok(s != NULL, "the API.md example compiles");
+    ok(s != NULL, "the docs/policies.md example compiles");
     ok(allows(s, POL_CONNECT, "dev1") && !allows(s, POL_CONNECT, "dev2"),
        "a device connects only under its own id");
     ok(allows(s, POL_PUBLISH, "devices/dev1/telemetry/temp") &&
@@ -625,7 +625,7 @@ static void test_validation_errors_name_the_statement(void)
     }
     d = doc(api_example);
     ok(pol_doc_validate(d, err, sizeof(err)) == AD_OK,
-       "the API.md example is valid");
+       "the docs/policies.md example is valid");
     json_decref(d);
     d = doc("{\"statements\":[{\"effect\":\"deny\",\"actions\":[\"receive\"],"
             "\"topics\":[\"x/${device.attributes.room-1}/${group}/+\","
