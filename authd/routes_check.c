@@ -348,7 +348,8 @@ void route_emqx_authn(http_req *r)
     if (!res.allow || res.emqx_acl == NULL) {
         http_reply_json(r, 200, json_pack("{s:s}", "result", "deny"));
     } else {
-        /* EMQX 5.7.2 and later read "acl" and "expire_at" here. */
+        /* EMQX reads "acl" and "expire_at" here from 5.8.0 on (its
+         * documentation); older versions ignore both and ask authz. */
         acl = json_incref(res.emqx_acl);
         out = json_pack("{s:s, s:b, s:o}", "result", "allow", "is_superuser",
                         0, "acl", acl);
