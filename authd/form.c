@@ -7,8 +7,8 @@
 #include "../common/codec.h"
 #include "form.h"
 
-/* Decodes one form component; NULL if it is malformed or decodes to a
- * NUL byte (which would silently cut the value). */
+/* Decodes one form component; NULL if it is malformed or holds a NUL
+ * byte, raw or as %00 (either would silently cut the C string short). */
 static char *form_decode(const char *s, size_t n)
 {
     char *out = malloc(n + 1);
@@ -17,7 +17,9 @@ static char *form_decode(const char *s, size_t n)
     if (out == NULL)
         return NULL;
     for (i = 0; i < n; i++) {
-        if (s[i] == '+') {
+        if (s[i] == '\0') {
+            goto bad;
+        } else if (s[i] == '+') {
             out[o++] = ' ';
         } else if (s[i] == '%') {
             int hi, lo;

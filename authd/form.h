@@ -22,9 +22,11 @@ enum { FORM_FIELDS_MAX = 16, FORM_PAIR_MAX = 16384 };
  * object of strings (the caller owns it), or NULL if out of memory.
  * Pairs that cannot be read are skipped, not fatal, as browsers and
  * brokers skip them too: no '=', longer than FORM_PAIR_MAX, a '%' not
- * followed by two hex digits, %00 (it would cut the C string short), or
- * a key or value that is not UTF-8. A repeated key keeps its last
- * value. Pairs past the FORM_FIELDS_MAX'th distinct key are dropped. */
+ * followed by two hex digits, a NUL byte (raw or %00: either would cut
+ * the C string short), or a key or value that is not UTF-8. Skipping
+ * never leaves a shortened value behind. A repeated key keeps its last
+ * value. Once FORM_FIELDS_MAX distinct keys are held the rest of the
+ * body is ignored, repeats of keys already held included. */
 json_t *form_parse(const char *body, size_t len);
 
 /* Reads a compat body: a JSON object when the first byte that is not

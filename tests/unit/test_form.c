@@ -73,9 +73,20 @@ static void test_form_malformed_escapes_drop_only_their_pair(void)
 
 static void test_form_nul_and_invalid_utf8_are_refused(void)
 {
+    json_t *o;
+
     ok(field("a=x%00y", "a") == NULL && nfields("a=x%00y") == 0,
        "%%00 is refused: it would cut the value short in C");
     ok(nfields("%00=1") == 0, "%%00 in a key is refused too");
+    o = form_parse("a=x\0y&b=1", 9);
+    ok(o && json_object_get(o, "a") == NULL &&
+           json_object_size(o) == 1,
+       "a raw NUL byte in a value is refused like %%00, not cut at");
+    json_decref(o);
+    o = form_parse("user\0x=a", 8);
+    ok(o && json_object_size(o) == 0,
+       "a raw NUL byte in a key is refused (\"user\\0x\" is not \"user\")");
+    json_decref(o);
     ok(field("a=%ff", "a") == NULL,
        "a value that is not UTF-8 is dropped (it could not be a JSON string)");
     ok(nfields("%ff=1") == 0, "a key that is not UTF-8 is dropped");
@@ -136,6 +147,11 @@ static void test_form_bounds(void)
            json_object_get(o, "k0") != NULL &&
            json_object_get(o, "k16") == NULL,
        "the first FORM_FIELDS_MAX fields are kept, the rest dropped");
+    json_decref(o);
+    n += (size_t)snprintf(body + n, sizeof(body) - n, "k0=late");
+    o = form_parse(body, n);
+    ok(o && strcmp(json_string_value(json_object_get(o, "k0")), "v") == 0,
+       "once the field cap is reached, a repeat of a held key is ignored too");
     json_decref(o);
 
     big = malloc(FORM_PAIR_MAX + 2);
