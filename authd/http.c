@@ -20,9 +20,11 @@
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
 
+#include "form.h"
 #include "http.h"
 #include "log.h"
 #include "ratelimit.h"
+#include "route_match.h"
 #include "util.h"
 
 #define STATUS_SLOTS 16
@@ -254,75 +256,6 @@ json_t *http_body_object(http_req *r)
     return obj;
 }
 
-/* Form bodies: at most this many fields, each pair at most this long
- * (room for the longest token a client may introspect). */
-enum { FORM_FIELDS_MAX = 16, FORM_PAIR_MAX = 16384 };
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Decodes one form component; NULL if it is malformed or decodes to a
- * NUL byte (which would silently cut the value). */
-static char *form_decode(const char *s, size_t n)
-{
-    char *out = malloc(n + 1);
-    size_t i, o = 0;
-
-    if (out == NULL)
-        return NULL;
-    for (i = 0; i < n; i++) {
-        if (s[i] == '+') {
-            out[o++] = ' ';
-        } else if (s[i] == '%') {
-            if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
-                goto bad;
-            out[o] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-            if (out[o++] == '\0')
-                goto bad;
-            i += 2;
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    out[o] = '\0';
-    return out;
-bad:
-    free(out);
-    return NULL;
-}
-
-static json_t *parse_form(const char *body, size_t len)
-{
-    json_t *obj = json_object();
-    size_t i = 0;
-
-    while (obj && i < len && json_object_size(obj) < FORM_FIELDS_MAX) {
-        const char *pair = body + i, *amp = memchr(pair, '&', len - i);
-        size_t plen = amp ? (size_t)(amp - pair) : len - i;
-        const char *eq = memchr(pair, '=', plen);
-        char *k, *v;
-
-        i += plen + 1;
-        if (eq == NULL || plen > FORM_PAIR_MAX)
-            continue;
-        k = form_decode(pair, (size_t)(eq - pair));
-        v = form_decode(eq + 1, plen - (size_t)(eq - pair) - 1);
-        if (k && v)
-            json_object_set_new(obj, k, json_string(v));
-        free(k);
-        free(v);
-    }
-    return obj;
-}
-
 static enum MHD_Result add_query_param(void *cls, enum MHD_ValueKind kind,
                                        const char *key, const char *value)
 {
@@ -339,9 +272,9 @@ static enum MHD_Result add_query_param(void *cls, enum MHD_ValueKind kind,
 
 json_t *http_body_params(http_req *r)
 {
-    const char *b = r->body, *k;
-    size_t i = 0;
-    json_t *obj, *v;
+    char msg[256];
+    json_t *obj;
+    ad_err e;
 
     if (strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0) {
         /* MHD has already decoded the query string (%xx and '+'). */
@@ -354,26 +287,9 @@ json_t *http_body_params(http_req *r)
                                   add_query_param, obj);
         return obj;
     }
-    while (i < r->body_len && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' ||
-                               b[i] == '\t'))
-        i++;
-    if (i >= r->body_len || b[i] != '{') {
-        obj = parse_form(r->body, r->body_len);
-        if (obj == NULL)
-            http_reply_error(r, AD_ENOMEM, NULL);
-        return obj;
-    }
-    if ((obj = http_body_object(r)) == NULL)
-        return NULL;
-    /* Some clients send numbers (acc, qos) as JSON numbers, others as
-     * text: keep one form, text. */
-    json_object_foreach(obj, k, v) {
-        if (json_is_integer(v)) {
-            char buf[32];
-            snprintf(buf, sizeof(buf), "%lld", (long long)json_integer_value(v));
-            json_object_set_new(obj, k, json_string(buf));
-        }
-    }
+    if ((e = form_params(r->body, r->body_len, &obj, msg, sizeof(msg))) !=
+        AD_OK)
+        http_reply_error(r, e, e == AD_ENOMEM ? NULL : msg);
     return obj;
 }
 
@@ -630,59 +546,9 @@ static int authorize(http_req *r, const http_route *rt)
 
 /* ---- routing --------------------------------------------------------- */
 
-/* Matches path against pattern; {} captures one non-empty segment into
- * params (pointing into buf, a copy of path split at '/'). */
-static int route_match(const char *pattern, const char *path, char *buf,
-                       size_t buflen, const char **params)
-{
-    size_t np = 0, plen, lit = strcspn(pattern, "{");
-    const char *p = pattern;
-    char *s;
-
-    /* Most routes are literal, and every route's literal prefix must
-     * match: decide those without copying the path. */
-    if (pattern[lit] == '\0')
-        return strcmp(pattern, path) == 0;
-    if (strncmp(pattern, path, lit) != 0)
-        return 0;
-    plen = strlen(path);
-    if (plen >= buflen)
-        return 0;
-    memcpy(buf, path, plen + 1);
-    s = buf;
-    while (*p && *s) {
-        if (p[0] == '{' && p[1] == '*' && p[2] == '}' && p[3] == '\0') {
-            /* {*}: the rest of the path, '/' included (OCSP GET). */
-            if (np >= HTTP_PARAMS_MAX)
-                return 0;
-            params[np++] = s;
-            return 1;
-        }
-        if (p[0] == '{' && p[1] == '}') {
-            char *end = strchr(s, '/');
-            if (end == s || np >= HTTP_PARAMS_MAX)
-                return 0;
-            params[np++] = s;
-            if (end) {
-                *end = '\0';
-                s = end + 1;
-                p += 2;
-                if (*p != '/')
-                    return 0;
-                p++;
-            } else {
-                s += strlen(s);
-                p += 2;
-            }
-            continue;
-        }
-        if (*p != *s)
-            return 0;
-        p++;
-        s++;
-    }
-    return *p == '\0' && *s == '\0';
-}
+/* route_match fills at most ROUTE_PARAMS_MAX captures into r->param. */
+_Static_assert((int)ROUTE_PARAMS_MAX == (int)HTTP_PARAMS_MAX,
+               "route_match and http_req agree on the number of captures");
 
 /* ---- metrics --------------------------------------------------------- */
 
