@@ -257,7 +257,8 @@ json_t *http_body_object(http_req *r)
 }
 
 static enum MHD_Result add_query_param(void *cls, enum MHD_ValueKind kind,
-                                       const char *key, const char *value)
+                                       const char *key, size_t key_size,
+                                       const char *value, size_t value_size)
 {
     json_t *obj = cls;
 
@@ -265,8 +266,14 @@ static enum MHD_Result add_query_param(void *cls, enum MHD_ValueKind kind,
     /* The same bounds as form bodies. */
     if (json_object_size(obj) >= FORM_FIELDS_MAX)
         return MHD_NO;
-    if (key && value && strlen(key) + strlen(value) < FORM_PAIR_MAX)
-        json_object_set_new(obj, key, json_string(value));
+    /* MHD has decoded %00 into the text: a pair with a NUL inside would
+     * be read as a shorter value (two spellings of one secret), so it is
+     * dropped, as a form body drops it. */
+    if (key == NULL || value == NULL || strlen(key) != key_size ||
+        strlen(value) != value_size ||
+        key_size + value_size >= FORM_PAIR_MAX)
+        return MHD_YES;
+    json_object_set_new(obj, key, json_string(value));
     return MHD_YES;
 }
 
@@ -283,8 +290,8 @@ json_t *http_body_params(http_req *r)
             http_reply_error(r, AD_ENOMEM, NULL);
             return NULL;
         }
-        MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND,
-                                  add_query_param, obj);
+        MHD_get_connection_values_n(r->conn, MHD_GET_ARGUMENT_KIND,
+                                    add_query_param, obj);
         return obj;
     }
     if ((e = form_params(r->body, r->body_len, &obj, msg, sizeof(msg))) !=

@@ -248,6 +248,12 @@ def test_goauth_and_emqx_accept_get_with_a_query_string(spawn_authd):
     assert r.status == 200 and r.json == {"ok": True, "error": ""}, r
     r = get("/compat/mosquitto-go-auth/user", username=dev, password=secret + "x", clientid=dev)
     assert r.status == 403 and r.json["ok"] is False, r
+    # One spelling, one value: a %00 in a query value must not cut it
+    # short, so "<secret>%00junk" is not the secret (as in a form body).
+    r = d.request("GET", "/compat/mosquitto-go-auth/user?" + urlencode(
+        {"username": dev, "clientid": dev}) + "&password=" + secret + "%00junk",
+        port=d.check_port)
+    assert r.status == 403 and r.json["ok"] is False, r
     r = get("/compat/mosquitto-go-auth/acl", username=dev, clientid=dev,
             topic="t/%s/x" % dev, acc="2")
     assert r.status == 200, r
