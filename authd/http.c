@@ -22,6 +22,8 @@
 
 #include "form.h"
 #include "http.h"
+#include "../common/buf.h"
+#include "../common/codec.h"
 #include "log.h"
 #include "ratelimit.h"
 #include "route_match.h"
@@ -130,8 +132,7 @@ struct http_server {
 
 /* Per-request state kept by MHD between calls of the access handler. */
 struct req_state {
-    char *body;
-    size_t len, cap;
+    buf_t body;      /* bounded by body_max */
     size_t body_max; /* this route's limit */
     int too_big;
     int bad_length;  /* conflicting or malformed Content-Length */
@@ -305,7 +306,7 @@ int http_paging(http_req *r, size_t *limit, const char **after)
     const char *l = http_query(r, "limit");
     uint64_t v = 100;
 
-    if (l && (util_parse_u64(l, 1000, &v) != 0 || v == 0)) {
+    if (l && (codec_parse_u64(l, 1000, &v) != 0 || v == 0)) {
         http_reply_error(r, AD_EBADREQ, "limit must be an integer 1..1000");
         return -1;
     }
@@ -589,59 +590,18 @@ void http_metric_inc(app *a, metric_counter c)
                                   memory_order_relaxed);
 }
 
-/* A growable text buffer for /metrics, bounded at 4 MiB. */
-struct textbuf {
-    char *p;
-    size_t len, cap;
-    int failed;
-};
-
-static void tb_printf(struct textbuf *tb, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void tb_printf(struct textbuf *tb, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    if (tb->failed)
-        return;
-    for (;;) {
-        va_start(ap, fmt);
-        n = vsnprintf(tb->p + tb->len, tb->cap - tb->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            tb->failed = 1;
-            return;
-        }
-        if ((size_t)n < tb->cap - tb->len) {
-            tb->len += (size_t)n;
-            return;
-        }
-        if (tb->cap >= (4u << 20)) {
-            tb->failed = 1;
-            return;
-        }
-        char *np = realloc(tb->p, tb->cap * 2);
-        if (np == NULL) {
-            tb->failed = 1;
-            return;
-        }
-        tb->p = np;
-        tb->cap *= 2;
-    }
-}
+/* /metrics is written into one bounded buffer (common/buf). */
+#define METRICS_TEXT_MAX (4u << 20)
 
 char *http_metrics_text(app *a, size_t *len)
 {
-    struct textbuf tb = {malloc(16384), 0, 16384, 0};
+    buf_t tb;
     metrics *mt = a->metrics;
     store_stats ss;
     size_t r, i;
 
-    if (tb.p == NULL)
-        return NULL;
-    tb.p[0] = '\0';
-    tb_printf(&tb, "# HELP authd_http_requests_total HTTP requests by "
+    buf_init(&tb, METRICS_TEXT_MAX);
+    buf_printf(&tb, "# HELP authd_http_requests_total HTTP requests by "
                    "route and status.\n"
                    "# TYPE authd_http_requests_total counter\n");
     for (r = 0; mt && r <= mt->nroutes; r++) {
@@ -651,18 +611,18 @@ char *http_metrics_text(app *a, size_t *len)
             if (v == 0)
                 continue;
             if (i == STATUS_SLOTS - 1 || status_codes[i] == 0)
-                tb_printf(&tb,
+                buf_printf(&tb,
                           "authd_http_requests_total{route=\"%s\","
                           "status=\"other\"} %llu\n",
                           name, (unsigned long long)v);
             else
-                tb_printf(&tb,
+                buf_printf(&tb,
                           "authd_http_requests_total{route=\"%s\","
                           "status=\"%u\"} %llu\n",
                           name, status_codes[i], (unsigned long long)v);
         }
     }
-    tb_printf(&tb, "# HELP authd_http_request_duration_seconds Request "
+    buf_printf(&tb, "# HELP authd_http_request_duration_seconds Request "
                    "latency by route.\n"
                    "# TYPE authd_http_request_duration_seconds histogram\n");
     for (r = 0; mt && r <= mt->nroutes; r++) {
@@ -676,34 +636,34 @@ char *http_metrics_text(app *a, size_t *len)
         for (i = 0; i < LAT_BUCKETS; i++) {
             cum += atomic_load(&mt->per_route[r].lat[i]);
             if (i < LAT_BUCKETS - 1)
-                tb_printf(&tb,
+                buf_printf(&tb,
                           "authd_http_request_duration_seconds_bucket{route="
                           "\"%s\",le=\"%g\"} %llu\n",
                           name, lat_bounds_us[i] / 1e6,
                           (unsigned long long)cum);
             else
-                tb_printf(&tb,
+                buf_printf(&tb,
                           "authd_http_request_duration_seconds_bucket{route="
                           "\"%s\",le=\"+Inf\"} %llu\n",
                           name, (unsigned long long)cum);
         }
-        tb_printf(&tb,
+        buf_printf(&tb,
                   "authd_http_request_duration_seconds_sum{route=\"%s\"} "
                   "%g\n",
                   name, atomic_load(&mt->per_route[r].lat_sum_us) / 1e6);
-        tb_printf(&tb,
+        buf_printf(&tb,
                   "authd_http_request_duration_seconds_count{route=\"%s\"} "
                   "%llu\n",
                   name, (unsigned long long)cum);
     }
     if (mt) {
-        tb_printf(&tb,
+        buf_printf(&tb,
                   "# HELP authd_certificates_issued_total Certificates "
                   "issued.\n# TYPE authd_certificates_issued_total counter\n"
                   "authd_certificates_issued_total %llu\n",
                   (unsigned long long)atomic_load(
                       &mt->counters[METRIC_CERTS_ISSUED]));
-        tb_printf(&tb,
+        buf_printf(&tb,
                   "# HELP authd_check_decisions_total Broker check "
                   "decisions (all check and compat endpoints).\n"
                   "# TYPE authd_check_decisions_total counter\n"
@@ -718,28 +678,28 @@ char *http_metrics_text(app *a, size_t *len)
                       &mt->counters[METRIC_CHECK_DENY]),
                   (unsigned long long)atomic_load(
                       &mt->counters[METRIC_REVOCATIONS]));
-        tb_printf(&tb,
+        buf_printf(&tb,
                   "# HELP authd_tokens_issued_total Access tokens minted.\n"
                   "# TYPE authd_tokens_issued_total counter\n"
                   "authd_tokens_issued_total %llu\n",
                   (unsigned long long)atomic_load(
                       &mt->counters[METRIC_TOKENS_ISSUED]));
-        tb_printf(&tb,
+        buf_printf(&tb,
                   "# HELP authd_rate_limited_total Credential checks "
                   "refused by the abuse limits.\n"
                   "# TYPE authd_rate_limited_total counter\n");
         for (i = 0; i < RL_WHAT__COUNT; i++)
-            tb_printf(&tb, "authd_rate_limited_total{what=\"%s\"} %llu\n",
+            buf_printf(&tb, "authd_rate_limited_total{what=\"%s\"} %llu\n",
                       rl_what_name((rl_what)i),
                       (unsigned long long)rl_counted(mt->limits,
                                                      (rl_what)i));
-        tb_printf(&tb,
+        buf_printf(&tb,
                   "# HELP authd_request_timeouts_total Connections cut "
                   "at the request deadline.\n"
                   "# TYPE authd_request_timeouts_total counter\n"
                   "authd_request_timeouts_total %llu\n",
                   (unsigned long long)atomic_load(&mt->request_timeouts));
-        tb_printf(&tb,
+        buf_printf(&tb,
                   "# HELP authd_enrollments_refused_total Enrollment "
                   "attempts refused.\n"
                   "# TYPE authd_enrollments_refused_total counter\n"
@@ -748,7 +708,7 @@ char *http_metrics_text(app *a, size_t *len)
                       &mt->counters[METRIC_ENROLL_REFUSED]));
     }
     store_commit_stats(a->st, &ss);
-    tb_printf(&tb,
+    buf_printf(&tb,
               "# HELP authd_store_commits_total Durable store commits "
               "(fsyncs).\n# TYPE authd_store_commits_total counter\n"
               "authd_store_commits_total %llu\n"
@@ -763,12 +723,7 @@ char *http_metrics_text(app *a, size_t *len)
               "counter\nauthd_store_commit_seconds_total %.6f\n",
               (unsigned long long)ss.commits, (unsigned long long)ss.writes,
               ss.apply_ns / 1e9, ss.commit_ns / 1e9);
-    if (tb.failed) {
-        free(tb.p);
-        return NULL;
-    }
-    *len = tb.len;
-    return tb.p;
+    return buf_take(&tb, len);
 }
 
 /* ---- the MHD glue ---------------------------------------------------- */
@@ -1047,8 +1002,8 @@ static void dispatch(struct listener *l, struct MHD_Connection *conn,
     r->listener = l->kind;
     r->method = method;
     r->path = url;
-    r->body = st->body ? st->body : "";
-    r->body_len = st->len;
+    r->body = buf_len(&st->body) ? buf_str(&st->body) : "";
+    r->body_len = buf_len(&st->body);
     r->cache_max_age = -1;
     r->lane = lane;
     source_of(conn, r->source, sizeof(r->source));
@@ -1231,7 +1186,7 @@ static void check_lengths(struct MHD_Connection *conn, struct req_state *st)
     if (ls.count == 0)
         return;
     if (ls.differ || ls.first == NULL ||
-        util_parse_u64(ls.first, UINT64_MAX, &declared) != 0 ||
+        codec_parse_u64(ls.first, UINT64_MAX, &declared) != 0 ||
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                     MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
         st->bad_length = 1;
@@ -1266,6 +1221,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         st->body_max = strncmp(url, "/compat/", 8) == 0
                            ? (size_t)l->server->app->cfg.compat_body_max
                            : HTTP_BODY_MAX;
+        buf_init(&st->body, st->body_max);
         check_lengths(conn, st);
         /* Answered at once, before any of the body is read. */
         if (!st->too_big && !st->bad_length)
@@ -1275,29 +1231,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         size_t n = *upload_data_size;
 
         *upload_data_size = 0;
-        if (!st->too_big && st->len + n > st->body_max) {
-            st->too_big = 1;
-            free(st->body);
-            st->body = NULL;
-            st->len = st->cap = 0;
-        }
         if (!st->too_big) {
-            if (st->len + n + 1 > st->cap) {
-                /* Sized for the body at hand: most (checks) are small. */
-                size_t cap = st->cap ? st->cap : 512;
-                char *nb;
-                while (cap < st->len + n + 1)
-                    cap *= 2;
-                nb = realloc(st->body, cap);
-                if (nb == NULL)
-                    return MHD_NO;
-                st->body = nb;
-                st->cap = cap;
-            }
-            memcpy(st->body + st->len, upload_data, n);
-            st->len += n;
-            st->body[st->len] = '\0';
-            return MHD_YES;
+            int over = buf_len(&st->body) + n > st->body_max;
+
+            if (buf_append(&st->body, upload_data, n) == 0)
+                return MHD_YES;
+            /* Refused: past the route's limit (413), or out of memory. */
+            if (!over)
+                return MHD_NO;
+            st->too_big = 1;
         }
         /* Too big: libmicrohttpd cannot answer mid-body, so drop the
          * rest and answer 413 once it has all arrived; a client that
@@ -1348,7 +1290,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
     free(st->lane_reply.resp);
     free(st->url);
     free(st->method);
-    free(st->body);
+    buf_free(&st->body);
     free(st);
     *con_cls = NULL;
     atomic_fetch_sub(&l->server->in_flight, 1);

@@ -179,11 +179,6 @@ int util_strlcpy(char *dst, const char *src, size_t size)
     return 1;
 }
 
-int util_parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-    return codec_parse_u64(s, max, out);
-}
-
 int util_write_file(const char *path, const void *data, size_t len,
                     unsigned mode)
 {

@@ -49,10 +49,6 @@ int util_glob_match(const char *pattern, const char *s);
 /* Bounded copy that always terminates; returns 0 if src did not fit. */
 int util_strlcpy(char *dst, const char *src, size_t size);
 
-/* codec_parse_u64 (common/codec.h) under its older name: a decimal
- * unsigned integer in [0, max], digits only; 0 on success. */
-int util_parse_u64(const char *s, uint64_t max, uint64_t *out);
-
 /* Writes data to path atomically (temp file, fsync, rename, fsync of the
  * directory) with the given mode. Returns 0 or -1 with errno set. */
 int util_write_file(const char *path, const void *data, size_t len,

@@ -82,12 +82,12 @@ static void numbers(const char *s)
     uint64_t v = 0;
     char out[32];
 
-    if (util_parse_u64(s, UINT64_MAX, &v) != 0)
+    if (codec_parse_u64(s, UINT64_MAX, &v) != 0)
         return;
     snprintf(out, sizeof(out), "%llu", (unsigned long long)v);
     /* Canonical text reads back to the same value; a bound refuses. */
-    CHECK(util_parse_u64(out, UINT64_MAX, &v) == 0);
-    CHECK(v == 0 || util_parse_u64(out, v - 1, &v) != 0);
+    CHECK(codec_parse_u64(out, UINT64_MAX, &v) == 0);
+    CHECK(v == 0 || codec_parse_u64(out, v - 1, &v) != 0);
 }
 
 static void json_strings(const char *s, size_t len)

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../common/codec.h"
 #include "../../authd/util.h"
 #include "tap.h"
 
@@ -55,12 +56,12 @@ static void test_parse_u64_is_bounded(void)
 {
     uint64_t v = 0;
 
-    ok(util_parse_u64("1000", 1000, &v) == 0 && v == 1000, "the bound is allowed");
-    ok(util_parse_u64("1001", 1000, &v) != 0, "past the bound is refused");
-    ok(util_parse_u64("", 10, &v) != 0 && util_parse_u64("1x", 10, &v) != 0 &&
-           util_parse_u64("-1", 10, &v) != 0,
+    ok(codec_parse_u64("1000", 1000, &v) == 0 && v == 1000, "the bound is allowed");
+    ok(codec_parse_u64("1001", 1000, &v) != 0, "past the bound is refused");
+    ok(codec_parse_u64("", 10, &v) != 0 && codec_parse_u64("1x", 10, &v) != 0 &&
+           codec_parse_u64("-1", 10, &v) != 0,
        "empty, trailing junk and signs are refused");
-    ok(util_parse_u64("99999999999999999999999", UINT64_MAX, &v) != 0,
+    ok(codec_parse_u64("99999999999999999999999", UINT64_MAX, &v) != 0,
        "overflow is refused, not wrapped");
 }
 
@@ -83,17 +84,17 @@ static void test_parse_u64_small_bounds(void)
 
             snprintf(s, sizeof(s), "%llu", (unsigned long long)i);
             v = 12345;
-            rc = util_parse_u64(s, max, &v);
+            rc = codec_parse_u64(s, max, &v);
             if (i <= max ? rc != 0 || v != i : rc == 0)
                 wrong++;
         }
         ok(wrong == 0, "max %llu: exactly 0..max are accepted (%d wrong)",
            (unsigned long long)max, wrong);
     }
-    ok(util_parse_u64("18446744073709551615", UINT64_MAX, &v) == 0 &&
+    ok(codec_parse_u64("18446744073709551615", UINT64_MAX, &v) == 0 &&
            v == UINT64_MAX,
        "UINT64_MAX itself parses with bound UINT64_MAX");
-    ok(util_parse_u64("18446744073709551616", UINT64_MAX, &v) != 0,
+    ok(codec_parse_u64("18446744073709551616", UINT64_MAX, &v) != 0,
        "UINT64_MAX + 1 is refused, not wrapped");
 }
 
