@@ -17,6 +17,7 @@ void buf_init(buf_t *b, size_t max)
 
 void buf_reset(buf_t *b)
 {
+    free(b->p);
     buf_init(b, b->max);
 }
 
@@ -161,8 +162,8 @@ char *buf_take(buf_t *b, size_t *len)
         out = calloc(1, 1);
     if (len)
         *len = out ? b->len : 0;
-    if (out == NULL)
-        free(b->p);
+    if (out == b->p)
+        b->p = NULL; /* handed over, not freed by the reset */
     buf_reset(b);
     return out;
 }

@@ -501,6 +501,24 @@ static void test_b64_nopad_is_the_standard_alphabet_unpadded(void)
     ok(strcmp(enc, "QUI") == 0, "encoding writes no padding: %s", enc);
 }
 
+static void test_buf_reset_frees_and_keeps_the_maximum(void)
+{
+    buf_t b;
+    int i;
+
+    buf_init(&b, 4096);
+    /* Under ASan (the test command's second pass) a reset that dropped
+     * the old contents instead of freeing them is a reported leak. */
+    for (i = 0; i < 3; i++) {
+        ok(buf_printf(&b, "%0999d", i) == 0 && buf_len(&b) == 999,
+           "the buffer holds a kilobyte (round %d)", i);
+        buf_reset(&b);
+        ok(buf_len(&b) == 0 && !buf_failed(&b) && b.max == 4096,
+           "a reset empties it and keeps its maximum");
+    }
+    buf_free(&b);
+}
+
 int main(void)
 {
     TAP_RUN(test_b64_round_trips_every_length_mod_4);
@@ -523,5 +541,6 @@ int main(void)
     TAP_RUN(test_buf_max_exactly_hit_and_exceeded);
     TAP_RUN(test_buf_printf_is_bounded);
     TAP_RUN(test_buf_grows_across_many_appends);
+    TAP_RUN(test_buf_reset_frees_and_keeps_the_maximum);
     return tap_done();
 }
