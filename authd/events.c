@@ -211,8 +211,10 @@ ssize_t events_read(events_sub *s, char *buf, size_t max)
     events *ev = s->ev;
     size_t out = 0;
 
-    if (ev == NULL || s->ended)
+    if (ev == NULL)
         return -1;
+    /* ended is written under the lock by events_shutdown: read it only
+     * there (an unlocked peek was a data race TSan caught). */
     pthread_mutex_lock(&ev->lock);
     if (s->ended) {
         pthread_mutex_unlock(&ev->lock);
