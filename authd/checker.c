@@ -848,6 +848,7 @@ static int secret_ok(checker *c, const char *device_id, const char *secret,
      * request again where it may block, or has nowhere to. */
     if (argon2 == CHECK_ARGON2_DEFER) {
         deny(out, "deferred");
+        out->deferred = 1;
         goto out;
     }
     if (argon2 == CHECK_ARGON2_REFUSE) {

@@ -61,6 +61,9 @@ typedef struct {
                                    * (pol_emqx_acl) */
     char policy[CHECK_ID_MAX];    /* deciding statement's policy, or "" */
     int statement;                /* its index, or -1 */
+    int deferred;                 /* CHECK_ARGON2_DEFER: a device secret
+                                   * needs argon2id; decide again where
+                                   * the caller may block */
 } check_result;
 
 /* Creates the checker over st; answers may be cached by brokers for up

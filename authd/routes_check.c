@@ -53,7 +53,7 @@ static void decide(http_req *r, const check_request *req, time_t now,
     checker_check(r->app->checker, &on_lane, now, res);
     /* A device secret that needs argon2id is decided again on the
      * secret lane; this answer is dropped and counts for nothing. */
-    if (!res->allow && strcmp(res->reason, "deferred") == 0) {
+    if (res->deferred) {
         http_defer(r);
         return;
     }
