@@ -350,6 +350,7 @@ def main():
         t_create = create_devices(authd)
         log("%d devices created through POST /v1/devices in %.1fs (%.0f/s)"
             % (DEVICES, t_create, DEVICES / t_create))
+        mem_created = proc_status(authd.proc.pid)
         preflight(authd.check_port)
 
         url = "http://127.0.0.1:%d/v1/check" % authd.check_port
@@ -408,6 +409,8 @@ def main():
         print("%-28s %10.1f   goal <= %d at 1M: %s" % (
             "RssAnon after runs (MiB)", rss_mib, GOAL_RSS_MIB,
             goal(rss_mib <= GOAL_RSS_MIB) if DEVICES >= 1000000 else "n/a below 1M"))
+        print("%-28s %10.1f" % ("RssAnon after create (MiB)",
+                                mem_created.get("RssAnon", 0) / 1024))
         print("%-28s %10.1f" % ("VmHWM after runs (MiB)", mem.get("VmHWM", 0) / 1024))
         print("%-28s %10.1f" % ("RssAnon after restart (MiB)",
                                 mem_restart.get("RssAnon", 0) / 1024))
@@ -433,6 +436,7 @@ def main():
             "p99_1k_ms": hot["p99_ms"], "p99_all_ms": full["p99_ms"],
             "p99_factor": round(p99_factor, 2),
             "rss_anon_mib": round(rss_mib, 1),
+            "rss_anon_after_create_mib": round(mem_created.get("RssAnon", 0) / 1024, 1),
             "vm_hwm_mib": round(mem.get("VmHWM", 0) / 1024, 1),
             "rss_anon_after_restart_mib": round(mem_restart.get("RssAnon", 0) / 1024, 1),
             "restart_ready_s": round(t_ready, 3), "stop_s": round(t_stop, 3),
