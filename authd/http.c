@@ -1559,17 +1559,18 @@ void http_stop(http_server *srv, unsigned grace_ms)
 {
     size_t i;
     unsigned waited = 0;
+    MHD_socket quiesced[3];
     app *a;
 
     if (srv == NULL)
         return;
     a = srv->app;
-    /* Stop accepting, let requests in flight finish, then close. */
-    for (i = 0; i < srv->nlisteners; i++) {
-        MHD_socket fd = MHD_quiesce_daemon(srv->listeners[i].mhd);
-        if (fd != MHD_INVALID_SOCKET)
-            close(fd);
-    }
+    /* Stop accepting, let requests in flight finish, then close. The
+     * quiesced listen sockets are closed only after MHD has stopped: its
+     * pooled workers take them out of their epoll sets on their own
+     * time, and closing first raced with that (TSan). */
+    for (i = 0; i < srv->nlisteners; i++)
+        quiesced[i] = MHD_quiesce_daemon(srv->listeners[i].mhd);
     while (atomic_load(&srv->in_flight) > 0 && waited < grace_ms) {
         usleep(10000);
         waited += 10;
@@ -1583,8 +1584,11 @@ void http_stop(http_server *srv, unsigned grace_ms)
     for (i = 0; i < srv->lane_nthreads; i++)
         pthread_join(srv->lane_threads[i], NULL);
     free(srv->lane_threads);
-    for (i = 0; i < srv->nlisteners; i++)
+    for (i = 0; i < srv->nlisteners; i++) {
         MHD_stop_daemon(srv->listeners[i].mhd);
+        if (quiesced[i] != MHD_INVALID_SOCKET)
+            close(quiesced[i]);
+    }
     if (srv->watchdog_running) {
         pthread_mutex_lock(&srv->conns_lock);
         srv->stopping = 1;
