@@ -39,9 +39,8 @@ static void openssl_agrees(const uint8_t *der, size_t len,
     const unsigned char *p = der;
     X509 *x = d2i_X509(NULL, &p, (long)len);
     const ASN1_INTEGER *serial;
-    char hex[2 * 20 + 1], cn[256];
-    size_t i;
-    int cn_len;
+    char hex[2 * 20 + 1];
+    int cn_at;
 
     /* Ours does not look inside extensions (nothing it reports lives
      * there), so a certificate whose extensions are malformed reads
@@ -64,16 +63,23 @@ static void openssl_agrees(const uint8_t *der, size_t len,
     }
     CHECK(unix_of(X509_get0_notBefore(x)) == info->not_before);
     CHECK(unix_of(X509_get0_notAfter(x)) == info->not_after);
-    cn_len = X509_NAME_get_text_by_NID(X509_get_subject_name(x),
-                                       NID_commonName, cn, sizeof(cn));
-    /* Ours is "" when absent or too long; OpenSSL's text of a CN with a
-     * NUL or of a BMPString may differ, so only an ASCII CN is compared. */
-    if (info->common_name[0] != '\0' && cn_len > 0 &&
-        (size_t)cn_len == strlen(cn)) {
-        int ascii = 1;
-        for (i = 0; cn[i]; i++)
-            ascii &= (unsigned char)cn[i] < 0x80;
-        CHECK(!ascii || strcmp(cn, info->common_name) == 0);
+    /* Ours converts the first CN's directory string (UTF8String,
+     * PrintableString, IA5String, T61String as Latin-1, BMPString) to
+     * UTF-8 and leaves "" for anything it refuses (controls, surrogates,
+     * too long); where it read one, OpenSSL's own conversion of the
+     * same entry must be the same text. */
+    cn_at = X509_NAME_get_index_by_NID(X509_get_subject_name(x),
+                                       NID_commonName, -1);
+    if (info->common_name[0] != '\0' && cn_at >= 0) {
+        X509_NAME_ENTRY *e =
+            X509_NAME_get_entry(X509_get_subject_name(x), cn_at);
+        unsigned char *utf8 = NULL;
+        int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(e));
+
+        CHECK(n >= 0);
+        CHECK((size_t)n == strlen(info->common_name) &&
+              memcmp(utf8, info->common_name, (size_t)n) == 0);
+        OPENSSL_free(utf8);
     }
     X509_free(x);
 }
