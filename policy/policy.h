@@ -143,6 +143,41 @@ pol_decision pol_decide(const pol_set *set, pol_action action,
 pol_decision pol_decide_filter(const pol_set *set, pol_action action,
                                const char *filter);
 
+/* ---- sets shared by many devices ------------------------------------ */
+
+/* A fleet has few distinct policy sets and millions of devices, so a
+ * set is compiled once with its variables left in place and shared by
+ * every device that has it; the variables are bound when deciding.
+ *
+ * pol_compile_shared compiles sources like pol_compile, keeping each
+ * pattern's variables. pol_decide_bound(set, vars, action, subject)
+ * then decides exactly as pol_decide(pol_compile(sources, vars), action,
+ * subject) would: the same allow, policy, statement and reason, for
+ * every vars (the no-injection rule included: a value with '/', '+',
+ * '#', NUL, or '*' in a client id, an unset or empty value, or an
+ * expansion that is invalid, longer than POL_TOPIC_MAX or starts with
+ * "$share/" makes that pattern match nothing; ${group} takes one group
+ * at a time, the same group everywhere in one pattern). Its cost grows
+ * with the subject's depth, not with the number of devices. On a set
+ * from pol_compile, vars is ignored; pol_decide is pol_decide_bound
+ * with vars NULL. Thread-safe; allocates nothing. */
+ad_err pol_compile_shared(const pol_source *sources, size_t n, pol_set **out,
+                          char *err, size_t errlen);
+pol_decision pol_decide_bound(const pol_set *set, const pol_vars *vars,
+                              pol_action action, const char *subject);
+
+/* Which variables a set's patterns read, so that a cache keeps only the
+ * per-device values a decision needs. */
+enum {
+    POL_USES_DEVICE_ID = 1,
+    POL_USES_CLIENT_ID = 2,
+    POL_USES_USERNAME = 4,
+    POL_USES_CERT_CN = 8,
+    POL_USES_GROUP = 16,
+    POL_USES_ATTRIBUTES = 32
+};
+unsigned pol_set_uses(const pol_set *set);
+
 /* ---- token scopes and EMQX rules ----------------------------------- */
 
 /* A scope is space-separated "action:filter" items (publish, subscribe
