@@ -1,6 +1,7 @@
 /* Admin handlers for the registry (docs/api.md §7): devices, enrollments,
  * certificates, API keys and the audit log. Every change is one durable
  * store_write that also appends its audit entry. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,24 @@ static json_t *get_record(http_req *r, store_table t, const char *key)
 
 /* ---- devices --------------------------------------------------------- */
 
+/* Replaces each byte of s that does not begin a well-formed UTF-8
+ * sequence with '?'. Messages quote input (a field's name, the JSON
+ * parser's "near ..."), may cut it mid-character, and must still be
+ * valid JSON text: jansson refuses to pack anything else. */
+static void text_make_utf8(char *s)
+{
+    size_t n = strlen(s), i = 0, k;
+    uint32_t cp;
+
+    while (i < n) {
+        k = codec_utf8_decode((const uint8_t *)s + i, n - i, &cp);
+        if (k == 0)
+            s[i++] = '?';
+        else
+            i += k;
+    }
+}
+
 /* The fields a new device may carry, in POST /v1/devices and in each
  * line of an import. Anything else is refused rather than dropped: a
  * misspelt "group" in a migrated fleet would otherwise vanish quietly. */
@@ -155,11 +174,14 @@ static ad_err device_new_record(const json_t *body, const char *now,
     json_object_foreach((json_t *)body, k, v) {
         for (i = 0; device_fields[i] && strcmp(device_fields[i], k) != 0; i++)
             ;
-        if (device_fields[i] == NULL)
-            return ad_errf(AD_EFIELD, err, errlen,
-                           "unknown field \"%.64s\": a device takes id, "
-                           "groups, policies and attributes",
-                           k);
+        if (device_fields[i] == NULL) {
+            ad_errf(AD_EFIELD, err, errlen,
+                    "unknown field \"%.64s\": a device takes id, groups, "
+                    "policies and attributes",
+                    k);
+            text_make_utf8(err);
+            return AD_EFIELD;
+        }
     }
     if ((groups && !names_ok(groups)) || (policies && !names_ok(policies)) ||
         (attrs && !attributes_ok(attrs)))
@@ -515,6 +537,7 @@ static void import_prepare(struct import_line *l, const char *p, size_t len,
     if (obj == NULL || !json_is_object(obj)) {
         l->e = ad_errf(AD_EJSON, l->why, sizeof(l->why), "%s",
                        obj ? "the line must be a JSON object" : jerr.text);
+        text_make_utf8(l->why);
         goto out;
     }
     id = json_string_value(json_object_get(obj, "id"));
@@ -564,11 +587,19 @@ static void import_flush(http_req *r, struct import_batch *b, ad_err *fatal,
             const char *why = l->e == AD_EEXISTS ? "the device already exists"
                               : l->why[0]        ? l->why
                                                  : ad_err_message(l->e);
-            json_array_append_new(
-                failed,
-                json_pack("{s:I, s:s?, s:{s:s, s:s}}", "line",
-                          (json_int_t)l->line, "id", l->id[0] ? l->id : NULL,
-                          "error", "code", ad_err_code(l->e), "message", why));
+            json_t *f = json_pack("{s:I, s:{s:s, s:s}}", "line",
+                                  (json_int_t)l->line, "error", "code",
+                                  ad_err_code(l->e), "message", why);
+            /* A failed line never drops out of the answer: without its
+             * message if need be. */
+            if (f == NULL)
+                f = json_pack("{s:I, s:{s:s, s:s}}", "line",
+                              (json_int_t)l->line, "error", "code",
+                              ad_err_code(l->e), "message",
+                              ad_err_message(l->e));
+            if (f && l->id[0])
+                json_object_set_new(f, "id", json_string(l->id));
+            json_array_append_new(failed, f);
         }
         free(l->text);
         memset(l, 0, sizeof(*l));

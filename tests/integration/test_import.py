@@ -310,3 +310,26 @@ def test_authctl_device_import_missing_file_and_usage(ctl, tmp_path):
     assert p.returncode == 1 and "nope.ndjson" in p.stderr, p.stderr
     assert ctl("device", "import").returncode == 2
     assert ctl("device", "import", "x", "--batch", "0").returncode == 2
+
+
+def test_every_failed_line_is_reported_even_when_its_message_would_be_cut_mid_character(admin):
+    """Messages quote the line (an unknown field's name, the parser's
+    'near ...'); cut to their length or copied from bytes that are not
+    UTF-8 they must still produce an entry, never vanish from the answer."""
+    ok_id = uid("imp-utf8-")
+    lines = [
+        json.dumps({"id": uid("imp-u-"), "a" + "\u00e9" * 40: "v"}, ensure_ascii=False),
+        json.dumps({"id": uid("imp-u-"), "\u00e9" * 100: "v"}, ensure_ascii=False),
+        '{"id":"%s", "x": tru\xe9}' % uid("imp-u-"),
+        json.dumps({"id": ok_id}),
+    ]
+    r = post_import(admin, "".join(l + "\n" for l in lines).encode("utf-8"))
+    f = failures(r)
+    assert sorted(f) == [1, 2, 3], "each bad line has its entry: %r" % r.json
+    assert f[1]["error"]["code"] == "invalid_field" and f[2]["error"]["code"] == "invalid_field"
+    assert f[3]["error"]["code"] == "invalid_json"
+    assert "id" not in f[3], "a line that does not parse names no id: %r" % f[3]
+    assert r.json["created"] == 1 and device(admin, ok_id).status == 200
+    single = admin.post("/v1/devices", lines[0].encode("utf-8"),
+                        headers={"Content-Type": "application/json"})
+    assert_error(single, 400, "invalid_field")
