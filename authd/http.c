@@ -1216,7 +1216,7 @@ static size_t body_max_of(struct listener *l, struct MHD_Connection *conn,
         const http_route *rt = &srv->routes[i];
 
         if (!(rt->flags & ROUTE_BULK_BODY) || !(rt->listeners & l->kind) ||
-            strcmp(rt->pattern, url) != 0)
+            strcmp(rt->method, method) != 0 || strcmp(rt->pattern, url) != 0)
             continue;
         memset(&probe, 0, sizeof(probe));
         probe.app = srv->app;
