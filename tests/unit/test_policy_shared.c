@@ -391,6 +391,90 @@ static void test_policy_shared_on_bound_sets_and_exports(void)
     fixture_close(&f);
 }
 
+/* The expanded pattern must be valid UTF-8 of at most POL_TOPIC_MAX
+ * bytes, however it is reached: by a topic (where '+' may stand for an
+ * empty level, shorter than itself), a '+' or '#' in a filter, or a
+ * client id glob. */
+static void test_policy_shared_limits_and_utf8(void)
+{
+    enum { MAXLEN = POL_TOPIC_MAX };
+    char *id = malloc(MAXLEN + 1), *subj = malloc(MAXLEN + 8);
+    json_t *attrs = NULL;
+    fixture f;
+    pol_vars v;
+    int st = -2;
+
+    if (!ok(id != NULL && subj != NULL, "buffers allocated"))
+        goto out;
+    if (!ok(fixture_open(&f,
+                         "{\"statements\":["
+                         "{\"effect\":\"allow\",\"actions\":[\"publish\"],"
+                         " \"topics\":[\"x${device.id}/#\"]},"
+                         "{\"effect\":\"allow\",\"actions\":[\"publish\"],"
+                         " \"topics\":[\"${device.id}/+\"]},"
+                         "{\"effect\":\"allow\",\"actions\":[\"connect\"],"
+                         " \"client_ids\":[\"${device.id}*\"]}]}"),
+            "a policy for the length limits compiles shared"))
+        goto out;
+    memset(id, 'L', MAXLEN);
+    v = dev(id);
+    id[MAXLEN - 3] = '\0';
+    snprintf(subj, MAXLEN + 8, "x%s", id);
+    ok(decide(&f, &v, POL_PUBLISH, subj, &st) && st == 0,
+       "'x<id>/#' of exactly POL_TOPIC_MAX bytes matches 'x<id>'");
+    id[MAXLEN - 3] = 'L';
+    id[MAXLEN - 2] = '\0';
+    snprintf(subj, MAXLEN + 8, "x%s", id);
+    ok(!decide(&f, &v, POL_PUBLISH, subj, NULL),
+       "one byte more and 'x<id>/#' is too long: it matches nothing");
+    id[MAXLEN - 2] = 'L';
+    id[MAXLEN - 1] = '\0';
+    snprintf(subj, MAXLEN + 8, "%s/", id);
+    ok(!decide(&f, &v, POL_PUBLISH, subj, NULL),
+       "'<id>/+' is one byte longer than the topic '<id>/' it would "
+       "match, and too long");
+    ok(decide(&f, &v, POL_CONNECT, id, NULL),
+       "'<id>*' of POL_TOPIC_MAX bytes accepts the id itself");
+    id[MAXLEN - 1] = 'L';
+    id[MAXLEN] = '\0';
+    ok(!decide(&f, &v, POL_CONNECT, id, NULL),
+       "'<id>*' of POL_TOPIC_MAX + 1 bytes is dropped");
+    fixture_close(&f);
+
+    if (!ok(fixture_open(&f,
+                         "{\"statements\":["
+                         "{\"effect\":\"allow\",\"actions\":[\"subscribe\","
+                         " \"connect\"], \"topics\":[\"#\"],"
+                         " \"client_ids\":[\"*\"]},"
+                         "{\"effect\":\"deny\",\"actions\":[\"subscribe\","
+                         " \"connect\"],"
+                         " \"topics\":[\"j/${device.id}${device.attributes.k}\"],"
+                         " \"client_ids\":[\"${device.id}*\"]}]}"),
+            "a deny joining two values compiles shared"))
+        goto out;
+    /* jansson refuses invalid UTF-8 unless told not to check. */
+    attrs = json_object();
+    json_object_set_new(attrs, "k", json_string_nocheck("\xa9"));
+    v = dev("\xc3");
+    v.attributes = attrs;
+    ok(!decide(&f, &v, POL_SUBSCRIBE, "j/+", &st) && st == 1,
+       "two halves of one UTF-8 character join into a valid level that "
+       "'+' meets");
+    ok(!decide(&f, &v, POL_SUBSCRIBE, "j/#", NULL),
+       "and that '#' meets");
+    json_object_set_new(attrs, "k", json_string("x"));
+    ok(decide(&f, &v, POL_SUBSCRIBE, "j/+", NULL),
+       "a half character next to text is invalid: the deny is dropped");
+    ok(decide(&f, &v, POL_CONNECT, "\xc3\xa9", NULL),
+       "a glob ending inside a character of the id is invalid UTF-8 and "
+       "dropped");
+    fixture_close(&f);
+out:
+    json_decref(attrs);
+    free(id);
+    free(subj);
+}
+
 /* ---- the random differential ---------------------------------------- */
 
 static uint64_t rng_state;
@@ -715,6 +799,7 @@ int main(void)
     TAP_RUN(test_policy_shared_group_is_the_same_in_every_level);
     TAP_RUN(test_policy_shared_attributes_and_escape);
     TAP_RUN(test_policy_shared_on_bound_sets_and_exports);
+    TAP_RUN(test_policy_shared_limits_and_utf8);
     TAP_RUN(test_policy_shared_random_differential);
     return tap_done();
 }
