@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "../../policy/policy.h"
 
@@ -32,6 +35,17 @@ static const char base_doc[] =
     "\"topics\":[\"devices/${device.id}/cmd/+\"]},"
     "{\"effect\":\"deny\",\"actions\":[\"publish\",\"subscribe\",\"receive\"],"
     "\"topics\":[\"$SYS/#\"]}]}";
+
+/* Bytes in use on the heap, to weigh sets; 0 where glibc's counter is
+ * missing (the figures then read 0). */
+static size_t heap_used(void)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+    return mallinfo2().uordblks;
+#else
+    return 0;
+#endif
+}
 
 static double now_ns(void)
 {
@@ -167,6 +181,7 @@ int main(void)
     device *devs = NULL;
     char err[256];
     double t0, compile_ns, ns;
+    size_t heap0, heap1;
     long allowed = 0, count = 0, stmts = 0;
     int d, rc = 1, k, ndevs = 0;
 
@@ -187,6 +202,7 @@ int main(void)
         }
         make_subjects(&subj[ndevs], ndevs, devs[ndevs].id);
     }
+    heap0 = heap_used();
     t0 = now_ns();
     for (d = 0; d < DEVICES; d++) {
         pol_source src[2] = {{"base", base}, {"fleet", grp}};
@@ -198,6 +214,7 @@ int main(void)
         }
     }
     compile_ns = now_ns() - t0;
+    heap1 = heap_used();
     {
         json_t *sts = pol_set_statements(sets[0]);
         stmts = (long)json_array_size(sts);
@@ -205,7 +222,9 @@ int main(void)
     }
     printf("policy: %d devices, %ld substituted statements each\n", DEVICES,
            stmts);
-    printf("compile: %.2f us/device\n", compile_ns / DEVICES / 1e3);
+    printf("compile: %.2f us/device, %.1f KiB/device\n",
+           compile_ns / DEVICES / 1e3,
+           (double)(heap1 - heap0) / DEVICES / 1024);
 
     ns = run(sets, NULL, devs, subj, POL_PUBLISH, &allowed, &count);
     printf("publish: %.1f ns/decision, %.2f M decisions/s (%ld of %ld allowed)\n",
@@ -245,12 +264,15 @@ int main(void)
             tmp = NULL;
         }
         ns = now_ns() - t0;
+        heap0 = heap_used();
         if (pol_compile_shared(src, 2, &shared, err, sizeof(err)) != AD_OK) {
             fprintf(stderr, "bench_policy: compile shared: %s\n", err);
             goto out;
         }
-        printf("shared: compile %.2f us/set (one set for all %d devices)\n",
-               ns / COMPILES / 1e3, DEVICES);
+        heap1 = heap_used();
+        printf("shared: compile %.2f us/set, %.1f KiB/set (one set for all "
+               "%d devices)\n", ns / COMPILES / 1e3,
+               (double)(heap1 - heap0) / 1024, DEVICES);
     }
     compare(sets, shared, devs, subj, POL_PUBLISH);
     compare(sets, shared, devs, subj, POL_SUBSCRIBE);
