@@ -669,6 +669,11 @@ static char *rand_subject(const rvars *r, pol_action a)
     for (i = 0; i < lv; i++) {
         const char *l = subject_level(r, wild, i == lv - 1);
 
+        /* A first level from the id meets first-level templates, where
+         * the '$' and "$share" rules live. */
+        if (i == 0 && rnd(4) == 0 && r->v.device_id != NULL)
+            l = r->v.device_id;
+
         if (o + strlen(l) + 2 >= cap)
             break;
         o += (size_t)snprintf(s + o, cap - o, "%s%s", i ? "/" : "", l);
