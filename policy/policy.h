@@ -160,14 +160,30 @@ pol_decision pol_decide_filter(const pol_set *set, pol_action action,
  * at a time, the same group everywhere in one pattern). Its cost grows
  * with the subject's depth, not with the number of devices. On a set
  * from pol_compile, vars is ignored; pol_decide is pol_decide_bound
- * with vars NULL. Thread-safe; allocates nothing. */
+ * with vars NULL. Thread-safe; allocates nothing.
+ *
+ * A shared set holds only the patterns of its sources, not one per
+ * group, and its client ids with variables are tried in statement order
+ * (each expanded, per group with ${group}), so connect costs grow with
+ * those; a topic level with variables is one trie child, expanded and
+ * compared with the subject's level, and a '+' or '#' in a subscribe
+ * filter meets every such child that expands validly.
+ *
+ * pol_set_statements, pol_decide_filter, pol_scope_grant and
+ * pol_emqx_acl take no variables: on a shared set they see only the
+ * patterns without variables (a pattern with variables matches
+ * nothing, as in a set compiled with vars NULL). For a connection's
+ * export, compile a bound set with pol_compile. On error of
+ * pol_compile_shared *out is NULL. */
 ad_err pol_compile_shared(const pol_source *sources, size_t n, pol_set **out,
                           char *err, size_t errlen);
 pol_decision pol_decide_bound(const pol_set *set, const pol_vars *vars,
                               pol_action action, const char *subject);
 
 /* Which variables a set's patterns read, so that a cache keeps only the
- * per-device values a decision needs. */
+ * per-device values a decision needs: POL_USES_* bits, 0 for a set from
+ * pol_compile (its variables are substituted) or NULL. The "${$}"
+ * escape is no variable. */
 enum {
     POL_USES_DEVICE_ID = 1,
     POL_USES_CLIENT_ID = 2,
