@@ -148,12 +148,12 @@ static void note_flush(store *s, uint64_t upto, int rc)
     answer_durable(s);
 }
 
-static int do_sync(store *s)
+static int do_sync(store *s, int (*hook)(void *), void *hook_arg)
 {
     int rc = 0;
 
-    if (s->sync_hook)
-        rc = s->sync_hook(s->sync_hook_arg);
+    if (hook)
+        rc = hook(hook_arg);
     if (rc == 0)
         rc = mdb_env_sync(s->env, 1);
     return rc;
@@ -167,6 +167,8 @@ static void *flusher_main(void *arg)
 
     pthread_mutex_lock(&s->lock);
     for (;;) {
+        int (*hook)(void *);
+        void *hook_arg;
         uint64_t upto, t0;
         int rc;
 
@@ -186,9 +188,11 @@ static void *flusher_main(void *arg)
         /* Every commit counted in committed has written its meta page:
          * the flush that starts now covers all of them. */
         upto = s->committed;
+        hook = s->sync_hook;
+        hook_arg = s->sync_hook_arg;
         pthread_mutex_unlock(&s->lock);
         t0 = util_now_ns();
-        rc = do_sync(s);
+        rc = do_sync(s, hook, hook_arg);
         atomic_fetch_add(&s->syncs, 1);
         atomic_fetch_add(&s->sync_ns, util_now_ns() - t0);
         pthread_mutex_lock(&s->lock);

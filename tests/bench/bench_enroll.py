@@ -15,6 +15,13 @@ LD_PRELOAD shim FLUSHDELAY_SO, built as tests/bench/libflushdelay.so) and
 cfssl, the anchor for both (cfssl stores nothing, so a slow disk does not
 touch it). Medians of the rounds are reported.
 
+With ENROLL_SEED=N (default 100000; 0 skips it) a third daemon runs on a
+data dir seeded by seed_store (SEED_STORE) with N devices and N real
+certificates: its enrollment rate beside the empty store's (goal: at most
+5% lower at 1M), its start time to /readyz (goal < 2 s at 1M) and the time
+of GET /v1/certs?limit=100 for the first page and pages deep in the
+listing (constant time).
+
 Knobs (environment): BENCH_DURATION (seconds per measured run, default
 5), BENCH_ROUNDS (3), BENCH_WARMUP (default 2), BENCH_CONNECTIONS (32), BENCH_THREADS (2),
 BENCH_POOL (CSRs in the pool, 2000). Needs wrk and cfssl (Debian's wrk
@@ -41,6 +48,7 @@ WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 POOL = int(os.environ.get("BENCH_POOL", "2000"))
+SEED = int(os.environ.get("ENROLL_SEED", "100000"))
 LUA = os.path.join(HERE, "post_pool.lua")
 
 
@@ -135,6 +143,69 @@ def start_authd(work, name, env=None):
     return authd, admin, enr
 
 
+def timed_ms(fn, n):
+    """Median wall time of n calls of fn, in ms."""
+    ts = []
+    for _ in range(n):
+        t = time.monotonic()
+        fn()
+        ts.append((time.monotonic() - t) * 1000)
+    return median(ts)
+
+
+def seeded_daemon(work, seeder, n):
+    """A daemon on a data dir holding n seeded devices and certificates
+    (plus its own bench enrollment), started; prints the scale figures."""
+    authd, admin, enr = start_authd(work, "data-seeded")
+    key = authd.admin_key
+    authd.stop()
+    t = time.monotonic()
+    w0 = time.time()
+    p = subprocess.run([seeder, authd.data, str(n), str(os.cpu_count() or 2)],
+                       capture_output=True, text=True, timeout=3600)
+    if p.returncode != 0:
+        sys.exit("bench_enroll: seed_store failed: %s %s" % (p.stdout, p.stderr))
+    w1 = time.time()
+    print("bench_enroll: seeded %d devices + %d certificates in %.1fs" % (
+        n, n, time.monotonic() - t))
+    starts = []
+    for _ in range(3):
+        t = time.monotonic()
+        authd.start()
+        starts.append(time.monotonic() - t)
+        authd.stop()
+    authd.start()
+    admin = authd.api(key)
+
+    def page(q):
+        r = admin.get(q)
+        if r.status != 200 or len(r.json["items"]) != 100:
+            sys.exit("bench_enroll: %s answered %r" % (q, r))
+    def serial_of(i):
+        r = admin.get("/v1/devices/S-%08d" % i)
+        if r.status != 200 or not r.json.get("certs"):
+            sys.exit("bench_enroll: seeded device %d: %r" % (i, r))
+        return r.json["certs"][0]["serial"]
+    # Cursors deep in the listing: serials of devices seeded half way and
+    # three quarters through (serials grow with issue time), and the
+    # middle of the seeding time for the enrollment's index.
+    mid, late = serial_of(n // 2), serial_of(n * 3 // 4)
+    first = timed_ms(lambda: page("/v1/certs?limit=100"), 21)
+    deep = timed_ms(lambda: page("/v1/certs?limit=100&after=" + mid), 21)
+    deeper = timed_ms(lambda: page("/v1/certs?limit=100&after=" + late), 21)
+    by_enr = timed_ms(lambda: page("/v1/certs?limit=100&enrollment=seed&after=%016x" % (
+        int((w0 + w1) / 2) * 1000000)), 21)
+    print("store at %d devices + %d certificates: start to /readyz %.2fs (median of 3: %s); "
+          "GET /v1/certs?limit=100 first page %.1f ms, after the n/2-th %.1f ms, after the "
+          "3n/4-th %.1f ms, enrollment=seed page at the middle %.1f ms (medians of 21)" % (
+              n, n, median(starts), " ".join("%.2f" % x for x in starts), first, deep, deeper,
+              by_enr))
+    return authd, admin, enr, {"seed": n, "start_s": round(median(starts), 3),
+                               "certs_first_page_ms": round(first, 2),
+                               "certs_deep_page_ms": round(max(deep, deeper), 2),
+                               "certs_by_enrollment_mid_page_ms": round(by_enr, 2)}
+
+
 def main():
     wrk = tool("WRK", "wrk")
     cfssl = tool("CFSSL", "cfssl")
@@ -161,6 +232,16 @@ def main():
         else:
             print("bench_enroll: FLUSHDELAY_SO unset: no slow-flush variant")
         targets = []
+        scale = None
+        seeder = os.environ.get("SEED_STORE", "")
+        if SEED > 0 and seeder and os.access(seeder, os.X_OK):
+            authd, admin, enr, scale = seeded_daemon(work, seeder, SEED)
+            name = "authd seeded %dk" % (SEED // 1000)
+            daemons[name] = (authd, admin, enr)
+            targets.append((name, "http://127.0.0.1:%d/v1/enroll" % authd.http_port, "authd",
+                            enr["token"]))
+        elif SEED > 0:
+            print("bench_enroll: SEED_STORE unset: no seeded-store variant")
         for name, env in variants:
             authd, admin, enr = start_authd(work, "data-%d" % len(daemons), env)
             daemons[name] = (authd, admin, enr)
@@ -208,6 +289,15 @@ def main():
                 " ".join("%.0f" % x["rate"] for x in rs)))
         c = med["cfssl sign"]["rate"]
         summary = {"cfssl_sign_per_s": round(c, 1)}
+        if scale:
+            name = "authd seeded %dk" % (SEED // 1000)
+            e, sd = med["authd enroll"]["rate"], med[name]["rate"]
+            loss = (1 - sd / e) * 100 if e else 0
+            print("%-20s %10.1f%% (rate lost at %d devices + %d certificates, same run)" % (
+                "seeded vs empty", loss, SEED, SEED))
+            scale["seeded_per_s"] = round(sd, 1)
+            scale["seeded_loss_pct"] = round(loss, 1)
+            summary["scale"] = scale
         for name, _ in variants:
             ratio = med[name]["rate"] / c if c else float("inf")
             print("%-20s %10.2fx" % (name.replace("authd ", "authd/cfssl "), ratio))
