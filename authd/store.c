@@ -33,6 +33,7 @@ struct pending {
     void *arg;
     ad_err result;
     int done;
+    uint64_t batch; /* the commit that carried it; durable at sync */
     pthread_cond_t answered; /* only this caller waits on it */
     struct pending *next;
 };
@@ -44,14 +45,21 @@ struct store {
     MDB_dbi audit;
 
     pthread_mutex_t lock;
-    pthread_cond_t queued; /* the writer waits here for work */
-    struct pending *head, *tail;
-    int stopping;
-    pthread_t writer;
-    int writer_started;
+    pthread_cond_t queued;  /* the writer waits here for work */
+    pthread_cond_t synced;  /* the flusher waits here for commits */
+    struct pending *head, *tail;       /* waiting for the writer */
+    struct pending *unsynced, *unsynced_tail; /* committed, not durable */
+    uint64_t committed; /* batches whose commit has returned */
+    uint64_t durable;   /* batches covered by a completed flush */
+    ad_err sync_failed; /* sticky: after a failed flush nothing is acked */
+    int stopping, flusher_stop;
+    pthread_t writer, flusher;
+    int writer_started, flusher_started;
+    int (*sync_hook)(void *);
+    void *sync_hook_arg;
 
-    atomic_uint_fast64_t commits, writes;
-    atomic_uint_fast64_t apply_ns, commit_ns; /* writer time, for /metrics */
+    atomic_uint_fast64_t commits, writes, syncs;
+    atomic_uint_fast64_t apply_ns, commit_ns, sync_ns; /* for /metrics */
 };
 
 struct store_txn {
@@ -89,6 +97,119 @@ static int key_ok(const char *key)
     return n > 0 && n <= 400;
 }
 
+/* ---- durability -------------------------------------------------------
+ *
+ * The environment runs with MDB_NOMETASYNC: a commit writes its pages,
+ * flushes them (one fdatasync) and only then writes its meta page, without
+ * flushing that. The order keeps the database intact whatever reaches the
+ * disk; the commit becomes durable at the next flush of the file, made by
+ * the next commit or by the flusher thread (mdb_env_sync). A batch is
+ * answered only once such a flush, started after its commit returned, has
+ * completed. So the writer never waits for a second flush: while the
+ * flusher makes batch k durable, batch k+1 is already being applied, and
+ * one flush covers every commit before it.
+ *
+ * MDB_NOSYNC with only the flusher's sync would save the data flush as
+ * well, but then a meta page may reach the disk before the pages it
+ * points to, and a power cut could corrupt the database, not merely lose
+ * unanswered writes. */
+
+/* Answers every unsynced write whose batch is now durable (or fails them
+ * all after a failed flush). Called with the lock held. */
+static void answer_durable(store *s)
+{
+    struct pending *p;
+
+    while ((p = s->unsynced) != NULL &&
+           (p->batch <= s->durable || s->sync_failed != AD_OK)) {
+        s->unsynced = p->next;
+        if (s->unsynced == NULL)
+            s->unsynced_tail = NULL;
+        if (s->sync_failed != AD_OK && p->batch > s->durable)
+            p->result = AD_ESTORE;
+        /* Wake exactly this caller; p may be gone once we unlock. */
+        p->done = 1;
+        pthread_cond_signal(&p->answered);
+    }
+}
+
+/* Marks batches up to upto durable (flush ok) or the store failed. Called
+ * with the lock held. */
+static void note_flush(store *s, uint64_t upto, int rc)
+{
+    if (rc != 0) {
+        /* After a failed fsync the kernel may have dropped the dirty
+         * pages and a later fsync may succeed without them: nothing
+         * written from here on can be promised durable. */
+        s->sync_failed = AD_ESTORE;
+    } else if (upto > s->durable) {
+        s->durable = upto;
+    }
+    answer_durable(s);
+}
+
+static int do_sync(store *s, int (*hook)(void *), void *hook_arg)
+{
+    int rc = 0;
+
+    if (hook)
+        rc = hook(hook_arg);
+    if (rc == 0)
+        rc = mdb_env_sync(s->env, 1);
+    return rc;
+}
+
+/* The flusher: whenever commits are waiting for durability, one flush
+ * for all of them. */
+static void *flusher_main(void *arg)
+{
+    store *s = arg;
+
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        int (*hook)(void *);
+        void *hook_arg;
+        uint64_t upto, t0;
+        int rc;
+
+        while (s->durable >= s->committed && !s->flusher_stop &&
+               s->sync_failed == AD_OK)
+            pthread_cond_wait(&s->synced, &s->lock);
+        if (s->flusher_stop && s->durable >= s->committed)
+            break;
+        if (s->sync_failed != AD_OK) {
+            /* Nothing more to make durable: answer and wait to stop. */
+            answer_durable(s);
+            if (s->flusher_stop)
+                break;
+            pthread_cond_wait(&s->synced, &s->lock);
+            continue;
+        }
+        /* Every commit counted in committed has written its meta page:
+         * the flush that starts now covers all of them. */
+        upto = s->committed;
+        hook = s->sync_hook;
+        hook_arg = s->sync_hook_arg;
+        pthread_mutex_unlock(&s->lock);
+        t0 = util_now_ns();
+        rc = do_sync(s, hook, hook_arg);
+        atomic_fetch_add(&s->syncs, 1);
+        atomic_fetch_add(&s->sync_ns, util_now_ns() - t0);
+        pthread_mutex_lock(&s->lock);
+        note_flush(s, upto, rc);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+static uint64_t last_txnid(MDB_env *env)
+{
+    MDB_envinfo info;
+
+    return mdb_env_info(env, &info) == MDB_SUCCESS ? (uint64_t)info.me_last_txnid
+                                                   : 0;
+}
+
 /* ---- the writer thread --------------------------------------------- */
 
 static void *writer_main(void *arg)
@@ -97,10 +218,10 @@ static void *writer_main(void *arg)
 
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        struct pending *batch, *p;
+        struct pending *batch, *p, *last;
         MDB_txn *parent = NULL;
-        uint64_t t0, t1;
-        int rc, n = 0;
+        uint64_t t0, t1, id0, seq;
+        int rc, n = 0, flushed;
 
         while (s->head == NULL && !s->stopping)
             pthread_cond_wait(&s->queued, &s->lock);
@@ -115,14 +236,18 @@ static void *writer_main(void *arg)
         if (s->head == NULL)
             s->tail = NULL;
         p->next = NULL;
+        last = p;
+        seq = s->committed + 1;
         pthread_mutex_unlock(&s->lock);
 
         t0 = util_now_ns();
+        id0 = last_txnid(s->env);
         rc = mdb_txn_begin(s->env, NULL, 0, &parent);
         for (p = batch; p != NULL; p = p->next) {
             MDB_txn *child = NULL;
             store_txn tx;
 
+            p->batch = seq;
             if (rc != MDB_SUCCESS) {
                 p->result = AD_ESTORE;
                 continue;
@@ -144,25 +269,35 @@ static void *writer_main(void *arg)
         }
         t1 = util_now_ns();
         if (rc == MDB_SUCCESS) {
-            /* The one fsync that makes the whole batch durable. */
+            /* Writes the pages, flushes them, writes the meta page. */
             rc = mdb_txn_commit(parent);
             if (rc != MDB_SUCCESS)
                 for (p = batch; p != NULL; p = p->next)
                     p->result = AD_ESTORE;
         }
+        /* A commit that wrote something flushed the file after every
+         * earlier meta page was written: earlier batches are durable.
+         * (A commit with nothing to write does not touch the disk.) */
+        flushed = rc == MDB_SUCCESS && last_txnid(s->env) != id0;
         atomic_fetch_add(&s->commits, 1);
         atomic_fetch_add(&s->writes, (uint_fast64_t)n);
         atomic_fetch_add(&s->apply_ns, t1 - t0);
         atomic_fetch_add(&s->commit_ns, util_now_ns() - t1);
 
         pthread_mutex_lock(&s->lock);
-        for (p = batch; p != NULL;) {
-            struct pending *next = p->next;
-            /* Wake exactly this caller; p may be gone once we unlock. */
-            p->done = 1;
-            pthread_cond_signal(&p->answered);
-            p = next;
-        }
+        s->committed = seq;
+        if (s->unsynced_tail)
+            s->unsynced_tail->next = batch;
+        else
+            s->unsynced = batch;
+        s->unsynced_tail = last;
+        if (rc == EIO)
+            note_flush(s, 0, rc);
+        else if (flushed)
+            note_flush(s, seq - 1, 0);
+        /* Even a failed or empty batch is answered only after a flush
+         * covering what it may have read. */
+        pthread_cond_signal(&s->synced);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
@@ -176,6 +311,7 @@ ad_err store_write(store *s, store_write_fn fn, void *arg)
     p.arg = arg;
     p.result = AD_OK;
     p.done = 0;
+    p.batch = 0;
     p.next = NULL;
     pthread_cond_init(&p.answered, NULL);
     pthread_mutex_lock(&s->lock);
@@ -183,6 +319,11 @@ ad_err store_write(store *s, store_write_fn fn, void *arg)
         pthread_mutex_unlock(&s->lock);
         pthread_cond_destroy(&p.answered);
         return AD_ENOTREADY;
+    }
+    if (s->sync_failed != AD_OK) {
+        pthread_mutex_unlock(&s->lock);
+        pthread_cond_destroy(&p.answered);
+        return s->sync_failed;
     }
     if (s->tail)
         s->tail->next = &p;
@@ -195,6 +336,14 @@ ad_err store_write(store *s, store_write_fn fn, void *arg)
     pthread_mutex_unlock(&s->lock);
     pthread_cond_destroy(&p.answered);
     return p.result;
+}
+
+void store_test_sync_hook(store *s, int (*hook)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&s->lock);
+    s->sync_hook = hook;
+    s->sync_hook_arg = arg;
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- open / close ---------------------------------------------------- */
@@ -213,6 +362,7 @@ ad_err store_open(const char *dir, size_t map_mb, store **out, char *err,
         return AD_ENOMEM;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->queued, NULL);
+    pthread_cond_init(&s->synced, NULL);
 
     if ((rc = mdb_env_create(&s->env)) != MDB_SUCCESS)
         goto fail;
@@ -221,8 +371,10 @@ ad_err store_open(const char *dir, size_t map_mb, store **out, char *err,
     mdb_env_set_maxreaders(s->env, 1024);
     mdb_env_set_mapsize(s->env, (size_t)(map_mb ? map_mb : 4096) << 20);
     /* MDB_NOTLS: read transactions are not tied to threads, so any
-     * thread may end one. Durability stays on (no MDB_NOSYNC). */
-    rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600);
+     * thread may end one. MDB_NOMETASYNC: the meta page is made durable
+     * by the next flush, not by its own (see "durability" above); never
+     * MDB_NOSYNC. */
+    rc = mdb_env_open(s->env, dir, MDB_NOTLS | MDB_NOMETASYNC, 0600);
     if (rc != MDB_SUCCESS)
         goto fail;
     if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != MDB_SUCCESS)
@@ -240,8 +392,15 @@ ad_err store_open(const char *dir, size_t map_mb, store **out, char *err,
         goto fail;
     rc = mdb_txn_commit(txn);
     txn = NULL;
+    if (rc == MDB_SUCCESS)
+        rc = mdb_env_sync(s->env, 1);
     if (rc != MDB_SUCCESS)
         goto fail;
+    if (pthread_create(&s->flusher, NULL, flusher_main, s) != 0) {
+        rc = EAGAIN;
+        goto fail;
+    }
+    s->flusher_started = 1;
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
         rc = EAGAIN;
         goto fail;
@@ -269,8 +428,18 @@ void store_close(store *s)
         pthread_mutex_unlock(&s->lock);
         pthread_join(s->writer, NULL);
     }
+    /* The writer is done: the flusher makes its last commits durable and
+     * answers their callers before it stops. */
+    if (s->flusher_started) {
+        pthread_mutex_lock(&s->lock);
+        s->flusher_stop = 1;
+        pthread_cond_signal(&s->synced);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->flusher, NULL);
+    }
     if (s->env)
         mdb_env_close(s->env);
+    pthread_cond_destroy(&s->synced);
     pthread_cond_destroy(&s->queued);
     pthread_mutex_destroy(&s->lock);
     free(s);
@@ -282,6 +451,8 @@ void store_commit_stats(store *s, store_stats *out)
     out->writes = atomic_load(&s->writes);
     out->apply_ns = atomic_load(&s->apply_ns);
     out->commit_ns = atomic_load(&s->commit_ns);
+    out->syncs = atomic_load(&s->syncs);
+    out->sync_ns = atomic_load(&s->sync_ns);
 }
 
 /* ---- transactions ---------------------------------------------------- */

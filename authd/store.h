@@ -2,9 +2,10 @@
  * are JSON objects keyed by string; a few index tables map one key to
  * many. Reads run in their own cheap read-only transaction. Writes are
  * functions run by a single writer thread that groups every pending write
- * into one LMDB transaction and one fsync (group commit): a caller of
- * store_write returns only after its change is durably committed, yet
- * sixteen concurrent issuances cost one fsync, not sixteen.
+ * into one LMDB transaction (group commit), and a flusher thread makes
+ * commits durable while the writer goes on with the next batch: a caller
+ * of store_write returns only after its change is durably committed, yet
+ * a hundred concurrent issuances cost a flush or two, not a hundred.
  *
  * What the records mean (devices, certificates...) is not known here; see
  * registry.h for the rules. */
@@ -69,9 +70,22 @@ void store_read_end(store_txn *tx);
 typedef ad_err (*store_write_fn)(store_txn *tx, void *arg);
 
 /* Runs fn(tx, arg) on the writer thread and blocks until the transaction
- * holding it is durably committed. Returns fn's result, or AD_ESTORE if
- * the commit failed (then nothing fn did persisted). */
+ * holding it is durably committed: a flush of the disk that completed
+ * after the commit. Returns fn's result, or AD_ESTORE if the commit failed
+ * (then nothing fn did persisted) or the flush failed (then what fn did
+ * may or may not have persisted; it was not acknowledged, and after a
+ * failed flush every further write fails with AD_ESTORE until the store
+ * is reopened, as the kernel may have dropped the unwritten pages).
+ *
+ * Readers may see a committed write up to one flush before it is
+ * durable (and before its store_write returns); only the return of
+ * store_write promises durability. */
 ad_err store_write(store *s, store_write_fn fn, void *arg);
+
+/* For tests: hook(arg) runs before each flush of the flusher thread;
+ * a nonzero return (an errno) fails that flush as the disk would. NULL
+ * removes the hook. */
+void store_test_sync_hook(store *s, int (*hook)(void *arg), void *arg);
 
 /* ---- operations on a transaction (read or write) ------------------ */
 
@@ -119,10 +133,12 @@ ad_err store_audit_list(store_txn *tx, uint64_t after, size_t limit,
 
 /* What the writer has done, for /metrics: how well group commit batches
  * (writes per commit) and where its time goes (running writes versus
- * committing, which is mostly the fsync). */
+ * committing, which includes the flush of the pages); and the flusher's
+ * flushes, which make commits durable. */
 typedef struct {
     uint64_t commits, writes;
     uint64_t apply_ns, commit_ns;
+    uint64_t syncs, sync_ns;
 } store_stats;
 void store_commit_stats(store *s, store_stats *out);
 

@@ -164,7 +164,7 @@ static void *reader_main(void *arg)
 {
     struct worker *me = arg;
     json_int_t last = 0, now = 0;
-    store_stats prev = {0, 0, 0, 0}, cur;
+    store_stats prev = {0}, cur;
 
     while (atomic_load(&writers_left) > 0) {
         if (!snapshot_consistent(me, &now) || now < last)

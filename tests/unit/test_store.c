@@ -321,6 +321,146 @@ static void test_store_concurrent_writes_share_commits_and_lose_nothing(void)
     store_close(s);
 }
 
+/* A flush the test holds back, then lets fail or succeed. */
+struct held_flush {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int entered;  /* flushes that reached the hook */
+    int release;  /* 0: hold; otherwise the errno to return (-1: ok) */
+};
+
+static int held_flush_hook(void *arg)
+{
+    struct held_flush *h = arg;
+    int rc;
+
+    pthread_mutex_lock(&h->lock);
+    h->entered++;
+    pthread_cond_broadcast(&h->cond);
+    while (h->release == 0)
+        pthread_cond_wait(&h->cond, &h->lock);
+    rc = h->release < 0 ? 0 : h->release;
+    pthread_mutex_unlock(&h->lock);
+    return rc;
+}
+
+struct bg_write {
+    store *s;
+    struct put_arg p;
+    ad_err result;
+    int returned;
+    pthread_mutex_t *lock;
+};
+
+static void *bg_write_main(void *arg)
+{
+    struct bg_write *w = arg;
+    ad_err e = store_write(w->s, put_write, &w->p);
+
+    pthread_mutex_lock(w->lock);
+    w->result = e;
+    w->returned = 1;
+    pthread_mutex_unlock(w->lock);
+    return NULL;
+}
+
+static int bg_returned(struct bg_write *w)
+{
+    int r;
+
+    pthread_mutex_lock(w->lock);
+    r = w->returned;
+    pthread_mutex_unlock(w->lock);
+    return r;
+}
+
+/* Waits up to ~2 s for the hook to be entered n times. */
+static int wait_entered(struct held_flush *h, int n)
+{
+    int i, got = 0;
+
+    for (i = 0; i < 400 && !got; i++) {
+        pthread_mutex_lock(&h->lock);
+        got = h->entered >= n;
+        pthread_mutex_unlock(&h->lock);
+        if (!got)
+            usleep(5000);
+    }
+    return got;
+}
+
+static void hold_release(struct held_flush *h, int rc)
+{
+    pthread_mutex_lock(&h->lock);
+    h->release = rc;
+    pthread_cond_broadcast(&h->cond);
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void test_store_write_returns_only_after_the_flush_covering_it(void)
+{
+    store *s = open_store();
+    struct held_flush h = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                           0, 0};
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    json_t *v = json_pack("{s:s}", "id", "flush-ok"), *got = NULL;
+    struct bg_write w = {s, {"flush-ok", v, 0, 0}, AD_EINTERNAL, 0, &lock};
+    store_txn *tx = NULL;
+    pthread_t th;
+
+    store_test_sync_hook(s, held_flush_hook, &h);
+    pthread_create(&th, NULL, bg_write_main, &w);
+    ok(wait_entered(&h, 1), "the flusher starts a flush after the commit");
+    usleep(50000);
+    ok(!bg_returned(&w),
+       "store_write has not returned while the flush that makes its "
+       "commit durable is still running: nothing is acknowledged early");
+    store_read_begin(s, &tx);
+    ok(store_get(tx, STORE_DEVICES, "flush-ok", &got) == AD_OK,
+       "the commit itself is done (readers see it) before it is durable");
+    json_decref(got);
+    store_read_end(tx);
+    hold_release(&h, -1);
+    pthread_join(th, NULL);
+    ok(w.result == AD_OK, "the write is acknowledged once the flush succeeds");
+    store_test_sync_hook(s, NULL, NULL);
+    store_close(s);
+    json_decref(v);
+}
+
+static void test_store_failed_flush_fails_its_waiters_and_later_writes(void)
+{
+    store *s = open_store();
+    struct held_flush h = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                           0, 0};
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    json_t *v = json_pack("{s:s}", "id", "flush-eio");
+    struct bg_write w = {s, {"flush-eio", v, 0, 0}, AD_EINTERNAL, 0, &lock};
+    struct put_arg later = {"flush-later", v, 0, 0};
+    pthread_t th;
+
+    store_test_sync_hook(s, held_flush_hook, &h);
+    pthread_create(&th, NULL, bg_write_main, &w);
+    ok(wait_entered(&h, 1), "the flusher starts a flush after the commit");
+    hold_release(&h, 5 /* EIO */);
+    pthread_join(th, NULL);
+    ok(w.result == AD_ESTORE,
+       "a write whose flush failed is not acknowledged: AD_ESTORE");
+    ok(store_write(s, put_write, &later) == AD_ESTORE,
+       "after a failed flush no later write is acknowledged either (the "
+       "kernel may have dropped pages a later flush would not write)");
+    store_test_sync_hook(s, NULL, NULL);
+    store_close(s);
+
+    /* A reopened store works again from what is on disk. */
+    s = open_store();
+    later.key = "flush-after-reopen";
+    ok(store_write(s, put_write, &later) == AD_OK,
+       "a reopened store accepts writes again");
+    store_close(s);
+    json_decref(v);
+}
+
 static void test_store_close_accepts_null(void)
 {
     store_close(NULL);
@@ -343,6 +483,8 @@ int main(void)
     TAP_RUN(test_store_index_keeps_sorted_unique_values);
     TAP_RUN(test_store_audit_is_numbered_in_order);
     TAP_RUN(test_store_concurrent_writes_share_commits_and_lose_nothing);
+    TAP_RUN(test_store_write_returns_only_after_the_flush_covering_it);
+    TAP_RUN(test_store_failed_flush_fails_its_waiters_and_later_writes);
     TAP_RUN(test_store_close_accepts_null);
     rc = tap_done();
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
