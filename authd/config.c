@@ -57,6 +57,7 @@ static const struct opt opts[] = {
     LONG_OPT(max_connections_per_ip, "128"),
     LONG_OPT(request_timeout, "30"),
     LONG_OPT(compat_body_max, "1048576"),
+    LONG_OPT(import_body_max, "16777216"),
     STR_OPT(token_audience, "authd"),
     STR_OPT(token_issuer, ""),
     BOOL_OPT(trust_cn_only, "false"),
@@ -262,6 +263,8 @@ static ad_err check_limits(const config *cfg, char *err, size_t errlen)
         {"compat_body_max", offsetof(config, compat_body_max), 65536,
          64L << 20},
         {"cache_memory_mb", offsetof(config, cache_memory_mb), 1, 1L << 20},
+        {"import_body_max", offsetof(config, import_body_max), 65536,
+         256L << 20},
     };
     size_t i;
 

@@ -44,6 +44,7 @@ typedef struct {
     long max_connections_per_ip;        /* per listener and address */
     long request_timeout;               /* seconds for a whole request */
     long compat_body_max;               /* body limit of /compat/ routes */
+    long import_body_max;               /* body limit of devices:import */
     char token_audience[CONFIG_STR_MAX];
     char token_issuer[CONFIG_STR_MAX];  /* "" = public_url or "authd" */
     long trust_cn_only;                 /* 1: CN-only connects allowed */

@@ -1243,6 +1243,38 @@ static void check_lengths(struct MHD_Connection *conn, struct req_state *st)
         st->too_big = 1;
 }
 
+/* The body limit of a request, fixed once its header has arrived.
+ * Brokers' messages (a VerneMQ publish carries the payload in base64)
+ * need more room than the API's own bodies. A bulk import needs far more
+ * and gets it only when its header already holds an admin API key: no
+ * one without one can make the daemon buffer more than 64 KiB. */
+static size_t body_max_of(struct listener *l, struct MHD_Connection *conn,
+                          const char *url, const char *method)
+{
+    http_server *srv = l->server;
+    http_req probe;
+    size_t i;
+
+    if (strncmp(url, "/compat/", 8) == 0)
+        return (size_t)srv->app->cfg.compat_body_max;
+    if (strcmp(method, "POST") != 0 || !(l->kind & LISTEN_MAIN))
+        return HTTP_BODY_MAX;
+    for (i = 0; i < srv->nroutes; i++) {
+        const http_route *rt = &srv->routes[i];
+
+        if (!(rt->flags & ROUTE_BULK_BODY) || !(rt->listeners & l->kind) ||
+            strcmp(rt->method, method) != 0 || strcmp(rt->pattern, url) != 0)
+            continue;
+        memset(&probe, 0, sizeof(probe));
+        probe.app = srv->app;
+        probe.conn = conn;
+        if (http_bearer_role(&probe) == ROLE_ADMIN)
+            return (size_t)srv->app->cfg.import_body_max;
+        break;
+    }
+    return HTTP_BODY_MAX;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
                                   const char *version,
@@ -1263,11 +1295,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         st->start_ns = util_now_ns();
         *con_cls = st;
         atomic_fetch_add(&l->server->in_flight, 1);
-        /* Brokers' messages (a VerneMQ publish carries the payload in
-         * base64) need more room than the API's own bodies. */
-        st->body_max = strncmp(url, "/compat/", 8) == 0
-                           ? (size_t)l->server->app->cfg.compat_body_max
-                           : HTTP_BODY_MAX;
+        st->body_max = body_max_of(l, conn, url, method);
         buf_init(&st->body, st->body_max);
         check_lengths(conn, st);
         /* Answered at once, before any of the body is read. */

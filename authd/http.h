@@ -102,7 +102,10 @@ typedef struct {
 enum {
     /* Errors the HTTP layer answers itself (429) take the OAuth 2.0
      * form {"error","error_description"} (RFC 6749 §5.2). */
-    ROUTE_OAUTH_ERRORS = 1
+    ROUTE_OAUTH_ERRORS = 1,
+    /* A literal POST route whose body may reach import_body_max instead
+     * of HTTP_BODY_MAX, for callers presenting an admin API key. */
+    ROUTE_BULK_BODY = 2
 };
 
 /* Starts the listeners configured in app->cfg serving routes. limits

@@ -61,6 +61,8 @@ static const http_route table[] = {
 
     /* the registry (§5) */
     R("POST", "/v1/devices", LISTEN_MAIN, ACCESS_ADMIN, route_device_create),
+    RF("POST", "/v1/devices:import", LISTEN_MAIN, ACCESS_ADMIN,
+       route_device_import, ROUTE_BULK_BODY),
     R("GET", "/v1/devices", LISTEN_MAIN, ACCESS_ADMIN, route_device_list),
     R("GET", "/v1/devices/{}", LISTEN_MAIN, ACCESS_ADMIN, route_device_get),
     R("PATCH", "/v1/devices/{}", LISTEN_MAIN, ACCESS_ADMIN,

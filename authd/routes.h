@@ -30,6 +30,8 @@ void route_est_csrattrs(http_req *r);
 
 /* routes_admin.c */
 void route_device_create(http_req *r);
+/* POST /v1/devices:import: NDJSON, one POST /v1/devices body a line. */
+void route_device_import(http_req *r);
 void route_device_list(http_req *r);
 void route_device_get(http_req *r);
 void route_device_patch(http_req *r);

@@ -1,9 +1,11 @@
 /* Admin handlers for the registry (docs/api.md §7): devices, enrollments,
  * certificates, API keys and the audit log. Every change is one durable
  * store_write that also appends its audit entry. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "../common/codec.h"
@@ -125,6 +127,83 @@ static json_t *get_record(http_req *r, store_table t, const char *key)
 
 /* ---- devices --------------------------------------------------------- */
 
+/* Replaces each byte of s that does not begin a well-formed UTF-8
+ * sequence with '?'. Messages quote input (a field's name, the JSON
+ * parser's "near ..."), may cut it mid-character, and must still be
+ * valid JSON text: jansson refuses to pack anything else. */
+static void text_make_utf8(char *s)
+{
+    size_t n = strlen(s), i = 0, k;
+    uint32_t cp;
+
+    while (i < n) {
+        k = codec_utf8_decode((const uint8_t *)s + i, n - i, &cp);
+        if (k == 0)
+            s[i++] = '?';
+        else
+            i += k;
+    }
+}
+
+/* The fields a new device may carry, in POST /v1/devices and in each
+ * line of an import. Anything else is refused rather than dropped: a
+ * misspelt "group" in a migrated fleet would otherwise vanish quietly. */
+static const char *const device_fields[] = {"id", "groups", "policies",
+                                            "attributes", NULL};
+
+/* The one set of rules for a new device, whether it comes from POST
+ * /v1/devices or from a line of POST /v1/devices:import: checks body and
+ * builds the record to store (status active, timestamps now, a new
+ * incarnation) into *out, a new reference. Errors: AD_EDEVID, AD_EFIELD
+ * (with a message in err), AD_ENOMEM; *out is then NULL. */
+static ad_err device_new_record(const json_t *body, const char *now,
+                                json_t **out, char *err, size_t errlen)
+{
+    json_t *groups, *policies, *attrs, *rec, *v;
+    const char *id, *k;
+    size_t i;
+
+    *out = NULL;
+    id = json_string_value(json_object_get(body, "id"));
+    groups = json_object_get(body, "groups");
+    policies = json_object_get(body, "policies");
+    attrs = json_object_get(body, "attributes");
+    if (!util_device_id_valid(id))
+        return ad_errf(AD_EDEVID, err, errlen, "%s",
+                       ad_err_message(AD_EDEVID));
+    json_object_foreach((json_t *)body, k, v) {
+        for (i = 0; device_fields[i] && strcmp(device_fields[i], k) != 0; i++)
+            ;
+        if (device_fields[i] == NULL) {
+            ad_errf(AD_EFIELD, err, errlen,
+                    "unknown field \"%.64s\": a device takes id, groups, "
+                    "policies and attributes",
+                    k);
+            text_make_utf8(err);
+            return AD_EFIELD;
+        }
+    }
+    if ((groups && !names_ok(groups)) || (policies && !names_ok(policies)) ||
+        (attrs && !attributes_ok(attrs)))
+        return ad_errf(AD_EFIELD, err, errlen,
+                       "groups and policies are arrays of names; "
+                       "attributes is an object of strings");
+    /* "o" steals: hand over a new reference either way. */
+    rec = json_pack("{s:s, s:s, s:o, s:o, s:o, s:s, s:s}", "id", id, "status",
+                    "active", "groups",
+                    groups ? json_incref(groups) : json_array(), "policies",
+                    policies ? json_incref(policies) : json_array(),
+                    "attributes", attrs ? json_incref(attrs) : json_object(),
+                    "created_at", now, "updated_at", now);
+    if (rec == NULL || registry_set_incarnation(rec) != AD_OK) {
+        json_decref(rec);
+        return ad_errf(AD_ENOMEM, err, errlen, "%s",
+                       ad_err_message(AD_ENOMEM));
+    }
+    *out = rec;
+    return AD_OK;
+}
+
 struct device_write {
     const char *actor;
     const char *id;
@@ -145,44 +224,22 @@ static ad_err device_create_write(store_txn *tx, void *arg)
 
 void route_device_create(http_req *r)
 {
-    json_t *body, *groups, *policies, *attrs, *rec = NULL;
+    json_t *body, *rec = NULL;
     struct device_write w;
-    const char *id;
-    char now[32];
+    char now[32], msg[160];
     ad_err e;
 
     if ((body = http_body_object(r)) == NULL)
         return;
-    id = json_string_value(json_object_get(body, "id"));
-    groups = json_object_get(body, "groups");
-    policies = json_object_get(body, "policies");
-    attrs = json_object_get(body, "attributes");
-    if (!util_device_id_valid(id)) {
-        http_reply_error(r, AD_EDEVID, NULL);
-        goto out;
-    }
-    if ((groups && !names_ok(groups)) || (policies && !names_ok(policies)) ||
-        (attrs && !attributes_ok(attrs))) {
-        http_reply_error(r, AD_EFIELD,
-                         "groups and policies are arrays of names; "
-                         "attributes is an object of strings");
-        goto out;
-    }
     now_text(now, sizeof(now));
-    /* "o" steals: hand over a new reference either way. */
-    rec = json_pack("{s:s, s:s, s:o, s:o, s:o, s:s, s:s}", "id", id, "status",
-                    "active", "groups",
-                    groups ? json_incref(groups) : json_array(), "policies",
-                    policies ? json_incref(policies) : json_array(),
-                    "attributes", attrs ? json_incref(attrs) : json_object(),
-                    "created_at", now, "updated_at", now);
-    if (rec == NULL || registry_set_incarnation(rec) != AD_OK) {
-        http_reply_error(r, AD_ENOMEM, NULL);
+    e = device_new_record(body, now, &rec, msg, sizeof(msg));
+    if (e != AD_OK) {
+        http_reply_error(r, e, msg);
         goto out;
     }
     memset(&w, 0, sizeof(w));
     w.actor = r->actor;
-    w.id = id;
+    w.id = json_string_value(json_object_get(rec, "id"));
     w.patch = rec;
     e = store_write(r->app->st, device_create_write, &w);
     if (e != AD_OK) {
@@ -398,6 +455,249 @@ void route_device_delete(http_req *r)
         return;
     }
     http_reply_empty(r, 204);
+}
+
+/* ---- devices: bulk import -------------------------------------------- */
+
+enum {
+    /* Lines per request: the answer holds one entry per failed line, so
+     * this also bounds the answer. authctl sends 10000 at a time. */
+    IMPORT_LINES_MAX = 100000,
+    /* One line is one POST /v1/devices body, and has its limit. */
+    IMPORT_LINE_MAX = HTTP_BODY_MAX,
+    /* Devices per store_write: one transaction and one fsync for each
+     * thousand, yet short enough that issuances queued behind it on the
+     * single writer wait milliseconds, not seconds. */
+    IMPORT_BATCH = 1000,
+    IMPORT_WHY_MAX = 160
+};
+
+/* One non-blank line of an import, prepared before the write. */
+struct import_line {
+    size_t line;              /* 1-based, counting blank lines */
+    char id[129];             /* the line's device id if valid, else "" */
+    char *text;               /* the record as compact JSON; NULL when the
+                               * line was refused before the write */
+    ad_err e;                 /* the line's outcome */
+    char why[IMPORT_WHY_MAX]; /* its message, "" for the default */
+};
+
+struct import_batch {
+    const char *actor;
+    const json_t *detail; /* the audit detail of each created device */
+    struct import_line *lines;
+    size_t n;
+};
+
+/* Writes every prepared line of the batch. A device that already exists
+ * (in the registry, or earlier in this import) is that line's failure
+ * and the others go on; any other store error discards the whole batch,
+ * so a line is either written with its audit entry or not at all. */
+static ad_err import_write(store_txn *tx, void *arg)
+{
+    struct import_batch *b = arg;
+    size_t i;
+    ad_err e;
+
+    for (i = 0; i < b->n; i++) {
+        struct import_line *l = &b->lines[i];
+
+        if (l->text == NULL)
+            continue;
+        e = store_put_text(tx, STORE_DEVICES, l->id, l->text, strlen(l->text),
+                           STORE_NOOVERWRITE);
+        if (e == AD_EEXISTS) {
+            l->e = e;
+            continue;
+        }
+        if (e == AD_OK)
+            e = store_audit(tx, b->actor, "device.create", l->id, b->detail);
+        if (e != AD_OK)
+            return e;
+        l->e = AD_OK;
+    }
+    return AD_OK;
+}
+
+/* Checks one line by the rules of POST /v1/devices and serialises its
+ * record into l->text; or sets l->e and l->why. */
+static void import_prepare(struct import_line *l, const char *p, size_t len,
+                           const char *now)
+{
+    json_error_t jerr;
+    json_t *obj = NULL, *rec = NULL;
+    const char *id;
+
+    if (len > IMPORT_LINE_MAX) {
+        l->e = ad_errf(AD_ETOOBIG, l->why, sizeof(l->why),
+                       "the line exceeds %d bytes", IMPORT_LINE_MAX);
+        return;
+    }
+    obj = json_loadb(p, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (obj == NULL || !json_is_object(obj)) {
+        l->e = ad_errf(AD_EJSON, l->why, sizeof(l->why), "%s",
+                       obj ? "the line must be a JSON object" : jerr.text);
+        text_make_utf8(l->why);
+        goto out;
+    }
+    id = json_string_value(json_object_get(obj, "id"));
+    if (util_device_id_valid(id))
+        util_strlcpy(l->id, id, sizeof(l->id));
+    l->e = device_new_record(obj, now, &rec, l->why, sizeof(l->why));
+    if (l->e != AD_OK)
+        goto out;
+    if ((l->text = json_dumps(rec, JSON_COMPACT)) == NULL)
+        l->e = AD_ENOMEM;
+out:
+    json_decref(rec);
+    json_decref(obj);
+}
+
+/* Writes the batch (unless an earlier batch failed: then its lines fail
+ * the same way, unwritten), then moves each line's outcome into the
+ * answer in line order and empties the batch. */
+static void import_flush(http_req *r, struct import_batch *b, ad_err *fatal,
+                         json_int_t *created, json_t *failed)
+{
+    size_t i, writable = 0;
+    ad_err e = *fatal;
+
+    for (i = 0; i < b->n; i++)
+        writable += b->lines[i].text != NULL;
+    if (writable > 0 && e == AD_OK)
+        e = store_write(r->app->st, import_write, b);
+    if (e != AD_OK) {
+        /* Nothing of this batch persisted, whatever import_write did. */
+        for (i = 0; i < b->n; i++) {
+            struct import_line *l = &b->lines[i];
+            if (l->text == NULL)
+                continue;
+            l->e = e;
+            snprintf(l->why, sizeof(l->why),
+                     "not written: the store failed (%s)", ad_err_code(e));
+        }
+        *fatal = e;
+    }
+    for (i = 0; i < b->n; i++) {
+        struct import_line *l = &b->lines[i];
+
+        if (l->e == AD_OK) {
+            (*created)++;
+        } else {
+            const char *why = l->e == AD_EEXISTS ? "the device already exists"
+                              : l->why[0]        ? l->why
+                                                 : ad_err_message(l->e);
+            json_t *f = json_pack("{s:I, s:{s:s, s:s}}", "line",
+                                  (json_int_t)l->line, "error", "code",
+                                  ad_err_code(l->e), "message", why);
+            /* A failed line never drops out of the answer: without its
+             * message if need be. */
+            if (f == NULL)
+                f = json_pack("{s:I, s:{s:s, s:s}}", "line",
+                              (json_int_t)l->line, "error", "code",
+                              ad_err_code(l->e), "message",
+                              ad_err_message(l->e));
+            if (f && l->id[0])
+                json_object_set_new(f, "id", json_string(l->id));
+            json_array_append_new(failed, f);
+        }
+        free(l->text);
+        memset(l, 0, sizeof(*l));
+    }
+    b->n = 0;
+}
+
+/* Whether the Content-Type header names media type want (any case,
+ * parameters such as charset allowed). */
+static int media_type_is(const char *ctype, const char *want)
+{
+    size_t n = strlen(want);
+
+    if (ctype == NULL || strncasecmp(ctype, want, n) != 0)
+        return 0;
+    return ctype[n] == '\0' || ctype[n] == ';' || ctype[n] == ' ' ||
+           ctype[n] == '\t';
+}
+
+static int line_is_blank(const char *p, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
+            return 0;
+    return 1;
+}
+
+void route_device_import(http_req *r)
+{
+    const char *p = r->body, *end = r->body + r->body_len, *nl;
+    struct import_batch b;
+    json_t *failed = NULL, *detail = NULL;
+    json_int_t created = 0;
+    size_t lines = 0, line = 0;
+    ad_err fatal = AD_OK;
+    char now[32], msg[96];
+
+    memset(&b, 0, sizeof(b));
+    if (!media_type_is(http_header(r, "Content-Type"),
+                       "application/x-ndjson")) {
+        http_reply_error(r, AD_EMEDIA,
+                         "the body must be application/x-ndjson: one device "
+                         "object per line");
+        return;
+    }
+    /* Counted before anything is written: a request over the limit is
+     * refused whole. */
+    for (nl = p; nl < end && (nl = memchr(nl, '\n', (size_t)(end - nl)));
+         nl++)
+        lines++;
+    if (r->body_len > 0 && end[-1] != '\n')
+        lines++;
+    if (lines > IMPORT_LINES_MAX) {
+        snprintf(msg, sizeof(msg), "the body has more than %d lines",
+                 IMPORT_LINES_MAX);
+        http_reply_error(r, AD_ETOOBIG, msg);
+        return;
+    }
+    failed = json_array();
+    detail = json_pack("{s:s}", "via", "import");
+    b.lines = calloc(IMPORT_BATCH, sizeof(*b.lines));
+    if (failed == NULL || detail == NULL || b.lines == NULL) {
+        http_reply_error(r, AD_ENOMEM, NULL);
+        goto out;
+    }
+    b.actor = r->actor;
+    b.detail = detail;
+    now_text(now, sizeof(now));
+    while (p < end) {
+        size_t len;
+
+        nl = memchr(p, '\n', (size_t)(end - p));
+        len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        line++;
+        if (!line_is_blank(p, len)) {
+            struct import_line *l = &b.lines[b.n++];
+            l->line = line;
+            import_prepare(l, p, len, now);
+        }
+        p += len + (nl != NULL);
+        if (b.n == IMPORT_BATCH) {
+            import_flush(r, &b, &fatal, &created, failed);
+            now_text(now, sizeof(now));
+        }
+    }
+    import_flush(r, &b, &fatal, &created, failed);
+    /* New devices need no cache invalidation (nothing caches an absent
+     * device) and, as with POST /v1/devices, no event: brokers have
+     * nothing of theirs to drop. */
+    http_reply_json(r, 200,
+                    json_pack("{s:I, s:O}", "created", created, "failed",
+                              failed));
+out:
+    free(b.lines);
+    json_decref(detail);
+    json_decref(failed);
 }
 
 /* ---- enrollments ----------------------------------------------------- */

@@ -1,10 +1,13 @@
 /* authctl commands for the registry (docs/api.md §7, §6): devices, groups,
  * policies, API keys and the audit log. Each command is one request (or
  * one paged list) and prints a table, a record, or the server's JSON. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "../../common/buf.h"
 #include "ctl.h"
 #include "pki.h"
 
@@ -173,6 +176,263 @@ static int device_secret(ctl *c, const args *a)
         fputs("authctl: the secret is shown only this once; a new call "
               "replaces it\n", stderr);
     json_decref(body);
+    return rc;
+}
+
+/* ---- device import ---------------------------------------------------- */
+
+enum {
+    IMPORT_BATCH_DEFAULT = 10000,  /* lines per request */
+    IMPORT_BATCH_MAX = 100000,     /* the server's limit per request */
+    IMPORT_LINE_MAX = 64 * 1024,   /* the server's limit per line */
+    /* Bytes per request: a chunk is sent early when it would pass this,
+     * half the server's default import_body_max. */
+    IMPORT_CHUNK_MAX = 8 * 1024 * 1024
+};
+
+static const args_opt device_import_opts[] = {
+    {"batch", ARG_VALUE, "N",
+     "lines per request, 1..100000 (default 10000)"},
+    {NULL, 0, NULL, NULL},
+};
+
+/* One import run: the file, the chunk being filled and what came back. */
+struct import_run {
+    ctl *c;
+    FILE *f;
+    const char *name;
+    buf_t chunk;          /* lines first..first+nlines-1, each ending \n */
+    size_t first, nlines; /* file line numbers of the chunk */
+    size_t total;         /* lines in the file, 0 when unknown (stdin) */
+    size_t done;          /* lines sent and answered */
+    json_int_t created;
+    size_t nfailed;
+    json_t *local;        /* this chunk's lines refused before sending */
+    json_t *failed;       /* --json: every failure, in line order */
+};
+
+/* Lines in a regular file, for the progress total; 0 if it is not one
+ * (a pipe cannot be read twice). The file is left at its start. */
+static size_t import_count_lines(FILE *f)
+{
+    struct stat sb;
+    char block[65536];
+    size_t n, i, lines = 0;
+    char last = '\n';
+
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode))
+        return 0;
+    while ((n = fread(block, 1, sizeof(block), f)) > 0) {
+        for (i = 0; i < n; i++)
+            lines += block[i] == '\n';
+        last = block[n - 1];
+    }
+    if (last != '\n')
+        lines++;
+    rewind(f);
+    return lines;
+}
+
+/* Prints one failure, or keeps it for --json. Takes f's reference. */
+static void import_report(struct import_run *run, json_t *f)
+{
+    const json_t *err = json_object_get(f, "error");
+    char msg[512], code[64], id[160];
+
+    run->nfailed++;
+    if (run->c->json) {
+        json_array_append_new(run->failed, f);
+        return;
+    }
+    out_sanitize(json_string_value(json_object_get(err, "message")), msg,
+                 sizeof(msg));
+    out_sanitize(json_string_value(json_object_get(err, "code")), code,
+                 sizeof(code));
+    out_sanitize(json_string_value(json_object_get(f, "id")), id, sizeof(id));
+    printf("line %lld: %s%s%s (%s)\n",
+           (long long)json_integer_value(json_object_get(f, "line")), id,
+           id[0] ? ": " : "", msg, code);
+    json_decref(f);
+}
+
+/* Sends the chunk and reports its failures in line order: the server's
+ * (renumbered from the chunk's lines to the file's) merged with the
+ * lines refused here. Returns CTL_OK or why the import must stop. */
+static int import_send(struct import_run *run)
+{
+    api_resp resp;
+    json_t *j = NULL, *remote;
+    size_t i = 0, k = 0, nl, nr;
+    int rc;
+
+    if (run->nlines == 0)
+        return CTL_OK;
+    rc = api_raw(run->c->api, "POST", "/v1/devices:import",
+                 "application/x-ndjson", buf_str(&run->chunk),
+                 buf_len(&run->chunk), &resp);
+    if (rc != CTL_OK)
+        goto stopped;
+    if (resp.status != 200) {
+        rc = api_refused(&resp);
+        goto stopped;
+    }
+    j = json_loadb(resp.body, resp.len, 0, NULL);
+    remote = json_object_get(j, "failed");
+    if (!json_is_integer(json_object_get(j, "created")) ||
+        !json_is_array(remote)) {
+        fprintf(stderr, "authctl: the server's answer is not an import "
+                        "result\n");
+        rc = CTL_FAILED;
+        goto stopped;
+    }
+    run->created += json_integer_value(json_object_get(j, "created"));
+    nl = json_array_size(run->local);
+    nr = json_array_size(remote);
+    while (i < nl || k < nr) {
+        json_t *lf = json_array_get(run->local, i),
+               *rf = json_array_get(remote, k);
+        json_int_t rline =
+            rf ? json_integer_value(json_object_get(rf, "line")) +
+                     (json_int_t)run->first - 1
+               : 0;
+        if (rf == NULL ||
+            (lf && json_integer_value(json_object_get(lf, "line")) < rline)) {
+            import_report(run, json_incref(lf));
+            i++;
+        } else {
+            json_object_set_new(rf, "line", json_integer(rline));
+            import_report(run, json_incref(rf));
+            k++;
+        }
+    }
+    run->done += run->nlines;
+    if (run->total)
+        fprintf(stderr, "authctl: imported %zu/%zu lines, %zu failed\n",
+                run->done, run->total, run->nfailed);
+    else
+        fprintf(stderr, "authctl: imported %zu lines, %zu failed\n",
+                run->done, run->nfailed);
+    json_array_clear(run->local);
+    buf_reset(&run->chunk);
+    run->first += run->nlines;
+    run->nlines = 0;
+    json_decref(j);
+    api_resp_clear(&resp);
+    return CTL_OK;
+stopped:
+    /* A refused chunk wrote nothing; one whose answer did not come may
+     * still have been committed. Importing the file again is safe:
+     * devices already written then fail as already_exists. */
+    fprintf(stderr, "authctl: import stopped: lines %zu..%zu of %s %s, "
+                    "nothing after them was sent\n",
+            run->first, run->first + run->nlines - 1, run->name,
+            rc == CTL_UNREACHABLE ? "may or may not be written"
+                                  : "were not written");
+    json_decref(j);
+    api_resp_clear(&resp);
+    return rc;
+}
+
+/* Reads one line (without its \n) into line, at most IMPORT_LINE_MAX
+ * bytes; a longer line is read to its end and *too_long set. Returns 0,
+ * or -1 at the end of the file. NUL bytes are kept, so the server sees
+ * exactly what the file holds. */
+static int import_read_line(FILE *f, char *line, size_t *len, int *too_long)
+{
+    int ch, any = 0;
+
+    *len = 0;
+    *too_long = 0;
+    while ((ch = getc(f)) != EOF) {
+        any = 1;
+        if (ch == '\n')
+            return 0;
+        if (*len < IMPORT_LINE_MAX)
+            line[(*len)++] = (char)ch;
+        else
+            *too_long = 1;
+    }
+    return any ? 0 : -1;
+}
+
+static int device_import(ctl *c, const args *a)
+{
+    struct import_run run;
+    char err[256], *line = NULL;
+    long batch;
+    size_t len;
+    int too_long, rc = CTL_FAILED;
+
+    if (args_long(a, "batch", 1, IMPORT_BATCH_MAX, IMPORT_BATCH_DEFAULT,
+                  &batch, err, sizeof(err)) != 0)
+        return ctl_usage(a, "%s", err);
+    memset(&run, 0, sizeof(run));
+    run.c = c;
+    run.name = strcmp(a->pos[0], "-") == 0 ? "stdin" : a->pos[0];
+    run.first = 1;
+    buf_init(&run.chunk, IMPORT_CHUNK_MAX);
+    run.local = json_array();
+    run.failed = json_array();
+    line = malloc(IMPORT_LINE_MAX);
+    if (run.local == NULL || run.failed == NULL || line == NULL) {
+        rc = ctl_fail("out of memory");
+        goto out;
+    }
+    if (strcmp(a->pos[0], "-") == 0)
+        run.f = stdin;
+    else if ((run.f = fopen(a->pos[0], "rb")) == NULL) {
+        rc = ctl_fail("%s: %s", a->pos[0], strerror(errno));
+        goto out;
+    }
+    run.total = import_count_lines(run.f);
+    while (import_read_line(run.f, line, &len, &too_long) == 0) {
+        size_t lineno = run.first + run.nlines;
+
+        /* A chunk that would pass its byte limit goes first. */
+        if (buf_len(&run.chunk) + len + 1 > IMPORT_CHUNK_MAX &&
+            (rc = import_send(&run)) != CTL_OK)
+            goto out;
+        if (too_long) {
+            /* Not sent: a blank line keeps the server's numbering. */
+            json_array_append_new(
+                run.local,
+                json_pack("{s:I, s:{s:s, s:s}}", "line", (json_int_t)lineno,
+                          "error", "code", "payload_too_large", "message",
+                          "the line exceeds 65536 bytes (not sent)"));
+            len = 0;
+        }
+        if (buf_append(&run.chunk, line, len) != 0 ||
+            buf_append_byte(&run.chunk, '\n') != 0) {
+            rc = ctl_fail("out of memory");
+            goto out;
+        }
+        if (++run.nlines == (size_t)batch && (rc = import_send(&run)) != CTL_OK)
+            goto out;
+    }
+    if (ferror(run.f)) {
+        rc = ctl_fail("%s: read error after line %zu", run.name,
+                      run.first + run.nlines - 1);
+        goto out;
+    }
+    if ((rc = import_send(&run)) != CTL_OK)
+        goto out;
+    if (c->json) {
+        json_t *j = json_pack("{s:I, s:O}", "created", run.created, "failed",
+                              run.failed);
+        out_json(j);
+        json_decref(j);
+    } else {
+        printf("%lld created, %zu failed\n", (long long)run.created,
+               run.nfailed);
+    }
+    rc = run.nfailed ? CTL_FAILED : CTL_OK;
+out:
+    if (run.f && run.f != stdin)
+        fclose(run.f);
+    free(line);
+    buf_free(&run.chunk);
+    json_decref(run.local);
+    json_decref(run.failed);
     return rc;
 }
 
@@ -413,6 +673,17 @@ static const ctl_cmd cmds[] = {
      "Makes a new device secret (username/password method) and prints it "
      "once.", "A new secret replaces the old one.", NULL, 1, 1,
      device_secret},
+    {"device", "import", "FILE|- [--batch N]",
+     "Imports devices from an NDJSON file (- reads stdin), in chunks, "
+     "with progress.",
+     "Each line is one device as `device add` sends it: {\"id\", "
+     "\"groups\", \"policies\", \"attributes\"}; blank lines are skipped. "
+     "The file goes to POST /v1/devices:import N lines at a time; progress "
+     "goes to stderr, each failed line (its line number in FILE, the id, "
+     "the reason) and a summary to stdout. A bad line is skipped, the "
+     "others are written. Exits 1 if any line failed. Importing a file "
+     "again is safe: devices already there fail as already_exists.",
+     device_import_opts, 1, 1, device_import},
     {"group", "put", "NAME [--policy P]...",
      "Creates or replaces a group and its list of policies.", NULL,
      group_put_opts, 1, 1, group_put},

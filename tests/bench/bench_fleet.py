@@ -3,8 +3,11 @@
 for a device among a million as for one among a thousand, in how much
 memory, and how fast does it come back up with a million devices?
 
-One real authd: FLEET_DEVICES devices are created through POST /v1/devices
-(ids fl-0000000, fl-0000001, ... so the wrk script can compute them), all
+One real authd: FLEET_DEVICES devices are created through the bulk import
+POST /v1/devices:import (FLEET_CREATE=import, the default: NDJSON chunks
+of FLEET_IMPORT_BATCH lines over FLEET_IMPORTERS keep-alive connections)
+or one POST /v1/devices each (FLEET_CREATE=api) (ids fl-0000000,
+fl-0000001, ... so the wrk script can compute them), all
 in one group whose policy allows connect as ${device.id} and publish to
 devices/${device.id}/telemetry/#, and denies $SYS/#. Then wrk sends
 publish decisions to the check listener, each for a device picked at
@@ -24,12 +27,20 @@ directly:
 
   AUTHD_BIN=build/authd/authd /usr/bin/python3 tests/bench/bench_fleet.py
 
+FLEET_COMPARE=N (default 0) then times N more devices created each way on
+the same daemon, first through the API, then through the import, and
+prints both rates: the two paths measured in one run, at the same store
+size.
+
 Knobs (environment): FLEET_DEVICES (1000000), FLEET_SECONDS (10 per wrk
 run), FLEET_ROUNDS (2: each round is one 1k run and one all run),
 FLEET_HOT (1000), FLEET_CONNECTIONS (32), FLEET_THREADS (2),
 FLEET_CREATORS (4 processes creating devices), FLEET_CREATOR_CONNS (8
-keep-alive connections each). Needs wrk; installs nothing."""
+keep-alive connections each), FLEET_CREATE (import), FLEET_IMPORT_BATCH
+(10000 lines per request), FLEET_IMPORTERS (2 connections), FLEET_COMPARE
+(0). Needs wrk; installs nothing."""
 
+import http.client
 import json
 import multiprocessing
 import os
@@ -40,6 +51,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,6 +67,10 @@ CONNECTIONS = int(os.environ.get("FLEET_CONNECTIONS", "32"))
 THREADS = int(os.environ.get("FLEET_THREADS", "2"))
 CREATORS = int(os.environ.get("FLEET_CREATORS", "4"))
 CREATOR_CONNS = int(os.environ.get("FLEET_CREATOR_CONNS", "8"))
+CREATE_MODE = os.environ.get("FLEET_CREATE", "import")
+IMPORT_BATCH = int(os.environ.get("FLEET_IMPORT_BATCH", "10000"))
+IMPORTERS = int(os.environ.get("FLEET_IMPORTERS", "2"))
+COMPARE = int(os.environ.get("FLEET_COMPARE", "0"))
 PREFIX = "fl-"
 LUA = os.path.join(HERE, "fleet.lua")
 # Bounds: a create that stalls this long, or a restart this slow, is an
@@ -82,8 +98,8 @@ def log(msg):
     print("bench_fleet: " + msg, flush=True)
 
 
-def device_id(i):
-    return "%s%07d" % (PREFIX, i)
+def device_id(i, prefix=PREFIX):
+    return "%s%07d" % (prefix, i)
 
 
 # ------------------------------------------------------ creating devices --
@@ -122,12 +138,12 @@ def _init_creator(counter):
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def creator(k, port, admin_key):
-    """Creates the devices i with i % CREATORS == k over CREATOR_CONNS
+def creator(k, port, admin_key, prefix, count):
+    """Creates the devices i < count with i % CREATORS == k over CREATOR_CONNS
     keep-alive connections, one request in flight on each, multiplexed
     with a selector (a raw client: http.client would cost more CPU than
     the daemon on this machine). Returns (created, first error or None)."""
-    ids = iter(range(k, DEVICES, CREATORS))
+    ids = iter(range(k, count, CREATORS))
     head = ("POST /v1/devices HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
             "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
             "Content-Length: " % (port, admin_key))
@@ -136,7 +152,7 @@ def creator(k, port, admin_key):
     pending = 0
 
     def send(state):
-        body = ('{"id":"%s","groups":["fleet"]}' % device_id(state["i"])).encode()
+        body = ('{"id":"%s","groups":["fleet"]}' % device_id(state["i"], prefix)).encode()
         state["sock"].sendall(head.encode() + str(len(body)).encode() + b"\r\n\r\n" + body)
 
     def connect():
@@ -170,7 +186,7 @@ def creator(k, port, admin_key):
                     # so already_exists then counts as created.
                     state["tries"] += 1
                     if state["tries"] > 3:
-                        return created, "%s: connection closed 3 times" % device_id(state["i"])
+                        return created, "%s: connection closed 3 times" % device_id(state["i"], prefix)
                     sel.unregister(state["sock"])
                     state["sock"].close()
                     state["sock"], state["buf"] = connect(), b""
@@ -179,7 +195,7 @@ def creator(k, port, admin_key):
                     continue
                 status, body, state["buf"] = ans
                 if status != 201 and not (status == 409 and state["tries"]):
-                    return created, "%s: %d %r" % (device_id(state["i"]), status, body[:200])
+                    return created, "%s: %d %r" % (device_id(state["i"], prefix), status, body[:200])
                 created += 1
                 if created % 1000 == 0:
                     with _counter.get_lock():
@@ -193,7 +209,7 @@ def creator(k, port, admin_key):
         sel.close()
 
 
-def create_devices(authd):
+def create_devices_api(authd, prefix=PREFIX, count=DEVICES):
     ctx = multiprocessing.get_context("fork")
     counter = ctx.Value("q", 0)
     admin_key = authd.admin_key
@@ -201,7 +217,7 @@ def create_devices(authd):
     # The progress counter is inherited through the initializer: shared
     # values cannot travel as task arguments.
     with ctx.Pool(CREATORS, _init_creator, (counter,)) as pool:
-        res = pool.starmap_async(creator, [(k, authd.http_port, admin_key)
+        res = pool.starmap_async(creator, [(k, authd.http_port, admin_key, prefix, count)
                                            for k in range(CREATORS)])
         last = t0
         while not res.ready():
@@ -218,9 +234,74 @@ def create_devices(authd):
     errors = [e for _, e in results if e]
     if errors:
         die("creating devices failed after %d: %s" % (total, errors[0]))
-    if total != DEVICES:
-        die("created %d devices, not %d" % (total, DEVICES))
+    if total != count:
+        die("created %d devices, not %d" % (total, count))
     return time.monotonic() - t0
+
+
+def create_devices_import(authd, prefix=PREFIX, count=DEVICES):
+    """POST /v1/devices:import in chunks of IMPORT_BATCH lines, IMPORTERS
+    requests in flight (each on its own keep-alive connection, so the
+    daemon parses one chunk while the writer commits another). Every
+    line must be created."""
+    chunks = [(s, min(s + IMPORT_BATCH, count)) for s in range(0, count, IMPORT_BATCH)]
+    lock = threading.Lock()
+    state = {"next": 0, "created": 0, "error": None}
+    hdrs = {"Authorization": "Bearer " + authd.admin_key,
+            "Content-Type": "application/x-ndjson"}
+
+    def worker():
+        conn = http.client.HTTPConnection("127.0.0.1", authd.http_port, timeout=300)
+        try:
+            while True:
+                with lock:
+                    if state["error"] or state["next"] >= len(chunks):
+                        return
+                    lo, hi = chunks[state["next"]]
+                    state["next"] += 1
+                body = "".join('{"id":"%s","groups":["fleet"]}\n' % device_id(i, prefix)
+                               for i in range(lo, hi)).encode()
+                conn.request("POST", "/v1/devices:import", body, hdrs)
+                r = conn.getresponse()
+                raw = r.read()
+                ans = json.loads(raw) if r.status == 200 else None
+                with lock:
+                    if ans is None or ans.get("failed") or ans.get("created") != hi - lo:
+                        state["error"] = "import of %s..%s: %d %r" % (
+                            device_id(lo, prefix), device_id(hi - 1, prefix), r.status,
+                            raw[:300])
+                        return
+                    state["created"] += hi - lo
+        except Exception as e:  # noqa: BLE001 - reported by the caller
+            with lock:
+                state["error"] = state["error"] or repr(e)
+        finally:
+            conn.close()
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, IMPORTERS))]
+    for t in threads:
+        t.start()
+    last = t0
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(1)
+        now = time.monotonic()
+        if now - t0 > CREATE_TIMEOUT:
+            die("importing devices took more than %.0fs" % CREATE_TIMEOUT)
+        if now - last >= 10:
+            last = now
+            log("  %d devices imported after %.0fs" % (state["created"], now - t0))
+    if state["error"]:
+        die("importing devices failed after %d: %s" % (state["created"], state["error"]))
+    if state["created"] != count:
+        die("imported %d devices, not %d" % (state["created"], count))
+    return time.monotonic() - t0
+
+
+def create_devices(authd, mode, prefix=PREFIX, count=DEVICES):
+    return (create_devices_import if mode == "import" else create_devices_api)(
+        authd, prefix, count)
 
 
 # -------------------------------------------------------------- checks ----
@@ -331,8 +412,11 @@ def main():
             break
     if wrk is None:
         die("wrk not found (apt-get install wrk)")
-    if DEVICES < 1 or SECONDS < 1 or ROUNDS < 1:
-        die("FLEET_DEVICES, FLEET_SECONDS and FLEET_ROUNDS must be positive")
+    if DEVICES < 1 or SECONDS < 1 or ROUNDS < 1 or IMPORT_BATCH < 1 or COMPARE < 0:
+        die("FLEET_DEVICES, FLEET_SECONDS, FLEET_ROUNDS and FLEET_IMPORT_BATCH must be "
+            "positive, FLEET_COMPARE not negative")
+    if CREATE_MODE not in ("import", "api"):
+        die("FLEET_CREATE must be import or api, not %r" % CREATE_MODE)
     work = tempfile.mkdtemp(prefix="authd-bench-fleet-")
     authd = None
     t_start = time.monotonic()
@@ -345,11 +429,19 @@ def main():
             if r.status not in (200, 201):
                 die("PUT %s: %r" % (path, r))
 
-        log("creating %d devices (%d processes x %d keep-alive connections)"
-            % (DEVICES, CREATORS, CREATOR_CONNS))
-        t_create = create_devices(authd)
-        log("%d devices created through POST /v1/devices in %.1fs (%.0f/s)"
-            % (DEVICES, t_create, DEVICES / t_create))
+        how = ("POST /v1/devices:import (%d lines a request, %d connections)"
+               % (IMPORT_BATCH, IMPORTERS) if CREATE_MODE == "import" else
+               "POST /v1/devices (%d processes x %d keep-alive connections)"
+               % (CREATORS, CREATOR_CONNS))
+        log("creating %d devices through %s" % (DEVICES, how))
+        t_create = create_devices(authd, CREATE_MODE)
+        log("%d devices created through %s in %.1fs (%.0f/s)"
+            % (DEVICES, how, t_create, DEVICES / t_create))
+        compare = {}
+        for mode in ("api", "import") if COMPARE else ():
+            compare[mode] = create_devices(authd, mode, "cmp-%s-" % mode, COMPARE)
+            log("compare: %d more devices through %s in %.1fs (%.0f/s)"
+                % (COMPARE, mode, compare[mode], COMPARE / compare[mode]))
         mem_created = proc_status(authd.proc.pid)
         preflight(authd.check_port)
 
@@ -418,7 +510,11 @@ def main():
                                                   GOAL_RESTART_S,
                                                   goal(t_ready < GOAL_RESTART_S)))
         print("%-28s %10.3f" % ("SIGTERM to exit (s)", t_stop))
-        print("%-28s %10.1f   (%.0f/s)" % ("create devices (s)", t_create, DEVICES / t_create))
+        print("%-28s %10.1f   (%.0f/s, %s)" % ("create devices (s)", t_create,
+                                                DEVICES / t_create, CREATE_MODE))
+        for mode, t in compare.items():
+            print("%-28s %10.1f   (%.0f/s)" % ("compare %d by %s (s)" % (COMPARE, mode), t,
+                                                COMPARE / t))
         print("%-28s %10.1f" % ("data dir (MiB)", data_mib))
         for r in runs:
             if r["errors"]:
@@ -429,7 +525,10 @@ def main():
         log("total %.0fs" % (time.monotonic() - t_start))
         print("BENCHJSON " + json.dumps({
             "devices": DEVICES, "hot": HOT, "seconds": SECONDS, "rounds": ROUNDS,
-            "connections": CONNECTIONS, "create_s": round(t_create, 2),
+            "connections": CONNECTIONS, "create_mode": CREATE_MODE,
+            "create_s": round(t_create, 2),
+            "compare": {m: {"devices": COMPARE, "s": round(t, 2),
+                            "per_s": round(COMPARE / t, 1)} for m, t in compare.items()},
             "create_per_s": round(DEVICES / t_create, 1),
             "rate_1k_per_s": round(hot["rate"], 1), "rate_all_per_s": round(full["rate"], 1),
             "ratio_all_1k": round(ratio, 3),
