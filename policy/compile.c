@@ -1,10 +1,17 @@
-/* Compiling a device's statements into tries and deciding with them. Each
- * (effect, topic action) gets a trie over levels whose nodes remember the
- * lowest statement index ending there, so a decision walks at most the
- * topic's depth (branching only where both a literal and '+' child
- * exist) whatever the number of statements. Connect decisions use sorted
- * arrays of exact client ids and of glob prefixes. The set is immutable
- * once built; deciding reads it and allocates nothing. */
+/* Compiling statements into tries and deciding with them. Each (effect,
+ * topic action) gets a trie over levels whose nodes remember the lowest
+ * statement index ending there, so a decision walks at most the topic's
+ * depth (branching only where a node has more than one kind of child)
+ * whatever the number of statements. Connect decisions use sorted arrays
+ * of exact client ids and of glob prefixes.
+ *
+ * A set compiled for one device (pol_compile) holds expanded patterns
+ * only. A shared set (pol_compile_shared) keeps each level that reads a
+ * variable as a template child of its node; a decision expands it with
+ * that decision's variables and compares the result with the topic's
+ * level, through the same code that expands a device's patterns
+ * (doc.c), so both kinds of set decide alike. The set is immutable once
+ * built; deciding reads it and allocates nothing. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,14 +82,30 @@ typedef struct {
     node *child;
 } lit;
 
+/* A level that reads variables (shared sets only): its text as written,
+ * matched by expanding it with the decision's variables. */
+typedef struct {
+    const char *t;
+    uint32_t tn;
+    int uses_group;
+    node *child;
+} tmpl;
+
 struct node {
     uint32_t term;   /* lowest statement whose pattern ends here */
     uint32_t hterm;  /* ... whose pattern is this prefix + "/#" */
-    uint32_t submin; /* lowest statement anywhere in this subtree */
+    uint32_t submin; /* lowest statement anywhere in this subtree; with
+                      * templates below, only a lower bound for a
+                      * given set of variables */
     uint32_t nlits, caplits;
-    int lits_in_arena;
+    uint32_t ntmpls, captmpls;
+    int32_t sublen;  /* bytes the longest pattern below adds to this
+                      * node's prefix (see trie_finish) */
+    uint8_t in_arena;   /* lits and tmpls have been moved to the arena */
+    uint8_t tmpl_below; /* a template at or under this node */
     lit *lits;       /* sorted by (h, n, bytes); on the heap while
-                      * building, moved into the arena by trie_finish */
+                      * building, moved into the arena by trie_freeze */
+    tmpl *tmpls;     /* in statement order of their first pattern */
     node *plus;
 };
 
@@ -96,6 +119,15 @@ typedef struct {
     cid *v;
     size_t n, cap;
 } cid_list;
+
+/* A client id that reads variables (shared sets only), exact or a
+ * trailing-'*' glob, kept in statement order. */
+typedef struct {
+    const char *t;
+    uint32_t tn;
+    uint32_t stmt;
+    int glob, uses_group;
+} tcid;
 
 typedef struct {
     const char *policy;
@@ -116,6 +148,9 @@ struct pol_set {
     cid_list exact[2], glob[2];
     uint32_t *glob_lens[2];         /* distinct glob prefix lengths */
     size_t nglob_lens[2];
+    tcid *tcids[2];                 /* client ids with variables */
+    size_t ntcids[2], captcids[2];
+    unsigned uses;                  /* POL_USES_* of those templates */
 };
 
 static int action_slot(pol_action a)
@@ -198,9 +233,13 @@ static void node_free(node *nd)
         return;
     for (i = 0; i < nd->nlits; i++)
         node_free(nd->lits[i].child);
+    for (i = 0; i < nd->ntmpls; i++)
+        node_free(nd->tmpls[i].child);
     node_free(nd->plus);
-    if (!nd->lits_in_arena)
+    if (!nd->in_arena) {
         free(nd->lits);
+        free(nd->tmpls);
+    }
 }
 
 static void set_min(uint32_t *a, uint32_t b)
@@ -209,95 +248,176 @@ static void set_min(uint32_t *a, uint32_t b)
         *a = b;
 }
 
-/* Inserts a valid, expanded pattern (arena string) for statement si. */
-static int trie_insert(pol_set *set, node **root, const char *pat, size_t n,
-                       uint32_t si)
-{
-    pol_span lv[POL_LEVELS_MAX];
-    int count = pol_split(pat, n, lv, POL_LEVELS_MAX), i;
-    node *nd;
+/* One level of a pattern being inserted. */
+typedef enum { LV_LIT, LV_PLUS, LV_HASH, LV_TMPL } lv_kind;
 
-    if (count < 0)
-        return 0; /* deeper than any decision looks: it can match nothing */
+typedef struct {
+    lv_kind kind;
+    int uses_group; /* LV_TMPL */
+    pol_span sp;    /* the literal's text, or the template's */
+} plevel;
+
+static node *lit_child(pol_set *set, node *nd, const pol_span *l)
+{
+    size_t pos = 0;
+    node *next = lit_find(nd, l, &pos);
+
+    if (next != NULL)
+        return next;
+    if ((next = node_new(set)) == NULL)
+        return NULL;
+    if (nd->nlits == nd->caplits) {
+        uint32_t ncap = nd->caplits ? nd->caplits * 2 : 2;
+        lit *p = realloc(nd->lits, ncap * sizeof(*p));
+
+        if (p == NULL)
+            return NULL;
+        nd->lits = p;
+        nd->caplits = ncap;
+    }
+    memmove(nd->lits + pos + 1, nd->lits + pos,
+            (nd->nlits - pos) * sizeof(lit));
+    nd->lits[pos].s = l->p;
+    nd->lits[pos].n = l->n;
+    nd->lits[pos].h = l->h;
+    nd->lits[pos].child = next;
+    nd->nlits++;
+    return next;
+}
+
+/* Patterns written alike share a template child; a policy has few
+ * distinct templates at one level, so a linear search does. */
+static node *tmpl_child(pol_set *set, node *nd, const plevel *l)
+{
+    uint32_t k;
+    node *next;
+
+    for (k = 0; k < nd->ntmpls; k++)
+        if (nd->tmpls[k].tn == l->sp.n &&
+            memcmp(nd->tmpls[k].t, l->sp.p, l->sp.n) == 0)
+            return nd->tmpls[k].child;
+    if ((next = node_new(set)) == NULL)
+        return NULL;
+    if (nd->ntmpls == nd->captmpls) {
+        uint32_t ncap = nd->captmpls ? nd->captmpls * 2 : 2;
+        tmpl *p = realloc(nd->tmpls, ncap * sizeof(*p));
+
+        if (p == NULL)
+            return NULL;
+        nd->tmpls = p;
+        nd->captmpls = ncap;
+    }
+    nd->tmpls[k].t = l->sp.p;
+    nd->tmpls[k].tn = l->sp.n;
+    nd->tmpls[k].uses_group = l->uses_group;
+    nd->tmpls[k].child = next;
+    nd->ntmpls++;
+    return next;
+}
+
+/* Inserts the levels of a pattern (texts in the arena) for statement si. */
+static int trie_insert(pol_set *set, node **root, const plevel *lv,
+                       int count, uint32_t si)
+{
+    node *nd;
+    int i;
+
     if (*root == NULL && (*root = node_new(set)) == NULL)
         return -1;
     nd = *root;
     for (i = 0; i < count; i++) {
-        node *next;
-        size_t pos = 0;
-
-        if (pol_span_is(lv[i], '#')) {
+        switch (lv[i].kind) {
+        case LV_HASH:
             set_min(&nd->hterm, si);
             return 0;
-        }
-        if (pol_span_is(lv[i], '+')) {
+        case LV_PLUS:
             if (nd->plus == NULL && (nd->plus = node_new(set)) == NULL)
                 return -1;
             nd = nd->plus;
-            continue;
-        }
-        next = lit_find(nd, &lv[i], &pos);
-        if (next == NULL) {
-            if ((next = node_new(set)) == NULL)
+            break;
+        case LV_TMPL:
+            if ((nd = tmpl_child(set, nd, &lv[i])) == NULL)
                 return -1;
-            if (nd->nlits == nd->caplits) {
-                uint32_t ncap = nd->caplits ? nd->caplits * 2 : 2;
-                lit *p = realloc(nd->lits, ncap * sizeof(*p));
-
-                if (p == NULL)
-                    return -1;
-                nd->lits = p;
-                nd->caplits = ncap;
-            }
-            memmove(nd->lits + pos + 1, nd->lits + pos,
-                    (nd->nlits - pos) * sizeof(lit));
-            nd->lits[pos].s = lv[i].p;
-            nd->lits[pos].n = lv[i].n;
-            nd->lits[pos].h = lv[i].h;
-            nd->lits[pos].child = next;
-            nd->nlits++;
+            break;
+        case LV_LIT:
+            if ((nd = lit_child(set, nd, &lv[i].sp)) == NULL)
+                return -1;
+            break;
         }
-        nd = next;
     }
     set_min(&nd->term, si);
     return 0;
 }
 
-/* Computes submin, the lowest statement anywhere below each node. */
+static void max_i32(int32_t *a, int64_t b)
+{
+    if (b > *a)
+        *a = (int32_t)b;
+}
+
+/* Computes submin, the lowest statement anywhere below each node, and
+ * for subtrees without templates sublen: the longest pattern below is
+ * the node's prefix (its levels with their '/', as the walks count
+ * them) plus sublen bytes, so that a walk can tell whether every
+ * pattern below is short enough without visiting them. */
 static uint32_t trie_finish(node *nd)
 {
     uint32_t m, i;
+    int32_t len = INT32_MIN;
+    int below = nd != NULL && nd->ntmpls > 0;
 
     if (nd == NULL)
         return NONE;
     m = nd->term < nd->hterm ? nd->term : nd->hterm;
-    set_min(&m, trie_finish(nd->plus));
-    for (i = 0; i < nd->nlits; i++)
-        set_min(&m, trie_finish(nd->lits[i].child));
+    if (nd->term != NONE)
+        len = -1; /* "a/b" is counted as "a/b/" */
+    if (nd->hterm != NONE)
+        len = 1;  /* "a/b/" + "#" */
+    if (nd->plus != NULL) {
+        set_min(&m, trie_finish(nd->plus));
+        max_i32(&len, 2 + (int64_t)nd->plus->sublen);
+        below |= nd->plus->tmpl_below;
+    }
+    for (i = 0; i < nd->nlits; i++) {
+        node *c = nd->lits[i].child;
+
+        set_min(&m, trie_finish(c));
+        max_i32(&len, (int64_t)nd->lits[i].n + 1 + c->sublen);
+        below |= c->tmpl_below;
+    }
+    for (i = 0; i < nd->ntmpls; i++)
+        set_min(&m, trie_finish(nd->tmpls[i].child));
     nd->submin = m;
+    nd->sublen = len;
+    nd->tmpl_below = (uint8_t)below;
     return m;
 }
 
-/* Moves each node's literal array into the arena, next to the nodes, so
+/* Moves each node's child arrays into the arena, next to the nodes, so
  * that a lookup stays within few cache lines. */
 static int trie_freeze(pol_set *set, node *nd)
 {
     uint32_t i;
-    lit *moved;
+    lit *moved = NULL;
+    tmpl *tm = NULL;
+    size_t bytes = 0;
+    char *text;
 
     if (nd == NULL)
         return 0;
-    if (nd->nlits > 0) {
-        size_t bytes = 0;
-        char *text;
-
+    /* Both arrays are allocated before either is moved, so that on
+     * failure the node still owns its heap arrays (node_free). */
+    for (i = 0; i < nd->nlits; i++)
+        bytes += nd->lits[i].n;
+    if ((nd->nlits > 0 &&
+         (moved = arena_alloc(&set->arena,
+                              nd->nlits * sizeof(lit) + bytes)) == NULL) ||
+        (nd->ntmpls > 0 &&
+         (tm = arena_alloc(&set->arena, nd->ntmpls * sizeof(tmpl))) == NULL))
+        return -1;
+    if (moved != NULL) {
         /* The level texts go right after the array: the memcmp that
          * confirms a hash hit then reads a line already fetched. */
-        for (i = 0; i < nd->nlits; i++)
-            bytes += nd->lits[i].n;
-        moved = arena_alloc(&set->arena, nd->nlits * sizeof(lit) + bytes);
-        if (moved == NULL)
-            return -1;
         memcpy(moved, nd->lits, nd->nlits * sizeof(lit));
         text = (char *)(moved + nd->nlits);
         for (i = 0; i < nd->nlits; i++) {
@@ -307,10 +427,18 @@ static int trie_freeze(pol_set *set, node *nd)
         }
         free(nd->lits);
         nd->lits = moved;
-        nd->lits_in_arena = 1;
     }
+    if (tm != NULL) {
+        memcpy(tm, nd->tmpls, nd->ntmpls * sizeof(tmpl));
+        free(nd->tmpls);
+        nd->tmpls = tm;
+    }
+    nd->in_arena = 1;
     for (i = 0; i < nd->nlits; i++)
         if (trie_freeze(set, nd->lits[i].child) != 0)
+            return -1;
+    for (i = 0; i < nd->ntmpls; i++)
+        if (trie_freeze(set, nd->tmpls[i].child) != 0)
             return -1;
     return trie_freeze(set, nd->plus);
 }
@@ -374,6 +502,7 @@ void pol_set_free(pol_set *set)
         free(set->exact[e].v);
         free(set->glob[e].v);
         free(set->glob_lens[e]);
+        free(set->tcids[e]);
     }
     free(set->stmts);
     free(set->pats);
@@ -393,15 +522,31 @@ static char *arena_strdup(pol_set *set, const char *s, size_t n)
     return p;
 }
 
+/* Inserts the levels of one pattern into the tries of st's actions. */
+static int insert_levels(pol_set *set, const stmt *st, uint32_t si,
+                         const plevel *lv, int count)
+{
+    unsigned a;
+
+    for (a = POL_PUBLISH; a <= POL_RECEIVE; a <<= 1)
+        if ((st->actions & a) &&
+            trie_insert(set, &set->trie[st->allow][action_slot((pol_action)a)],
+                        lv, count, si) != 0)
+            return -1;
+    return 0;
+}
+
 /* Adds one expanded pattern of statement si to the set. */
 static int add_pattern(pol_set *set, stmt *st, uint32_t si, pol_pat_kind kind,
                        const char *buf, size_t n)
 {
     char *s;
-    int slot;
-    unsigned a;
 
     if (kind == POL_PAT_TOPIC) {
+        pol_span sp[POL_LEVELS_MAX];
+        plevel lv[POL_LEVELS_MAX];
+        int count, i;
+
         /* A value may have made the filter invalid (bad UTF-8 joined at a
          * boundary cannot happen, but length or a "$share/" start can);
          * such a pattern matches nothing. */
@@ -414,14 +559,17 @@ static int add_pattern(pol_set *set, stmt *st, uint32_t si, pol_pat_kind kind,
             return -1;
         set->pats[set->npats++] = s;
         st->tcount++;
-        for (a = POL_PUBLISH; a <= POL_RECEIVE; a <<= 1) {
-            if (!(st->actions & a))
-                continue;
-            slot = action_slot((pol_action)a);
-            if (trie_insert(set, &set->trie[st->allow][slot], s, n, si) != 0)
-                return -1;
+        count = pol_split(s, n, sp, POL_LEVELS_MAX);
+        if (count < 0)
+            return 0; /* deeper than any decision looks: matches nothing */
+        for (i = 0; i < count; i++) {
+            lv[i].kind = pol_span_is(sp[i], '#')   ? LV_HASH
+                         : pol_span_is(sp[i], '+') ? LV_PLUS
+                                                   : LV_LIT;
+            lv[i].uses_group = 0;
+            lv[i].sp = sp[i];
         }
-        return 0;
+        return insert_levels(set, st, si, lv, count);
     } else {
         int glob = n > 0 && buf[n - 1] == '*';
         cid_list *l = glob ? &set->glob[st->allow] : &set->exact[st->allow];
@@ -450,14 +598,139 @@ typedef struct {
     char *big;
 } scratch;
 
+/* A buffer that holds an expansion of at most n bytes, NULL if out of
+ * memory. */
+static char *scratch_for(scratch *sc, size_t n, size_t *cap)
+{
+    if (n < sizeof(sc->small)) {
+        *cap = sizeof(sc->small);
+        return sc->small;
+    }
+    if (sc->big == NULL && (sc->big = malloc(POL_TOPIC_MAX + 1)) == NULL)
+        return NULL;
+    *cap = POL_TOPIC_MAX + 1;
+    return sc->big;
+}
+
+static int has_var(const char *t, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i + 1 < n; i++)
+        if (t[i] == '$' && t[i + 1] == '{')
+            return 1;
+    return 0;
+}
+
+/* Adds a topic pattern that reads variables to a shared set: its levels
+ * without variables become literals (the "${$}" escape undone), the
+ * others template children. It is not exported (pol_set_statements
+ * lists what matches with no variables, as pol_compile with vars NULL
+ * would). */
+static ad_err add_topic_template(pol_set *set, const stmt *st, uint32_t si,
+                                 const char *t, size_t tn, scratch *sc)
+{
+    pol_span sp[POL_LEVELS_MAX];
+    plevel lv[POL_LEVELS_MAX];
+    char *copy, *buf, *s;
+    size_t cap, n;
+    int count, i, r;
+
+    if ((copy = arena_strdup(set, t, tn)) == NULL)
+        return AD_ENOMEM;
+    count = pol_split(copy, tn, sp, POL_LEVELS_MAX);
+    if (count < 0)
+        return AD_OK; /* as in add_pattern: deeper than any decision */
+    for (i = 0; i < count; i++) {
+        lv[i].sp = sp[i];
+        lv[i].uses_group = 0;
+        if (pol_span_is(sp[i], '#')) {
+            lv[i].kind = LV_HASH;
+            continue;
+        }
+        if (pol_span_is(sp[i], '+')) {
+            lv[i].kind = LV_PLUS;
+            continue;
+        }
+        lv[i].kind = LV_LIT;
+        if (!has_var(sp[i].p, sp[i].n))
+            continue;
+        /* With no variables set, only a level whose sole variable is the
+         * "${$}" escape expands: it is a literal. */
+        if ((buf = scratch_for(sc, sp[i].n, &cap)) == NULL)
+            return AD_ENOMEM;
+        r = pol_tmpl_expand(sp[i].p, sp[i].n, POL_PAT_TOPIC, NULL, NULL,
+                            buf, cap, &n);
+        if (r < 0)
+            return AD_EFIELD;
+        if (r == 0) {
+            lv[i].kind = LV_TMPL;
+            lv[i].uses_group = pol_tmpl_uses_group(sp[i].p, sp[i].n);
+            continue;
+        }
+        if ((s = arena_strdup(set, buf, n)) == NULL)
+            return AD_ENOMEM;
+        lv[i].sp.p = s;
+        lv[i].sp.n = (uint32_t)n;
+        lv[i].sp.h = pol_hash(s, n);
+    }
+    return insert_levels(set, st, si, lv, count) != 0 ? AD_ENOMEM : AD_OK;
+}
+
+static ad_err add_cid_template(pol_set *set, const stmt *st, uint32_t si,
+                               const char *t, size_t tn)
+{
+    int e = st->allow;
+    tcid *c;
+    char *copy;
+
+    if ((copy = arena_strdup(set, t, tn)) == NULL ||
+        grow((void **)&set->tcids[e], &set->captcids[e], set->ntcids[e],
+             sizeof(tcid)) != 0)
+        return AD_ENOMEM;
+    c = &set->tcids[e][set->ntcids[e]++];
+    c->t = copy;
+    c->tn = (uint32_t)tn;
+    c->stmt = si;
+    /* A '*' that ends the text is the glob's: a variable ends in '}'. */
+    c->glob = copy[tn - 1] == '*';
+    c->uses_group = pol_tmpl_uses_group(t, tn);
+    return AD_OK;
+}
+
+/* One pattern of a shared set: with no variables (but the escape) it is
+ * added as pol_compile adds it, else as a template. */
+static ad_err add_shared(pol_set *set, stmt *st, uint32_t si,
+                         pol_pat_kind kind, const char *t, size_t tn,
+                         scratch *sc)
+{
+    char *buf;
+    size_t cap, n;
+    int r;
+
+    if ((buf = scratch_for(sc, tn, &cap)) == NULL)
+        return AD_ENOMEM;
+    r = pol_tmpl_expand(t, tn, kind, NULL, NULL, buf, cap, &n);
+    if (r < 0)
+        return AD_EFIELD;
+    if (r == 1)
+        return add_pattern(set, st, si, kind, buf, n) != 0 ? AD_ENOMEM
+                                                           : AD_OK;
+    set->uses |= pol_tmpl_uses(t, tn);
+    if (kind == POL_PAT_CLIENT_ID)
+        return add_cid_template(set, st, si, t, tn);
+    return add_topic_template(set, st, si, t, tn, sc);
+}
+
 static ad_err add_patterns(pol_set *set, stmt *st, uint32_t si,
                            const json_t *arr, pol_pat_kind kind,
-                           const pol_vars *vars, scratch *sc)
+                           const pol_vars *vars, int shared, scratch *sc)
 {
     char *buf;
     size_t i, g, n, groups;
     const char *t;
     size_t tn;
+    ad_err e;
     int r;
 
     for (i = 0; i < json_array_size(arr); i++) {
@@ -465,6 +738,11 @@ static ad_err add_patterns(pol_set *set, stmt *st, uint32_t si,
 
         t = json_string_value(v);
         tn = json_string_length(v);
+        if (shared) {
+            if ((e = add_shared(set, st, si, kind, t, tn, sc)) != AD_OK)
+                return e;
+            continue;
+        }
         /* ${group} makes one pattern per group the device is in. */
         groups = 1;
         if (pol_tmpl_uses_group(t, tn))
@@ -498,7 +776,7 @@ static ad_err add_patterns(pol_set *set, stmt *st, uint32_t si,
 
 static ad_err compile_stmt(pol_set *set, const char *name, size_t idx,
                            const pol_stmt_view *sv, const pol_vars *vars,
-                           scratch *sc, char *err, size_t errlen)
+                           int shared, scratch *sc, char *err, size_t errlen)
 {
     stmt *st;
     uint32_t si;
@@ -527,11 +805,11 @@ static ad_err compile_stmt(pol_set *set, const char *name, size_t idx,
     st->cfirst = set->ncids;
     if (sv->topics != NULL &&
         (e = add_patterns(set, st, si, sv->topics, POL_PAT_TOPIC, vars,
-                          sc)) != AD_OK)
+                          shared, sc)) != AD_OK)
         return ad_errf(e, err, errlen, "statement %zu: cannot compile", idx);
     if (sv->client_ids != NULL &&
         (e = add_patterns(set, st, si, sv->client_ids, POL_PAT_CLIENT_ID,
-                          vars, sc)) != AD_OK)
+                          vars, shared, sc)) != AD_OK)
         return ad_errf(e, err, errlen, "statement %zu: cannot compile", idx);
     return AD_OK;
 }
@@ -556,8 +834,9 @@ static int finish_globs(pol_set *set, int e)
     return 0;
 }
 
-ad_err pol_compile(const pol_source *sources, size_t n, const pol_vars *vars,
-                   pol_set **out, char *err, size_t errlen)
+static ad_err compile(const pol_source *sources, size_t n,
+                      const pol_vars *vars, int shared, pol_set **out,
+                      char *err, size_t errlen)
 {
     pol_set *set = NULL;
     scratch sc;
@@ -593,7 +872,7 @@ ad_err pol_compile(const pol_source *sources, size_t n, const pol_vars *vars,
         for (i = 0; i < json_array_size(sts); i++) {
             if ((rc = pol_stmt_parse(json_array_get(sts, i), i, &sv, err,
                                      errlen)) != AD_OK ||
-                (rc = compile_stmt(set, name, i, &sv, vars, &sc, err,
+                (rc = compile_stmt(set, name, i, &sv, vars, shared, &sc, err,
                                    errlen)) != AD_OK)
                 goto out;
         }
@@ -617,6 +896,23 @@ out:
     free(sc.big);
     pol_set_free(set);
     return rc;
+}
+
+ad_err pol_compile(const pol_source *sources, size_t n, const pol_vars *vars,
+                   pol_set **out, char *err, size_t errlen)
+{
+    return compile(sources, n, vars, 0, out, err, errlen);
+}
+
+ad_err pol_compile_shared(const pol_source *sources, size_t n, pol_set **out,
+                          char *err, size_t errlen)
+{
+    return compile(sources, n, NULL, 1, out, err, errlen);
+}
+
+unsigned pol_set_uses(const pol_set *set)
+{
+    return set != NULL ? set->uses : 0;
 }
 
 /* ---- exporting ------------------------------------------------------ */
@@ -754,86 +1050,294 @@ json_t *pol_set_statements(const pol_set *set)
 
 /* ---- deciding ------------------------------------------------------- */
 
+/* What one decision walks with: the subject's levels and the variables
+ * that bind the templates. Besides its node and level, each step
+ * carries acc, the length the pattern's levels above have expanded to
+ * (each with its '/'), because the expanded pattern must fit
+ * POL_TOPIC_MAX; and grp, the group ${group} is bound to on this path
+ * (-1: none yet), because a pattern reads one group throughout. */
+typedef struct {
+    const pol_vars *vars;
+    const pol_span *lv;
+    size_t n;
+} walk;
+
+typedef void walk_fn(const walk *w, const node *nd, size_t i, size_t acc,
+                     long grp, uint32_t *best);
+
+static walk_fn walk_match, walk_covers;
+
 static int dollar_first(const pol_span *lv, size_t i)
 {
     return i == 0 && lv[0].n > 0 && lv[0].p[0] == '$';
 }
 
+/* The pattern ending at nd: acc counts a '/' after its last level. */
+static void take_term(const node *nd, size_t acc, uint32_t *best)
+{
+    if (acc <= (size_t)POL_TOPIC_MAX + 1)
+        set_min(best, nd->term);
+}
+
+/* The pattern "<prefix>/#" at nd. */
+static void take_hterm(const node *nd, size_t acc, uint32_t *best)
+{
+    if (acc + 1 <= POL_TOPIC_MAX)
+        set_min(best, nd->hterm);
+}
+
+static const char *group_at(const pol_vars *vars, long g)
+{
+    if (vars == NULL || vars->groups == NULL || g < 0 ||
+        (size_t)g >= vars->group_count)
+        return NULL;
+    return vars->groups[g];
+}
+
+/* The bindings a template is tried with, [*g0, *g1): the path's own when
+ * it reads no ${group} or the group is already bound, else each of the
+ * device's groups (the patterns pol_compile makes, one per group). */
+static void tmpl_range(const walk *w, int uses_group, long grp, long *g0,
+                       long *g1)
+{
+    if (!uses_group || grp >= 0) {
+        *g0 = grp;
+        *g1 = grp + 1;
+    } else {
+        *g0 = 0;
+        *g1 = w->vars != NULL ? (long)w->vars->group_count : 0;
+    }
+}
+
+static int is_share(const pol_span *l)
+{
+    return l->n == 6 && memcmp(l->p, "$share", 6) == 0;
+}
+
+/* Walks fn into each template child of nd that expands to the subject's
+ * level i (a topic level, or a filter's literal one). */
+static void tmpl_walk_eq(const walk *w, const node *nd, size_t i, size_t acc,
+                         long grp, uint32_t *best, walk_fn *fn)
+{
+    const pol_span *l = &w->lv[i];
+    uint32_t k;
+    long g, g0, g1;
+
+    for (k = 0; k < nd->ntmpls; k++) {
+        const tmpl *t = &nd->tmpls[k];
+
+        if (t->child->submin >= *best)
+            continue;
+        tmpl_range(w, t->uses_group, grp, &g0, &g1);
+        for (g = g0; g < g1; g++) {
+            if (!pol_tmpl_compare(t->t, t->tn, POL_PAT_TOPIC, w->vars,
+                                  t->uses_group ? group_at(w->vars, g) : NULL,
+                                  l->p, l->n, 0, NULL))
+                continue;
+            if (i == 0 && is_share(l)) {
+                /* An expansion starting "$share/" is dropped: here only
+                 * the pattern that ends at this level is left. It meets
+                 * a subject that ends here too, or (intersecting) whose
+                 * next and last level is '#'. */
+                if (i + 1 == w->n ||
+                    (fn != walk_match && fn != walk_covers && i + 2 == w->n &&
+                     pol_span_is(w->lv[i + 1], '#')))
+                    set_min(best, t->child->term);
+            } else {
+                fn(w, t->child, i + 1, acc + l->n + 1, g, best);
+            }
+            /* Only one value of ${group} gives this text (its length
+             * fixes the group's), so another group is the same. */
+            break;
+        }
+    }
+}
+
+/* Walks fn into each template child of nd that has a valid expansion,
+ * for a '+' or '#' in a filter, which meets any of them. */
+static void tmpl_walk_any(const walk *w, const node *nd, size_t i,
+                          size_t acc, long grp, uint32_t *best, walk_fn *fn)
+{
+    uint32_t k;
+    long g, g0, g1;
+    size_t len;
+    int first;
+
+    for (k = 0; k < nd->ntmpls; k++) {
+        const tmpl *t = &nd->tmpls[k];
+
+        if (t->child->submin >= *best)
+            continue;
+        tmpl_range(w, t->uses_group, grp, &g0, &g1);
+        for (g = g0; g < g1; g++) {
+            if (!pol_tmpl_measure(t->t, t->tn, POL_PAT_TOPIC, w->vars,
+                                  t->uses_group ? group_at(w->vars, g) : NULL,
+                                  &len, &first))
+                continue;
+            /* A '+' in the first level meets no '$' level; so it never
+             * meets "$share" either ('#' is never the first level). */
+            if (i == 0 && first == '$')
+                continue;
+            fn(w, t->child, i + 1, acc + len + 1, g, best);
+        }
+    }
+}
+
+/* Lowest statement among the patterns at or below nd that are valid
+ * with these variables: what a '#' in a filter meets. */
+static void walk_below(const walk *w, const node *nd, size_t i, size_t acc,
+                       long grp, uint32_t *best)
+{
+    uint32_t k;
+
+    if (nd == NULL || nd->submin >= *best)
+        return;
+    if (!nd->tmpl_below && (int64_t)acc + nd->sublen <= POL_TOPIC_MAX) {
+        set_min(best, nd->submin); /* every pattern below is valid */
+        return;
+    }
+    take_term(nd, acc, best);
+    take_hterm(nd, acc, best);
+    for (k = 0; k < nd->nlits; k++)
+        walk_below(w, nd->lits[k].child, i + 1, acc + nd->lits[k].n + 1, grp,
+                   best);
+    walk_below(w, nd->plus, i + 1, acc + 2, grp, best);
+    tmpl_walk_any(w, nd, i, acc, grp, best, walk_below);
+}
+
 /* Lowest statement whose pattern matches the topic levels lv[i..n). */
-static void walk_match(const node *nd, const pol_span *lv, size_t n, size_t i,
-                       uint32_t *best)
+static void walk_match(const walk *w, const node *nd, size_t i, size_t acc,
+                       long grp, uint32_t *best)
 {
     while (nd != NULL && nd->submin < *best) {
-        set_min(best, nd->hterm); /* never at the root: see pol_split */
-        if (i == n) {
-            set_min(best, nd->term);
+        take_hterm(nd, acc, best); /* never at the root: see pol_split */
+        if (i == w->n) {
+            take_term(nd, acc, best);
             return;
         }
-        if (nd->plus != NULL && !dollar_first(lv, i))
-            walk_match(nd->plus, lv, n, i + 1, best);
-        nd = lit_find(nd, &lv[i], NULL);
+        if (nd->plus != NULL && !dollar_first(w->lv, i))
+            walk_match(w, nd->plus, i + 1, acc + 2, grp, best);
+        if (nd->ntmpls > 0)
+            tmpl_walk_eq(w, nd, i, acc, grp, best, walk_match);
+        acc += w->lv[i].n + 1;
+        nd = lit_find(nd, &w->lv[i], NULL);
         i++;
     }
 }
 
 /* Lowest statement whose pattern covers the filter levels lv[i..n). */
-static void walk_covers(const node *nd, const pol_span *lv, size_t n,
-                        size_t i, uint32_t *best)
+static void walk_covers(const walk *w, const node *nd, size_t i, size_t acc,
+                        long grp, uint32_t *best)
 {
     while (nd != NULL && nd->submin < *best) {
-        set_min(best, nd->hterm);
-        if (i == n) {
-            set_min(best, nd->term);
+        take_hterm(nd, acc, best);
+        if (i == w->n) {
+            take_term(nd, acc, best);
             return;
         }
-        if (pol_span_is(lv[i], '#'))
+        if (pol_span_is(w->lv[i], '#'))
             return; /* only a '#' covers a '#' */
-        if (pol_span_is(lv[i], '+')) {
-            nd = nd->plus; /* a literal never covers '+' */
+        if (pol_span_is(w->lv[i], '+')) {
+            nd = nd->plus; /* a literal never covers '+', nor a template */
+            acc += 2;
         } else {
-            if (nd->plus != NULL && !dollar_first(lv, i))
-                walk_covers(nd->plus, lv, n, i + 1, best);
-            nd = lit_find(nd, &lv[i], NULL);
+            if (nd->plus != NULL && !dollar_first(w->lv, i))
+                walk_covers(w, nd->plus, i + 1, acc + 2, grp, best);
+            if (nd->ntmpls > 0)
+                tmpl_walk_eq(w, nd, i, acc, grp, best, walk_covers);
+            acc += w->lv[i].n + 1;
+            nd = lit_find(nd, &w->lv[i], NULL);
         }
         i++;
     }
 }
 
 /* Lowest statement whose pattern intersects the filter levels lv[i..n). */
-static void walk_intersects(const node *nd, const pol_span *lv, size_t n,
-                            size_t i, uint32_t *best)
+static void walk_intersects(const walk *w, const node *nd, size_t i,
+                            size_t acc, long grp, uint32_t *best)
 {
     uint32_t k;
 
     while (nd != NULL && nd->submin < *best) {
-        set_min(best, nd->hterm);
-        if (i == n) {
-            set_min(best, nd->term);
+        take_hterm(nd, acc, best);
+        if (i == w->n) {
+            take_term(nd, acc, best);
             return;
         }
-        if (pol_span_is(lv[i], '#')) {
-            set_min(best, nd->submin); /* everything below shares a topic */
+        if (pol_span_is(w->lv[i], '#')) {
+            walk_below(w, nd, i, acc, grp, best); /* all share a topic */
             return;
         }
-        if (pol_span_is(lv[i], '+')) {
+        if (pol_span_is(w->lv[i], '+')) {
             /* Deny tries are small; a '+' in a subscription must meet
-             * every literal under it. */
+             * every literal and template under it. */
             for (k = 0; k < nd->nlits; k++)
                 if (!(i == 0 && nd->lits[k].n > 0 &&
                       nd->lits[k].s[0] == '$'))
-                    walk_intersects(nd->lits[k].child, lv, n, i + 1, best);
+                    walk_intersects(w, nd->lits[k].child, i + 1,
+                                    acc + nd->lits[k].n + 1, grp, best);
+            if (nd->ntmpls > 0)
+                tmpl_walk_any(w, nd, i, acc, grp, best, walk_intersects);
             nd = nd->plus;
+            acc += 2;
         } else {
-            if (nd->plus != NULL && !dollar_first(lv, i))
-                walk_intersects(nd->plus, lv, n, i + 1, best);
-            nd = lit_find(nd, &lv[i], NULL);
+            if (nd->plus != NULL && !dollar_first(w->lv, i))
+                walk_intersects(w, nd->plus, i + 1, acc + 2, grp, best);
+            if (nd->ntmpls > 0)
+                tmpl_walk_eq(w, nd, i, acc, grp, best, walk_intersects);
+            acc += w->lv[i].n + 1;
+            nd = lit_find(nd, &w->lv[i], NULL);
         }
         i++;
     }
 }
 
-static uint32_t connect_find(const pol_set *set, int allow, const char *id,
-                             size_t n)
+static void walk_root(const node *root, const pol_vars *vars,
+                      const pol_span *lv, int count, walk_fn *fn,
+                      uint32_t *best)
+{
+    walk w;
+
+    w.vars = vars;
+    w.lv = lv;
+    w.n = (size_t)count;
+    fn(&w, root, 0, 0, -1, best);
+}
+
+/* Does the client id template c, expanded with vars, accept id[0..n)? */
+static int tcid_match(const tcid *c, const pol_vars *vars, const char *id,
+                      size_t n)
+{
+    long g, g0 = -1, g1 = 0;
+    size_t k;
+
+    if (c->uses_group) {
+        g0 = 0;
+        g1 = vars != NULL ? (long)vars->group_count : 0;
+    }
+    for (g = g0; g < g1; g++) {
+        const char *gv = c->uses_group ? group_at(vars, g) : NULL;
+
+        if (!c->glob) {
+            if (pol_tmpl_compare(c->t, c->tn, POL_PAT_CLIENT_ID, vars, gv, id,
+                                 n, 0, NULL))
+                return 1;
+            continue;
+        }
+        /* "P*" accepts ids starting with P. The expansion must be valid
+         * UTF-8 and at most POL_TOPIC_MAX bytes: P, a prefix of the
+         * (valid) id, must end on a character boundary of it. */
+        if (pol_tmpl_compare(c->t, c->tn - 1, POL_PAT_CLIENT_ID, vars, gv, id,
+                             n, 1, &k) &&
+            k < POL_TOPIC_MAX &&
+            (k == n || ((unsigned char)id[k] & 0xc0) != 0x80))
+            return 1;
+    }
+    return 0;
+}
+
+static uint32_t connect_find(const pol_set *set, const pol_vars *vars,
+                             int allow, const char *id, size_t n)
 {
     uint32_t best = cid_find(&set->exact[allow], id, (uint32_t)n), s;
     size_t k;
@@ -845,6 +1349,17 @@ static uint32_t connect_find(const pol_set *set, int allow, const char *id,
             break;
         s = cid_find(&set->glob[allow], id, len);
         set_min(&best, s);
+    }
+    /* In statement order: the first that accepts is the lowest. */
+    for (k = 0; k < set->ntcids[allow]; k++) {
+        const tcid *c = &set->tcids[allow][k];
+
+        if (c->stmt >= best)
+            break;
+        if (tcid_match(c, vars, id, n)) {
+            best = c->stmt;
+            break;
+        }
     }
     return best;
 }
@@ -919,8 +1434,8 @@ static int scan(const char *s, int wild, pol_span *lv)
 
 /* Subscribe semantics on any topic action's tries: allowed when an
  * allow covers the filter and no deny intersects it. */
-static pol_decision decide_filter(const pol_set *set, int slot,
-                                  const char *subject)
+static pol_decision decide_filter(const pol_set *set, const pol_vars *vars,
+                                  int slot, const char *subject)
 {
     pol_decision d = {0, NULL, -1, "invalid_filter"};
     pol_span lv[POL_LEVELS_MAX];
@@ -937,9 +1452,10 @@ static pol_decision decide_filter(const pol_set *set, int slot,
     count = subject ? scan(subject, 1, lv) : -1;
     if (count < 0)
         return d;
-    walk_intersects(set->trie[0][slot], lv, (size_t)count, 0, &deny_at);
+    walk_root(set->trie[0][slot], vars, lv, count, walk_intersects, &deny_at);
     if (deny_at == NONE)
-        walk_covers(set->trie[1][slot], lv, (size_t)count, 0, &allow_at);
+        walk_root(set->trie[1][slot], vars, lv, count, walk_covers,
+                  &allow_at);
     return decision(set, allow_at, deny_at);
 }
 
@@ -953,11 +1469,11 @@ pol_decision pol_decide_filter(const pol_set *set, pol_action action,
         return d;
     if (slot < 0)
         return pol_decide(set, action, filter);
-    return decide_filter(set, slot, filter);
+    return decide_filter(set, NULL, slot, filter);
 }
 
-pol_decision pol_decide(const pol_set *set, pol_action action,
-                        const char *subject)
+pol_decision pol_decide_bound(const pol_set *set, const pol_vars *vars,
+                              pol_action action, const char *subject)
 {
     pol_decision d = {0, NULL, -1, "no_matching_allow"};
     pol_span lv[POL_LEVELS_MAX];
@@ -976,9 +1492,9 @@ pol_decision pol_decide(const pol_set *set, pol_action action,
             d.reason = "invalid_client_id";
             return d;
         }
-        deny_at = connect_find(set, 0, subject, n);
+        deny_at = connect_find(set, vars, 0, subject, n);
         if (deny_at == NONE)
-            allow_at = connect_find(set, 1, subject, n);
+            allow_at = connect_find(set, vars, 1, subject, n);
         return decision(set, allow_at, deny_at);
     }
     if (slot < 0) {
@@ -986,14 +1502,20 @@ pol_decision pol_decide(const pol_set *set, pol_action action,
         return d;
     }
     if (action == POL_SUBSCRIBE)
-        return decide_filter(set, slot, subject);
+        return decide_filter(set, vars, slot, subject);
     count = subject ? scan(subject, 0, lv) : -1;
     if (count < 0) {
         d.reason = "invalid_topic"; /* wildcards included */
         return d;
     }
-    walk_match(set->trie[0][slot], lv, (size_t)count, 0, &deny_at);
+    walk_root(set->trie[0][slot], vars, lv, count, walk_match, &deny_at);
     if (deny_at == NONE)
-        walk_match(set->trie[1][slot], lv, (size_t)count, 0, &allow_at);
+        walk_root(set->trie[1][slot], vars, lv, count, walk_match, &allow_at);
     return decision(set, allow_at, deny_at);
+}
+
+pol_decision pol_decide(const pol_set *set, pol_action action,
+                        const char *subject)
+{
+    return pol_decide_bound(set, NULL, action, subject);
 }

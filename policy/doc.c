@@ -144,12 +144,110 @@ static int value_hostile(const char *v, size_t n, pol_pat_kind kind)
     return 0;
 }
 
-/* The expansion behind pol_tmpl_expand; validating substitutes "v". */
+/* Where an expansion goes. Copying is what compiling a device's set does;
+ * comparing with a given text and measuring are what deciding on a
+ * shared set does, without a buffer, so that a decision allocates
+ * nothing however long the level. All three run the one loop in
+ * expand(), so a value is refused or accepted the same way in each. */
+typedef enum { SINK_COPY, SINK_COMPARE, SINK_MEASURE } sink_mode;
+
+typedef struct {
+    sink_mode mode;
+    char *out;          /* COPY: the buffer and its capacity */
+    size_t cap;
+    const char *s;      /* COMPARE: the text, and whether a prefix of it */
+    size_t sn;          /* is enough */
+    int prefix;
+    size_t o;           /* bytes produced so far */
+    unsigned char pend[4]; /* MEASURE: an unfinished UTF-8 sequence, */
+    size_t npend, need;    /* which may be completed by the next piece */
+    int first;          /* the first byte, or -1 */
+} sink;
+
+/* The UTF-8 check of codec_utf8_valid, fed piece by piece: two values
+ * side by side can complete each other's sequence. 0 if invalid. */
+static int sink_utf8(sink *k, const char *p, size_t n)
+{
+    size_t i;
+    uint32_t cp;
+
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+
+        if (k->npend == 0) {
+            if (c == 0)
+                return 0;
+            if (c < 0x80)
+                continue;
+            k->need = c >= 0xc2 && c <= 0xdf   ? 2
+                      : c >= 0xe0 && c <= 0xef ? 3
+                      : c >= 0xf0 && c <= 0xf4 ? 4
+                                               : 0;
+            if (k->need == 0)
+                return 0;
+        }
+        k->pend[k->npend++] = c;
+        if (k->npend == k->need) {
+            if (codec_utf8_decode(k->pend, k->need, &cp) != k->need ||
+                cp == 0)
+                return 0;
+            k->npend = 0;
+        }
+    }
+    return 1;
+}
+
+/* Appends p[0..n): 1, or what expand() returns for a failure. */
+static int sink_put(sink *k, const char *p, size_t n)
+{
+    switch (k->mode) {
+    case SINK_COPY:
+        if (n >= k->cap - k->o)
+            return k->cap > POL_TOPIC_MAX ? 0 : -2; /* too long, or retry */
+        memcpy(k->out + k->o, p, n);
+        break;
+    case SINK_COMPARE:
+        if (n > k->sn - k->o || memcmp(k->s + k->o, p, n) != 0)
+            return 0;
+        break;
+    case SINK_MEASURE:
+        if (n > POL_TOPIC_MAX - k->o || !sink_utf8(k, p, n))
+            return 0;
+        if (k->o == 0 && n > 0)
+            k->first = (unsigned char)p[0];
+        break;
+    }
+    k->o += n;
+    return 1;
+}
+
+static int sink_end(sink *k, size_t *outn)
+{
+    switch (k->mode) {
+    case SINK_COPY:
+        k->out[k->o] = '\0';
+        break;
+    case SINK_COMPARE:
+        if (!k->prefix && k->o != k->sn)
+            return 0;
+        break;
+    case SINK_MEASURE:
+        if (k->npend != 0)
+            return 0;
+        break;
+    }
+    *outn = k->o;
+    return 1;
+}
+
+/* The one expansion of a template; validating substitutes "v". Runs of
+ * literal text go to the sink whole, so comparing costs one memcmp per
+ * run rather than one per byte. */
 static int expand(const char *t, size_t tn, pol_pat_kind kind,
                   const pol_vars *vars, const char *group, int validating,
-                  char *out, size_t cap, size_t *outn)
+                  sink *k, size_t *outn)
 {
-    size_t i = 0, o = 0, j;
+    size_t i = 0, j;
     const char *val;
     size_t vlen;
     int r;
@@ -170,25 +268,62 @@ static int expand(const char *t, size_t tn, pol_pat_kind kind,
                 return 0;
             i += j + 3;
         } else {
+            /* Up to the next "${" (a '$' not followed by '{' is text). */
+            for (j = i + 1; j < tn; j++)
+                if (t[j] == '$' && j + 1 < tn && t[j + 1] == '{')
+                    break;
             val = t + i;
-            vlen = 1;
-            i++;
+            vlen = j - i;
+            i = j;
         }
-        if (vlen >= cap - o)
-            return cap > POL_TOPIC_MAX ? 0 : -2; /* too long, or retry */
-        memcpy(out + o, val, vlen);
-        o += vlen;
+        if ((r = sink_put(k, val, vlen)) != 1)
+            return r;
     }
-    out[o] = '\0';
-    *outn = o;
-    return 1;
+    return sink_end(k, outn);
 }
 
 int pol_tmpl_expand(const char *t, size_t tn, pol_pat_kind kind,
                     const pol_vars *vars, const char *group, char *out,
                     size_t cap, size_t *outn)
 {
-    return expand(t, tn, kind, vars, group, 0, out, cap, outn);
+    sink k;
+
+    memset(&k, 0, sizeof(k));
+    k.mode = SINK_COPY;
+    k.out = out;
+    k.cap = cap;
+    return expand(t, tn, kind, vars, group, 0, &k, outn);
+}
+
+int pol_tmpl_compare(const char *t, size_t tn, pol_pat_kind kind,
+                     const pol_vars *vars, const char *group, const char *s,
+                     size_t n, int prefix, size_t *outn)
+{
+    sink k;
+    size_t dummy;
+
+    memset(&k, 0, sizeof(k));
+    k.mode = SINK_COMPARE;
+    k.s = s;
+    k.sn = n;
+    k.prefix = prefix;
+    return expand(t, tn, kind, vars, group, 0, &k,
+                  outn ? outn : &dummy) == 1;
+}
+
+int pol_tmpl_measure(const char *t, size_t tn, pol_pat_kind kind,
+                     const pol_vars *vars, const char *group, size_t *outn,
+                     int *first)
+{
+    sink k;
+
+    memset(&k, 0, sizeof(k));
+    k.mode = SINK_MEASURE;
+    k.first = -1;
+    if (expand(t, tn, kind, vars, group, 0, &k, outn) != 1)
+        return 0;
+    *first = k.first;
+    return 1;
 }
 
 int pol_tmpl_uses_group(const char *t, size_t tn)
@@ -200,6 +335,46 @@ int pol_tmpl_uses_group(const char *t, size_t tn)
         if (memcmp(t + i, g, sizeof(g) - 1) == 0)
             return 1;
     return 0;
+}
+
+/* The POL_USES_* bit of one variable name (0 for "$" and unknown ones). */
+static unsigned var_uses(const char *name, size_t n)
+{
+    if (name_is(name, n, "device.id"))
+        return POL_USES_DEVICE_ID;
+    if (name_is(name, n, "client_id"))
+        return POL_USES_CLIENT_ID;
+    if (name_is(name, n, "username"))
+        return POL_USES_USERNAME;
+    if (name_is(name, n, "cert.cn"))
+        return POL_USES_CERT_CN;
+    if (name_is(name, n, "group"))
+        return POL_USES_GROUP;
+    if (n > ATTR_PREFIX_LEN && memcmp(name, attr_prefix, ATTR_PREFIX_LEN) == 0)
+        return POL_USES_ATTRIBUTES;
+    return 0;
+}
+
+unsigned pol_tmpl_uses(const char *t, size_t tn)
+{
+    unsigned u = 0;
+    size_t i = 0, j;
+
+    /* The same reading of "${...}" as expand(). */
+    while (i < tn) {
+        if (t[i] == '$' && i + 1 < tn && t[i + 1] == '{') {
+            const char *close = memchr(t + i + 2, '}', tn - i - 2);
+
+            if (close == NULL)
+                break;
+            j = (size_t)(close - (t + i + 2));
+            u |= var_uses(t + i + 2, j);
+            i += j + 3;
+        } else {
+            i++;
+        }
+    }
+    return u;
 }
 
 /* ---- validation ----------------------------------------------------- */
@@ -244,6 +419,7 @@ static ad_err check_pattern(const json_t *v, size_t si, const char *what,
     const char *t;
     size_t tn, n;
     ad_err e = AD_OK;
+    sink k;
     int r;
 
     if (!json_is_string(v))
@@ -265,7 +441,11 @@ static ad_err check_pattern(const json_t *v, size_t si, const char *what,
             return ad_errf(AD_ENOMEM, err, errlen, "out of memory");
         buf = heap;
     }
-    r = expand(t, tn, kind, NULL, NULL, 1, buf, tn + 1, &n);
+    memset(&k, 0, sizeof(k));
+    k.mode = SINK_COPY;
+    k.out = buf;
+    k.cap = tn + 1;
+    r = expand(t, tn, kind, NULL, NULL, 1, &k, &n);
     if (r < 0) {
         e = ad_errf(AD_EFIELD, err, errlen,
                     "statement %zu: %s \"%.*s\": unknown or unterminated "

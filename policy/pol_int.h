@@ -69,8 +69,27 @@ int pol_tmpl_expand(const char *t, size_t tn, pol_pat_kind kind,
                     const pol_vars *vars, const char *group, char *out,
                     size_t cap, size_t *outn);
 
+/* The same expansion compared with s[0..n) instead of copied, for
+ * deciding on a shared set without a buffer: 1 if the expansion equals
+ * s[0..n) (with prefix, if it is a prefix of it; its length then in
+ * *outn, which may be NULL), 0 if not or if it would not expand (unset,
+ * hostile, too long, malformed). */
+int pol_tmpl_compare(const char *t, size_t tn, pol_pat_kind kind,
+                     const pol_vars *vars, const char *group, const char *s,
+                     size_t n, int prefix, size_t *outn);
+
+/* The same expansion only measured: 1 with its length (*outn) and first
+ * byte (*first, -1 if empty) if it expands to valid UTF-8 of at most
+ * POL_TOPIC_MAX bytes, else 0. */
+int pol_tmpl_measure(const char *t, size_t tn, pol_pat_kind kind,
+                     const pol_vars *vars, const char *group, size_t *outn,
+                     int *first);
+
 /* 1 if the template uses ${group}. */
 int pol_tmpl_uses_group(const char *t, size_t tn);
+
+/* The POL_USES_* bits of the variables the template reads. */
+unsigned pol_tmpl_uses(const char *t, size_t tn);
 
 /* Parses one statement (validated as in pol_doc_validate); the arrays
  * point into the JSON. 0 or an AD_EFIELD message naming the statement. */
