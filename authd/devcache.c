@@ -9,6 +9,7 @@
 #include <openssl/crypto.h>
 
 #include "devcache.h"
+#include "jsonflat.h"
 #include "util.h"
 
 enum {
@@ -246,44 +247,43 @@ static int take_set(void *record, void *arg)
     return 0;
 }
 
-/* The current set for a device record, built from tx if not cached. */
-static ad_err polset_for(devcache *dc, store_txn *tx, const json_t *device,
+/* The current set for these names (key: their JSON text), built from
+ * tx if it is not cached. */
+static ad_err polset_for(devcache *dc, store_txn *tx, const char *key,
+                         const char *policies, const char *groups,
                          uint64_t policy_gen, uint64_t set_noted,
                          polset **out)
 {
-    json_t *names = NULL, *policies = NULL, *groups = NULL;
-    char *key = NULL;
+    json_t *pj = NULL, *gj = NULL, *pnames = NULL, *gnames = NULL;
     polset *ps = NULL;
     ad_err e = AD_ENOMEM;
 
     *out = NULL;
-    if ((policies = names_of(json_object_get(device, "policies"))) == NULL ||
-        (groups = names_of(json_object_get(device, "groups"))) == NULL ||
-        (names = json_pack("[OO]", policies, groups)) == NULL ||
-        (key = json_dumps(names, JSON_COMPACT)) == NULL)
-        goto out;
     if (cache_use(dc->sets, key, take_set, &ps) != CACHE_MISS &&
         ps->policy_gen == policy_gen) {
         *out = ps;
-        e = AD_OK;
-        goto out;
+        return AD_OK;
     }
     polset_release(ps);
     ps = NULL;
-    if ((e = polset_build(tx, policies, groups, policy_gen, &ps)) != AD_OK)
+    if ((pj = json_loads(policies, 0, NULL)) == NULL ||
+        (gj = json_loads(groups, 0, NULL)) == NULL ||
+        (pnames = names_of(pj)) == NULL || (gnames = names_of(gj)) == NULL)
+        goto out;
+    if ((e = polset_build(tx, pnames, gnames, policy_gen, &ps)) != AD_OK)
         goto out;
     /* A set read under an older generation than the current one is
-     * still answered from once (the device load that asked began before
-     * the change) but never cached. */
+     * never cached (set_noted), and the device load that asked for it
+     * reads again. */
     if (cache_put(dc->sets, key, &ps, SET_COST_BASE + strlen(key),
                   set_noted) == 1)
         polset_ref(ps);
     *out = ps;
 out:
-    free(key);
-    json_decref(names);
-    json_decref(policies);
-    json_decref(groups);
+    json_decref(pj);
+    json_decref(gj);
+    json_decref(pnames);
+    json_decref(gnames);
     return e;
 }
 
@@ -300,47 +300,129 @@ static size_t attributes_cost(const json_t *attrs)
     return n;
 }
 
+/* The fields of a device record a decision needs. */
+typedef struct {
+    const char *status, *incarnation;
+    const char *policies, *groups; /* raw JSON text of the arrays */
+    const char *attributes;        /* raw JSON text of the object */
+} dev_fields;
+
+static const char *raw_or(const jsonflat *f, const char *key,
+                          jsonflat_type type, const char *dflt)
+{
+    const jsonflat_field *v = jsonflat_get(f, key);
+
+    return v && v->type == type ? v->value : dflt;
+}
+
+/* A miss reads one record per device, so it reads only what it needs:
+ * jsonflat's nested mode leaves policies, groups and attributes as text
+ * (the set's key, parsed only when the set itself must be built). A
+ * record it does not take is read with jansson. */
+static int fields_fast(const char *raw, size_t len, char *scratch,
+                       size_t scratch_len, jsonflat *f, dev_fields *out)
+{
+    if (jsonflat_parse_nested(raw, len, scratch, scratch_len, f) != 0)
+        return -1;
+    out->status = raw_or(f, "status", JSONFLAT_STRING, NULL);
+    out->incarnation = raw_or(f, "incarnation", JSONFLAT_STRING, "");
+    out->policies = raw_or(f, "policies", JSONFLAT_RAW, "[]");
+    out->groups = raw_or(f, "groups", JSONFLAT_RAW, "[]");
+    out->attributes = raw_or(f, "attributes", JSONFLAT_RAW, NULL);
+    return 0;
+}
+
+/* The compact JSON text of a record's array, "[]" if it has none. */
+static char *array_text(const json_t *v)
+{
+    return json_is_array(v) ? json_dumps(v, JSON_COMPACT) : strdup("[]");
+}
+
 /* Reads the device and its set. AD_ENOTFOUND if there is no device. */
 static ad_err dev_load(devcache *dc, const char *id, dev_rec *rec,
                        size_t *extra)
 {
     store_txn *tx = NULL;
-    json_t *device = NULL, *attrs;
-    const char *status, *inc;
+    json_t *device = NULL, *attrs = NULL;
+    char small[4096], *scratch = small, *key = NULL, *pj = NULL, *gj = NULL;
+    const char *raw;
+    size_t len, need, plen, glen;
+    dev_fields f;
+    jsonflat flat;
     uint64_t policy_gen, set_noted;
     ad_err e;
 
     memset(rec, 0, sizeof(*rec));
     *extra = 0;
     /* Both noted before the read: a change racing with it makes what
-     * was read stale at once rather than silently old. */
+     * was read stale at once rather than silently old. Sets are only
+     * ever invalidated all at once (cache_forget_all bumps every
+     * shard), so any shard's generation serves, and the set's key is
+     * not known before the device is read. */
     policy_gen = atomic_load(&dc->policy_gen);
-    /* Sets are only ever invalidated all at once (cache_forget_all bumps
-     * every shard), so any shard's generation serves, and the set's key
-     * is not known before the device is read. */
     set_noted = cache_note(dc->sets, "");
     if ((e = store_read_begin(dc->st, &tx)) != AD_OK)
         return e;
-    if ((e = store_get(tx, STORE_DEVICES, id, &device)) != AD_OK)
+    if ((e = store_get_raw(tx, STORE_DEVICES, id, &raw, &len)) != AD_OK)
         goto out;
-    if ((e = polset_for(dc, tx, device, policy_gen, set_noted, &rec->set)) !=
-        AD_OK)
+    e = AD_ENOMEM;
+    need = 2 * len + 4 * JSONFLAT_FIELDS_MAX;
+    if (need > sizeof(small) && (scratch = malloc(need)) == NULL)
         goto out;
-    status = json_string_value(json_object_get(device, "status"));
-    rec->status = status && strcmp(status, "suspended") == 0 ? DEV_SUSPENDED
-                  : status && strcmp(status, "revoked") == 0 ? DEV_REVOKED
-                                                             : DEV_ACTIVE;
-    inc = json_string_value(json_object_get(device, "incarnation"));
-    util_strlcpy(rec->incarnation, inc ? inc : "", sizeof(rec->incarnation));
-    attrs = json_object_get(device, "attributes");
+    if (fields_fast(raw, len, scratch, need, &flat, &f) != 0) {
+        if ((device = json_loadb(raw, len, 0, NULL)) == NULL) {
+            e = AD_ESTORE;
+            goto out;
+        }
+        f.status = json_string_value(json_object_get(device, "status"));
+        f.incarnation =
+            json_string_value(json_object_get(device, "incarnation"));
+        if (f.incarnation == NULL)
+            f.incarnation = "";
+        f.attributes = NULL;
+        if ((pj = array_text(json_object_get(device, "policies"))) == NULL ||
+            (gj = array_text(json_object_get(device, "groups"))) == NULL)
+            goto out;
+        f.policies = pj;
+        f.groups = gj;
+        attrs = json_incref(json_object_get(device, "attributes"));
+    }
+    /* The key is the arrays' text; names that are equal but written
+     * differently only cost a second copy of the same set. */
+    plen = strlen(f.policies);
+    glen = strlen(f.groups);
+    if ((key = malloc(plen + glen + 2)) == NULL)
+        goto out;
+    memcpy(key, f.policies, plen);
+    key[plen] = '\n';
+    memcpy(key + plen + 1, f.groups, glen + 1);
+    if ((e = polset_for(dc, tx, key, f.policies, f.groups, policy_gen,
+                        set_noted, &rec->set)) != AD_OK)
+        goto out;
+    rec->status = f.status && strcmp(f.status, "suspended") == 0
+                      ? DEV_SUSPENDED
+                  : f.status && strcmp(f.status, "revoked") == 0
+                      ? DEV_REVOKED
+                      : DEV_ACTIVE;
+    util_strlcpy(rec->incarnation, f.incarnation, sizeof(rec->incarnation));
+    if ((rec->set->uses & POL_USES_ATTRIBUTES) && device == NULL &&
+        f.attributes != NULL)
+        attrs = json_loads(f.attributes, 0, NULL);
     if ((rec->set->uses & POL_USES_ATTRIBUTES) && json_is_object(attrs) &&
         json_object_size(attrs) > 0) {
         rec->attributes = json_incref(attrs);
         *extra = attributes_cost(attrs);
     }
+    e = AD_OK;
 out:
     store_read_end(tx);
     json_decref(device);
+    json_decref(attrs);
+    free(key);
+    free(pj);
+    free(gj);
+    if (scratch != small)
+        free(scratch);
     if (e != AD_OK)
         drop_dev_rec(rec);
     return e;
