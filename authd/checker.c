@@ -173,48 +173,50 @@ static void connect_export(const dev_view *dv, const pol_vars *vars,
     pol_set_free(bound);
 }
 
-/* Decides on an established device identity. */
-static void decide_for(checker *c, const char *device_id,
-                       const check_request *req, const token_entry *tok,
-                       time_t now, check_result *out)
+struct decide_arg {
+    checker *c;
+    const char *device_id;
+    const check_request *req;
+    const token_entry *tok;
+    int bound_ok;
+    check_result *out;
+    dev_view keep; /* an allowed connect's device, to export after */
+    int export;
+};
+
+/* The decision itself, under the device's cache lock (devcache_use). */
+static int decide_locked(const dev_view *dv, void *arg)
 {
-    dev_view dv;
+    struct decide_arg *da = arg;
+    const check_request *req = da->req;
+    check_result *out = da->out;
     pol_vars vars;
     const pol_set *set;
     pol_decision dec;
     const char *subject;
-    int bound_ok;
-    ad_err err;
 
-    util_strlcpy(out->device, device_id, sizeof(out->device));
-    bound_ok = tok == NULL || !tok->has_cnf ||
-               identity_bound_cert_valid(c->ids, tok, now);
-    if ((err = devcache_get(c->devices, device_id, &dv)) != AD_OK) {
-        deny(out, err == AD_ENOTFOUND ? "unknown_device" : "store_error");
-        return;
-    }
-    if (dv.status != DEV_ACTIVE) {
-        deny(out, dv.status == DEV_SUSPENDED ? "device_suspended"
-                                             : "device_revoked");
-        goto out;
+    if (dv->status != DEV_ACTIVE) {
+        deny(out, dv->status == DEV_SUSPENDED ? "device_suspended"
+                                              : "device_revoked");
+        return 0;
     }
     /* A token minted for an earlier device of the same id (deleted,
      * then created again) is not this device's. */
-    if (tok && strcmp(tok->incarnation, dv.incarnation) != 0) {
+    if (da->tok && strcmp(da->tok->incarnation, dv->incarnation) != 0) {
         deny(out, "token_for_another_device");
-        goto out;
+        return 0;
     }
     /* A token bound to a certificate lives no longer than it: revoking
      * the certificate ends the token too. */
-    if (!bound_ok) {
+    if (!da->bound_ok) {
         deny(out, "token_certificate_revoked");
-        goto out;
+        return 0;
     }
-    if ((set = dev_view_policy(&dv)) == NULL) {
+    if ((set = dev_view_policy(dv)) == NULL) {
         deny(out, "policy_error");
-        goto out;
+        return 0;
     }
-    dev_view_vars(&dv, device_id, req->client_id, req->username,
+    dev_view_vars(dv, da->device_id, req->client_id, req->username,
                   req->cert_cn, &vars);
     subject = req->action == POL_CONNECT
                   ? (req->client_id ? req->client_id : "")
@@ -222,8 +224,9 @@ static void decide_for(checker *c, const char *device_id,
     dec = pol_decide_bound(set, &vars, req->action, subject);
     /* A token session may do only what both its scope and the policy
      * allow; connect is the policy's alone. */
-    if (dec.allow && tok && req->action != POL_CONNECT) {
-        pol_decision sdec = pol_decide(tok->scope_set, req->action, subject);
+    if (dec.allow && da->tok && req->action != POL_CONNECT) {
+        pol_decision sdec =
+            pol_decide(da->tok->scope_set, req->action, subject);
         if (!sdec.allow) {
             dec = sdec;
             dec.reason = "outside_token_scope";
@@ -234,19 +237,53 @@ static void decide_for(checker *c, const char *device_id,
     util_strlcpy(out->policy, dec.policy ? dec.policy : "",
                  sizeof(out->policy));
     out->statement = dec.statement;
-    if (dec.allow && req->action == POL_CONNECT)
-        connect_export(&dv, &vars, req, tok, out);
+    /* The export compiles: not under the lock. */
+    if (dec.allow && req->action == POL_CONNECT) {
+        dev_view_ref(dv, &da->keep);
+        da->export = 1;
+    }
+    return 0;
+}
+
+/* Decides on an established device identity. */
+static void decide_for(checker *c, const char *device_id,
+                       const check_request *req, const token_entry *tok,
+                       time_t now, check_result *out)
+{
+    struct decide_arg da;
+    pol_vars vars;
+    int unused;
+    ad_err err;
+
+    memset(&da, 0, sizeof(da));
+    da.c = c;
+    da.device_id = device_id;
+    da.req = req;
+    da.tok = tok;
+    da.out = out;
+    util_strlcpy(out->device, device_id, sizeof(out->device));
+    da.bound_ok = tok == NULL || !tok->has_cnf ||
+                  identity_bound_cert_valid(c->ids, tok, now);
+    err = devcache_use(c->devices, device_id, decide_locked, &da, &unused);
+    if (err != AD_OK) {
+        deny(out, err == AD_ENOTFOUND ? "unknown_device" : "store_error");
+        return;
+    }
+    if (da.export) {
+        dev_view_vars(&da.keep, device_id, req->client_id, req->username,
+                      req->cert_cn, &vars);
+        connect_export(&da.keep, &vars, req, tok, out);
+        dev_view_release(&da.keep);
+    }
     if (!out->allow) {
         out->ttl = 0;
-        goto out;
+        return;
     }
     out->ttl = c->ttl;
     if (out->expire_at > 0 && out->expire_at - (int64_t)now < out->ttl)
         out->ttl = out->expire_at > (int64_t)now
                        ? (long)(out->expire_at - (int64_t)now)
                        : 0;
-out:
-    dev_view_release(&dv);
 }
 
 void checker_check(checker *c, const check_request *req, time_t now,

@@ -251,8 +251,7 @@ static int take_set(void *record, void *arg)
  * tx if it is not cached. */
 static ad_err polset_for(devcache *dc, store_txn *tx, const char *key,
                          const char *policies, const char *groups,
-                         uint64_t policy_gen, uint64_t set_noted,
-                         polset **out)
+                         uint64_t policy_gen, polset **out)
 {
     json_t *pj = NULL, *gj = NULL, *pnames = NULL, *gnames = NULL;
     polset *ps = NULL;
@@ -272,11 +271,13 @@ static ad_err polset_for(devcache *dc, store_txn *tx, const char *key,
         goto out;
     if ((e = polset_build(tx, pnames, gnames, policy_gen, &ps)) != AD_OK)
         goto out;
-    /* A set read under an older generation than the current one is
-     * never cached (set_noted), and the device load that asked for it
-     * reads again. */
+    /* Sets are stamped with the policy generation they were read
+     * under, and one older than the current generation is never used,
+     * so the cache needs no generation of its own here: a set that a
+     * policy change makes stale while it is built is cached and then
+     * ignored (and the device load that asked for it reads again). */
     if (cache_put(dc->sets, key, &ps, SET_COST_BASE + strlen(key),
-                  set_noted) == 1)
+                  cache_note(dc->sets, key)) == 1)
         polset_ref(ps);
     *out = ps;
 out:
@@ -349,18 +350,14 @@ static ad_err dev_load(devcache *dc, const char *id, dev_rec *rec,
     size_t len, need, plen, glen;
     dev_fields f;
     jsonflat flat;
-    uint64_t policy_gen, set_noted;
+    uint64_t policy_gen;
     ad_err e;
 
     memset(rec, 0, sizeof(*rec));
     *extra = 0;
-    /* Both noted before the read: a change racing with it makes what
-     * was read stale at once rather than silently old. Sets are only
-     * ever invalidated all at once (cache_forget_all bumps every
-     * shard), so any shard's generation serves, and the set's key is
-     * not known before the device is read. */
+    /* Noted before the read: a policy change racing with it makes what
+     * was read stale at once rather than silently old. */
     policy_gen = atomic_load(&dc->policy_gen);
-    set_noted = cache_note(dc->sets, "");
     if ((e = store_read_begin(dc->st, &tx)) != AD_OK)
         return e;
     if ((e = store_get_raw(tx, STORE_DEVICES, id, &raw, &len)) != AD_OK)
@@ -397,7 +394,7 @@ static ad_err dev_load(devcache *dc, const char *id, dev_rec *rec,
     key[plen] = '\n';
     memcpy(key + plen + 1, f.groups, glen + 1);
     if ((e = polset_for(dc, tx, key, f.policies, f.groups, policy_gen,
-                        set_noted, &rec->set)) != AD_OK)
+                        &rec->set)) != AD_OK)
         goto out;
     rec->status = f.status && strcmp(f.status, "suspended") == 0
                       ? DEV_SUSPENDED
@@ -492,6 +489,87 @@ ad_err devcache_get(devcache *dc, const char *id, dev_view *out)
             return AD_OK;
         dev_view_release(out);
     }
+}
+
+typedef struct {
+    devcache *dc;
+    int (*fn)(const dev_view *v, void *arg);
+    void *arg;
+    int stale;
+} use_arg;
+
+/* The view of a record, borrowing its references. */
+static void view_borrow(dev_view *v, const dev_rec *d)
+{
+    v->status = (dev_status)d->status;
+    memcpy(v->incarnation, d->incarnation, sizeof(v->incarnation));
+    v->set = d->set;
+    v->attributes = d->attributes;
+}
+
+static int use_record(void *record, void *arg)
+{
+    dev_rec *d = record;
+    use_arg *ua = arg;
+    dev_view v;
+
+    if (d->set->policy_gen != atomic_load(&ua->dc->policy_gen)) {
+        ua->stale = 1;
+        return 0;
+    }
+    view_borrow(&v, d);
+    return ua->fn(&v, ua->arg);
+}
+
+ad_err devcache_use(devcache *dc, const char *id,
+                    int (*fn)(const dev_view *v, void *arg), void *arg,
+                    int *result)
+{
+    use_arg ua = {dc, fn, arg, 0};
+    dev_rec rec;
+    dev_view v;
+    size_t extra;
+    uint64_t noted;
+    int tries, r;
+    ad_err e;
+
+    for (tries = 0; tries < 4; tries++) {
+        ua.stale = 0;
+        r = cache_use(dc->devices, id, use_record, &ua);
+        if (r != CACHE_MISS && !ua.stale) {
+            *result = r;
+            return AD_OK;
+        }
+        noted = cache_note(dc->devices, id);
+        if ((e = dev_load(dc, id, &rec, &extra)) != AD_OK)
+            return e;
+        race_point(dc);
+        /* Cached: the next turn answers from the entry, under its lock.
+         * Not cached: an invalidation of the device or of any policy
+         * landed while we read, so what we read may predate it and is
+         * not answered; read again. */
+        if (rec.set->policy_gen == atomic_load(&dc->policy_gen) &&
+            cache_put(dc->devices, id, &rec, extra, noted) == 1)
+            continue;
+        drop_dev_rec(&rec);
+    }
+    /* A reader starved by a storm of invalidations (or by an entry
+     * evicted as soon as it is cached) answers from a read that began
+     * after the last invalidation it saw, without caching it. */
+    if ((e = dev_load(dc, id, &rec, &extra)) != AD_OK)
+        return e;
+    view_borrow(&v, &rec);
+    *result = fn(&v, arg);
+    drop_dev_rec(&rec);
+    return AD_OK;
+}
+
+void dev_view_ref(const dev_view *v, dev_view *out)
+{
+    *out = *v;
+    polset_ref(out->set);
+    if (out->attributes)
+        json_incref(out->attributes);
 }
 
 void dev_view_release(dev_view *v)

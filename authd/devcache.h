@@ -50,6 +50,19 @@ void devcache_set_race_hook(devcache *dc, void (*hook)(void *arg), void *arg);
 ad_err devcache_get(devcache *dc, const char *id, dev_view *out);
 void dev_view_release(dev_view *v);
 
+/* Runs fn(view, arg) with the device, loaded from the store on a miss,
+ * and sets *result to what it returns. The view is valid during the
+ * call only (it holds no references: a hit takes no shared counter), and
+ * fn runs under the lock of the device's cache shard, so it must be
+ * short and must not call back into this cache. Errors as
+ * devcache_get; fn is not called then. */
+ad_err devcache_use(devcache *dc, const char *id,
+                    int (*fn)(const dev_view *v, void *arg), void *arg,
+                    int *result);
+
+/* A counted copy of v, for use after a devcache_use callback returns. */
+void dev_view_ref(const dev_view *v, dev_view *out);
+
 /* Variables for deciding as device id (pol_vars of policy.h): the
  * device's groups and attributes from v, the connection's from the
  * arguments (NULL = unset). */
