@@ -1,9 +1,14 @@
 /* The broker check path (docs/api.md §10): who is this client, and may it
- * connect / publish / subscribe / receive here? Identities and compiled
- * policies are cached in memory so a decision costs a hash lookup and a
- * trie walk; every registry write that could change an answer drops the
- * affected cache entries before it is acknowledged, so the next check
- * sees it. */
+ * connect / publish / subscribe / receive here? Three parts:
+ *   - identity.c: credentials — certificates (cached by serial and
+ *     fingerprint), tokens, device secrets;
+ *   - devcache.c: a small fixed-size record per device and the policy
+ *     sets devices share, compiled once and bound per decision;
+ *   - checker.c (this API): one identity per connection, decisions.
+ * The caches are bounded by a memory budget with CLOCK eviction
+ * (cache.h), and every registry write that could change an answer drops
+ * the affected entries before it is acknowledged, so the next check sees
+ * it. */
 #ifndef AUTHD_CHECKER_H
 #define AUTHD_CHECKER_H
 
@@ -13,6 +18,7 @@
 #include <jansson.h>
 
 #include "../policy/policy.h"
+#include "cache.h"
 #include "store.h"
 
 typedef struct checker checker;
@@ -66,11 +72,19 @@ typedef struct {
                                    * the caller may block */
 } check_result;
 
-/* Creates the checker over st; answers may be cached by brokers for up
- * to ttl seconds (capped at the credential's end). trust_cn_only lets a
- * connect that names a device only by its certificate's CN in (API §8:
- * weaker, since a CN cannot say which certificate was presented). */
-ad_err checker_open(store *st, long ttl, int trust_cn_only, checker **out);
+enum { CHECKER_CACHE_DEFAULT_MB = 256 };
+
+typedef struct {
+    long ttl;           /* answers may be cached by brokers this long
+                         * (capped at the credential's end) */
+    int trust_cn_only;  /* let a connect that names a device only by its
+                         * certificate's CN in (API §8: weaker, since a
+                         * CN cannot say which certificate was presented) */
+    size_t cache_bytes; /* memory for the caches; 0: the default */
+} checker_opts;
+
+/* Creates the checker over st. */
+ad_err checker_open(store *st, const checker_opts *opts, checker **out);
 void checker_close(checker *c);
 
 /* Decides req at time now. Never fails: any error is a deny with a
@@ -144,6 +158,12 @@ void checker_forget_device(checker *c, const char *device_id);
 void checker_forget_policies(checker *c);   /* any policy or group */
 void checker_forget_cert(checker *c, const char *serial_hex,
                          const char *fingerprint_hex);
+
+/* What the caches hold, for /metrics. */
+typedef struct {
+    cache_stats devices, sets, certs;
+} checker_stats;
+void checker_get_stats(checker *c, checker_stats *out);
 
 /* Test hook: called by a reader between its store read and its cache
  * insert, to let a test put an invalidation exactly there. NULL clears

@@ -45,6 +45,7 @@ static const struct opt opts[] = {
     LONG_OPT(threads, "0"),
     LONG_OPT(max_connections, "1024"),
     LONG_OPT(check_ttl, "30"),
+    LONG_OPT(cache_memory_mb, "256"),
     LONG_OPT(token_ttl, "3600"),
     LONG_OPT(crl_hours, "168"),
     LONG_OPT(rate_fail_burst, "10"),
@@ -261,6 +262,7 @@ static ad_err check_limits(const config *cfg, char *err, size_t errlen)
         {"request_timeout", offsetof(config, request_timeout), 1, 3600},
         {"compat_body_max", offsetof(config, compat_body_max), 65536,
          64L << 20},
+        {"cache_memory_mb", offsetof(config, cache_memory_mb), 1, 1L << 20},
         {"import_body_max", offsetof(config, import_body_max), 65536,
          256L << 20},
     };

@@ -30,6 +30,7 @@ typedef struct {
     long threads;                       /* check listener thread pool */
     long max_connections;               /* per listener */
     long check_ttl;                     /* seconds brokers may cache allows */
+    long cache_memory_mb;               /* the check path's caches, MiB */
     long token_ttl;                     /* access token lifetime, seconds */
     long crl_hours;                     /* CRL validity (nextUpdate) */
     /* Abuse limits (docs/api.md §3). */

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
 
+#include "checker.h"
 #include "form.h"
 #include "http.h"
 #include "../common/buf.h"
@@ -590,6 +592,49 @@ void http_metric_inc(app *a, metric_counter c)
                                   memory_order_relaxed);
 }
 
+/* The check path's caches, one series per cache. */
+static void metrics_caches(buf_t *tb, checker *c)
+{
+    static const struct {
+        const char *name, *type, *help;
+        size_t offset;
+    } series[] = {
+        {"authd_cache_entries", "gauge", "Entries held.",
+         offsetof(cache_stats, entries)},
+        {"authd_cache_bytes", "gauge", "Memory charged to the budget.",
+         offsetof(cache_stats, bytes)},
+        {"authd_cache_budget_bytes", "gauge",
+         "The budget (cache_memory_mb's share).",
+         offsetof(cache_stats, budget)},
+        {"authd_cache_hits_total", "counter", "Lookups answered from memory.",
+         offsetof(cache_stats, hits)},
+        {"authd_cache_misses_total", "counter",
+         "Lookups that read the store.", offsetof(cache_stats, misses)},
+        {"authd_cache_evictions_total", "counter",
+         "Entries evicted to stay within the budget.",
+         offsetof(cache_stats, evictions)},
+    };
+    checker_stats cs;
+    const cache_stats *per[3];
+    static const char *const names[3] = {"devices", "policy_sets",
+                                         "certificates"};
+    size_t i, k;
+
+    checker_get_stats(c, &cs);
+    per[0] = &cs.devices;
+    per[1] = &cs.sets;
+    per[2] = &cs.certs;
+    for (i = 0; i < sizeof(series) / sizeof(series[0]); i++) {
+        buf_printf(tb, "# HELP %s %s\n# TYPE %s %s\n", series[i].name,
+                   series[i].help, series[i].name, series[i].type);
+        for (k = 0; k < 3; k++)
+            buf_printf(tb, "%s{cache=\"%s\"} %llu\n", series[i].name,
+                       names[k],
+                       (unsigned long long)*(const uint64_t *)(const void *)(
+                           (const char *)per[k] + series[i].offset));
+    }
+}
+
 /* /metrics is written into one bounded buffer (common/buf). */
 #define METRICS_TEXT_MAX (4u << 20)
 
@@ -723,6 +768,8 @@ char *http_metrics_text(app *a, size_t *len)
               "counter\nauthd_store_commit_seconds_total %.6f\n",
               (unsigned long long)ss.commits, (unsigned long long)ss.writes,
               ss.apply_ns / 1e9, ss.commit_ns / 1e9);
+    if (a->checker)
+        metrics_caches(&tb, a->checker);
     return buf_take(&tb, len);
 }
 

@@ -192,8 +192,75 @@ static int literal(struct cursor *c, const char *word)
     return 0;
 }
 
-int jsonflat_parse(const char *in, size_t len, char *scratch,
-                   size_t scratch_len, jsonflat *out)
+/* Checks one value of any type, nested at most depth deep; what it
+ * decodes on the way is scratch work the caller discards. */
+static int any_value(struct cursor *c, int depth)
+{
+    char open, close;
+
+    skip_ws(c);
+    if (c->p >= c->end)
+        return -1;
+    switch (*c->p) {
+    case '"': return string(c) ? 0 : -1;
+    case 't': return literal(c, "true");
+    case 'f': return literal(c, "false");
+    case 'n': return literal(c, "null");
+    case '[': case '{': break;
+    default: return number(c) ? 0 : -1;
+    }
+    if (depth == 0)
+        return -1;
+    open = *c->p++;
+    close = open == '[' ? ']' : '}';
+    skip_ws(c);
+    if (c->p < c->end && *c->p == close) {
+        c->p++;
+        return 0;
+    }
+    for (;;) {
+        if (open == '{') {
+            skip_ws(c);
+            if (string(c) == NULL)
+                return -1;
+            skip_ws(c);
+            if (c->p >= c->end || *c->p++ != ':')
+                return -1;
+        }
+        if (any_value(c, depth - 1) != 0)
+            return -1;
+        skip_ws(c);
+        if (c->p >= c->end)
+            return -1;
+        if (*c->p == ',') {
+            c->p++;
+            continue;
+        }
+        return *c->p++ == close ? 0 : -1;
+    }
+}
+
+/* An array or object, checked, and copied as its raw text. */
+static const char *raw_value(struct cursor *c)
+{
+    const char *from = c->p;
+    char *mark = c->out;
+    size_t n;
+
+    if (any_value(c, JSONFLAT_DEPTH_MAX) != 0)
+        return NULL;
+    c->out = mark; /* the checking's decoded strings are not kept */
+    n = (size_t)(c->p - from);
+    if ((size_t)(c->out_end - c->out) < n + 1)
+        return NULL;
+    memcpy(c->out, from, n);
+    c->out[n] = '\0';
+    c->out += n + 1;
+    return mark;
+}
+
+static int parse(const char *in, size_t len, char *scratch,
+                 size_t scratch_len, int nested, jsonflat *out)
 {
     struct cursor c = {in, in + len, scratch, scratch + scratch_len};
     size_t i;
@@ -242,6 +309,11 @@ int jsonflat_parse(const char *in, size_t len, char *scratch,
             f->type = JSONFLAT_NULL;
             f->value = literal(&c, "null") ? NULL : "null";
             break;
+        case '[':
+        case '{':
+            f->type = JSONFLAT_RAW;
+            f->value = nested ? raw_value(&c) : NULL;
+            break;
         default:
             f->type = JSONFLAT_NUMBER;
             f->value = number(&c);
@@ -263,6 +335,18 @@ int jsonflat_parse(const char *in, size_t len, char *scratch,
 done:
     skip_ws(&c);
     return c.p == c.end ? 0 : -1;
+}
+
+int jsonflat_parse(const char *in, size_t len, char *scratch,
+                   size_t scratch_len, jsonflat *out)
+{
+    return parse(in, len, scratch, scratch_len, 0, out);
+}
+
+int jsonflat_parse_nested(const char *in, size_t len, char *scratch,
+                          size_t scratch_len, jsonflat *out)
+{
+    return parse(in, len, scratch, scratch_len, 1, out);
 }
 
 const jsonflat_field *jsonflat_get(const jsonflat *f, const char *key)

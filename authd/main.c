@@ -122,9 +122,14 @@ static int cmd_serve(config *cfg, int argc, char **argv)
     rc_limits.table_size = (size_t)cfg->rate_table_size;
     rc_limits.parallel = (unsigned)cfg->argon2_parallel;
     e = rl_open(&rc_limits, &limits);
-    if (e == AD_OK)
-        e = checker_open(a.st, cfg->check_ttl, (int)cfg->trust_cn_only,
-                         &a.checker);
+    if (e == AD_OK) {
+        checker_opts co;
+
+        co.ttl = cfg->check_ttl;
+        co.trust_cn_only = (int)cfg->trust_cn_only;
+        co.cache_bytes = (size_t)cfg->cache_memory_mb << 20;
+        e = checker_open(a.st, &co, &a.checker);
+    }
     if (e == AD_OK) {
         char dir[CONFIG_STR_MAX + 16];
         tokens_config tc;

@@ -509,6 +509,25 @@ ad_err store_get(store_txn *tx, store_table t, const char *key, json_t **out)
     return decode(&v, out);
 }
 
+ad_err store_get_raw(store_txn *tx, store_table t, const char *key,
+                     const char **text, size_t *len)
+{
+    MDB_val k, v;
+    int rc;
+
+    *text = NULL;
+    *len = 0;
+    if (!key_ok(key))
+        return AD_ENOTFOUND;
+    k = val_of_str(key);
+    rc = mdb_get(tx->txn, tx->s->tables[t], &k, &v);
+    if (rc != MDB_SUCCESS)
+        return map_mdb(rc);
+    *text = v.mv_data;
+    *len = v.mv_size;
+    return AD_OK;
+}
+
 ad_err store_put_text(store_txn *tx, store_table t, const char *key,
                       const char *text, size_t len, int flags)
 {

@@ -93,6 +93,11 @@ void store_test_sync_hook(store *s, int (*hook)(void *arg), void *arg);
 ad_err store_get(store_txn *tx, store_table t, const char *key,
                  json_t **out);
 
+/* A record's stored JSON text, without parsing it: valid until the
+ * transaction ends. For hot paths that read a few fields themselves. */
+ad_err store_get_raw(store_txn *tx, store_table t, const char *key,
+                     const char **text, size_t *len);
+
 /* Lists up to limit records of t in key order whose key starts with
  * prefix ("" for all) and sorts after `after` (NULL/"" for the start).
  * *items is a new JSON array; *more is set when further records match. */

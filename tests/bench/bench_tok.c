@@ -1,7 +1,7 @@
 /* Micro-benchmark of access tokens: tok_mint and tok_verify on one thread
- * with realistic claims, against `openssl speed ecdsap256` run in the
- * same process's lifetime (the goal is >= 0.7x its sign/s and verify/s),
- * verify scaling over all cores (the ring's read lock must not be the
+ * with realistic claims, against `openssl speed ecdsap256` run right
+ * after them, in TOK_ROUNDS rounds (default 3) whose median ratio is
+ * quoted (the goal is >= 0.8x its sign/s and verify/s), verify scaling over all cores (the ring's read lock must not be the
  * bottleneck), and libjwt 1.10 for comparison when built with it. */
 #include <pthread.h>
 #include <stdio.h>
@@ -22,7 +22,8 @@
 
 enum { POOL = 1024, MAX_THREADS = 16 };
 
-static const double SECONDS = 2.0;
+static const double SECONDS = 1.0;
+enum { MAX_ROUNDS = 15 };
 static const char ISSUER[] = "https://authd.example.com";
 
 static double now_s(void)
@@ -79,10 +80,10 @@ static void *verify_loop(void *arg)
     return NULL;
 }
 
-/* `openssl speed -seconds 2 ecdsap256`: its sign/s and verify/s. */
+/* `openssl speed -seconds 1 ecdsap256`: its sign/s and verify/s. */
 static int openssl_speed(double *sign, double *verify)
 {
-    FILE *p = popen("openssl speed -seconds 2 ecdsap256 2>/dev/null", "r");
+    FILE *p = popen("openssl speed -seconds 1 ecdsap256 2>/dev/null", "r");
     char line[512];
     int found = 0;
 
@@ -165,6 +166,31 @@ static void bench_libjwt(const char *priv, const char *payload)
 }
 #endif
 
+static long env_long(const char *name, long dflt, long lo, long hi)
+{
+    const char *v = getenv(name);
+    char *end;
+    long x;
+
+    if (v == NULL || *v == '\0')
+        return dflt;
+    x = strtol(v, &end, 10);
+    return *end == '\0' && x >= lo && x <= hi ? x : dflt;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, long n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 int main(void)
 {
     char *pem = tok_new_key_pem(), **pool = calloc(POOL, sizeof(char *));
@@ -172,7 +198,9 @@ int main(void)
     tok_ring *ring = NULL;
     json_t *claims = NULL;
     double start, end, t, mint_rate, verify_rate, ssl_sign = 0, ssl_verify = 0;
-    long n = 0, i, cpus = sysconf(_SC_NPROCESSORS_ONLN), failures = 0;
+    long n = 0, i, r, cpus = sysconf(_SC_NPROCESSORS_ONLN), failures = 0;
+    long rounds = env_long("TOK_ROUNDS", 3, 1, MAX_ROUNDS), done = 0;
+    double mint_ratio[MAX_ROUNDS], verify_ratio[MAX_ROUNDS];
     struct vjob jobs[MAX_THREADS];
     pthread_t th[MAX_THREADS];
 
@@ -182,37 +210,59 @@ int main(void)
         return 1;
     }
 
-    /* Minting: the same claims object with a fresh jti each time, as the
-     * token endpoint builds one per request. */
+    /* Rounds, each ours then openssl's: on a shared, noisy machine a
+     * ratio is only meaningful between figures taken side by side, and
+     * the median ratio over rounds is what is quoted. */
     claims = claims_for(1);
-    start = now_s();
-    end = start + SECONDS;
-    do {
-        char *jwt = NULL, jti[64];
+    for (r = 0; r < rounds; r++) {
+        /* Minting: the same claims object with a fresh jti each time, as
+         * the token endpoint builds one per request. */
+        long minted = 0;
 
-        snprintf(jti, sizeof(jti), "9f2c4e1a-%08lx-4b7d-a3c1-5e6f7a8b9c0d", n);
-        json_object_set_new(claims, "jti", json_string(jti));
-        if (tok_mint(ring, claims, &jwt) != AD_OK)
-            failures++;
-        if (n < POOL)
-            pool[n] = jwt;
-        else
-            free(jwt);
-        n++;
-    } while (n < POOL || (n & 63) != 0 || now_s() < end);
-    t = now_s() - start;
-    mint_rate = (double)n / t;
+        start = now_s();
+        end = start + SECONDS;
+        do {
+            char *jwt = NULL, jti[64];
+
+            snprintf(jti, sizeof(jti), "9f2c4e1a-%08lx-4b7d-a3c1-5e6f7a8b9c0d",
+                     n);
+            json_object_set_new(claims, "jti", json_string(jti));
+            if (tok_mint(ring, claims, &jwt) != AD_OK)
+                failures++;
+            if (n < POOL)
+                pool[n] = jwt;
+            else
+                free(jwt);
+            n++;
+            minted++;
+        } while (n < POOL || (minted & 63) != 0 || now_s() < end);
+        t = now_s() - start;
+        mint_rate = (double)minted / t;
+
+        /* Verifying: a pool of distinct tokens, nothing cached. */
+        jobs[0] = (struct vjob){ring, pool, SECONDS, 0, 0};
+        verify_loop(&jobs[0]);
+        verify_rate = (double)jobs[0].count / jobs[0].seconds;
+        failures += jobs[0].failures;
+        if (openssl_speed(&ssl_sign, &ssl_verify) != 0) {
+            printf("openssl speed ecdsap256: not available\n");
+            break;
+        }
+        mint_ratio[r] = mint_rate / ssl_sign;
+        verify_ratio[r] = verify_rate / ssl_verify;
+        printf("round %ld: tok_mint %9.0f tokens/s, tok_verify %9.0f "
+               "verifies/s; openssl speed ecdsap256 %9.0f sign/s, %9.0f "
+               "verify/s; ratio mint %.2fx verify %.2fx\n",
+               r + 1, mint_rate, verify_rate, ssl_sign, ssl_verify,
+               mint_ratio[r], verify_ratio[r]);
+        done++;
+    }
     payload = json_dumps(claims, JSON_COMPACT);
-    printf("tok_mint:   %9.0f tokens/s    (%ld in %.2f s, %zu-byte tokens)\n",
-           mint_rate, n, t, pool[0] ? strlen(pool[0]) : (size_t)0);
-
-    /* Verifying: a pool of distinct tokens, nothing cached. */
-    jobs[0] = (struct vjob){ring, pool, SECONDS, 0, 0};
-    verify_loop(&jobs[0]);
-    verify_rate = (double)jobs[0].count / jobs[0].seconds;
-    failures += jobs[0].failures;
-    printf("tok_verify: %9.0f verifies/s  (%ld in %.2f s)\n", verify_rate,
-           jobs[0].count, jobs[0].seconds);
+    printf("token size: %zu bytes\n", pool[0] ? strlen(pool[0]) : (size_t)0);
+    if (done > 0)
+        printf("ratio (median of %ld rounds): mint %.2fx sign/s, verify %.2fx "
+               "verify/s (goal >= 0.80)\n",
+               done, median(mint_ratio, done), median(verify_ratio, done));
 
     /* The same on every core at once: with a shared read lock per call,
      * this should scale with the cores. */
@@ -221,6 +271,9 @@ int main(void)
     if (cpus > 1) {
         double total = 0;
 
+        jobs[0] = (struct vjob){ring, pool, SECONDS, 0, 0};
+        verify_loop(&jobs[0]);
+        verify_rate = (double)jobs[0].count / jobs[0].seconds;
         for (i = 0; i < cpus; i++) {
             jobs[i] = (struct vjob){ring, pool, SECONDS, 0, 0};
             pthread_create(&th[i], NULL, verify_loop, &jobs[i]);
@@ -230,17 +283,9 @@ int main(void)
             total += (double)jobs[i].count / jobs[i].seconds;
             failures += jobs[i].failures;
         }
-        printf("tok_verify: %9.0f verifies/s on %ld threads (%.2fx one thread)\n",
-               total, cpus, total / verify_rate);
-    }
-
-    if (openssl_speed(&ssl_sign, &ssl_verify) == 0) {
-        printf("openssl speed ecdsap256: %9.0f sign/s, %9.0f verify/s\n",
-               ssl_sign, ssl_verify);
-        printf("ratio: mint %.2fx sign/s, verify %.2fx verify/s (goal >= 0.70)\n",
-               mint_rate / ssl_sign, verify_rate / ssl_verify);
-    } else {
-        printf("openssl speed ecdsap256: not available\n");
+        printf("tok_verify: %9.0f verifies/s on one thread, %9.0f on %ld "
+               "threads (%.2fx)\n",
+               verify_rate, total, cpus, total / verify_rate);
     }
 
 #ifdef HAVE_LIBJWT

@@ -217,7 +217,7 @@ static inline int fix_open(fixture *f, const char *name)
         tap_diag("fixture: %s", err);
         return 0;
     }
-    if (checker_open(f->st, 60, 0, &f->ck) != AD_OK)
+    if (checker_open(f->st, &(checker_opts){60, 0, 0}, &f->ck) != AD_OK)
         return 0;
     checker_set_tokens(f->ck, f->tk);
     doc = json_loads(FIX_POLICY, 0, NULL);

@@ -244,3 +244,16 @@ def test_check_listener_does_not_serve_the_admin_api(authd):
         assert r.status in (403, 404), (
             "the unauthenticated check listener must never reach %s %s: %r" % (method, path, r))
         assert_error(r, r.status)
+
+
+def test_metrics_show_the_check_caches_within_their_budget(authd, admin):
+    samples = _metric_samples(authd.request("GET", "/metrics").text)
+    by = {(n, labels): v for n, labels, v in samples}
+    for cache in ("devices", "policy_sets", "certificates"):
+        label = '{cache="%s"}' % cache
+        for name in ("authd_cache_entries", "authd_cache_bytes", "authd_cache_hits_total",
+                     "authd_cache_misses_total", "authd_cache_evictions_total"):
+            assert (name, label) in by, "%s%s is exported" % (name, label)
+        assert 0 < by[("authd_cache_budget_bytes", label)], "each cache has a budget"
+        assert by[("authd_cache_bytes", label)] <= by[("authd_cache_budget_bytes", label)], (
+            "the %s cache stays within its budget" % cache)

@@ -1,8 +1,10 @@
-/* Unit tests of the check path's caches (authd/checker.c) against a real
- * store: the one invalidation rule. A race hook runs between a reader's
- * store read and its cache insert, so a revocation or suspension that
- * commits exactly there — the window in which a certificate was seen to
- * stay cached as valid until restart — is reproduced on every run. */
+/* Unit tests of the check path's caches (authd/checker.c, devcache.c,
+ * identity.c) against a real store: the one invalidation rule — a race
+ * hook runs between a reader's store read and its cache insert, so a
+ * revocation, suspension or policy change that commits exactly there
+ * (the window in which a certificate was seen to stay cached as valid
+ * until restart) is reproduced on every run — and a fleet that shares
+ * one compiled policy set in a bounded, fixed-size-per-device cache. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,7 +114,8 @@ struct race {
     checker *c;
     store *st;
     int fired;
-    int kind; /* 0 revoke the certificate, 1 suspend the device */
+    int kind; /* 0 revoke the certificate, 1 suspend the device,
+               * 2 make the policy deny what it allowed */
 };
 
 static void race_hook(void *arg)
@@ -124,9 +127,17 @@ static void race_hook(void *arg)
     if (r->kind == 0) {
         put(r->st, STORE_CERTS, SERIAL, cert_record("revoked"), NULL);
         checker_forget_cert(r->c, SERIAL, FPR);
-    } else {
+    } else if (r->kind == 1) {
         put(r->st, STORE_DEVICES, DEVICE, device_record("suspended"), NULL);
         checker_forget_device(r->c, DEVICE);
+    } else {
+        json_t *doc = json_pack("{s:[{s:s, s:[s], s:[s]}]}", "statements",
+                                "effect", "deny", "actions", "connect",
+                                "client_ids", "*");
+
+        put(r->st, STORE_POLICIES, "p",
+            json_pack("{s:s, s:o}", "name", "p", "document", doc), NULL);
+        checker_forget_policies(r->c);
     }
 }
 
@@ -139,7 +150,7 @@ static void test_a_certificate_revoked_while_it_is_first_read_is_never_cached_as
     int revoked = 0, reason = 0;
     int64_t at = 0;
 
-    ok(st && checker_open(st, 30, 0, &c) == AD_OK, "a checker over a store");
+    ok(st && checker_open(st, &(checker_opts){30, 0, 0}, &c) == AD_OK, "a checker over a store");
     if (c == NULL)
         return;
     r.c = c;
@@ -173,7 +184,7 @@ static void test_a_fingerprint_lookup_racing_a_revocation_is_not_cached(void)
     struct race r = {NULL, st, 0, 0};
     check_result res;
 
-    ok(st && checker_open(st, 30, 0, &c) == AD_OK, "a checker over a store");
+    ok(st && checker_open(st, &(checker_opts){30, 0, 0}, &c) == AD_OK, "a checker over a store");
     if (c == NULL)
         return;
     r.c = c;
@@ -196,7 +207,7 @@ static void test_a_device_suspended_while_it_is_first_read_is_never_cached_as_ac
     struct race r = {NULL, st, 0, 1};
     check_result res;
 
-    ok(st && checker_open(st, 30, 0, &c) == AD_OK, "a checker over a store");
+    ok(st && checker_open(st, &(checker_opts){30, 0, 0}, &c) == AD_OK, "a checker over a store");
     if (c == NULL)
         return;
     /* The certificate is cached first, so the hook fires on the
@@ -228,7 +239,7 @@ static void test_a_grant_after_a_suspension_is_refused(void)
     json_t *acl = NULL;
     char err[128];
 
-    ok(st && checker_open(st, 30, 0, &c) == AD_OK, "a checker over a store");
+    ok(st && checker_open(st, &(checker_opts){30, 0, 0}, &c) == AD_OK, "a checker over a store");
     if (c == NULL)
         return;
     ok(checker_grant_scope(c, DEVICE, NULL, &granted, &acl, inc, err,
@@ -246,11 +257,212 @@ static void test_a_grant_after_a_suspension_is_refused(void)
     teardown(st);
 }
 
+static void test_a_policy_changed_while_a_device_is_first_read_is_never_cached(void)
+{
+    store *st = setup();
+    checker *c = NULL;
+    struct race r = {NULL, st, 0, 2};
+    check_result res;
+
+    ok(st && checker_open(st, &(checker_opts){30, 0, 0}, &c) == AD_OK, "a checker over a store");
+    if (c == NULL)
+        return;
+    r.c = c;
+    checker_set_race_hook(c, race_hook, &r);
+    connect_by(c, SERIAL, NULL, &res);
+    check_result_clear(&res);
+    checker_set_race_hook(c, NULL, NULL);
+    ok(r.fired >= 1, "the policy change committed between a read and its insert");
+    connect_by(c, SERIAL, NULL, &res);
+    ok(!res.allow && strcmp(res.reason, "explicit_deny") == 0,
+       "the next check decides with the new policy (%s)", res.reason);
+    check_result_clear(&res);
+    checker_close(c);
+    teardown(st);
+}
+
+/* Writes count devices fl-<i> with policy "own" in one transaction. */
+struct fleet_write {
+    int count;
+};
+
+static ad_err fleet_put(store_txn *tx, void *arg)
+{
+    struct fleet_write *w = arg;
+    char id[32];
+    ad_err e = AD_OK;
+    int i;
+
+    for (i = 0; i < w->count && e == AD_OK; i++) {
+        json_t *d;
+
+        snprintf(id, sizeof(id), "fl-%06d", i);
+        d = json_pack("{s:s, s:s, s:[s], s:[], s:{}, s:s}", "id", id,
+                      "status", "active", "policies", "own", "groups",
+                      "attributes", "incarnation", "0123456789abcdef");
+        e = store_put(tx, STORE_DEVICES, id, d, 0);
+        json_decref(d);
+    }
+    return e;
+}
+
+static store *fleet_setup(int devices, int statements)
+{
+    store *st = setup();
+    json_t *doc, *sts;
+    struct fleet_write w = {devices};
+    int i;
+
+    if (st == NULL)
+        return NULL;
+    /* One statement that matters and, to make the set big, many that
+     * never match: a device's memory must not grow with them. */
+    sts = json_pack("[{s:s, s:[s], s:[s]}]", "effect", "allow", "actions",
+                    "publish", "topics", "devices/${device.id}/#");
+    for (i = 1; i < statements; i++) {
+        char t[64];
+
+        snprintf(t, sizeof(t), "site/%d/${device.id}/+/x", i);
+        json_array_append_new(sts, json_pack("{s:s, s:[s], s:[s]}", "effect",
+                                             "allow", "actions", "subscribe",
+                                             "topics", t));
+    }
+    doc = json_pack("{s:o}", "statements", sts);
+    if (!put(st, STORE_POLICIES, "own",
+             json_pack("{s:s, s:o}", "name", "own", "document", doc), NULL) ||
+        store_write(st, fleet_put, &w) != AD_OK) {
+        teardown(st);
+        return NULL;
+    }
+    return st;
+}
+
+static int publish_as(checker *c, const char *device, const char *topic)
+{
+    check_request req;
+    check_result res;
+    int allow;
+
+    memset(&req, 0, sizeof(req));
+    req.action = POL_PUBLISH;
+    req.username = device;
+    req.client_id = device;
+    req.topic = topic;
+    checker_check(c, &req, time(NULL), &res);
+    allow = res.allow;
+    check_result_clear(&res);
+    return allow;
+}
+
+static void test_devices_with_the_same_policies_share_one_compiled_set(void)
+{
+    store *st = fleet_setup(100, 1);
+    checker *c = NULL;
+    checker_stats stats;
+    char id[32], topic[64];
+    int i, right = 1;
+
+    ok(st && checker_open(st, &(checker_opts){30, 0, 0}, &c) == AD_OK, "a checker over a store");
+    if (c == NULL)
+        return;
+    for (i = 0; i < 100; i++) {
+        snprintf(id, sizeof(id), "fl-%06d", i);
+        snprintf(topic, sizeof(topic), "devices/%s/temp", id);
+        right &= publish_as(c, id, topic);
+        /* ${device.id} is bound per decision: the neighbour's topic is
+         * not this device's. */
+        snprintf(topic, sizeof(topic), "devices/fl-%06d/temp", (i + 1) % 100);
+        right &= !publish_as(c, id, topic);
+    }
+    ok(right, "each device may publish to its own topic and not another's");
+    checker_get_stats(c, &stats);
+    ok(stats.devices.entries == 100, "100 devices are cached (%llu)",
+       (unsigned long long)stats.devices.entries);
+    ok(stats.sets.entries == 1, "and share one compiled set (%llu)",
+       (unsigned long long)stats.sets.entries);
+    checker_forget_policies(c);
+    right = publish_as(c, "fl-000007", "devices/fl-000007/temp");
+    checker_get_stats(c, &stats);
+    ok(right && stats.sets.entries == 1,
+       "a policy change compiles the set once again, not per device");
+    checker_close(c);
+    teardown(st);
+}
+
+static double bytes_per_device(int statements)
+{
+    store *st = fleet_setup(2000, statements);
+    checker *c = NULL;
+    checker_stats stats;
+    char id[32], topic[64];
+    int i;
+
+    if (st == NULL ||
+        checker_open(st, &(checker_opts){30, 0, 0}, &c) != AD_OK)
+        return -1;
+    for (i = 0; i < 2000; i++) {
+        snprintf(id, sizeof(id), "fl-%06d", i);
+        snprintf(topic, sizeof(topic), "devices/%s/temp", id);
+        publish_as(c, id, topic);
+    }
+    checker_get_stats(c, &stats);
+    checker_close(c);
+    teardown(st);
+    return stats.devices.entries == 2000
+               ? (double)stats.devices.bytes / 2000.0
+               : -1;
+}
+
+static void test_a_device_costs_the_same_small_memory_whatever_its_policy(void)
+{
+    double small = bytes_per_device(1), big = bytes_per_device(200);
+
+    ok(small > 0 && small < 256,
+       "a device with a one-statement policy costs under 256 bytes (%.0f)",
+       small);
+    ok(big == small, "and the same with a 200-statement policy (%.0f)", big);
+}
+
+static void test_a_small_budget_holds_any_fleet_by_evicting_cold_devices(void)
+{
+    store *st = fleet_setup(20000, 1);
+    checker *c = NULL;
+    checker_stats stats;
+    char id[32], topic[64];
+    const size_t budget = 1 << 20;
+    int i, right = 1;
+
+    ok(st && checker_open(st, &(checker_opts){30, 0, budget}, &c) == AD_OK,
+       "a checker with 1 MiB for its caches");
+    if (c == NULL)
+        return;
+    for (i = 0; i < 40000; i++) {
+        snprintf(id, sizeof(id), "fl-%06d", i % 20000);
+        snprintf(topic, sizeof(topic), "devices/%s/temp", id);
+        right &= publish_as(c, id, topic);
+    }
+    ok(right, "every decision over 20k devices is right, evicted or not");
+    checker_get_stats(c, &stats);
+    ok(stats.devices.bytes <= budget,
+       "the device cache stays within its share (%llu bytes)",
+       (unsigned long long)stats.devices.bytes);
+    ok(stats.devices.entries > 1000 && stats.devices.evictions > 0,
+       "holding what fits (%llu) and evicting one by one (%llu)",
+       (unsigned long long)stats.devices.entries,
+       (unsigned long long)stats.devices.evictions);
+    checker_close(c);
+    teardown(st);
+}
+
 int main(void)
 {
     test_a_certificate_revoked_while_it_is_first_read_is_never_cached_as_valid();
     test_a_fingerprint_lookup_racing_a_revocation_is_not_cached();
     test_a_device_suspended_while_it_is_first_read_is_never_cached_as_active();
     test_a_grant_after_a_suspension_is_refused();
+    test_a_policy_changed_while_a_device_is_first_read_is_never_cached();
+    test_devices_with_the_same_policies_share_one_compiled_set();
+    test_a_device_costs_the_same_small_memory_whatever_its_policy();
+    test_a_small_budget_holds_any_fleet_by_evicting_cold_devices();
     return tap_done();
 }
