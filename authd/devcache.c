@@ -276,9 +276,12 @@ static ad_err polset_for(devcache *dc, store_txn *tx, const char *key,
      * so the cache needs no generation of its own here: a set that a
      * policy change makes stale while it is built is cached and then
      * ignored (and the device load that asked for it reads again). */
+    /* The cache's reference is taken before the entry is visible: once
+     * it is, another thread may replace it and drop that reference. */
+    polset_ref(ps);
     if (cache_put(dc->sets, key, &ps, SET_COST_BASE + strlen(key),
-                  cache_note(dc->sets, key)) == 1)
-        polset_ref(ps);
+                  cache_note(dc->sets, key)) != 1)
+        polset_release(ps);
     *out = ps;
 out:
     json_decref(pj);
