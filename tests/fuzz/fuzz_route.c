@@ -60,7 +60,7 @@ static void compile(const char *pattern, regex_t *re, size_t *ncap)
         } else if (*p == '.') {
             piece = "[.]";
         } else {
-            CHECK(strchr("/-_", *p) != NULL || (*p >= 'a' && *p <= 'z') ||
+            CHECK(strchr("/-_:", *p) != NULL || (*p >= 'a' && *p <= 'z') ||
                   (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'));
             one[0] = *p;
             piece = one;
