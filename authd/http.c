@@ -764,10 +764,19 @@ char *http_metrics_text(app *a, size_t *len)
               "running writes.\n# TYPE authd_store_apply_seconds_total "
               "counter\nauthd_store_apply_seconds_total %.6f\n"
               "# HELP authd_store_commit_seconds_total Writer time spent "
-              "committing (fsync).\n# TYPE authd_store_commit_seconds_total "
-              "counter\nauthd_store_commit_seconds_total %.6f\n",
+              "committing (the data flush).\n"
+              "# TYPE authd_store_commit_seconds_total "
+              "counter\nauthd_store_commit_seconds_total %.6f\n"
+              "# HELP authd_store_syncs_total Flushes by the flusher thread "
+              "that make commits durable.\n"
+              "# TYPE authd_store_syncs_total counter\n"
+              "authd_store_syncs_total %llu\n"
+              "# HELP authd_store_sync_seconds_total Flusher time spent "
+              "flushing.\n# TYPE authd_store_sync_seconds_total counter\n"
+              "authd_store_sync_seconds_total %.6f\n",
               (unsigned long long)ss.commits, (unsigned long long)ss.writes,
-              ss.apply_ns / 1e9, ss.commit_ns / 1e9);
+              ss.apply_ns / 1e9, ss.commit_ns / 1e9,
+              (unsigned long long)ss.syncs, ss.sync_ns / 1e9);
     if (a->checker)
         metrics_caches(&tb, a->checker);
     return buf_take(&tb, len);

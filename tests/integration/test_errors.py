@@ -246,6 +246,17 @@ def test_check_listener_does_not_serve_the_admin_api(authd):
         assert_error(r, r.status)
 
 
+def test_metrics_show_how_the_store_commits_and_flushes(authd, admin):
+    admin.post("/v1/devices", {"id": uid("m-")})
+    by = {n: v for n, _, v in _metric_samples(authd.request("GET", "/metrics").text)}
+    for name in ("authd_store_commits_total", "authd_store_writes_total",
+                 "authd_store_syncs_total", "authd_store_sync_seconds_total"):
+        assert name in by, "%s is exported" % name
+    assert by["authd_store_writes_total"] >= 1 and by["authd_store_commits_total"] >= 1
+    assert by["authd_store_syncs_total"] + by["authd_store_commits_total"] >= 1, (
+        "a write was made durable by a flush")
+
+
 def test_metrics_show_the_check_caches_within_their_budget(authd, admin):
     samples = _metric_samples(authd.request("GET", "/metrics").text)
     by = {(n, labels): v for n, labels, v in samples}
