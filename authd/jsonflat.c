@@ -66,6 +66,21 @@ static const char *string(struct cursor *c)
     c->p++;
     while (c->p < c->end) {
         unsigned char ch = (unsigned char)*c->p;
+        const char *run = c->p;
+
+        /* Most text is plain printable ASCII: copied a run at a time. */
+        while (c->p < c->end && (unsigned char)*c->p >= 0x20 &&
+               (unsigned char)*c->p < 0x80 && *c->p != '"' && *c->p != '\\')
+            c->p++;
+        if (c->p > run) {
+            size_t n = (size_t)(c->p - run);
+
+            if ((size_t)(c->out_end - c->out) < n)
+                return NULL;
+            memcpy(c->out, run, n);
+            c->out += n;
+            continue;
+        }
 
         if (ch == '"') {
             c->p++;
