@@ -85,9 +85,13 @@ ad_err cache_open(size_t budget, size_t record_size, cache_drop_fn drop,
     int i;
 
     *out = NULL;
-    c = calloc(1, sizeof(*c));
+    /* Shards are cache-line aligned (so two locks never share a line):
+     * the block must be too. */
+    c = aligned_alloc(alignof(cache), (sizeof(*c) + alignof(cache) - 1) /
+                                          alignof(cache) * alignof(cache));
     if (c == NULL)
         return AD_ENOMEM;
+    memset(c, 0, sizeof(*c));
     c->record_size = record_size;
     c->record_span = (record_size + alignof(max_align_t) - 1) /
                      alignof(max_align_t) * alignof(max_align_t);

@@ -1,6 +1,7 @@
 /* LMDB behind store.h: named databases for records and indexes, read
  * transactions on demand, and one writer thread doing group commit. */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -17,6 +18,8 @@
 #define STORE_RECORD_MAX (256 * 1024)
 /* Writes grouped into one transaction at most; bounds commit latency. */
 #define STORE_BATCH_MAX 512
+#define STORE_READ_POOLS 8
+#define STORE_READ_POOL_DEPTH 16
 
 static const char *const table_names[STORE_TABLE__COUNT] = {
     "devices", "certs", "enrollments", "apikeys", "meta", "policies", "groups",
@@ -60,6 +63,16 @@ struct store {
 
     atomic_uint_fast64_t commits, writes, syncs;
     atomic_uint_fast64_t apply_ns, commit_ns, sync_ns; /* for /metrics */
+
+    /* Read transactions kept reset for reuse: renewing one costs no trip
+     * through LMDB's reader table and its process-shared lock, which
+     * every check that misses a cache would otherwise take. A pool per
+     * few threads, so threads rarely share one lock. */
+    struct read_pool {
+        pthread_mutex_t lock;
+        size_t n;
+        store_txn *txns[STORE_READ_POOL_DEPTH];
+    } pools[STORE_READ_POOLS];
 };
 
 struct store_txn {
@@ -67,6 +80,18 @@ struct store_txn {
     MDB_txn *txn;
     int writable;
 };
+
+static void read_pools_close(store *s);
+
+static atomic_uint next_pool;
+static _Thread_local unsigned my_pool = UINT_MAX;
+
+static struct read_pool *pool_of(store *s)
+{
+    if (my_pool == UINT_MAX)
+        my_pool = atomic_fetch_add(&next_pool, 1) % STORE_READ_POOLS;
+    return &s->pools[my_pool];
+}
 
 static ad_err map_mdb(int rc)
 {
@@ -361,6 +386,8 @@ ad_err store_open(const char *dir, size_t map_mb, store **out, char *err,
     if (s == NULL)
         return AD_ENOMEM;
     pthread_mutex_init(&s->lock, NULL);
+    for (i = 0; i < STORE_READ_POOLS; i++)
+        pthread_mutex_init(&s->pools[i].lock, NULL);
     pthread_cond_init(&s->queued, NULL);
     pthread_cond_init(&s->synced, NULL);
 
@@ -437,6 +464,7 @@ void store_close(store *s)
         pthread_mutex_unlock(&s->lock);
         pthread_join(s->flusher, NULL);
     }
+    read_pools_close(s);
     if (s->env)
         mdb_env_close(s->env);
     pthread_cond_destroy(&s->synced);
@@ -462,7 +490,20 @@ ad_err store_read_begin(store *s, store_txn **out)
     store_txn *tx;
     int rc;
 
+    struct read_pool *pool = pool_of(s);
+
     *out = NULL;
+    pthread_mutex_lock(&pool->lock);
+    tx = pool->n > 0 ? pool->txns[--pool->n] : NULL;
+    pthread_mutex_unlock(&pool->lock);
+    if (tx != NULL) {
+        if (mdb_txn_renew(tx->txn) == MDB_SUCCESS) {
+            *out = tx;
+            return AD_OK;
+        }
+        mdb_txn_abort(tx->txn);
+        free(tx);
+    }
     tx = calloc(1, sizeof(*tx));
     if (tx == NULL)
         return AD_ENOMEM;
@@ -478,10 +519,38 @@ ad_err store_read_begin(store *s, store_txn **out)
 
 void store_read_end(store_txn *tx)
 {
+    struct read_pool *pool;
+
     if (tx == NULL)
         return;
-    mdb_txn_abort(tx->txn);
-    free(tx);
+    /* Reset, a transaction pins no snapshot: the writer may reuse every
+     * page it read. */
+    mdb_txn_reset(tx->txn);
+    pool = pool_of(tx->s);
+    pthread_mutex_lock(&pool->lock);
+    if (pool->n < STORE_READ_POOL_DEPTH) {
+        pool->txns[pool->n++] = tx;
+        tx = NULL;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (tx != NULL) {
+        mdb_txn_abort(tx->txn);
+        free(tx);
+    }
+}
+
+static void read_pools_close(store *s)
+{
+    size_t i, k;
+
+    for (i = 0; i < STORE_READ_POOLS; i++) {
+        for (k = 0; k < s->pools[i].n; k++) {
+            mdb_txn_abort(s->pools[i].txns[k]->txn);
+            free(s->pools[i].txns[k]);
+        }
+        s->pools[i].n = 0;
+        pthread_mutex_destroy(&s->pools[i].lock);
+    }
 }
 
 /* ---- records --------------------------------------------------------- */
