@@ -602,6 +602,11 @@ const pol_set *dev_view_policy(const dev_view *v)
     return v->set->shared;
 }
 
+json_t *dev_view_statements(const dev_view *v, const pol_vars *vars)
+{
+    return pol_statements_bound(v->set->sources, v->set->nsources, vars);
+}
+
 ad_err dev_view_bind(const dev_view *v, const pol_vars *vars, pol_set **out)
 {
     char err[256];

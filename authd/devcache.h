@@ -74,6 +74,10 @@ void dev_view_vars(const dev_view *v, const char *device_id,
  * compile (a deny). Valid while v is held. */
 const pol_set *dev_view_policy(const dev_view *v);
 
+/* The statements a broker gets on an allowed connect, with vars
+ * substituted (pol_statements_bound: no tries built). */
+json_t *dev_view_statements(const dev_view *v, const pol_vars *vars);
+
 /* The set compiled with vars bound (pol_compile), for what needs
  * substituted statements: the export to brokers on connect, token
  * scopes, EMQX rules. Free with pol_set_free. */

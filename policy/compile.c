@@ -151,6 +151,7 @@ struct pol_set {
     tcid *tcids[2];                 /* client ids with variables */
     size_t ntcids[2], captcids[2];
     unsigned uses;                  /* POL_USES_* of those templates */
+    int export_only;  /* pol_statements_bound: no tries */
 };
 
 static int action_slot(pol_action a)
@@ -559,6 +560,8 @@ static int add_pattern(pol_set *set, stmt *st, uint32_t si, pol_pat_kind kind,
             return -1;
         set->pats[set->npats++] = s;
         st->tcount++;
+        if (set->export_only)
+            return 0;
         count = pol_split(s, n, sp, POL_LEVELS_MAX);
         if (count < 0)
             return 0; /* deeper than any decision looks: matches nothing */
@@ -834,10 +837,13 @@ static int finish_globs(pol_set *set, int e)
     return 0;
 }
 
+enum { COMPILE_BOUND, COMPILE_SHARED, COMPILE_EXPORT };
+
 static ad_err compile(const pol_source *sources, size_t n,
-                      const pol_vars *vars, int shared, pol_set **out,
+                      const pol_vars *vars, int mode, pol_set **out,
                       char *err, size_t errlen)
 {
+    int shared = mode == COMPILE_SHARED;
     pol_set *set = NULL;
     scratch sc;
     const json_t *sts;
@@ -855,6 +861,7 @@ static ad_err compile(const pol_source *sources, size_t n,
         rc = ad_errf(AD_ENOMEM, err, errlen, "out of memory");
         goto out;
     }
+    set->export_only = mode == COMPILE_EXPORT;
     for (s = 0; s < n; s++) {
         const char *name = NULL;
 
@@ -901,13 +908,31 @@ out:
 ad_err pol_compile(const pol_source *sources, size_t n, const pol_vars *vars,
                    pol_set **out, char *err, size_t errlen)
 {
-    return compile(sources, n, vars, 0, out, err, errlen);
+    return compile(sources, n, vars, COMPILE_BOUND, out, err, errlen);
 }
 
 ad_err pol_compile_shared(const pol_source *sources, size_t n, pol_set **out,
                           char *err, size_t errlen)
 {
-    return compile(sources, n, NULL, 1, out, err, errlen);
+    return compile(sources, n, NULL, COMPILE_SHARED, out, err, errlen);
+}
+
+json_t *pol_statements_bound(const pol_source *sources, size_t n,
+                             const pol_vars *vars)
+{
+    pol_set *set = NULL;
+    json_t *out;
+    char err[256];
+
+    /* The same expansion and the same export as pol_compile followed by
+     * pol_set_statements; only the tries, which nothing here decides
+     * with, are not built. */
+    if (compile(sources, n, vars, COMPILE_EXPORT, &set, err, sizeof(err)) !=
+        AD_OK)
+        return NULL;
+    out = pol_set_statements(set);
+    pol_set_free(set);
+    return out;
 }
 
 unsigned pol_set_uses(const pol_set *set)

@@ -180,6 +180,12 @@ ad_err pol_compile_shared(const pol_source *sources, size_t n, pol_set **out,
 pol_decision pol_decide_bound(const pol_set *set, const pol_vars *vars,
                               pol_action action, const char *subject);
 
+/* pol_set_statements(pol_compile(sources, vars)) without building the
+ * tries: what a broker gets on an allowed connect, at a fraction of a
+ * compile's cost. NULL on error or out of memory. */
+json_t *pol_statements_bound(const pol_source *sources, size_t n,
+                             const pol_vars *vars);
+
 /* Which variables a set's patterns read, so that a cache keeps only the
  * per-device values a decision needs: POL_USES_* bits, 0 for a set from
  * pol_compile (its variables are substituted) or NULL. The "${$}"

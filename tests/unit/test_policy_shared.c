@@ -685,6 +685,7 @@ static char *rand_subject(const rvars *r, pol_action a)
 
 static long diff_docs, diff_skipped, diff_decisions, diff_failures;
 static long diff_allowed, diff_denied; /* by a statement, not by default */
+static long diff_exports;
 
 static void differential_one(json_t *doc)
 {
@@ -712,6 +713,19 @@ static void differential_one(json_t *doc)
             diff_failures++;
             json_decref(r.attrs);
             continue;
+        }
+        {
+            /* What a broker gets on connect: the export without tries
+             * equals the export of the compiled set. */
+            json_t *full = pol_set_statements(bound),
+                   *light = pol_statements_bound(&src, 1, &r.v);
+
+            diff_exports++;
+            if ((full == NULL || light == NULL || !json_equal(full, light)) &&
+                diff_failures++ < 5)
+                tap_diag("statements differ from the compiled set's");
+            json_decref(full);
+            json_decref(light);
         }
         for (si = 0; si < 24; si++) {
             for (a = POL_CONNECT; a <= POL_RECEIVE; a <<= 1) {
@@ -781,9 +795,10 @@ static void test_policy_shared_random_differential(void)
         json_decref(doc);
     }
     tap_diag("differential: %ld documents (%ld refused by validation), "
-             "%ld decisions, %ld allowed, %ld denied by a statement",
+             "%ld decisions, %ld allowed, %ld denied by a statement, "
+             "%ld exports",
              diff_docs, diff_skipped, diff_decisions, diff_allowed,
-             diff_denied);
+             diff_denied, diff_exports);
     ok(diff_docs >= 2000 && diff_decisions >= 500000 &&
            diff_allowed >= diff_decisions / 50 &&
            diff_denied >= diff_decisions / 50,
