@@ -563,21 +563,6 @@ static ad_err decode(const MDB_val *v, json_t **out)
     return *out ? AD_OK : AD_ESTORE;
 }
 
-ad_err store_get(store_txn *tx, store_table t, const char *key, json_t **out)
-{
-    MDB_val k, v;
-    int rc;
-
-    *out = NULL;
-    if (!key_ok(key))
-        return AD_ENOTFOUND;
-    k = val_of_str(key);
-    rc = mdb_get(tx->txn, tx->s->tables[t], &k, &v);
-    if (rc != MDB_SUCCESS)
-        return map_mdb(rc);
-    return decode(&v, out);
-}
-
 ad_err store_get_raw(store_txn *tx, store_table t, const char *key,
                      const char **text, size_t *len)
 {
@@ -595,6 +580,19 @@ ad_err store_get_raw(store_txn *tx, store_table t, const char *key,
     *text = v.mv_data;
     *len = v.mv_size;
     return AD_OK;
+}
+
+ad_err store_get(store_txn *tx, store_table t, const char *key, json_t **out)
+{
+    MDB_val v;
+    const char *text;
+    ad_err e;
+
+    *out = NULL;
+    if ((e = store_get_raw(tx, t, key, &text, &v.mv_size)) != AD_OK)
+        return e;
+    v.mv_data = (void *)text;
+    return decode(&v, out);
 }
 
 ad_err store_put_text(store_txn *tx, store_table t, const char *key,
