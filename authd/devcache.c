@@ -430,72 +430,6 @@ out:
 
 typedef struct {
     devcache *dc;
-    dev_view *view;
-    int stale;
-} view_arg;
-
-static int copy_view(void *record, void *arg)
-{
-    dev_rec *d = record;
-    view_arg *va = arg;
-
-    if (d->set->policy_gen != atomic_load(&va->dc->policy_gen)) {
-        va->stale = 1;
-        return 0;
-    }
-    va->view->status = (dev_status)d->status;
-    memcpy(va->view->incarnation, d->incarnation,
-           sizeof(va->view->incarnation));
-    va->view->set = polset_ref(d->set);
-    va->view->attributes = d->attributes ? json_incref(d->attributes) : NULL;
-    return 0;
-}
-
-static void view_from(dev_view *v, const dev_rec *d)
-{
-    v->status = (dev_status)d->status;
-    memcpy(v->incarnation, d->incarnation, sizeof(v->incarnation));
-    v->set = polset_ref(d->set);
-    v->attributes = d->attributes ? json_incref(d->attributes) : NULL;
-}
-
-ad_err devcache_get(devcache *dc, const char *id, dev_view *out)
-{
-    view_arg va = {dc, out, 0};
-    dev_rec rec;
-    size_t extra;
-    uint64_t noted;
-    int tries;
-    ad_err e;
-
-    memset(out, 0, sizeof(*out));
-    for (tries = 0;; tries++) {
-        va.stale = 0;
-        if (cache_use(dc->devices, id, copy_view, &va) != CACHE_MISS &&
-            !va.stale)
-            return AD_OK;
-        noted = cache_note(dc->devices, id);
-        if ((e = dev_load(dc, id, &rec, &extra)) != AD_OK)
-            return e;
-        race_point(dc);
-        view_from(out, &rec);
-        if (rec.set->policy_gen == atomic_load(&dc->policy_gen) &&
-            cache_put(dc->devices, id, &rec, extra, noted) == 1)
-            return AD_OK;
-        drop_dev_rec(&rec);
-        /* An invalidation of the device or of any policy landed while we
-         * read: what we read may predate it, so it is neither cached nor
-         * answered. Read again; a reader starved by a storm of
-         * invalidations answers from a read that began after the last
-         * one it saw, without caching it. */
-        if (tries == 3)
-            return AD_OK;
-        dev_view_release(out);
-    }
-}
-
-typedef struct {
-    devcache *dc;
     int (*fn)(const dev_view *v, void *arg);
     void *arg;
     int stale;
@@ -573,6 +507,20 @@ void dev_view_ref(const dev_view *v, dev_view *out)
     polset_ref(out->set);
     if (out->attributes)
         json_incref(out->attributes);
+}
+
+static int take_view(const dev_view *v, void *arg)
+{
+    dev_view_ref(v, arg);
+    return 0;
+}
+
+ad_err devcache_get(devcache *dc, const char *id, dev_view *out)
+{
+    int unused;
+
+    memset(out, 0, sizeof(*out));
+    return devcache_use(dc, id, take_view, out, &unused);
 }
 
 void dev_view_release(dev_view *v)
