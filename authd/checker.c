@@ -117,7 +117,7 @@ void checker_forget_cert(checker *c, const char *serial_hex,
 
 /* ---- deciding ------------------------------------------------------------ */
 
-static void deny(check_result *out, const char *reason)
+void check_result_deny(check_result *out, const char *reason)
 {
     out->allow = 0;
     out->reason = reason;
@@ -145,9 +145,9 @@ static int token_identity(checker *c, const check_request *req, time_t now,
     if (c->tokens == NULL ||
         tokens_validate(c->tokens, req->password, (int64_t)now, tok, why,
                         sizeof(why)) != AD_OK) {
-        deny(out, strstr(why, "revoked")   ? "token_revoked"
-                  : strstr(why, "expired") ? "token_expired"
-                                           : "invalid_token");
+        check_result_deny(out, strstr(why, "revoked")   ? "token_revoked"
+                               : strstr(why, "expired") ? "token_expired"
+                                                        : "invalid_token");
         return 0;
     }
     return 1;
@@ -166,7 +166,7 @@ static void connect_export(const dev_view *dv, const pol_vars *vars,
     if (!req->want_emqx_acl) {
         if ((out->statements = dev_view_statements(dv, vars)) == NULL) {
             check_result_clear(out);
-            deny(out, "policy_error");
+            check_result_deny(out, "policy_error");
         }
         return;
     }
@@ -176,7 +176,7 @@ static void connect_export(const dev_view *dv, const pol_vars *vars,
          (out->emqx_acl = pol_emqx_acl(bound, tok ? tok->scope : NULL)) ==
              NULL)) {
         check_result_clear(out);
-        deny(out, "policy_error");
+        check_result_deny(out, "policy_error");
     }
     pol_set_free(bound);
 }
@@ -204,24 +204,25 @@ static int decide_locked(const dev_view *dv, void *arg)
     const char *subject;
 
     if (dv->status != DEV_ACTIVE) {
-        deny(out, dv->status == DEV_SUSPENDED ? "device_suspended"
-                                              : "device_revoked");
+        check_result_deny(out, dv->status == DEV_SUSPENDED
+                                   ? "device_suspended"
+                                   : "device_revoked");
         return 0;
     }
     /* A token minted for an earlier device of the same id (deleted,
      * then created again) is not this device's. */
     if (da->tok && strcmp(da->tok->incarnation, dv->incarnation) != 0) {
-        deny(out, "token_for_another_device");
+        check_result_deny(out, "token_for_another_device");
         return 0;
     }
     /* A token bound to a certificate lives no longer than it: revoking
      * the certificate ends the token too. */
     if (!da->bound_ok) {
-        deny(out, "token_certificate_revoked");
+        check_result_deny(out, "token_certificate_revoked");
         return 0;
     }
     if ((set = dev_view_policy(dv)) == NULL) {
-        deny(out, "policy_error");
+        check_result_deny(out, "policy_error");
         return 0;
     }
     dev_view_vars(dv, da->device_id, req->client_id, req->username,
@@ -274,7 +275,8 @@ static void decide_for(checker *c, const char *device_id,
                   identity_bound_cert_valid(c->ids, tok, now);
     err = devcache_use(c->devices, device_id, decide_locked, &da, &unused);
     if (err != AD_OK) {
-        deny(out, err == AD_ENOTFOUND ? "unknown_device" : "store_error");
+        check_result_deny(out, err == AD_ENOTFOUND ? "unknown_device"
+                                                   : "store_error");
         return;
     }
     if (da.export) {
@@ -305,17 +307,17 @@ void checker_check(checker *c, const check_request *req, time_t now,
 
     memset(out, 0, sizeof(*out));
     out->statement = -1;
-    deny(out, "denied");
+    check_result_deny(out, "denied");
     if (req->action != POL_CONNECT && req->action != POL_PUBLISH &&
         req->action != POL_SUBSCRIBE && req->action != POL_RECEIVE) {
-        deny(out, "invalid_action");
+        check_result_deny(out, "invalid_action");
         return;
     }
     /* Every credential the broker passes must name one and the same
      * device: the certificate (however named), a token, the CN, the
      * username. Each step below either agrees or denies. */
     if ((have_cert = identity_named_cert(c->ids, req, now, &ce, &why)) < 0) {
-        deny(out, why);
+        check_result_deny(out, why);
         return;
     }
     named_by_cn = req->trust_cert_cn && req->cert_cn && *req->cert_cn;
@@ -323,7 +325,7 @@ void checker_check(checker *c, const check_request *req, time_t now,
         if (!token_identity(c, req, now, &tok, out))
             return;
         if (have_cert && !identity_token_fits_cert(tok, &ce)) {
-            deny(out, "token_certificate_mismatch");
+            check_result_deny(out, "token_certificate_mismatch");
             goto out;
         }
         device_id = tok->sub;
@@ -338,30 +340,31 @@ void checker_check(checker *c, const check_request *req, time_t now,
         if (device_id != NULL) {
             /* A CN beside a stronger credential must agree with it. */
             if (strcmp(req->cert_cn, device_id) != 0) {
-                deny(out, tok && !have_cert ? "token_certificate_mismatch"
-                                            : "certificate_mismatch");
+                check_result_deny(out, tok && !have_cert
+                                           ? "token_certificate_mismatch"
+                                           : "certificate_mismatch");
                 goto out;
             }
             /* A bound token binds to one certificate; a CN names any of
              * the device's, revoked ones included. */
             if (tok && tok->has_cnf && !have_cert && !c->trust_cn_only) {
-                deny(out, "certificate_required");
+                check_result_deny(out, "certificate_required");
                 goto out;
             }
         } else if (!(req->password && *req->password)) {
             /* A CN alone cannot tell which of the device's certificates
              * was presented, revoked or not. */
             if (!c->trust_cn_only) {
-                deny(out, "certificate_required");
+                check_result_deny(out, "certificate_required");
                 goto out;
             }
             if (!util_device_id_valid(req->cert_cn)) {
-                deny(out, "unknown_device");
+                check_result_deny(out, "unknown_device");
                 goto out;
             }
             if (!identity_device_has_valid_cert(c->ids, req->cert_cn, now,
                                        &out->expire_at)) {
-                deny(out, "no_valid_certificate");
+                check_result_deny(out, "no_valid_certificate");
                 goto out;
             }
             device_id = req->cert_cn;
@@ -376,21 +379,21 @@ void checker_check(checker *c, const check_request *req, time_t now,
         if ((claimed == NULL || *claimed == '\0') && named_by_cn)
             claimed = req->cert_cn;
         if (claimed == NULL || *claimed == '\0') {
-            deny(out, "no_identity");
+            check_result_deny(out, "no_identity");
             goto out;
         }
         if (named_by_cn && strcmp(claimed, req->cert_cn) != 0) {
-            deny(out, "certificate_mismatch");
+            check_result_deny(out, "certificate_mismatch");
             goto out;
         }
         if (!util_device_id_valid(claimed)) {
-            deny(out, "unknown_device");
+            check_result_deny(out, "unknown_device");
             goto out;
         }
         if (req->action == POL_CONNECT) {
             util_strlcpy(out->device, claimed, sizeof(out->device));
             if (req->password == NULL || *req->password == '\0') {
-                deny(out, "no_credential");
+                check_result_deny(out, "no_credential");
                 goto out;
             }
             if (!identity_secret_ok(c->ids, claimed, req->password, req->argon2,
@@ -405,7 +408,7 @@ void checker_check(checker *c, const check_request *req, time_t now,
     if (req->username && *req->username &&
         strcmp(req->username, device_id) != 0) {
         util_strlcpy(out->device, device_id, sizeof(out->device));
-        deny(out, "username_mismatch");
+        check_result_deny(out, "username_mismatch");
         goto out;
     }
     /* ${cert.cn} is the CN of the certificate that identified the

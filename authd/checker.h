@@ -95,6 +95,8 @@ void checker_close(checker *c);
 void checker_check(checker *c, const check_request *req, time_t now,
                    check_result *out);
 void check_result_clear(check_result *r);
+/* Makes r a deny for reason (static text): no allow, nothing cached. */
+void check_result_deny(check_result *r, const char *reason);
 
 /* Explains the policy decision for a device (no credential needed):
  * fills out as checker_check would for an authenticated client. */

@@ -379,13 +379,6 @@ int identity_token_fits_cert(const token_entry *tok, const cert_rec *cert)
 
 /* ---- device secrets ------------------------------------------------------ */
 
-static void deny(check_result *out, const char *reason)
-{
-    out->allow = 0;
-    out->reason = reason;
-    out->ttl = 0;
-}
-
 /* The device's argon2id hash from the store (malloc), or NULL. */
 static char *secret_hash_of(identity *id, const char *device_id)
 {
@@ -425,11 +418,12 @@ int identity_secret_ok(identity *id, const char *device_id,
     if (HMAC(EVP_sha256(), id->mac_key, sizeof(id->mac_key),
              (const unsigned char *)secret, strlen(secret), mac,
              &maclen) == NULL) {
-        deny(out, "internal_error");
+        check_result_deny(out, "internal_error");
         return 0;
     }
     if ((e = devcache_get(id->devices, device_id, &dv)) != AD_OK) {
-        deny(out, e == AD_ENOTFOUND ? "unknown_device" : "store_error");
+        check_result_deny(out, e == AD_ENOTFOUND ? "unknown_device"
+                                                 : "store_error");
         return 0;
     }
     dev_view_release(&dv);
@@ -439,33 +433,33 @@ int identity_secret_ok(identity *id, const char *device_id,
      * what is verified here too old to remember. */
     noted = devcache_note(id->devices, device_id);
     if ((hash = secret_hash_of(id, device_id)) == NULL) {
-        deny(out, "invalid_credential");
+        check_result_deny(out, "invalid_credential");
         return 0;
     }
     snprintf(key, sizeof(key), "dev:%s", device_id);
     if (id->limits && rl_blocked(id->limits, key, rl_now_ms())) {
         rl_count(id->limits, RL_WHAT_SECRET);
-        deny(out, "rate_limited");
+        check_result_deny(out, "rate_limited");
         goto out;
     }
     /* Not on a thread that answers other devices: the caller runs the
      * request again where it may block, or has nowhere to. */
     if (argon2 == CHECK_ARGON2_DEFER) {
-        deny(out, "deferred");
+        check_result_deny(out, "deferred");
         out->deferred = 1;
         goto out;
     }
     if (argon2 == CHECK_ARGON2_REFUSE) {
         if (id->limits)
             rl_count(id->limits, RL_WHAT_BUSY);
-        deny(out, "rate_limited");
+        check_result_deny(out, "rate_limited");
         goto out;
     }
     /* Never queue for the gate: a queue of argon2 runs is the very
      * latency and memory the limit exists to prevent. */
     if (id->limits && !(gated = rl_gate_enter(id->limits))) {
         rl_count(id->limits, RL_WHAT_BUSY);
-        deny(out, "rate_limited");
+        check_result_deny(out, "rate_limited");
         goto out;
     }
     verdict = secret_hash_verify(hash, secret, strlen(secret));
@@ -479,7 +473,7 @@ int identity_secret_ok(identity *id, const char *device_id,
     if (good)
         devcache_secret_remember(id->devices, device_id, noted, mac);
     else
-        deny(out, "invalid_credential");
+        check_result_deny(out, "invalid_credential");
 out:
     OPENSSL_cleanse(hash, strlen(hash));
     free(hash);
