@@ -47,6 +47,32 @@ typedef enum {
     STORE_IX__COUNT
 } store_index;
 
+/* ---- opening ------------------------------------------------------ */
+
+/* Which backend holds the data: the embedded LMDB of one node, or a
+ * PostgreSQL database that many nodes share. */
+typedef enum { STORE_BACKEND_LMDB, STORE_BACKEND_POSTGRES } store_backend;
+
+typedef struct {
+    const char *data_dir; /* "lmdb:" with no path means data_dir/store */
+    size_t map_mb;        /* LMDB: bound on the database size */
+    unsigned read_conns;  /* PostgreSQL: pooled read connections (0: 8) */
+} store_options;
+
+/* Opens the store a URL names: "lmdb:" (DATA/store), "lmdb:/path", or
+ * "postgres://..." / "postgresql://..." (a libpq connection URI; the
+ * schema is created or migrated to this build's version on open). The
+ * URL never appears in an error message or log line whole, as it may
+ * carry a password. On error *out is NULL. */
+ad_err store_open_url(const char *url, const store_options *opt, store **out,
+                      char *err, size_t errlen);
+store_backend store_backend_of(store *s);
+
+/* Nonzero while the store can serve: always for LMDB; for PostgreSQL,
+ * while the database answers and the change feed (below) is connected.
+ * For /readyz. */
+int store_ready(store *s);
+
 /* Opens (creating if needed) the store in directory dir, which must
  * exist, and starts the writer thread. map_mb bounds the database size.
  * On error *out is NULL. */
@@ -66,7 +92,15 @@ void store_read_end(store_txn *tx);
 
 /* A write: runs inside the writer's transaction (in a nested child
  * transaction, so a failed write leaves nothing behind). Return AD_OK to
- * keep the changes, anything else to discard them. */
+ * keep the changes, anything else to discard them.
+ *
+ * A write function may run more than once: PostgreSQL rolls back and
+ * retries a transaction that lost a deadlock or serialization race with
+ * another node. It must therefore set everything it reports in arg
+ * afresh on each run, never accumulate across runs. Reads inside a
+ * write lock what they read (PostgreSQL: SELECT ... FOR UPDATE) until the
+ * commit, so a read-modify-write (an enrollment's `used`) is exact across
+ * nodes. */
 typedef ad_err (*store_write_fn)(store_txn *tx, void *arg);
 
 /* Runs fn(tx, arg) on the writer thread and blocks until the transaction
@@ -81,6 +115,35 @@ typedef ad_err (*store_write_fn)(store_txn *tx, void *arg);
  * durable (and before its store_write returns); only the return of
  * store_write promises durability. */
 ad_err store_write(store *s, store_write_fn fn, void *arg);
+
+/* ---- the change feed ---------------------------------------------- *
+ * Caches above the store learn of every committed change here, whichever
+ * node made it: the one rule for keeping them exact. A watcher is called
+ *  - for a local write: after its transaction is durable and before its
+ *    store_write returns (so a writer has invalidated before it answers);
+ *  - for another node's write (PostgreSQL): when its notification arrives,
+ *    sent by LISTEN/NOTIFY in the same transaction as the change.
+ * STORE_CHANGE_RECORD names a record of a table that was put or deleted;
+ * STORE_CHANGE_EVENTS says the event log grew to event_id;
+ * STORE_CHANGE_UNKNOWN says changes may have been missed (the feed was
+ * down): forget everything cached and catch up from the store.
+ * Watchers run on a store thread and must not call store_write. */
+typedef enum {
+    STORE_CHANGE_RECORD,
+    STORE_CHANGE_EVENTS,
+    STORE_CHANGE_UNKNOWN
+} store_change_kind;
+
+typedef struct {
+    store_change_kind kind;
+    store_table table;  /* RECORD */
+    const char *key;    /* RECORD */
+    uint64_t event_id;  /* EVENTS */
+} store_change;
+
+typedef void (*store_watch_fn)(void *arg, const store_change *c);
+/* Registers the one watcher; call before the first write. */
+void store_watch(store *s, store_watch_fn fn, void *arg);
 
 /* For tests: hook(arg) runs before each flush of the flusher thread;
  * a nonzero return (an errno) fails that flush as the disk would. NULL
@@ -134,6 +197,17 @@ ad_err store_audit(store_txn *tx, const char *actor, const char *action,
                    const char *target, const json_t *detail);
 /* Audit entries with seq > after, up to limit, oldest first. */
 ad_err store_audit_list(store_txn *tx, uint64_t after, size_t limit,
+                        json_t **items, int *more);
+
+/* Appends an event {id,time,type,data} to the event log behind
+ * GET /v1/events, in the same transaction as the change it reports. Ids
+ * come from one counter shared by every node, in commit order: a reader
+ * who has seen id N and lists after N misses nothing committed. The log
+ * keeps the newest STORE_EVENTS_KEPT events. data: a reference is taken. */
+enum { STORE_EVENTS_KEPT = 100000 };
+ad_err store_event_append(store_txn *tx, const char *type, const json_t *data);
+/* Events with id > after, oldest first, up to limit. */
+ad_err store_event_list(store_txn *tx, uint64_t after, size_t limit,
                         json_t **items, int *more);
 
 /* What the writer has done, for /metrics: how well group commit batches
