@@ -115,6 +115,12 @@ void checker_forget_cert(checker *c, const char *serial_hex,
     identity_forget_cert(c->ids, serial_hex, fingerprint_hex);
 }
 
+void checker_forget_all(checker *c)
+{
+    identity_forget_all(c->ids);
+    devcache_forget_all(c->devices);
+}
+
 /* ---- deciding ------------------------------------------------------------ */
 
 void check_result_deny(check_result *out, const char *reason)

@@ -613,6 +613,12 @@ void devcache_forget_policies(devcache *dc)
     cache_forget_all(dc->sets);
 }
 
+void devcache_forget_all(devcache *dc)
+{
+    devcache_forget_policies(dc);
+    cache_forget_all(dc->devices);
+}
+
 void devcache_get_stats(devcache *dc, devcache_stats *out)
 {
     cache_get_stats(dc->devices, &out->devices);

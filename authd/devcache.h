@@ -96,6 +96,7 @@ void devcache_secret_remember(devcache *dc, const char *id, uint64_t noted,
 /* Invalidation (the rule of cache.h). */
 void devcache_forget(devcache *dc, const char *id);
 void devcache_forget_policies(devcache *dc);
+void devcache_forget_all(devcache *dc); /* devices and policy sets */
 
 typedef struct {
     cache_stats devices, sets;

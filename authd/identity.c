@@ -217,6 +217,11 @@ void identity_forget_cert(identity *id, const char *serial_hex,
     }
 }
 
+void identity_forget_all(identity *id)
+{
+    cache_forget_all(id->certs);
+}
+
 enum { CERT_PEM_MAX = 16384 };
 
 /* The SHA-256 fingerprint (lowercase hex) of a certificate given as PEM

@@ -8,6 +8,7 @@
 
 #include <openssl/crypto.h>
 
+#include "changes.h"
 #include "checker.h"
 #include "datadir.h"
 #include "events.h"
@@ -150,7 +151,7 @@ static int cmd_serve(config *cfg, int argc, char **argv)
     }
     checker_set_tokens(a.checker, a.tokens);
     checker_set_limits(a.checker, limits);
-    e = events_open(4096, &a.events);
+    e = events_open(4096, a.st, &a.events);
     if (e == AD_OK)
         e = revocation_open(a.st, a.ca, a.checker, cfg->crl_hours,
                             &a.revocation, err, sizeof(err));
@@ -159,6 +160,11 @@ static int cmd_serve(config *cfg, int argc, char **argv)
                  ad_err_code(e), err);
         goto out;
     }
+    /* From here on every committed change, this node's or another's,
+     * reaches the caches, the CRL and the event stream; what changed
+     * while they were being opened is caught up once. */
+    store_watch(a.st, changes_apply, &a);
+    changes_apply(&a, &(store_change){.kind = STORE_CHANGE_UNKNOWN});
     routes = routes_table(&nroutes);
     e = http_start(&a, limits, routes, nroutes, &srv, err, sizeof(err));
     if (e != AD_OK) {
@@ -210,6 +216,9 @@ out:
      * listeners open. */
     events_shutdown(a.events);
     http_stop(srv, 10000);
+    /* No change may reach the parts closed below. */
+    if (a.st)
+        store_watch(a.st, NULL, NULL);
     events_close(a.events);
     revocation_close(a.revocation);
     checker_close(a.checker);

@@ -442,6 +442,8 @@ ad_err registry_revoke_cert(store_txn *tx, const char *actor,
         e = store_audit(tx, actor, "cert.revoke", serial, detail);
         json_decref(detail);
     }
+    if (e == AD_OK)
+        e = registry_crl_advance(tx, NULL);
     if (e == AD_OK && revoked)
         json_array_append_new(
             revoked, json_pack("{s:s, s:O?, s:O?, s:s, s:s}", "serial", serial,
@@ -495,5 +497,82 @@ ad_err registry_set_incarnation(json_t *device)
     if (e == AD_OK &&
         json_object_set_new(device, "incarnation", json_string(inc)) != 0)
         e = AD_ENOMEM;
+    return e;
+}
+
+ad_err registry_crl_advance(store_txn *tx, uint64_t *number)
+{
+    json_t *meta = NULL;
+    uint64_t next;
+    ad_err e;
+
+    e = store_get(tx, STORE_META, "crl", &meta);
+    if (e == AD_ENOTFOUND) {
+        meta = json_object();
+        e = meta ? AD_OK : AD_ENOMEM;
+    }
+    if (e != AD_OK)
+        return e;
+    next = (uint64_t)json_integer_value(json_object_get(meta, "number")) + 1;
+    json_object_set_new(meta, "number", json_integer((json_int_t)next));
+    e = store_put(tx, STORE_META, "crl", meta, 0);
+    json_decref(meta);
+    if (e == AD_OK && number)
+        *number = next;
+    return e;
+}
+
+ad_err registry_crl_number(store *st, uint64_t *number)
+{
+    store_txn *tx = NULL;
+    json_t *meta = NULL;
+    ad_err e;
+
+    *number = 0;
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        return e;
+    e = store_get(tx, STORE_META, "crl", &meta);
+    if (e == AD_OK)
+        *number = (uint64_t)json_integer_value(json_object_get(meta, "number"));
+    else if (e == AD_ENOTFOUND)
+        e = AD_OK;
+    json_decref(meta);
+    store_read_end(tx);
+    return e;
+}
+
+ad_err registry_event_revoked(store_txn *tx, const json_t *revoked,
+                              const char *device, const char *reason)
+{
+    json_t *serials = json_array(), *v, *data;
+    size_t i;
+    ad_err e;
+
+    if (serials == NULL)
+        return AD_ENOMEM;
+    json_array_foreach(revoked, i, v)
+        json_array_append(serials, json_object_get(v, "serial"));
+    if (device == NULL)
+        device = json_string_value(
+            json_object_get(json_array_get(revoked, 0), "device_id"));
+    data = json_pack("{s:s?, s:o, s:s}", "device", device, "serials", serials,
+                     "reason", reason);
+    if (data == NULL)
+        return AD_ENOMEM;
+    e = store_event_append(tx, "revoked", data);
+    json_decref(data);
+    return e;
+}
+
+ad_err registry_event(store_txn *tx, const char *type, const char *key,
+                      const char *value)
+{
+    json_t *data = json_pack("{s:s}", key, value);
+    ad_err e;
+
+    if (data == NULL)
+        return AD_ENOMEM;
+    e = store_event_append(tx, type, data);
+    json_decref(data);
     return e;
 }

@@ -82,6 +82,24 @@ ad_err registry_revoke_device_certs(store_txn *tx, const char *actor,
                                     const char *device_id, const char *reason,
                                     json_t *revoked);
 
+/* The CRL number lives in the store, one sequence for every node: a
+ * revocation advances it in its own transaction (registry_revoke_cert
+ * does), and every node builds its CRL with the number it reads, so the
+ * CRLs of all nodes agree and numbers only grow. Inside a write:
+ * advances it (*number, if non-NULL, gets the new value). */
+ad_err registry_crl_advance(store_txn *tx, uint64_t *number);
+/* The current CRL number (0 before the first). */
+ad_err registry_crl_number(store *st, uint64_t *number);
+
+/* Events for GET /v1/events, written inside the write that makes the
+ * change. "revoked": {"device","serials","reason"} from the entries
+ * registry_revoke_cert appended to revoked (device NULL: the first
+ * entry's). Others: {key: value}, e.g. ("suspended", "device", id). */
+ad_err registry_event_revoked(store_txn *tx, const json_t *revoked,
+                              const char *device, const char *reason);
+ad_err registry_event(store_txn *tx, const char *type, const char *key,
+                      const char *value);
+
 /* Every device record gets a random incarnation when it is created.
  * Credentials minted for a device (tokens) carry it, so they do not
  * outlive the device: deleting it and creating another of the same id

@@ -91,13 +91,10 @@ void route_crl_der(http_req *r);
 void route_crl_pem(http_req *r);
 void route_ocsp_post(http_req *r);
 void route_ocsp_get(http_req *r);
-/* After a revocation committed: drop cached identities, rebuild the
- * CRL, publish a "revoked" event. revoked: [{"serial","fingerprint"}]. */
-void routes_after_revocation(app *a, const json_t *revoked, const char *device,
-                             const char *reason);
-/* Publishes an event (after its change committed). */
-void routes_publish(app *a, const char *type, const char *key,
-                    const char *value);
+/* After a revocation committed: counts it for /metrics (caches, the CRL
+ * and events follow the store's change feed). revoked: as filled by
+ * registry_revoke_cert. */
+void routes_count_revocations(app *a, const json_t *revoked);
 
 /* What a device-secret check made on r's lane does when it needs
  * argon2id: defer from a connection thread, run on the secret lane (or a

@@ -308,6 +308,10 @@ static ad_err device_update_write(store_txn *tx, void *arg)
     char now[32], cur[16];
     ad_err e;
 
+    /* A retried write starts afresh. */
+    json_decref(w->result);
+    w->result = NULL;
+    w->why[0] = '\0';
     e = store_get(tx, STORE_DEVICES, w->id, &dev);
     if (e != AD_OK)
         return e;
@@ -336,6 +340,15 @@ static ad_err device_update_write(store_txn *tx, void *arg)
                             ? "device.resume"
                             : "device.update",
                         w->id, w->patch);
+    /* Broker plugins drop or refetch this device's statements. */
+    if (e == AD_OK && want && strcmp(want, "suspended") == 0)
+        e = registry_event(tx, "suspended", "device", w->id);
+    else if (e == AD_OK && want && strcmp(want, "active") == 0)
+        e = registry_event(tx, "resumed", "device", w->id);
+    if (e == AD_OK && (json_object_get(w->patch, "groups") ||
+                       json_object_get(w->patch, "policies") ||
+                       json_object_get(w->patch, "attributes")))
+        e = registry_event(tx, "policy_changed", "device", w->id);
     if (e == AD_OK)
         w->result = json_incref(dev);
     json_decref(dev);
@@ -390,19 +403,6 @@ void route_device_patch(http_req *r)
     w.id = r->param[0];
     w.patch = patch;
     e = store_write(r->app->st, device_update_write, &w);
-    if (e == AD_OK) {
-        const char *st = json_string_value(json_object_get(patch, "status"));
-        checker_forget_device(r->app->checker, w.id);
-        /* Broker plugins drop or refetch this device's statements. */
-        if (st && strcmp(st, "suspended") == 0)
-            routes_publish(r->app, "suspended", "device", w.id);
-        else if (st && strcmp(st, "active") == 0)
-            routes_publish(r->app, "resumed", "device", w.id);
-        if (json_object_get(patch, "groups") ||
-            json_object_get(patch, "policies") ||
-            json_object_get(patch, "attributes"))
-            routes_publish(r->app, "policy_changed", "device", w.id);
-    }
     if (e != AD_OK) {
         http_reply_error(r, e, w.why[0] ? w.why
                                : e == AD_ENOTFOUND ? "no such device"
@@ -418,7 +418,10 @@ out:
 static ad_err device_delete_write(store_txn *tx, void *arg)
 {
     struct device_write *w = arg;
-    ad_err e = store_del(tx, STORE_DEVICES, w->id);
+    ad_err e;
+
+    json_array_clear(w->result); /* a retried write starts afresh */
+    e = store_del(tx, STORE_DEVICES, w->id);
 
     /* A deleted device is retired: its certificates are revoked
      * (cessationOfOperation), so they cannot come back to life if a
@@ -434,6 +437,9 @@ static ad_err device_delete_write(store_txn *tx, void *arg)
     }
     if (e == AD_OK)
         e = store_audit(tx, w->actor, "device.delete", w->id, NULL);
+    if (e == AD_OK)
+        e = registry_event_revoked(tx, w->result, w->id,
+                                   "cessationOfOperation");
     return e;
 }
 
@@ -448,7 +454,7 @@ void route_device_delete(http_req *r)
     w.result = json_array();
     e = store_write(r->app->st, device_delete_write, &w);
     if (e == AD_OK)
-        routes_after_revocation(r->app, w.result, w.id, "cessationOfOperation");
+        routes_count_revocations(r->app, w.result);
     json_decref(w.result);
     if (e != AD_OK) {
         http_reply_error(r, e, e == AD_ENOTFOUND ? "no such device" : NULL);

@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "checker.h"
+#include "registry.h"
 #include "routes.h"
 #include "util.h"
 
@@ -34,11 +35,15 @@ static ad_err named_write(store_txn *tx, void *arg)
     }
     if (e == AD_OK)
         e = store_audit(tx, w->actor, w->action, w->name, NULL);
+    if (e == AD_OK)
+        e = registry_event(tx, "policy_changed",
+                           w->table == STORE_POLICIES ? "policy" : "group",
+                           w->name);
     return e;
 }
 
-/* Writes (rec) or deletes (rec NULL) a named record and invalidates the
- * compiled policies. Replies with the error, or returns AD_OK. */
+/* Writes (rec) or deletes (rec NULL) a named record (compiled policies
+ * follow the store's change feed). Replies with the error, or returns AD_OK. */
 static ad_err write_named(http_req *r, store_table t, const char *action,
                           json_t *rec, int *created)
 {
@@ -56,9 +61,6 @@ static ad_err write_named(http_req *r, store_table t, const char *action,
         http_reply_error(r, e, e == AD_ENOTFOUND ? "not found" : NULL);
         return e;
     }
-    checker_forget_policies(r->app->checker);
-    routes_publish(r->app, "policy_changed",
-                   t == STORE_POLICIES ? "policy" : "group", w.name);
     if (created)
         *created = w.created;
     return AD_OK;

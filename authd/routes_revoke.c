@@ -18,36 +18,15 @@
 
 /* ---- after a revocation commits ------------------------------------------ */
 
-void routes_after_revocation(app *a, const json_t *revoked, const char *device,
-                             const char *reason)
+/* Caches, the CRL and the event stream follow the store's change feed
+ * (see changes.c), here and on every other node; what is left to do after
+ * a revocation commits is to count it. */
+void routes_count_revocations(app *a, const json_t *revoked)
 {
-    json_t *serials = json_array(), *v, *data;
-    size_t i;
+    size_t i, n = json_array_size(revoked);
 
-    json_array_foreach(revoked, i, v) {
+    for (i = 0; i < n; i++)
         http_metric_inc(a, METRIC_REVOCATIONS);
-        checker_forget_cert(a->checker,
-                            json_string_value(json_object_get(v, "serial")),
-                            json_string_value(json_object_get(v, "fingerprint")));
-        json_array_append(serials, json_object_get(v, "serial"));
-    }
-    if (device)
-        checker_forget_device(a->checker, device);
-    /* The CRL is rebuilt now, not per request: readers get it whole. */
-    revocation_refresh(a->revocation, revoked);
-    data = json_pack("{s:s?, s:o, s:s}", "device", device, "serials", serials,
-                     "reason", reason);
-    events_publish(a->events, "revoked", data);
-    json_decref(data);
-}
-
-void routes_publish(app *a, const char *type, const char *key,
-                    const char *value)
-{
-    json_t *data = json_pack("{s:s}", key, value);
-
-    events_publish(a->events, type, data);
-    json_decref(data);
 }
 
 /* ---- certificates -------------------------------------------------------- */
@@ -63,9 +42,13 @@ struct revoke_write {
 static ad_err cert_revoke_write(store_txn *tx, void *arg)
 {
     struct revoke_write *w = arg;
+    ad_err e;
 
-    return registry_revoke_cert(tx, w->actor, w->serial, w->reason,
-                                w->revoked);
+    json_array_clear(w->revoked); /* a retried write starts afresh */
+    e = registry_revoke_cert(tx, w->actor, w->serial, w->reason, w->revoked);
+    if (e == AD_OK)
+        e = registry_event_revoked(tx, w->revoked, NULL, w->reason);
+    return e;
 }
 
 /* The reason from the body: an RFC 5280 name, default "unspecified". On
@@ -127,11 +110,7 @@ void route_cert_revoke(http_req *r)
                                              : NULL);
         goto out;
     }
-    routes_after_revocation(
-        r->app, w.revoked,
-        json_string_value(json_object_get(json_array_get(w.revoked, 0),
-                                          "device_id")),
-        reason);
+    routes_count_revocations(r->app, w.revoked);
     if (store_read_begin(r->app->st, &tx) == AD_OK &&
         store_get(tx, STORE_CERTS, serial, &rec) == AD_OK) {
         http_reply_json(r, 200, registry_cert_view(rec, time(NULL)));
@@ -155,6 +134,7 @@ static ad_err device_revoke_write(store_txn *tx, void *arg)
     char now[32];
     ad_err e;
 
+    json_array_clear(w->revoked); /* a retried write starts afresh */
     if ((e = store_get(tx, STORE_DEVICES, w->device, &dev)) != AD_OK)
         return e;
     util_time_rfc3339(time(NULL), now, sizeof(now));
@@ -170,6 +150,8 @@ static ad_err device_revoke_write(store_txn *tx, void *arg)
         e = store_audit(tx, w->actor, "device.revoke", w->device, detail);
         json_decref(detail);
     }
+    if (e == AD_OK)
+        e = registry_event_revoked(tx, w->revoked, w->device, w->reason);
     return e;
 }
 
@@ -194,7 +176,7 @@ void route_device_revoke(http_req *r)
         goto out;
     }
     /* Tokens need nothing more: every use checks the device's status. */
-    routes_after_revocation(r->app, w.revoked, w.device, reason);
+    routes_count_revocations(r->app, w.revoked);
     serials = json_array();
     json_array_foreach(w.revoked, i, v)
         json_array_append(serials, json_object_get(v, "serial"));

@@ -224,7 +224,6 @@ void route_token_revoke(http_req *r)
     } else if ((e = tokens_revoke(r->app->tokens, r->actor, jti)) != AD_OK) {
         http_reply_error(r, e, NULL);
     } else {
-        routes_publish(r->app, "token_revoked", "jti", jti);
         http_reply_json(r, 200, json_pack("{s:s, s:b}", "jti", jti, "revoked", 1));
     }
     json_decref(body);
@@ -295,8 +294,8 @@ void route_device_secret(http_req *r)
     w.hash = hash;
     e = store_write(r->app->st, secret_write, &w);
     if (e == AD_OK) {
-        /* The old secret stops working with the next check. */
-        checker_forget_device(r->app->checker, r->param[0]);
+        /* The old secret stops working with the next check: the change
+         * feed has dropped the cached device before store_write returned. */
         http_reply_json(r, 201, json_pack("{s:s, s:s}", "device_id",
                                           r->param[0], "secret", secret));
     } else {

@@ -15,6 +15,7 @@
 #include <openssl/sha.h>
 
 #include "../common/codec.h"
+#include "registry.h"
 #include "tokens.h"
 #include "util.h"
 
@@ -224,6 +225,8 @@ static ad_err revoke_write(store_txn *tx, void *arg)
     json_decref(rec);
     if (e == AD_OK)
         e = store_audit(tx, w->actor, "token.revoke", w->jti, NULL);
+    if (e == AD_OK)
+        e = registry_event(tx, "token_revoked", "jti", w->jti);
     return e;
 }
 
@@ -273,6 +276,17 @@ static ad_err load_revoked(tokens *t)
         items = NULL;
     }
     return e;
+}
+
+void tokens_note_revoked(tokens *t, const char *jti)
+{
+    if (jti && *jti && strlen(jti) < 64)
+        revoked_add_mem(t, jti);
+}
+
+ad_err tokens_reload_revoked(tokens *t)
+{
+    return load_revoked(t);
 }
 
 /* ---- open / close ---------------------------------------------------------- */

@@ -69,5 +69,10 @@ void token_release(token_entry *e);
 /* Revokes a jti (durably; it stays revoked until its exp passes). */
 ad_err tokens_revoke(tokens *t, const char *actor, const char *jti);
 int tokens_is_revoked(tokens *t, const char *jti);
+/* The change feed: a jti revoked by a write on any node; or "read the
+ * whole revoked list again" after changes may have been missed. Revoked
+ * jtis are only ever added, so both only add. */
+void tokens_note_revoked(tokens *t, const char *jti);
+ad_err tokens_reload_revoked(tokens *t);
 
 #endif
