@@ -21,22 +21,82 @@ struct issue_job {
 
 /* The device must exist and be active; or, for an enrollment, it is
  * created (in the enrollment's groups) if absent. *created says which. */
+/* ---- record states -------------------------------------------------------- */
+
+static const char *const device_status_names[] = {
+    [DEVICE_ACTIVE] = "active",
+    [DEVICE_SUSPENDED] = "suspended",
+    [DEVICE_REVOKED] = "revoked",
+};
+
+static const char *const cert_status_names[] = {
+    [CERT_VALID] = "valid",
+    [CERT_REVOKED] = "revoked",
+    [CERT_EXPIRED] = "expired",
+};
+
+registry_device_status registry_device_status_parse(const char *text)
+{
+    int s;
+
+    for (s = DEVICE_ACTIVE; text && s < DEVICE_STATUS_BAD; s++)
+        if (strcmp(text, device_status_names[s]) == 0)
+            return (registry_device_status)s;
+    return DEVICE_STATUS_BAD;
+}
+
+const char *registry_device_status_name(registry_device_status s)
+{
+    return s < DEVICE_STATUS_BAD ? device_status_names[s] : "unknown";
+}
+
+registry_cert_status registry_cert_status_parse(const char *text)
+{
+    int s;
+
+    for (s = CERT_VALID; text && s < CERT_STATUS_BAD; s++)
+        if (strcmp(text, cert_status_names[s]) == 0)
+            return (registry_cert_status)s;
+    return CERT_STATUS_BAD;
+}
+
+const char *registry_cert_status_name(registry_cert_status s)
+{
+    return s < CERT_STATUS_BAD ? cert_status_names[s] : "unknown";
+}
+
+registry_device_status registry_device_status_of(const json_t *device)
+{
+    return registry_device_status_parse(
+        json_string_value(json_object_get(device, "status")));
+}
+
+registry_cert_status registry_cert_status_of(const json_t *cert)
+{
+    return registry_cert_status_parse(
+        json_string_value(json_object_get(cert, "status")));
+}
+
 static ad_err issue_device(store_txn *tx, struct issue_job *job,
                            const json_t *enr, int *created)
 {
     const registry_issue *is = job->is;
     json_t *dev = NULL, *groups;
-    const char *status;
     ad_err e;
 
     *created = 0;
     e = store_get(tx, STORE_DEVICES, is->device_id, &dev);
     if (e == AD_OK) {
-        status = json_string_value(json_object_get(dev, "status"));
-        if (status && strcmp(status, "suspended") == 0)
+        switch (registry_device_status_of(dev)) {
+        case DEVICE_SUSPENDED:
             e = AD_ESUSPENDED;
-        else if (status && strcmp(status, "revoked") == 0)
+            break;
+        case DEVICE_REVOKED:
             e = AD_EREVOKED;
+            break;
+        default:
+            break;
+        }
         json_decref(dev);
         return e;
     }
@@ -45,7 +105,8 @@ static ad_err issue_device(store_txn *tx, struct issue_job *job,
     groups = enr ? json_object_get(enr, "groups") : NULL;
     groups = groups ? json_deep_copy(groups) : json_array();
     dev = json_pack("{s:s, s:s, s:o, s:[], s:{}, s:s, s:s, s:s?}", "id",
-                    is->device_id, "status", "active", "groups", groups,
+                    is->device_id, "status",
+                    registry_device_status_name(DEVICE_ACTIVE), "groups", groups,
                     "policies", "attributes", "created_at", job->now,
                     "updated_at", job->now, "enrollment", is->enrollment_id);
     if (dev == NULL || registry_set_incarnation(dev) != AD_OK) {
@@ -146,7 +207,7 @@ ad_err registry_commit_issue(store *st, const registry_issue *is)
     util_json_kv(&rec, "kind", is->kind);
     util_json_kv(&rec, "not_before", nb);
     util_json_kv(&rec, "not_after", na);
-    util_json_kv(&rec, "status", "valid");
+    util_json_kv(&rec, "status", registry_cert_status_name(CERT_VALID));
     util_json_kv(&rec, "issued_at", job.now);
     util_json_kv(&rec, "revoked_at", NULL);
     util_json_kv(&rec, "reason", NULL);
@@ -209,15 +270,16 @@ ad_err registry_enrollment_usable(const json_t *enr, time_t now)
 
 static ad_err device_status_err(const json_t *dev)
 {
-    const char *status = json_string_value(json_object_get(dev, "status"));
-
-    if (status == NULL)
-        return AD_ESTORE;
-    if (strcmp(status, "suspended") == 0)
+    switch (registry_device_status_of(dev)) {
+    case DEVICE_ACTIVE:
+        return AD_OK;
+    case DEVICE_SUSPENDED:
         return AD_ESUSPENDED;
-    if (strcmp(status, "revoked") == 0)
+    case DEVICE_REVOKED:
         return AD_EREVOKED;
-    return AD_OK;
+    default:
+        return AD_ESTORE;
+    }
 }
 
 ad_err registry_device_issuable(store *st, const char *device_id)
@@ -275,7 +337,7 @@ ad_err registry_device_by_cert(store *st, const uint8_t *der, size_t len,
         e = AD_EBADCRED;
         goto out;
     }
-    if (status && strcmp(status, "revoked") == 0) {
+    if (registry_cert_status_parse(status) == CERT_REVOKED) {
         e = AD_EBADCRED;
         goto out;
     }
@@ -320,9 +382,10 @@ json_t *registry_cert_view(const json_t *cert, time_t now)
         return NULL;
     status = json_string_value(json_object_get(v, "status"));
     na = json_string_value(json_object_get(v, "not_after"));
-    if (status && strcmp(status, "valid") == 0 && na &&
+    if (registry_cert_status_parse(status) == CERT_VALID && na &&
         util_parse_rfc3339(na, &t) == 0 && now > t)
-        json_object_set_new(v, "status", json_string("expired"));
+        json_object_set_new(
+            v, "status", json_string(registry_cert_status_name(CERT_EXPIRED)));
     return v;
 }
 
@@ -412,19 +475,18 @@ ad_err registry_revoke_cert(store_txn *tx, const char *actor,
                             json_t *revoked)
 {
     json_t *rec = NULL, *crl = NULL;
-    const char *status;
     char now[32];
     ad_err e;
 
     if ((e = store_get(tx, STORE_CERTS, serial, &rec)) != AD_OK)
         return e;
-    status = json_string_value(json_object_get(rec, "status"));
-    if (status && strcmp(status, "revoked") == 0) {
+    if (registry_cert_status_of(rec) == CERT_REVOKED) {
         json_decref(rec);
         return AD_ECONFLICT;
     }
     util_time_rfc3339(time(NULL), now, sizeof(now));
-    json_object_set_new(rec, "status", json_string("revoked"));
+    json_object_set_new(rec, "status",
+                        json_string(registry_cert_status_name(CERT_REVOKED)));
     json_object_set_new(rec, "revoked_at", json_string(now));
     json_object_set_new(rec, "reason", json_string(reason));
     e = store_put(tx, STORE_CERTS, serial, rec, 0);

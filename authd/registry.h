@@ -13,6 +13,30 @@
 #include "../ca/ca.h"
 #include "store.h"
 
+/* The states of records, as the registry's C types: the JSON text of a
+ * state is written and read only by the functions below. */
+typedef enum {
+    DEVICE_ACTIVE,
+    DEVICE_SUSPENDED,
+    DEVICE_REVOKED,  /* final */
+    DEVICE_STATUS_BAD /* a record we did not write */
+} registry_device_status;
+
+typedef enum {
+    CERT_VALID,
+    CERT_REVOKED,
+    CERT_EXPIRED,    /* only in views: stored records say valid */
+    CERT_STATUS_BAD
+} registry_cert_status;
+
+registry_device_status registry_device_status_parse(const char *text);
+const char *registry_device_status_name(registry_device_status s);
+registry_cert_status registry_cert_status_parse(const char *text);
+const char *registry_cert_status_name(registry_cert_status s);
+/* The status field of a device or certificate record. */
+registry_device_status registry_device_status_of(const json_t *device);
+registry_cert_status registry_cert_status_of(const json_t *cert);
+
 /* A certificate to record. Exactly the fields that apply are set. */
 typedef struct {
     const char *actor;          /* for the audit log */

@@ -190,7 +190,7 @@ static ad_err device_new_record(const json_t *body, const char *now,
                        "attributes is an object of strings");
     /* "o" steals: hand over a new reference either way. */
     rec = json_pack("{s:s, s:s, s:o, s:o, s:o, s:s, s:s}", "id", id, "status",
-                    "active", "groups",
+                    registry_device_status_name(DEVICE_ACTIVE), "groups",
                     groups ? json_incref(groups) : json_array(), "policies",
                     policies ? json_incref(policies) : json_array(),
                     "attributes", attrs ? json_incref(attrs) : json_object(),
@@ -303,9 +303,9 @@ void route_device_get(http_req *r)
 static ad_err device_update_write(store_txn *tx, void *arg)
 {
     struct device_write *w = arg;
-    json_t *dev = NULL, *status;
-    const char *want;
-    char now[32], cur[16];
+    json_t *dev = NULL;
+    registry_device_status cur, want;
+    char now[32];
     ad_err e;
 
     /* A retried write starts afresh. */
@@ -315,16 +315,12 @@ static ad_err device_update_write(store_txn *tx, void *arg)
     e = store_get(tx, STORE_DEVICES, w->id, &dev);
     if (e != AD_OK)
         return e;
-    /* A copy: the update below replaces (and frees) the old value. */
-    util_strlcpy(cur, json_string_value(json_object_get(dev, "status"))
-                          ? json_string_value(json_object_get(dev, "status"))
-                          : "",
-                 sizeof(cur));
-    status = json_object_get(w->patch, "status");
-    want = json_string_value(status);
+    cur = registry_device_status_of(dev);
+    /* DEVICE_STATUS_BAD when the patch leaves the status alone. */
+    want = registry_device_status_of(w->patch);
     /* Revocation is final: a revoked device cannot be made active. */
-    if (want && strcmp(cur, "revoked") == 0 &&
-        strcmp(want, "revoked") != 0) {
+    if (want != DEVICE_STATUS_BAD && cur == DEVICE_REVOKED &&
+        want != DEVICE_REVOKED) {
         snprintf(w->why, sizeof(w->why), "a revoked device stays revoked");
         json_decref(dev);
         return AD_ECONFLICT;
@@ -335,15 +331,15 @@ static ad_err device_update_write(store_txn *tx, void *arg)
     e = store_put(tx, STORE_DEVICES, w->id, dev, 0);
     if (e == AD_OK)
         e = store_audit(tx, w->actor,
-                        want && strcmp(want, "suspended") == 0 ? "device.suspend"
-                        : want && strcmp(cur, "suspended") == 0
+                        want == DEVICE_SUSPENDED ? "device.suspend"
+                        : want != DEVICE_STATUS_BAD && cur == DEVICE_SUSPENDED
                             ? "device.resume"
                             : "device.update",
                         w->id, w->patch);
     /* Broker plugins drop or refetch this device's statements. */
-    if (e == AD_OK && want && strcmp(want, "suspended") == 0)
+    if (e == AD_OK && want == DEVICE_SUSPENDED)
         e = registry_event(tx, "suspended", "device", w->id);
-    else if (e == AD_OK && want && strcmp(want, "active") == 0)
+    else if (e == AD_OK && want == DEVICE_ACTIVE)
         e = registry_event(tx, "resumed", "device", w->id);
     if (e == AD_OK && (json_object_get(w->patch, "groups") ||
                        json_object_get(w->patch, "policies") ||
@@ -359,16 +355,15 @@ void route_device_patch(http_req *r)
 {
     json_t *body, *patch = NULL, *v;
     struct device_write w;
-    const char *status;
     ad_err e;
 
     if ((body = http_body_object(r)) == NULL)
         return;
     patch = json_object();
     if ((v = json_object_get(body, "status")) != NULL) {
-        status = json_string_value(v);
-        if (status == NULL ||
-            (strcmp(status, "active") != 0 && strcmp(status, "suspended") != 0)) {
+        registry_device_status want =
+            registry_device_status_parse(json_string_value(v));
+        if (want != DEVICE_ACTIVE && want != DEVICE_SUSPENDED) {
             http_reply_error(r, AD_EFIELD,
                              "status must be \"active\" or \"suspended\" "
                              "(revoke with POST /v1/devices/{id}/revoke)");
@@ -920,8 +915,7 @@ void route_cert_list(http_req *r)
         json_decref(items);
         return;
     }
-    if (status && strcmp(status, "valid") != 0 &&
-        strcmp(status, "revoked") != 0 && strcmp(status, "expired") != 0) {
+    if (status && registry_cert_status_parse(status) == CERT_STATUS_BAD) {
         json_decref(items);
         http_reply_error(r, AD_EBADREQ,
                          "status must be valid, revoked or expired");

@@ -116,7 +116,7 @@ void route_cert_revoke(http_req *r)
         http_reply_json(r, 200, registry_cert_view(rec, time(NULL)));
     } else {
         http_reply_json(r, 200, json_pack("{s:s, s:s}", "serial", serial,
-                                          "status", "revoked"));
+                                          "status", registry_cert_status_name(CERT_REVOKED)));
     }
     store_read_end(tx);
 out:
@@ -138,7 +138,8 @@ static ad_err device_revoke_write(store_txn *tx, void *arg)
     if ((e = store_get(tx, STORE_DEVICES, w->device, &dev)) != AD_OK)
         return e;
     util_time_rfc3339(time(NULL), now, sizeof(now));
-    json_object_set_new(dev, "status", json_string("revoked"));
+    json_object_set_new(dev, "status", json_string(registry_device_status_name(
+                                           DEVICE_REVOKED)));
     json_object_set_new(dev, "updated_at", json_string(now));
     e = store_put(tx, STORE_DEVICES, w->device, dev, 0);
     json_decref(dev);
