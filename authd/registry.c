@@ -638,3 +638,42 @@ ad_err registry_event(store_txn *tx, const char *type, const char *key,
     json_decref(data);
     return e;
 }
+
+ad_err registry_apikey_authenticate(store *st, const char *key,
+                                    char id[REGISTRY_APIKEY_ID_MAX],
+                                    char role[REGISTRY_ROLE_MAX])
+{
+    const char *hash, *r;
+    store_txn *tx = NULL;
+    json_t *rec = NULL;
+    char digest[65];
+    ad_err e;
+
+    id[0] = role[0] = '\0';
+    if (strncmp(key, "ak_", 3) != 0 || strlen(key) > 200)
+        return AD_EBADCRED;
+    /* Keys are 256-bit random, so a plain SHA-256 is a safe lookup key;
+     * the stored hash is still compared in constant time below. */
+    util_sha256_hex(key, strlen(key), digest);
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        return e;
+    e = store_index_first(tx, STORE_IX_APIKEY_HASHES, digest, id,
+                          REGISTRY_APIKEY_ID_MAX);
+    if (e == AD_OK)
+        e = store_get(tx, STORE_APIKEYS, id, &rec);
+    if (e == AD_OK) {
+        hash = json_string_value(json_object_get(rec, "hash"));
+        r = json_string_value(json_object_get(rec, "role"));
+        if (hash == NULL || r == NULL || !util_secret_equal(digest, hash))
+            e = AD_EBADCRED;
+        else
+            util_strlcpy(role, r, REGISTRY_ROLE_MAX);
+    }
+    if (e == AD_ENOTFOUND)
+        e = AD_EBADCRED;
+    if (e != AD_OK)
+        id[0] = '\0';
+    json_decref(rec);
+    store_read_end(tx);
+    return e;
+}

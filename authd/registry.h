@@ -85,6 +85,13 @@ ad_err registry_apikey_create(store *st, const char *actor, const char *name,
                               const char *role, json_t **view, char *err,
                               size_t errlen);
 
+/* Finds the API key a bearer secret ("ak_...") belongs to: its id and
+ * role name. AD_EBADCRED if it is no key of ours. */
+enum { REGISTRY_APIKEY_ID_MAX = 64, REGISTRY_ROLE_MAX = 16 };
+ad_err registry_apikey_authenticate(store *st, const char *key,
+                                    char id[REGISTRY_APIKEY_ID_MAX],
+                                    char role[REGISTRY_ROLE_MAX]);
+
 /* The certificates of a device or an enrollment are indexed by values
  * "<16 hex digits of the issue time in µs><serial>": new certificates
  * append after their key's last value (the same page for a whole batch,
