@@ -39,10 +39,6 @@ static void record_changed(app *a, store_table t, const char *key)
         if (a->checker)
             cert_changed(a, key);
         break;
-    case STORE_REVOKED_CERTS:
-        if (a->revocation)
-            revocation_revoked_changed(a->revocation, key);
-        break;
     case STORE_POLICIES:
     case STORE_GROUPS:
         if (a->checker)
@@ -53,6 +49,7 @@ static void record_changed(app *a, store_table t, const char *key)
             tokens_note_revoked(a->tokens, key);
         break;
     case STORE_META:
+        /* Every revocation advances the CRL number in its transaction. */
         if (strcmp(key, "crl") == 0 && a->revocation)
             revocation_number_changed(a->revocation);
         break;

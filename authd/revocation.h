@@ -24,10 +24,9 @@ ad_err revocation_open(store *st, const ca *c, checker *chk, long crl_hours,
 void revocation_close(revocation *rv);
 
 /* The change feed (changes.c), on whichever node made the change:
- * a certificate entered the CRL table (serial): list it;
- * the CRL number advanced: rebuild the CRL with it, now;
- * changes may have been missed: read the table again and rebuild. */
-void revocation_revoked_changed(revocation *rv, const char *serial);
+ * the CRL number advanced (every revocation advances it): list the new
+ * revoked certificates and rebuild the CRL with that number, now;
+ * changes may have been missed: the same, whatever the number. */
 void revocation_number_changed(revocation *rv);
 void revocation_resync(revocation *rv);
 /* Advances the CRL number (which makes every node rebuild) if half of
