@@ -627,16 +627,23 @@ void datadir_unlock(int fd)
 static ad_err copy_file(const char *from, const char *dir, const char *rel,
                         unsigned mode, int optional, char *err, size_t errlen)
 {
-    char *text;
-    ad_err e;
+    char src[PATH_MAX_LEN], dst[PATH_MAX_LEN], *data;
+    size_t len = 0;
+    ad_err e = AD_OK;
 
     if (optional && !exists(from, rel))
         return AD_OK;
-    if ((text = read_text(from, rel, err, errlen)) == NULL)
-        return AD_EBADREQ;
-    e = write_text(dir, rel, text, mode, err, errlen);
-    OPENSSL_cleanse(text, strlen(text));
-    free(text);
+    if (!path_of(src, from, rel) || !path_of(dst, dir, rel))
+        return ad_errf(AD_EBADREQ, err, errlen, "path too long");
+    /* By length: seal.key is 32 raw bytes and may hold a NUL. */
+    if ((data = util_read_file(src, PEM_FILE_MAX, &len)) == NULL)
+        return ad_errf(AD_EBADREQ, err, errlen, "cannot read %s: %s", src,
+                       strerror(errno));
+    if (util_write_file(dst, data, len, mode) != 0)
+        e = ad_errf(AD_EBADREQ, err, errlen, "cannot write %s: %s", dst,
+                    strerror(errno));
+    OPENSSL_cleanse(data, len);
+    free(data);
     return e;
 }
 

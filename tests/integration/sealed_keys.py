@@ -8,7 +8,6 @@ with a real signing key, without trusting the daemon's own code."""
 import base64
 import json
 import os
-import re
 import shutil
 import subprocess
 
@@ -18,37 +17,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 MDB_DUMP = shutil.which("mdb_dump") or "/usr/bin/mdb_dump"
 
 
-def _unprint(line):
-    """mdb_dump -p escapes a byte as \\hh and a backslash as \\\\."""
-    out = bytearray()
-    i = 0
-    raw = line.encode("latin-1")
-    while i < len(raw):
-        if raw[i:i + 1] == b"\\":
-            if raw[i + 1:i + 2] == b"\\":
-                out += b"\\"
-                i += 2
-            else:
-                out.append(int(raw[i + 1:i + 3], 16))
-                i += 3
-        else:
-            out.append(raw[i])
-            i += 1
-    return bytes(out)
-
-
 def lmdb_table(store_dir, table):
     """{key: value bytes} of one LMDB sub-database (store.c's table names:
-    "meta", "apikeys", ...)."""
-    out = subprocess.run([MDB_DUMP, "-p", "-s", table, store_dir],
-                         capture_output=True, text=True, encoding="latin-1",
-                         timeout=30)
+    "meta", "apikeys", ...). mdb_dump's hex format: its print format does
+    not escape a backslash, which JSON text holds."""
+    out = subprocess.run([MDB_DUMP, "-s", table, store_dir],
+                         capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, "mdb_dump %s: %s" % (store_dir, out.stderr)
     lines = out.stdout.split("\n")
     body = lines[lines.index("HEADER=END") + 1:]
     body = body[:body.index("DATA=END")]
     assert len(body) % 2 == 0, "mdb_dump pairs keys and values"
-    return {_unprint(body[i][1:]).decode(): _unprint(body[i + 1][1:])
+    return {bytes.fromhex(body[i][1:]).decode(): bytes.fromhex(body[i + 1][1:])
             for i in range(0, len(body), 2)}
 
 
@@ -95,5 +75,3 @@ def raw_store_bytes(store_dir):
             blob += f.read()
     return blob
 
-
-PEM_PRIVATE = re.compile(rb"PRIVATE KEY")
