@@ -24,11 +24,15 @@ static const char usage[] =
     "usage: authd serve [--data DIR] [--http ADDR:PORT|off] "
     "[--https ADDR:PORT|off]\n"
     "                   [--check-http ADDR:PORT|off | --check-socket PATH]\n"
-    "                   [--public-url URL] [--config FILE]\n"
-    "       authd init --data DIR [--ca-cert F --ca-key F] "
+    "                   [--public-url URL] [--config FILE] [--store URL]\n"
+    "       authd init --data DIR [--store URL] [--ca-cert F --ca-key F] "
     "[--subject \"CN=..,O=..\"]\n"
+    "       authd join --data DIR --from SRC_DATA_DIR [--store URL] "
+    "[--public-url URL]\n"
     "       authd admin-key --data DIR [--name N] "
     "[--role admin|broker|provisioner]\n"
+    "The store URL is lmdb: (DIR/store), lmdb:PATH or postgres://...; init\n"
+    "and join remember it in DIR/store.url.\n"
     "Every option may also come from the config file (key = value) and\n"
     "AUTHD_* environment variables (AUTHD_DATA, AUTHD_HTTP, ...); flags "
     "win.\n";
@@ -36,11 +40,37 @@ static const char usage[] =
 static int cmd_init(config *cfg)
 {
     char err[512] = "";
-    ad_err e = datadir_init(cfg, stdout, err, sizeof(err));
+    ad_err e = AD_OK;
 
+    /* Remembered first, so that a later `serve` without --store opens
+     * the store init filled. */
+    if (cfg->store[0])
+        e = datadir_remember_store(cfg->data, cfg->store, err, sizeof(err));
+    if (e == AD_OK)
+        e = datadir_init(cfg, stdout, err, sizeof(err));
     if (e != AD_OK) {
         fprintf(stderr, "authd init: %s\n", err[0] ? err : ad_err_message(e));
         return 1;
+    }
+    printf("data directory %s is ready\n", cfg->data);
+    return 0;
+}
+
+static int cmd_join(config *cfg)
+{
+    char err[512] = "";
+    int lock_fd = -1;
+    ad_err e;
+
+    /* Held while the dir is filled: a daemon must not start on it
+     * half-joined. */
+    e = datadir_lock(cfg->data, &lock_fd, err, sizeof(err));
+    if (e == AD_OK)
+        e = datadir_join(cfg, stdout, err, sizeof(err));
+    datadir_unlock(lock_fd);
+    if (e != AD_OK) {
+        fprintf(stderr, "authd join: %s\n", err[0] ? err : ad_err_message(e));
+        return e == AD_ECONFLICT ? 3 : 1;
     }
     printf("data directory %s is ready\n", cfg->data);
     return 0;
@@ -132,11 +162,13 @@ static int cmd_serve(config *cfg, int argc, char **argv)
         e = checker_open(a.st, &co, &a.checker);
     }
     if (e == AD_OK) {
-        char dir[CONFIG_STR_MAX + 16];
+        char dir[CONFIG_STR_MAX + 16], seal[CONFIG_STR_MAX + 16];
         tokens_config tc;
 
         snprintf(dir, sizeof(dir), "%s/tokens", cfg->data);
+        snprintf(seal, sizeof(seal), "%s/seal.key", cfg->data);
         tc.dir = dir;
+        tc.seal_key = seal;
         tc.issuer = cfg->token_issuer[0] ? cfg->token_issuer
                     : cfg->public_url[0] ? cfg->public_url
                                          : "authd";
@@ -245,7 +277,7 @@ int main(int argc, char **argv)
     }
     cmd = argv[1];
     if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "init") != 0 &&
-        strcmp(cmd, "admin-key") != 0) {
+        strcmp(cmd, "join") != 0 && strcmp(cmd, "admin-key") != 0) {
         fprintf(stderr, "authd: unknown command %s\n%s", cmd, usage);
         return 2;
     }
@@ -264,6 +296,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "init") == 0)
         rc = cmd_init(&cfg);
+    else if (strcmp(cmd, "join") == 0)
+        rc = cmd_join(&cfg);
     else if (strcmp(cmd, "admin-key") == 0)
         rc = cmd_admin_key(&cfg);
     else
