@@ -427,8 +427,16 @@ ad_err datadir_init(const config *cfg, FILE *log, char *err, size_t errlen)
     store *st = NULL;
     size_t i;
     ad_err e;
+    /* A first start with --store is an init: the data dir remembers the
+     * store it was initialised on, for the next start, `admin-key` and
+     * `join --from`. */
+    int fresh = !exists(cfg->data, "ca/issuing.key");
 
     if ((e = mkdir_0700(cfg->data, NULL, err, errlen)) != AD_OK)
+        return e;
+    if (fresh && cfg->store[0] && !exists(cfg->data, STORE_URL_FILE) &&
+        (e = datadir_remember_store(cfg->data, cfg->store, err, errlen)) !=
+            AD_OK)
         return e;
     for (i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++)
         if ((e = mkdir_0700(cfg->data, subdirs[i], err, errlen)) != AD_OK)

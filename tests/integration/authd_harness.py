@@ -93,15 +93,26 @@ def pg_database_url(name):
     return _pg["dbs"][name]
 
 
-def store_args(data_dir):
-    """The --store arguments for a daemon on data_dir under the backend
-    under test (none for the LMDB default)."""
+def backend_store_url(data_dir):
+    """The store the backend under test gives data_dir: its PostgreSQL
+    database, or None for the LMDB default."""
     if BACKEND != "postgres":
-        return []
+        return None
     import hashlib
     name = "authd_" + hashlib.sha256(
         os.path.abspath(data_dir).encode()).hexdigest()[:20]
-    return ["--store", pg_database_url(name)]
+    return pg_database_url(name)
+
+
+def store_args(data_dir):
+    """The --store arguments for a daemon (or `authd init`) on data_dir
+    under the backend under test. None when the data dir remembers a
+    store already (init, join or a first start wrote DATA/store.url): a
+    test that chose one keeps it."""
+    url = backend_store_url(data_dir)
+    if url is None or os.path.exists(os.path.join(data_dir, "store.url")):
+        return []
+    return ["--store", url]
 
 
 def uid(prefix=""):

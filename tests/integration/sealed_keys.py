@@ -14,6 +14,8 @@ import subprocess
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from authd_harness import backend_store_url
+
 MDB_DUMP = shutil.which("mdb_dump") or "/usr/bin/mdb_dump"
 
 
@@ -32,20 +34,48 @@ def lmdb_table(store_dir, table):
             for i in range(0, len(body), 2)}
 
 
-def store_dir_of(data):
-    """The LMDB directory a data dir uses: DATA/store.url, else DATA/store."""
+def store_url_of(data):
+    """The store a data dir uses: DATA/store.url, else the one the test
+    backend gives it, else lmdb: (DATA/store)."""
     try:
         with open(os.path.join(data, "store.url")) as f:
-            url = f.read().strip()
+            return f.read().strip()
     except FileNotFoundError:
-        url = "lmdb:"
-    assert url.startswith("lmdb:"), "only LMDB stores can be read here: %r" % url
+        return backend_store_url(data) or "lmdb:"
+
+
+def store_dir_of(data):
+    """The LMDB directory a data dir uses."""
+    url = store_url_of(data)
+    assert url.startswith("lmdb:"), "not an LMDB store: %r" % url
     return url[5:] or os.path.join(data, "store")
+
+
+def pg_table(url, table):
+    """{key: value bytes} of one table of a PostgreSQL store, read with
+    psql (the schema names a table t_<name>)."""
+    out = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-AtqX", "-c",
+                          "SELECT encode(convert_to(key, 'UTF8'), 'hex') || ' ' "
+                          "|| encode(convert_to(doc, 'UTF8'), 'hex') FROM t_%s"
+                          % table],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, "psql: %s" % out.stderr
+    rows = [line.split(" ") for line in out.stdout.splitlines() if line]
+    return {bytes.fromhex(k).decode(): bytes.fromhex(v) for k, v in rows}
+
+
+def store_table(data, table):
+    """{key: value bytes} of one table of a data dir's store, whichever
+    backend holds it."""
+    url = store_url_of(data)
+    if url.startswith("lmdb:"):
+        return lmdb_table(store_dir_of(data), table)
+    return pg_table(url, table)
 
 
 def token_key_records(data):
     """{kid: record} of the token keys in the store, and the signing kid."""
-    meta = lmdb_table(store_dir_of(data), "meta")
+    meta = store_table(data, "meta")
     recs = {k[len("token_key:"):]: json.loads(v) for k, v in meta.items()
             if k.startswith("token_key:")}
     ring = json.loads(meta["token_keys"]) if "token_keys" in meta else {}
@@ -65,6 +95,17 @@ def signing_key(data, kid):
     assert kid in recs, "kid %s is in the store: %r" % (kid, sorted(recs))
     pem = unseal(data, recs[kid]["sealed"], kid)
     return serialization.load_pem_private_key(pem, None)
+
+
+def raw_store_bytes_of(data):
+    """Every byte a data dir's store holds, for scans for secrets in
+    clear: the LMDB files, or a pg_dump of the PostgreSQL database."""
+    url = store_url_of(data)
+    if url.startswith("lmdb:"):
+        return raw_store_bytes(store_dir_of(data))
+    out = subprocess.run(["pg_dump", url], capture_output=True, timeout=60)
+    assert out.returncode == 0, "pg_dump: %r" % out.stderr
+    return out.stdout
 
 
 def raw_store_bytes(store_dir):

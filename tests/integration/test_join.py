@@ -15,11 +15,12 @@ import stat
 import subprocess
 
 import jwt
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 import sealed_keys  # noqa: E402
-from authd_harness import Api
+from authd_harness import BACKEND, Api
 from test_tokens import active, enroll_in, make_group, mint, pyjwt_verify
 
 
@@ -112,7 +113,7 @@ def test_no_token_private_key_is_in_the_store_in_clear(spawn_authd, tmp_path):
     recs, signing = sealed_keys.token_key_records(d.data)
     assert len(recs) == 2 and signing == r.json["kid"], (
         "both keys are in the store, the new one signs: %r %r" % (sorted(recs), signing))
-    blob = sealed_keys.raw_store_bytes(os.path.join(d.data, "store"))
+    blob = sealed_keys.raw_store_bytes_of(d.data)
     assert b"PRIVATE KEY" not in blob, "no PEM private key in the LMDB files"
     for kid in recs:
         key = sealed_keys.signing_key(d.data, kid)
@@ -253,6 +254,9 @@ def _strip_token_records(store_dir, into):
     assert load.returncode == 0, load.stderr
 
 
+# Data dirs from before token keys moved into the store only ever had an
+# LMDB store (the test builds one by stripping an LMDB store's key records).
+@pytest.mark.skipif(BACKEND == "postgres", reason="the older layout is LMDB only")
 def test_an_older_data_dir_with_keys_in_files_is_imported_and_old_tokens_verify(
         spawn_authd, devdir, tmp_path):
     data = str(tmp_path / "old")
