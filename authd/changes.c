@@ -52,6 +52,10 @@ static void record_changed(app *a, store_table t, const char *key)
         /* Every revocation advances the CRL number in its transaction. */
         if (strcmp(key, "crl") == 0 && a->revocation)
             revocation_number_changed(a->revocation);
+        /* A rotation on any node: sign and verify with the new ring. */
+        else if (strcmp(key, "token_keys") == 0 && a->tokens &&
+                 tokens_reload(a->tokens) != AD_OK)
+            log_line("error", "event=token_keys_reload_failed");
         break;
     default:
         break; /* enrollments, API keys: read from the store on each use */
@@ -65,6 +69,8 @@ static void resync(app *a)
         checker_forget_all(a->checker);
     if (a->tokens && tokens_reload_revoked(a->tokens) != AD_OK)
         log_line("error", "event=resync_failed what=revoked_jtis");
+    if (a->tokens && tokens_reload(a->tokens) != AD_OK)
+        log_line("error", "event=resync_failed what=token_keys");
     if (a->revocation)
         revocation_resync(a->revocation);
     if (a->events && events_catch_up(a->events) != AD_OK)
