@@ -210,6 +210,22 @@ ad_err store_event_append(store_txn *tx, const char *type, const json_t *data);
 ad_err store_event_list(store_txn *tx, uint64_t after, size_t limit,
                         json_t **items, int *more);
 
+/* Copies a whole store into another (for `authd migrate`, e.g. LMDB to
+ * PostgreSQL): every record as its stored text, every index entry, the
+ * audit (keeping seq) and the event log (keeping ids; the destination's
+ * counters move past them), in batches of writes on `to`, from one read
+ * snapshot of `from`. Refuses with AD_ECONFLICT, copying nothing, if `to`
+ * already holds devices or certificates. *counts (zeroed first) says how
+ * many of each were copied, so the caller can compare with the source;
+ * on error part of the data may have been copied. */
+typedef struct {
+    uint64_t records[STORE_TABLE__COUNT];
+    uint64_t index_entries[STORE_IX__COUNT];
+    uint64_t audit, events;
+} store_copy_counts;
+ad_err store_copy(store *from, store *to, store_copy_counts *counts,
+                  char *err, size_t errlen);
+
 /* What the writer has done, for /metrics: how well group commit batches
  * (writes per commit) and where its time goes (running writes versus
  * committing, which includes the flush of the pages); and the flusher's
