@@ -15,6 +15,7 @@
 #include "revocation.h"
 #include "http.h"
 #include "log.h"
+#include "migrate.h"
 #include "ratelimit.h"
 #include "registry.h"
 #include "routes.h"
@@ -31,8 +32,9 @@ static const char usage[] =
     "[--public-url URL]\n"
     "       authd admin-key --data DIR [--name N] "
     "[--role admin|broker|provisioner]\n"
-    "The store URL is lmdb: (DIR/store), lmdb:PATH or postgres://...; init\n"
-    "and join remember it in DIR/store.url.\n"
+    "       authd migrate --data DIR --to postgres://... (offline)\n"
+    "The store URL is lmdb: (DIR/store), lmdb:PATH or postgres://...; init,\n"
+    "join and migrate remember it in DIR/store.url.\n"
     "Every option may also come from the config file (key = value) and\n"
     "AUTHD_* environment variables (AUTHD_DATA, AUTHD_HTTP, ...); flags "
     "win.\n";
@@ -73,6 +75,27 @@ static int cmd_join(config *cfg)
         return e == AD_ECONFLICT ? 3 : 1;
     }
     printf("data directory %s is ready\n", cfg->data);
+    return 0;
+}
+
+static int cmd_migrate(config *cfg)
+{
+    char err[512] = "";
+    int lock_fd = -1;
+    ad_err e;
+
+    /* Offline: the lock keeps a daemon from writing the old store while
+     * it is copied. */
+    e = datadir_lock(cfg->data, &lock_fd, err, sizeof(err));
+    if (e == AD_OK)
+        e = migrate_store(cfg, stdout, err, sizeof(err));
+    datadir_unlock(lock_fd);
+    if (e != AD_OK) {
+        fprintf(stderr, "authd migrate: %s\n",
+                err[0] ? err : ad_err_message(e));
+        return e == AD_ECONFLICT ? 3 : e == AD_EBADREQ ? 2 : 1;
+    }
+    printf("data directory %s now uses the new store\n", cfg->data);
     return 0;
 }
 
@@ -277,7 +300,8 @@ int main(int argc, char **argv)
     }
     cmd = argv[1];
     if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "init") != 0 &&
-        strcmp(cmd, "join") != 0 && strcmp(cmd, "admin-key") != 0) {
+        strcmp(cmd, "join") != 0 && strcmp(cmd, "admin-key") != 0 &&
+        strcmp(cmd, "migrate") != 0) {
         fprintf(stderr, "authd: unknown command %s\n%s", cmd, usage);
         return 2;
     }
@@ -300,6 +324,8 @@ int main(int argc, char **argv)
         rc = cmd_join(&cfg);
     else if (strcmp(cmd, "admin-key") == 0)
         rc = cmd_admin_key(&cfg);
+    else if (strcmp(cmd, "migrate") == 0)
+        rc = cmd_migrate(&cfg);
     else
         rc = cmd_serve(&cfg, argc - 2, argv + 2);
     OPENSSL_cleanup();

@@ -198,6 +198,43 @@ ad_err store_list(store_txn *tx, store_table t, const char *prefix,
                             more);
 }
 
+ad_err store_count(store_txn *tx, store_table t, uint64_t *n)
+{
+    char after[512] = "";
+    json_t *pairs = NULL;
+    int more = 1;
+    ad_err e = AD_OK;
+
+    *n = 0;
+    if ((unsigned)t >= STORE_TABLE__COUNT)
+        return AD_EINTERNAL;
+    while (more && e == AD_OK) {
+        size_t len;
+        const char *last;
+
+        more = 0;
+        e = tx->s->ops->table_scan(tx, t, after, 1000, &pairs, &more);
+        len = json_array_size(pairs);
+        if (e == AD_OK && len > 0) {
+            *n += len;
+            last = json_string_value(
+                json_array_get(json_array_get(pairs, len - 1), 0));
+            if (last == NULL || strlen(last) >= sizeof(after))
+                e = AD_ESTORE;
+            else
+                memcpy(after, last, strlen(last) + 1);
+        }
+        json_decref(pairs);
+        pairs = NULL;
+    }
+    return e;
+}
+
+const char *store_table_name(store_table t)
+{
+    return (unsigned)t < STORE_TABLE__COUNT ? store_table_names[t] : "?";
+}
+
 /* ---- indexes --------------------------------------------------------- */
 
 ad_err store_index_add(store_txn *tx, store_index ix, const char *key,

@@ -168,6 +168,12 @@ ad_err store_list(store_txn *tx, store_table t, const char *prefix,
                   const char *after, size_t limit, json_t **items,
                   int *more);
 
+/* How many records t holds (by a walk through them: for offline
+ * commands, not request paths). */
+ad_err store_count(store_txn *tx, store_table t, uint64_t *n);
+/* The table's name ("devices", ...), for messages. */
+const char *store_table_name(store_table t);
+
 /* Index values under key, in order, after `after`, up to limit. *values
  * is a new JSON array of strings; *more as in store_list. */
 ad_err store_index_list(store_txn *tx, store_index ix, const char *key,
