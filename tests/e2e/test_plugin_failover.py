@@ -11,6 +11,7 @@ as a shared event log would, so that "resume after id 1" means the same
 on both."""
 
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -55,6 +56,32 @@ def cluster(workdir):
             if d.proc and d.proc.poll() is None:
                 d.stop_and_check()
             d.cleanup_logs()
+
+
+class Blackhole:
+    """A port whose SYNs are dropped (a listening socket with a full
+    backlog): how a node whose machine is gone looks. Connects time out."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.fill = []
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            self.fill.append(c)
+        time.sleep(0.1)
+
+    def close(self):
+        for c in self.fill:
+            c.close()
+        self.sock.close()
 
 
 def check_url(d):
@@ -137,3 +164,22 @@ def test_nodes_may_be_separated_by_spaces_and_a_dead_first_node_costs_little(clu
         assert time.monotonic() - t0 < 1.0, "a refused node costs no noticeable time"
     finally:
         c.close()
+
+
+def test_a_first_node_that_never_answers_costs_one_short_connect_timeout(cluster):
+    a, b, world, dev, make_broker = cluster
+    hole = Blackhole()
+    try:
+        broker = make_broker("http://127.0.0.1:%d,%s" % (hole.port, check_url(b)))
+        c = Client(broker, "tls", dev["later"].id, device=dev["later"])
+        try:
+            t0 = time.monotonic()
+            assert c.connect() == 0, "node b answers:\n" + broker.log()[-3000:]
+            took = time.monotonic() - t0
+        finally:
+            c.close()
+        # plugin_opt_timeout_ms is 5000 here: without a short connect
+        # timeout per node the CONNECT would wait that long on the hole.
+        assert took < 1.0, "the silent node was given up quickly: %.2fs" % took
+    finally:
+        hole.close()
