@@ -1,0 +1,57 @@
+/* What every registry module does to a table: read one record, list a
+ * page of them, and create or delete a record whose secret is found by
+ * its hash. Only the registry's modules include this; nothing above the
+ * registry names a table. */
+#ifndef AUTHD_REGISTRY_RECORDS_H
+#define AUTHD_REGISTRY_RECORDS_H
+
+#include <jansson.h>
+
+#include "registry.h"
+#include "registry_enrollments.h"
+#include "store.h"
+
+/* Reads record key of table t. On success *rec is a new reference; else
+ * NULL (AD_ENOTFOUND if there is none). */
+ad_err registry_record_get(store *st, store_table t, const char *key,
+                           json_t **rec);
+
+/* A page of table t (keys starting with pg->prefix, after pg->after),
+ * each record shown through view (NULL: as stored); out->next is the
+ * last item's cursor_field when more follow. On error out is empty. */
+ad_err registry_records_list(store *st, store_table t, const registry_page *pg,
+                             json_t *(*view)(const json_t *rec),
+                             const char *cursor_field, registry_list *out);
+
+/* Fills out from a page of items (stolen) of which more follow: next is
+ * the last item itself if a string, else its cursor_field (an integer
+ * printed in decimal). */
+void registry_list_set(registry_list *out, json_t *items, int more,
+                       const char *cursor_field);
+
+/* Public view of a certificate record: its status says expired once
+ * not_after has passed. A new reference, or NULL. */
+json_t *registry_cert_view(const json_t *cert, time_t now);
+
+/* The typed enrollment of a stored record (see registry_enrollments.h). */
+ad_err registry_enrollment_decode(const json_t *rec, registry_enrollment *out);
+
+/* A record whose secret is looked up by hash through index ix: created
+ * (never over another) with its index entry and an audit entry, or
+ * deleted with them (the hash read from the record's hash_field). */
+typedef struct {
+    const char *actor;
+    const char *action;   /* the audit action */
+    store_table table;
+    store_index ix;
+    const char *id;
+    const json_t *rec;    /* create: the record */
+    const char *hash;     /* create: its index key */
+    const char *hash_field; /* delete: the record's field holding it */
+} registry_hashed;
+
+ad_err registry_hashed_create(store *st, const registry_hashed *h);
+/* AD_ENOTFOUND if there is no such record. */
+ad_err registry_hashed_delete(store *st, const registry_hashed *h);
+
+#endif
