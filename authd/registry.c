@@ -350,11 +350,14 @@ static json_t *apikey_view(const json_t *key)
     return v;
 }
 
+static const registry_hashed_kind apikeys = {
+    STORE_APIKEYS, STORE_IX_APIKEY_HASHES, "hash", "key",
+    "apikey.create", "apikey.delete", apikey_view};
+
 ad_err registry_apikey_create(store *st, const char *actor, const char *name,
                               const char *role, json_t **view, char *err,
                               size_t errlen)
 {
-    registry_hashed h;
     char id[24], key[64], digest[65], now[32];
     json_t *rec = NULL;
     ad_err e;
@@ -380,19 +383,7 @@ ad_err registry_apikey_create(store *st, const char *actor, const char *name,
                     "role", role, "created_at", now, "hash", digest);
     if (rec == NULL)
         return AD_ENOMEM;
-    memset(&h, 0, sizeof(h));
-    h.actor = actor;
-    h.action = "apikey.create";
-    h.table = STORE_APIKEYS;
-    h.ix = STORE_IX_APIKEY_HASHES;
-    h.id = id;
-    h.rec = rec;
-    h.hash = digest;
-    e = registry_hashed_create(st, &h);
-    if (e == AD_OK) {
-        *view = apikey_view(rec);
-        json_object_set_new(*view, "key", json_string(key));
-    }
+    e = registry_hashed_create(st, &apikeys, actor, id, rec, key, view);
     OPENSSL_cleanse(key, sizeof(key));
     json_decref(rec);
     return e;
@@ -783,22 +774,12 @@ ad_err registry_cert_revoke(store *st, const char *actor, const char *serial,
 ad_err registry_apikeys_list(store *st, const registry_page *pg,
                              registry_list *out)
 {
-    return registry_records_list(st, STORE_APIKEYS, pg, apikey_view, "id",
-                                 out);
+    return registry_hashed_list(st, &apikeys, pg, out);
 }
 
 ad_err registry_apikey_delete(store *st, const char *actor, const char *id)
 {
-    registry_hashed h;
-
-    memset(&h, 0, sizeof(h));
-    h.actor = actor;
-    h.action = "apikey.delete";
-    h.table = STORE_APIKEYS;
-    h.ix = STORE_IX_APIKEY_HASHES;
-    h.id = id;
-    h.hash_field = "hash";
-    return registry_hashed_delete(st, &h);
+    return registry_hashed_delete(st, &apikeys, actor, id);
 }
 
 ad_err registry_audit_list(store *st, const registry_page *pg,

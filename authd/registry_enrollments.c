@@ -90,11 +90,14 @@ static json_t *enrollment_view(const json_t *enrollment)
     return v;
 }
 
+static const registry_hashed_kind enrollments = {
+    STORE_ENROLLMENTS, STORE_IX_ENROLLMENT_TOKENS, "token_sha256", "token",
+    "enrollment.create", "enrollment.delete", enrollment_view};
+
 ad_err registry_enrollment_create(store *st, const char *actor,
                                   const registry_enrollment_new *n,
                                   json_t **view)
 {
-    registry_hashed h;
     char id[40], token[64], digest[65], now[32], exp[32];
     time_t t = time(NULL);
     json_t *rec;
@@ -118,51 +121,24 @@ ad_err registry_enrollment_create(store *st, const char *actor,
                     "token_sha256", digest);
     if (rec == NULL)
         return AD_ENOMEM;
-    memset(&h, 0, sizeof(h));
-    h.actor = actor;
-    h.action = "enrollment.create";
-    h.table = STORE_ENROLLMENTS;
-    h.ix = STORE_IX_ENROLLMENT_TOKENS;
-    h.id = id;
-    h.rec = rec;
-    h.hash = digest;
-    e = registry_hashed_create(st, &h);
-    if (e == AD_OK) {
-        *view = enrollment_view(rec);
-        /* The token is shown this once; only its hash is kept. */
-        json_object_set_new(*view, "token", json_string(token));
-    }
+    /* The token is shown this once; only its hash is kept. */
+    e = registry_hashed_create(st, &enrollments, actor, id, rec, token, view);
     json_decref(rec);
     return e;
 }
 
 ad_err registry_enrollment_view_get(store *st, const char *id, json_t **view)
 {
-    json_t *rec = NULL;
-    ad_err e = registry_record_get(st, STORE_ENROLLMENTS, id, &rec);
-
-    *view = e == AD_OK ? enrollment_view(rec) : NULL;
-    json_decref(rec);
-    return e != AD_OK ? e : *view ? AD_OK : AD_ENOMEM;
+    return registry_hashed_get(st, &enrollments, id, view);
 }
 
 ad_err registry_enrollments_list(store *st, const registry_page *pg,
                                  registry_list *out)
 {
-    return registry_records_list(st, STORE_ENROLLMENTS, pg, enrollment_view,
-                                 "id", out);
+    return registry_hashed_list(st, &enrollments, pg, out);
 }
 
 ad_err registry_enrollment_delete(store *st, const char *actor, const char *id)
 {
-    registry_hashed h;
-
-    memset(&h, 0, sizeof(h));
-    h.actor = actor;
-    h.action = "enrollment.delete";
-    h.table = STORE_ENROLLMENTS;
-    h.ix = STORE_IX_ENROLLMENT_TOKENS;
-    h.id = id;
-    h.hash_field = "token_sha256";
-    return registry_hashed_delete(st, &h);
+    return registry_hashed_delete(st, &enrollments, actor, id);
 }

@@ -68,44 +68,88 @@ ad_err registry_records_list(store *st, store_table t, const registry_page *pg,
     return AD_OK;
 }
 
+struct hashed_write {
+    const registry_hashed_kind *k;
+    const char *actor;
+    const char *id;
+    const json_t *rec;
+};
+
 static ad_err hashed_create_write(store_txn *tx, void *arg)
 {
-    const registry_hashed *h = arg;
-    ad_err e = store_put(tx, h->table, h->id, h->rec, STORE_NOOVERWRITE);
+    const struct hashed_write *w = arg;
+    const char *hash =
+        json_string_value(json_object_get(w->rec, w->k->hash_field));
+    ad_err e = store_put(tx, w->k->table, w->id, w->rec, STORE_NOOVERWRITE);
 
     if (e == AD_OK)
-        e = store_index_add(tx, h->ix, h->hash, h->id);
+        e = store_index_add(tx, w->k->ix, hash ? hash : "", w->id);
     if (e == AD_OK)
-        e = store_audit(tx, h->actor, h->action, h->id, NULL);
+        e = store_audit(tx, w->actor, w->k->create_action, w->id, NULL);
     return e;
 }
 
-ad_err registry_hashed_create(store *st, const registry_hashed *h)
+ad_err registry_hashed_create(store *st, const registry_hashed_kind *k,
+                              const char *actor, const char *id,
+                              const json_t *rec, const char *secret,
+                              json_t **view)
 {
-    return store_write(st, hashed_create_write, (void *)h);
+    struct hashed_write w = {k, actor, id, rec};
+    ad_err e;
+
+    *view = NULL;
+    if ((e = store_write(st, hashed_create_write, &w)) != AD_OK)
+        return e;
+    if ((*view = k->view(rec)) == NULL ||
+        json_object_set_new(*view, k->secret_field, json_string(secret)) != 0) {
+        json_decref(*view);
+        *view = NULL;
+        return AD_ENOMEM; /* written, but the secret is lost */
+    }
+    return AD_OK;
 }
 
 static ad_err hashed_delete_write(store_txn *tx, void *arg)
 {
-    const registry_hashed *h = arg;
+    const struct hashed_write *w = arg;
     json_t *rec = NULL;
     const char *hash;
     ad_err e;
 
-    if ((e = store_get(tx, h->table, h->id, &rec)) != AD_OK)
+    if ((e = store_get(tx, w->k->table, w->id, &rec)) != AD_OK)
         return e;
-    hash = json_string_value(json_object_get(rec, h->hash_field));
+    hash = json_string_value(json_object_get(rec, w->k->hash_field));
     if (hash)
-        e = store_index_del(tx, h->ix, hash, h->id);
+        e = store_index_del(tx, w->k->ix, hash, w->id);
     if (e == AD_OK)
-        e = store_del(tx, h->table, h->id);
+        e = store_del(tx, w->k->table, w->id);
     if (e == AD_OK)
-        e = store_audit(tx, h->actor, h->action, h->id, NULL);
+        e = store_audit(tx, w->actor, w->k->delete_action, w->id, NULL);
     json_decref(rec);
     return e;
 }
 
-ad_err registry_hashed_delete(store *st, const registry_hashed *h)
+ad_err registry_hashed_delete(store *st, const registry_hashed_kind *k,
+                              const char *actor, const char *id)
 {
-    return store_write(st, hashed_delete_write, (void *)h);
+    struct hashed_write w = {k, actor, id, NULL};
+
+    return store_write(st, hashed_delete_write, &w);
+}
+
+ad_err registry_hashed_get(store *st, const registry_hashed_kind *k,
+                           const char *id, json_t **view)
+{
+    json_t *rec = NULL;
+    ad_err e = registry_record_get(st, k->table, id, &rec);
+
+    *view = e == AD_OK ? k->view(rec) : NULL;
+    json_decref(rec);
+    return e != AD_OK ? e : *view ? AD_OK : AD_ENOMEM;
+}
+
+ad_err registry_hashed_list(store *st, const registry_hashed_kind *k,
+                            const registry_page *pg, registry_list *out)
+{
+    return registry_records_list(st, k->table, pg, k->view, "id", out);
 }

@@ -36,22 +36,35 @@ json_t *registry_cert_view(const json_t *cert, time_t now);
 /* The typed enrollment of a stored record (see registry_enrollments.h). */
 ad_err registry_enrollment_decode(const json_t *rec, registry_enrollment *out);
 
-/* A record whose secret is looked up by hash through index ix: created
- * (never over another) with its index entry and an audit entry, or
- * deleted with them (the hash read from the record's hash_field). */
+/* A kind of record whose secret (an API key, an enrollment token) is
+ * kept only as a hash, found through index ix. */
 typedef struct {
-    const char *actor;
-    const char *action;   /* the audit action */
     store_table table;
     store_index ix;
-    const char *id;
-    const json_t *rec;    /* create: the record */
-    const char *hash;     /* create: its index key */
-    const char *hash_field; /* delete: the record's field holding it */
-} registry_hashed;
+    const char *hash_field;   /* the record's field holding the hash */
+    const char *secret_field; /* the view's field showing it, once */
+    const char *create_action, *delete_action; /* for the audit log */
+    json_t *(*view)(const json_t *rec);        /* without the hash */
+} registry_hashed_kind;
 
-ad_err registry_hashed_create(store *st, const registry_hashed *h);
-/* AD_ENOTFOUND if there is no such record. */
-ad_err registry_hashed_delete(store *st, const registry_hashed *h);
+/* Stores rec (never over another of the same id) with its index entry
+ * and an audit entry. *view (new reference) is k->view of it plus the
+ * secret, shown this once. On error nothing is written and *view is
+ * NULL. */
+ad_err registry_hashed_create(store *st, const registry_hashed_kind *k,
+                              const char *actor, const char *id,
+                              const json_t *rec, const char *secret,
+                              json_t **view);
+
+/* Deletes the record with its index entry, and audits it. AD_ENOTFOUND
+ * if there is none. */
+ad_err registry_hashed_delete(store *st, const registry_hashed_kind *k,
+                              const char *actor, const char *id);
+
+/* The view of record id (AD_ENOTFOUND), and pages of views. */
+ad_err registry_hashed_get(store *st, const registry_hashed_kind *k,
+                           const char *id, json_t **view);
+ad_err registry_hashed_list(store *st, const registry_hashed_kind *k,
+                            const registry_page *pg, registry_list *out);
 
 #endif
