@@ -343,11 +343,7 @@ json_t *registry_cert_view(const json_t *cert, time_t now)
 
 static json_t *apikey_view(const json_t *key)
 {
-    json_t *v = json_deep_copy(key);
-
-    if (v)
-        json_object_del(v, "hash");
-    return v;
+    return registry_view_without(key, "hash");
 }
 
 static const registry_hashed_kind apikeys = {

@@ -83,11 +83,7 @@ ad_err registry_enrollment_get(store *st, const char *id,
 /* The public record: everything but the token's hash. */
 static json_t *enrollment_view(const json_t *enrollment)
 {
-    json_t *v = json_deep_copy(enrollment);
-
-    if (v)
-        json_object_del(v, "token_sha256");
-    return v;
+    return registry_view_without(enrollment, "token_sha256");
 }
 
 static const registry_hashed_kind enrollments = {

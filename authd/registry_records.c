@@ -68,6 +68,15 @@ ad_err registry_records_list(store *st, store_table t, const registry_page *pg,
     return AD_OK;
 }
 
+json_t *registry_view_without(const json_t *rec, const char *field)
+{
+    json_t *v = json_deep_copy(rec);
+
+    if (v)
+        json_object_del(v, field);
+    return v;
+}
+
 struct hashed_write {
     const registry_hashed_kind *k;
     const char *actor;

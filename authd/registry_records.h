@@ -36,6 +36,9 @@ json_t *registry_cert_view(const json_t *cert, time_t now);
 /* The typed enrollment of a stored record (see registry_enrollments.h). */
 ad_err registry_enrollment_decode(const json_t *rec, registry_enrollment *out);
 
+/* A copy of rec without field (a secret's hash), or NULL. */
+json_t *registry_view_without(const json_t *rec, const char *field);
+
 /* A kind of record whose secret (an API key, an enrollment token) is
  * kept only as a hash, found through index ix. */
 typedef struct {
