@@ -263,7 +263,7 @@ void route_device_secret(http_req *r)
     e = registry_device_secret_set(r->app->st, r->actor, r->param[0], hash);
     if (e == AD_OK) {
         /* The old secret stops working with the next check: the change
-         * feed has dropped the cached device before store_write returned. */
+         * feed has dropped the cached device before the registry returned. */
         http_reply_json(r, 201, json_pack("{s:s, s:s}", "device_id",
                                           r->param[0], "secret", secret));
     } else {
