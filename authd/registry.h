@@ -1,7 +1,11 @@
 /* The registry's rules on top of the store: what it means to issue a
  * certificate under an enrollment, which certificates identify an active
- * device, and how records are shown to API clients. Every write here is
- * one store_write, so its checks and its changes commit together. */
+ * device, and how records are shown to API clients; certificates, API
+ * keys and the audit log. Devices, enrollments and policies have modules
+ * of their own (registry_devices.h, registry_enrollments.h,
+ * registry_policies.h). Every write is one store_write, so its checks and
+ * its changes commit together; nothing above the registry names a table
+ * or a field of a record. */
 #ifndef AUTHD_REGISTRY_H
 #define AUTHD_REGISTRY_H
 
