@@ -5,7 +5,7 @@
 #include <openssl/crypto.h>
 
 #include "../common/codec.h"
-#include "registry.h"
+#include "registry_records.h"
 #include "util.h"
 
 /* An issuance as the writer sees it: everything that does not depend on
@@ -125,6 +125,7 @@ static ad_err issue_write(store_txn *tx, void *arg)
     const registry_issue *is = job->is;
     const ca_issued *c = is->cert;
     json_t *enr = NULL, *detail = NULL;
+    registry_enrollment typed;
     int created = 0;
     ad_err e = AD_OK;
 
@@ -135,7 +136,8 @@ static ad_err issue_write(store_txn *tx, void *arg)
             goto out;
         /* Checked again here, inside the writer: two requests racing for
          * the last use cannot both pass. */
-        if ((e = registry_enrollment_usable(enr, is->now)) != AD_OK)
+        if ((e = registry_enrollment_decode(enr, &typed)) != AD_OK ||
+            (e = registry_enrollment_usable(&typed, is->now)) != AD_OK)
             goto out;
     }
     if (is->device_id &&
@@ -222,52 +224,6 @@ ad_err registry_commit_issue(store *st, const registry_issue *is)
     return e;
 }
 
-ad_err registry_enrollment_by_token(store *st, const char *token,
-                                    json_t **enrollment)
-{
-    store_txn *tx = NULL;
-    char digest[65], id[64];
-    const char *hash;
-    json_t *rec = NULL;
-    ad_err e;
-
-    *enrollment = NULL;
-    if (token == NULL || strncmp(token, "enr_", 4) != 0 ||
-        strlen(token) > 200)
-        return AD_EBADCRED;
-    util_sha256_hex(token, strlen(token), digest);
-    if ((e = store_read_begin(st, &tx)) != AD_OK)
-        return e;
-    e = store_index_first(tx, STORE_IX_ENROLLMENT_TOKENS, digest, id,
-                          sizeof(id));
-    if (e == AD_OK)
-        e = store_get(tx, STORE_ENROLLMENTS, id, &rec);
-    store_read_end(tx);
-    if (e != AD_OK)
-        return e == AD_ENOTFOUND ? AD_EBADCRED : e;
-    hash = json_string_value(json_object_get(rec, "token_sha256"));
-    if (hash == NULL || !util_secret_equal(digest, hash)) {
-        json_decref(rec);
-        return AD_EBADCRED;
-    }
-    *enrollment = rec;
-    return AD_OK;
-}
-
-ad_err registry_enrollment_usable(const json_t *enr, time_t now)
-{
-    const char *exp = json_string_value(json_object_get(enr, "expires_at"));
-    json_int_t used = json_integer_value(json_object_get(enr, "used"));
-    json_int_t max = json_integer_value(json_object_get(enr, "max_uses"));
-    time_t t;
-
-    if (exp == NULL || util_parse_rfc3339(exp, &t) != 0 || now >= t)
-        return AD_EENREXPIRED;
-    if (used >= max)
-        return AD_EENRUSED;
-    return AD_OK;
-}
-
 static ad_err device_status_err(const json_t *dev)
 {
     switch (registry_device_status_of(dev)) {
@@ -302,20 +258,18 @@ ad_err registry_device_issuable(store *st, const char *device_id)
 }
 
 ad_err registry_device_by_cert(store *st, const uint8_t *der, size_t len,
-                               time_t now, json_t **device, json_t **cert)
+                               time_t now, registry_cert_owner *owner)
 {
     ca_cert_info info;
     store_txn *tx = NULL;
     json_t *rec = NULL, *dev = NULL;
-    const char *fpr, *status, *dev_id, *na;
+    const char *fpr, *status, *dev_id, *na, *enr_id;
     char want[65];
     time_t not_after;
     ad_err e;
 
-    if (device)
-        *device = NULL;
-    if (cert)
-        *cert = NULL;
+    if (owner)
+        memset(owner, 0, sizeof(*owner));
     if (ca_cert_inspect(der, len, &info) != AD_OK)
         return AD_EBADCRED;
     codec_hex_encode(info.sha256, sizeof(info.sha256), want, 0);
@@ -352,13 +306,11 @@ ad_err registry_device_by_cert(store *st, const uint8_t *der, size_t len,
     }
     if ((e = device_status_err(dev)) != AD_OK)
         goto out;
-    if (device) {
-        *device = dev;
-        dev = NULL;
-    }
-    if (cert) {
-        *cert = rec;
-        rec = NULL;
+    if (owner) {
+        enr_id = json_string_value(json_object_get(rec, "enrollment"));
+        util_strlcpy(owner->device_id, dev_id, sizeof(owner->device_id));
+        util_strlcpy(owner->enrollment_id, enr_id ? enr_id : "",
+                     sizeof(owner->enrollment_id));
     }
 out:
     store_read_end(tx);
@@ -389,48 +341,19 @@ json_t *registry_cert_view(const json_t *cert, time_t now)
     return v;
 }
 
-json_t *registry_enrollment_view(const json_t *enrollment)
+static json_t *apikey_view(const json_t *key)
 {
-    json_t *v = json_deep_copy(enrollment);
-
-    if (v)
-        json_object_del(v, "token_sha256");
-    return v;
+    return registry_view_without(key, "hash");
 }
 
-json_t *registry_apikey_view(const json_t *key)
-{
-    json_t *v = json_deep_copy(key);
-
-    if (v)
-        json_object_del(v, "hash");
-    return v;
-}
-
-struct apikey_write {
-    const char *actor;
-    const char *id;
-    const char *digest;
-    json_t *rec;
-};
-
-static ad_err apikey_write(store_txn *tx, void *arg)
-{
-    struct apikey_write *w = arg;
-    ad_err e = store_put(tx, STORE_APIKEYS, w->id, w->rec, STORE_NOOVERWRITE);
-
-    if (e == AD_OK)
-        e = store_index_add(tx, STORE_IX_APIKEY_HASHES, w->digest, w->id);
-    if (e == AD_OK)
-        e = store_audit(tx, w->actor, "apikey.create", w->id, NULL);
-    return e;
-}
+static const registry_hashed_kind apikeys = {
+    STORE_APIKEYS, STORE_IX_APIKEY_HASHES, "hash", "key",
+    "apikey.create", "apikey.delete", apikey_view};
 
 ad_err registry_apikey_create(store *st, const char *actor, const char *name,
                               const char *role, json_t **view, char *err,
                               size_t errlen)
 {
-    struct apikey_write w;
     char id[24], key[64], digest[65], now[32];
     json_t *rec = NULL;
     ad_err e;
@@ -456,15 +379,7 @@ ad_err registry_apikey_create(store *st, const char *actor, const char *name,
                     "role", role, "created_at", now, "hash", digest);
     if (rec == NULL)
         return AD_ENOMEM;
-    w.actor = actor;
-    w.id = id;
-    w.digest = digest;
-    w.rec = rec;
-    e = store_write(st, apikey_write, &w);
-    if (e == AD_OK) {
-        *view = registry_apikey_view(rec);
-        json_object_set_new(*view, "key", json_string(key));
-    }
+    e = registry_hashed_create(st, &apikeys, actor, id, rec, key, view);
     OPENSSL_cleanse(key, sizeof(key));
     json_decref(rec);
     return e;
@@ -675,5 +590,212 @@ ad_err registry_apikey_authenticate(store *st, const char *key,
         id[0] = '\0';
     json_decref(rec);
     store_read_end(tx);
+    return e;
+}
+
+int registry_names_valid(const json_t *names)
+{
+    size_t i;
+    json_t *v;
+
+    if (!json_is_array(names) || json_array_size(names) > 64)
+        return 0;
+    json_array_foreach(names, i, v)
+        if (!util_name_valid(json_string_value(v)))
+            return 0;
+    return 1;
+}
+
+/* ---- certificates ---------------------------------------------------- */
+
+ad_err registry_cert_get(store *st, const char *serial, json_t **view)
+{
+    json_t *rec = NULL;
+    ad_err e = registry_record_get(st, STORE_CERTS, serial, &rec);
+
+    *view = NULL;
+    if (e == AD_OK)
+        *view = registry_cert_view(rec, time(NULL));
+    json_decref(rec);
+    return e != AD_OK ? e : *view ? AD_OK : AD_ENOMEM;
+}
+
+/* Whether a certificate view passes the filter. */
+static int cert_passes(const json_t *view, const registry_cert_filter *f)
+{
+    const char *dev = json_string_value(json_object_get(view, "device_id"));
+    const char *en = json_string_value(json_object_get(view, "enrollment"));
+
+    return (f->status == CERT_STATUS_BAD ||
+            registry_cert_status_of(view) == f->status) &&
+           (f->device == NULL || (dev && strcmp(dev, f->device) == 0)) &&
+           (f->enrollment == NULL || (en && strcmp(en, f->enrollment) == 0));
+}
+
+ad_err registry_certs_list(store *st, const registry_cert_filter *f,
+                           const registry_page *pg, registry_list *out)
+{
+    const char *after = pg->after;
+    store_txn *tx = NULL;
+    json_t *items = json_array(), *page = NULL, *v;
+    time_t now = time(NULL);
+    char cursor_buf[16 + CA_SERIAL_HEX_MAX + 1];
+    size_t i;
+    int more = 0;
+    ad_err e;
+
+    out->items = out->next = NULL;
+    if (items == NULL)
+        return AD_ENOMEM;
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        goto fail;
+    /* Walk pages of the narrowest source until limit items pass the
+     * remaining filters, so that "next" is always a resumable cursor. */
+    for (;;) {
+        const char *cursor = after;
+        int src_more = 0;
+
+        json_decref(page);
+        page = NULL;
+        if (f->device)
+            e = store_index_list(tx, STORE_IX_CERTS_BY_DEVICE, f->device,
+                                 cursor, pg->limit, &page, &src_more);
+        else if (f->enrollment)
+            e = store_index_list(tx, STORE_IX_CERTS_BY_ENROLLMENT,
+                                 f->enrollment, cursor, pg->limit, &page,
+                                 &src_more);
+        else
+            e = store_list(tx, STORE_CERTS, "", cursor, pg->limit, &page,
+                           &src_more);
+        if (e != AD_OK)
+            goto fail;
+        json_array_foreach(page, i, v) {
+            json_t *rec = NULL, *view;
+            /* The cursor is the source's own key: an index value or a
+             * serial. */
+            const char *key = json_is_string(v)
+                                  ? json_string_value(v)
+                                  : json_string_value(
+                                        json_object_get(v, "serial"));
+
+            if (json_array_size(items) >= pg->limit) {
+                more = 1;
+                break;
+            }
+            after = key; /* the page cursor follows the source */
+            if (json_is_string(v)) {
+                if (store_get(tx, STORE_CERTS, registry_ix_serial(key),
+                              &rec) != AD_OK)
+                    continue;
+            } else {
+                rec = json_incref(v);
+            }
+            view = registry_cert_view(rec, now);
+            json_decref(rec);
+            if (!cert_passes(view, f)) {
+                json_decref(view);
+                continue;
+            }
+            json_array_append_new(items, view);
+        }
+        if (more || !src_more)
+            break;
+        if (json_array_size(items) >= pg->limit) {
+            more = 1;
+            break;
+        }
+        /* after points into page, which the next round frees. */
+        util_strlcpy(cursor_buf, after ? after : "", sizeof(cursor_buf));
+        after = cursor_buf;
+    }
+    /* The cursor is the last source key looked at (an index value for
+     * device/enrollment lists), copied before its page is freed. */
+    util_strlcpy(cursor_buf, after ? after : "", sizeof(cursor_buf));
+    json_decref(page);
+    store_read_end(tx);
+    out->items = items;
+    out->next = more && cursor_buf[0] ? json_string(cursor_buf) : json_null();
+    return AD_OK;
+fail:
+    json_decref(page);
+    json_decref(items);
+    store_read_end(tx);
+    return e;
+}
+
+struct cert_revoke {
+    const char *actor;
+    const char *serial;
+    const char *reason;
+    json_t *revoked;
+};
+
+static ad_err cert_revoke_write(store_txn *tx, void *arg)
+{
+    struct cert_revoke *w = arg;
+    ad_err e;
+
+    json_array_clear(w->revoked); /* a retried write starts afresh */
+    e = registry_revoke_cert(tx, w->actor, w->serial, w->reason, w->revoked);
+    if (e == AD_OK)
+        e = registry_event_revoked(tx, w->revoked, NULL, w->reason);
+    return e;
+}
+
+ad_err registry_cert_revoke(store *st, const char *actor, const char *serial,
+                            const char *reason, json_t **view)
+{
+    struct cert_revoke w;
+    ad_err e;
+
+    *view = NULL;
+    w.actor = actor;
+    w.serial = serial;
+    w.reason = reason;
+    if ((w.revoked = json_array()) == NULL)
+        return AD_ENOMEM;
+    e = store_write(st, cert_revoke_write, &w);
+    json_decref(w.revoked);
+    if (e != AD_OK)
+        return e;
+    /* Revoked is durable whatever this read says. */
+    if (registry_cert_get(st, serial, view) != AD_OK)
+        *view = json_pack("{s:s, s:s}", "serial", serial, "status",
+                          registry_cert_status_name(CERT_REVOKED));
+    return AD_OK;
+}
+
+/* ---- API keys and the audit log -------------------------------------- */
+
+ad_err registry_apikeys_list(store *st, const registry_page *pg,
+                             registry_list *out)
+{
+    return registry_hashed_list(st, &apikeys, pg, out);
+}
+
+ad_err registry_apikey_delete(store *st, const char *actor, const char *id)
+{
+    return registry_hashed_delete(st, &apikeys, actor, id);
+}
+
+ad_err registry_audit_list(store *st, const registry_page *pg,
+                           registry_list *out, char *err, size_t errlen)
+{
+    uint64_t after = 0;
+    store_txn *tx = NULL;
+    json_t *items = NULL;
+    int more = 0;
+    ad_err e;
+
+    out->items = out->next = NULL;
+    if (pg->after && codec_parse_u64(pg->after, UINT64_MAX - 1, &after) != 0)
+        return ad_errf(AD_EBADREQ, err, errlen,
+                       "after must be an audit seq number");
+    e = store_read_begin(st, &tx);
+    if (e == AD_OK)
+        e = store_audit_list(tx, after, pg->limit, &items, &more);
+    store_read_end(tx);
+    if (e == AD_OK)
+        registry_list_set(out, items, more, "seq");
     return e;
 }

@@ -11,7 +11,7 @@
 #include "../common/codec.h"
 #include "checker.h"
 #include "events.h"
-#include "registry.h"
+#include "registry_devices.h"
 #include "revocation.h"
 #include "routes.h"
 #include "util.h"
@@ -21,35 +21,15 @@
 /* Caches, the CRL and the event stream follow the store's change feed
  * (see changes.c), here and on every other node; what is left to do after
  * a revocation commits is to count it. */
-void routes_count_revocations(app *a, const json_t *revoked)
+void routes_count_revocations(app *a, size_t n)
 {
-    size_t i, n = json_array_size(revoked);
+    size_t i;
 
     for (i = 0; i < n; i++)
         http_metric_inc(a, METRIC_REVOCATIONS);
 }
 
 /* ---- certificates -------------------------------------------------------- */
-
-struct revoke_write {
-    const char *actor;
-    const char *serial;
-    const char *device;
-    const char *reason;
-    json_t *revoked;
-};
-
-static ad_err cert_revoke_write(store_txn *tx, void *arg)
-{
-    struct revoke_write *w = arg;
-    ad_err e;
-
-    json_array_clear(w->revoked); /* a retried write starts afresh */
-    e = registry_revoke_cert(tx, w->actor, w->serial, w->reason, w->revoked);
-    if (e == AD_OK)
-        e = registry_event_revoked(tx, w->revoked, NULL, w->reason);
-    return e;
-}
 
 /* The reason from the body: an RFC 5280 name, default "unspecified". On
  * error replies and returns NULL. */
@@ -85,9 +65,7 @@ static const char *reason_of(http_req *r, json_t **body)
 void route_cert_revoke(http_req *r)
 {
     char serial[CA_SERIAL_HEX_MAX + 2];
-    struct revoke_write w;
-    json_t *body = NULL, *rec = NULL;
-    store_txn *tx = NULL;
+    json_t *body = NULL, *view = NULL;
     const char *reason;
     ad_err e;
 
@@ -97,96 +75,42 @@ void route_cert_revoke(http_req *r)
     }
     if ((reason = reason_of(r, &body)) == NULL)
         return;
-    memset(&w, 0, sizeof(w));
-    w.actor = r->actor;
-    w.serial = serial;
-    w.reason = reason;
-    w.revoked = json_array();
-    e = store_write(r->app->st, cert_revoke_write, &w);
+    e = registry_cert_revoke(r->app->st, r->actor, serial, reason, &view);
     if (e != AD_OK) {
         http_reply_error(r, e,
                          e == AD_ENOTFOUND   ? "no such certificate"
                          : e == AD_ECONFLICT ? "the certificate is already revoked"
                                              : NULL);
-        goto out;
-    }
-    routes_count_revocations(r->app, w.revoked);
-    if (store_read_begin(r->app->st, &tx) == AD_OK &&
-        store_get(tx, STORE_CERTS, serial, &rec) == AD_OK) {
-        http_reply_json(r, 200, registry_cert_view(rec, time(NULL)));
     } else {
-        http_reply_json(r, 200, json_pack("{s:s, s:s}", "serial", serial,
-                                          "status", registry_cert_status_name(CERT_REVOKED)));
+        routes_count_revocations(r->app, 1);
+        http_reply_json(r, 200, view);
     }
-    store_read_end(tx);
-out:
-    json_decref(rec);
-    json_decref(w.revoked);
     json_decref(body);
 }
 
 /* ---- devices ------------------------------------------------------------- */
 
-static ad_err device_revoke_write(store_txn *tx, void *arg)
-{
-    struct revoke_write *w = arg;
-    json_t *dev = NULL;
-    char now[32];
-    ad_err e;
-
-    json_array_clear(w->revoked); /* a retried write starts afresh */
-    if ((e = store_get(tx, STORE_DEVICES, w->device, &dev)) != AD_OK)
-        return e;
-    util_time_rfc3339(time(NULL), now, sizeof(now));
-    json_object_set_new(dev, "status", json_string(registry_device_status_name(
-                                           DEVICE_REVOKED)));
-    json_object_set_new(dev, "updated_at", json_string(now));
-    e = store_put(tx, STORE_DEVICES, w->device, dev, 0);
-    json_decref(dev);
-    if (e == AD_OK)
-        e = registry_revoke_device_certs(tx, w->actor, w->device, w->reason,
-                                         w->revoked);
-    if (e == AD_OK) {
-        json_t *detail = json_pack("{s:s}", "reason", w->reason);
-        e = store_audit(tx, w->actor, "device.revoke", w->device, detail);
-        json_decref(detail);
-    }
-    if (e == AD_OK)
-        e = registry_event_revoked(tx, w->revoked, w->device, w->reason);
-    return e;
-}
-
 void route_device_revoke(http_req *r)
 {
-    struct revoke_write w;
-    json_t *body = NULL, *serials, *v;
+    json_t *body = NULL, *serials = NULL;
     const char *reason;
-    size_t i;
     ad_err e;
 
     if ((reason = reason_of(r, &body)) == NULL)
         return;
-    memset(&w, 0, sizeof(w));
-    w.actor = r->actor;
-    w.device = r->param[0];
-    w.reason = reason;
-    w.revoked = json_array();
-    e = store_write(r->app->st, device_revoke_write, &w);
+    e = registry_device_revoke(r->app->st, r->actor, r->param[0], reason,
+                               &serials);
     if (e != AD_OK) {
         http_reply_error(r, e, e == AD_ENOTFOUND ? "no such device" : NULL);
         goto out;
     }
     /* Tokens need nothing more: every use checks the device's status. */
-    routes_count_revocations(r->app, w.revoked);
-    serials = json_array();
-    json_array_foreach(w.revoked, i, v)
-        json_array_append(serials, json_object_get(v, "serial"));
+    routes_count_revocations(r->app, json_array_size(serials));
     http_reply_json(r, 200,
-                    json_pack("{s:s, s:s, s:s, s:o}", "device_id", w.device,
+                    json_pack("{s:s, s:s, s:s, s:o}", "device_id", r->param[0],
                               "status", "revoked", "reason", reason,
                               "revoked_certs", serials));
 out:
-    json_decref(w.revoked);
     json_decref(body);
 }
 
