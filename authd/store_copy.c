@@ -127,6 +127,7 @@ ad_err store_copy(store *from, store *to, store_copy_counts *counts,
         c.kind = C_TABLE;
         c.which = i;
         do {
+            more = 0;
             e = from->ops->table_scan(rx, (store_table)i, after, COPY_BATCH,
                                       &c.rows, &more);
             if (e == AD_OK && json_array_size(c.rows) > 0) {
@@ -147,6 +148,7 @@ ad_err store_copy(store *from, store *to, store_copy_counts *counts,
         c.kind = C_INDEX;
         c.which = i;
         do {
+            more = 0;
             e = from->ops->index_scan(rx, (store_index)i, ak, av, COPY_BATCH,
                                       &c.rows, &more);
             if (e == AD_OK && json_array_size(c.rows) > 0) {

@@ -229,7 +229,9 @@ static void redact(const pstore *s, const char *url, const char *pw,
             m += pl;
             o += (size_t)snprintf(out + o, outlen - o, "***");
         } else {
-            out[o++] = *m++;
+            /* libpq's messages run over lines: keep one. */
+            out[o++] = *m == '\n' ? ' ' : *m;
+            m++;
         }
         if (o >= outlen)
             o = outlen - 1;
@@ -251,14 +253,24 @@ static ad_err pg_errf(const pstore *s, char *err, size_t errlen,
 
 /* ---- connections ------------------------------------------------------- */
 
+/* NOTICEs (e.g. "already exists, skipping") are not for stderr. */
+static void quiet(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
 static PGconn *pg_connect(const pstore *s)
 {
     /* Ours first: the URL's own settings override them. */
     const char *const keys[] = {"connect_timeout", "application_name",
                                 "dbname", NULL};
     const char *const vals[] = {"5", "authd", s->url, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
 
-    return PQconnectdbParams(keys, vals, 1);
+    if (c != NULL)
+        PQsetNoticeProcessor(c, quiet, NULL);
+    return c;
 }
 
 static int conn_ok(const pconn *pc)

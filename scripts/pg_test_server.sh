@@ -7,6 +7,8 @@
 #   scripts/pg_test_server.sh start DIR         prints a connection URL
 #   scripts/pg_test_server.sh createdb DIR NAME prints the new database's URL
 #   scripts/pg_test_server.sh stop DIR          stops it and removes DIR
+#   scripts/pg_test_server.sh halt DIR          stops the server, keeps DIR
+#   scripts/pg_test_server.sh resume DIR        starts it again, same port
 #
 # Works as a normal user and as root (then the server runs as the
 # `postgres` user, which must be able to reach DIR: not under /root).
@@ -15,7 +17,8 @@ set -eu
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 
 usage() {
-  echo "usage: $0 start DIR | createdb DIR NAME | stop DIR" >&2
+  echo "usage: $0 start DIR | createdb DIR NAME | stop DIR | halt DIR |" \
+    "resume DIR" >&2
   exit 2
 }
 
@@ -41,6 +44,15 @@ url_of() {
   echo "postgresql://postgres@127.0.0.1:$port/$2"
 }
 
+# Starts the server of DIR on the port in DIR/port.
+launch() {
+  port=$(cat "$1/port")
+  as_owner "$PGBIN/pg_ctl" -D "$1/data" -l "$1/server.log" -w -t 30 \
+    -o "-c listen_addresses=127.0.0.1 -c port=$port \
+-c unix_socket_directories=$1 -c fsync=on -c synchronous_commit=on \
+-c max_connections=300 -c shared_buffers=64MB" start >/dev/null 2>&1
+}
+
 [ $# -ge 2 ] || usage
 cmd=$1
 dir=$2
@@ -63,10 +75,7 @@ start)
   for try in 1 2 3 4 5; do
     port=$(free_port)
     echo "$port" >"$dir/port"
-    if as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-      -t 30 -o "-c listen_addresses=127.0.0.1 -c port=$port \
--c unix_socket_directories=$dir -c fsync=on -c synchronous_commit=on \
--c max_connections=300 -c shared_buffers=64MB" start >/dev/null 2>&1; then
+    if launch "$dir"; then
       url_of "$dir" postgres
       exit 0
     fi
@@ -80,6 +89,12 @@ createdb)
   port=$(cat "$dir/port")
   as_owner "$PGBIN/createdb" -h 127.0.0.1 -p "$port" -U postgres "$name"
   url_of "$dir" "$name"
+  ;;
+halt)
+  as_owner "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+  ;;
+resume)
+  launch "$dir" || { cat "$dir/server.log" >&2; exit 1; }
   ;;
 stop)
   if [ -d "$dir/data" ]; then
