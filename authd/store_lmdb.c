@@ -204,7 +204,8 @@ static void chg_report(store_watch_fn fn, void *arg, struct chg_batch *b)
         fn(arg, &c);
         return;
     }
-    qsort(b->v, b->n, sizeof(b->v[0]), change_cmp);
+    if (b->n > 1)
+        qsort(b->v, b->n, sizeof(b->v[0]), change_cmp);
     for (i = 0; i < b->n; i++) {
         if (i > 0 && change_cmp(&b->v[i - 1], &b->v[i]) == 0)
             continue;

@@ -1383,7 +1383,8 @@ static int run_batch(pstore *s, struct pending *batch, int n,
                        event_id);
     if (rc != B_OK)
         return rc;
-    qsort(s->chg, s->nchg, sizeof(s->chg[0]), change_cmp);
+    if (s->nchg > 1)
+        qsort(s->chg, s->nchg, sizeof(s->chg[0]), change_cmp);
     if (s->nchg > 0 || *event_id != 0 || s->chg_lost) {
         buf_t payloads;
         const char *v[1];
