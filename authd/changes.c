@@ -39,6 +39,10 @@ static void record_changed(app *a, store_table t, const char *key)
         if (a->checker)
             cert_changed(a, key);
         break;
+    case STORE_REVOKED_CERTS:
+        if (a->revocation)
+            revocation_revoked_changed(a->revocation, key);
+        break;
     case STORE_POLICIES:
     case STORE_GROUPS:
         if (a->checker)

@@ -262,35 +262,50 @@ static void log_build_failed(ad_err e, const char *err)
              ad_err_code(e), err);
 }
 
-/* Reads the revoked certificates the list lacks (a revocation's entries
- * commit with its new CRL number, so they are in the store when the
- * number's change is reported, in whatever order a batch's changes come)
- * and rebuilds with the store's number if it is newer than ours, or
- * always (resync). */
-static void rebuild_from_store(revocation *rv, int always)
+/* Rebuilds with the store's number if it is newer than ours, or always
+ * (resync: then the whole revoked table is read again first; the set
+ * drops what is listed already). */
+static void rebuild_from_store(revocation *rv, int resync)
 {
     char err[256] = "";
     uint64_t number = 0, have;
-    ad_err e;
+    ad_err e = AD_OK;
 
     pthread_mutex_lock(&rv->refresh_lock);
     pthread_mutex_lock(&rv->lock);
     have = rv->cur.number;
     pthread_mutex_unlock(&rv->lock);
-    e = registry_crl_number(rv->st, &number);
-    if (e == AD_OK && (number > have || always)) {
-        /* Adds only what is missing: the set drops repeats. */
-        e = load_revoked(rv);
-        if (e == AD_OK)
-            e = rebuild_locked(rv, number > have ? number : have, err,
-                               sizeof(err));
-        else
-            util_strlcpy(err, "cannot read the revoked certificates",
-                         sizeof(err));
-    }
+    if (resync && (e = load_revoked(rv)) != AD_OK)
+        util_strlcpy(err, "cannot read the revoked certificates", sizeof(err));
+    if (e == AD_OK)
+        e = registry_crl_number(rv->st, &number);
+    if (e == AD_OK && (number > have || resync))
+        e = rebuild_locked(rv, number > have ? number : have, err,
+                           sizeof(err));
     pthread_mutex_unlock(&rv->refresh_lock);
     if (e != AD_OK)
         log_build_failed(e, err);
+}
+
+void revocation_revoked_changed(revocation *rv, const char *serial)
+{
+    store_txn *tx = NULL;
+    json_t *rec = NULL;
+    ad_err e;
+
+    if ((e = store_read_begin(rv->st, &tx)) == AD_OK)
+        e = store_get(tx, STORE_REVOKED_CERTS, serial, &rec);
+    store_read_end(tx);
+    if (e == AD_OK) {
+        pthread_mutex_lock(&rv->refresh_lock);
+        e = list_add(rv, serial,
+                     json_string_value(json_object_get(rec, "revoked_at")),
+                     json_string_value(json_object_get(rec, "reason")));
+        pthread_mutex_unlock(&rv->refresh_lock);
+    }
+    json_decref(rec);
+    if (e != AD_OK && e != AD_ENOTFOUND)
+        log_build_failed(e, "cannot list a revoked certificate");
 }
 
 void revocation_number_changed(revocation *rv)

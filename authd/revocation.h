@@ -24,9 +24,12 @@ ad_err revocation_open(store *st, const ca *c, checker *chk, long crl_hours,
 void revocation_close(revocation *rv);
 
 /* The change feed (changes.c), on whichever node made the change:
- * the CRL number advanced (every revocation advances it): list the new
- * revoked certificates and rebuild the CRL with that number, now;
- * changes may have been missed: the same, whatever the number. */
+ * a certificate entered the CRL table (serial): list it;
+ * the CRL number advanced (every revocation advances it after putting
+ * its entries, and the feed reports them in that order): rebuild the CRL
+ * with that number, now;
+ * changes may have been missed: read the table again and rebuild. */
+void revocation_revoked_changed(revocation *rv, const char *serial);
 void revocation_number_changed(revocation *rv);
 void revocation_resync(revocation *rv);
 /* Advances the CRL number (which makes every node rebuild) if half of

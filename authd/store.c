@@ -25,6 +25,93 @@ int store_key_ok(const char *key)
     return n > 0 && n <= 400;
 }
 
+/* ---- the change feed ----------------------------------------------- */
+
+void store_watcher_init(store_watcher *w)
+{
+    pthread_rwlock_init(&w->lock, NULL);
+    w->fn = NULL;
+    w->arg = NULL;
+}
+
+void store_watcher_destroy(store_watcher *w)
+{
+    pthread_rwlock_destroy(&w->lock);
+}
+
+void store_watcher_set(store_watcher *w, store_watch_fn fn, void *arg)
+{
+    pthread_rwlock_wrlock(&w->lock);
+    w->fn = fn;
+    w->arg = arg;
+    pthread_rwlock_unlock(&w->lock);
+}
+
+store_watch_fn store_watcher_hold(store_watcher *w, void **arg)
+{
+    pthread_rwlock_rdlock(&w->lock);
+    *arg = w->arg;
+    return w->fn;
+}
+
+void store_watcher_release(store_watcher *w)
+{
+    pthread_rwlock_unlock(&w->lock);
+}
+
+struct settle {
+    const store_chg *c;
+    size_t place;
+};
+
+/* By (table, key), then by place, so a key's last change ends its run. */
+static int settle_cmp(const void *a, const void *b)
+{
+    const struct settle *x = a, *y = b;
+    int c;
+
+    if (x->c->t != y->c->t)
+        return x->c->t < y->c->t ? -1 : 1;
+    if ((c = strcmp(x->c->key, y->c->key)) != 0)
+        return c;
+    return x->place < y->place ? -1 : x->place > y->place;
+}
+
+size_t store_chg_settle(store_chg *v, size_t n)
+{
+    struct settle *s;
+    size_t i, out = 0;
+
+    if (n < 2)
+        return n;
+    /* Out of memory: repeats stay, which only costs a watcher a second
+     * look at the same key. */
+    if ((s = malloc(n * sizeof(*s))) == NULL)
+        return n;
+    for (i = 0; i < n; i++) {
+        s[i].c = &v[i];
+        s[i].place = i;
+    }
+    qsort(s, n, sizeof(*s), settle_cmp);
+    /* An earlier change of a key that changes again later is dropped.
+     * Marked first, freed after: the sorted entries point into v. */
+    for (i = 0; i + 1 < n; i++)
+        if (s[i].c->t == s[i + 1].c->t &&
+            strcmp(s[i].c->key, s[i + 1].c->key) == 0)
+            s[i].place = n; /* dropped */
+    for (i = 0; i < n; i++)
+        if (s[i].place == n)
+            v[s[i].c - v].t = STORE_TABLE__COUNT;
+    free(s);
+    for (i = 0; i < n; i++) {
+        if (v[i].t == STORE_TABLE__COUNT)
+            free(v[i].key);
+        else
+            v[out++] = v[i];
+    }
+    return out;
+}
+
 /* ---- opening ------------------------------------------------------- */
 
 static int has_scheme(const char *url, const char *scheme)

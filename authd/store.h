@@ -124,6 +124,9 @@ ad_err store_write(store *s, store_write_fn fn, void *arg);
  *  - for another node's write (PostgreSQL): when its notification arrives,
  *    sent by LISTEN/NOTIFY in the same transaction as the change.
  * STORE_CHANGE_RECORD names a record of a table that was put or deleted;
+ * a batch's records are reported once each, at the place of their last
+ * change, in the order the changes were made (so a watcher that acts on
+ * a record written last, like a counter, has heard what came before it);
  * STORE_CHANGE_EVENTS says the event log grew to event_id;
  * STORE_CHANGE_UNKNOWN says changes may have been missed (the feed was
  * down): forget everything cached and catch up from the store.

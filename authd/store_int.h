@@ -5,6 +5,8 @@
 #ifndef AUTHD_STORE_INT_H
 #define AUTHD_STORE_INT_H
 
+#include <pthread.h>
+
 #include "store.h"
 
 /* A JSON record may not exceed this; inputs are bounded far below it. */
@@ -81,6 +83,36 @@ struct store_txn {
 /* Names shared by both backends (LMDB databases, PostgreSQL tables). */
 extern const char *const store_table_names[STORE_TABLE__COUNT];
 extern const char *const store_index_names[STORE_IX__COUNT];
+
+/* One change a write batch made, for the change feed. */
+typedef struct {
+    store_table t;
+    char *key; /* malloc()ed */
+} store_chg;
+
+/* The one watcher of a store, called from its threads. store_watcher_set
+ * may change it at any time and returns only once no call of the old one
+ * is running, so that whoever removes a watcher may free what it uses
+ * (the daemon removes it before closing its caches). A reporting thread
+ * holds the watcher for the calls of one report. */
+typedef struct {
+    pthread_rwlock_t lock;
+    store_watch_fn fn;
+    void *arg;
+} store_watcher;
+void store_watcher_init(store_watcher *w);
+void store_watcher_destroy(store_watcher *w);
+void store_watcher_set(store_watcher *w, store_watch_fn fn, void *arg);
+/* Holds w and returns its function (NULL: none; release all the same). */
+store_watch_fn store_watcher_hold(store_watcher *w, void **arg);
+void store_watcher_release(store_watcher *w);
+
+/* Leaves each (table, key) of v[0..n) once, at the place of its last
+ * change, in the order the changes were made, and frees the keys it
+ * drops; returns the new count. The order is part of the feed's promise:
+ * a revocation puts its CRL entry before it advances the CRL number, so a
+ * watcher that rebuilds the CRL on the number has the entry already. */
+size_t store_chg_settle(store_chg *v, size_t n);
 
 /* Every key we store is non-empty and at most this long (LMDB's bound). */
 int store_key_ok(const char *key);

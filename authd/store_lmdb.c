@@ -23,13 +23,9 @@ typedef struct ltxn ltxn;
 
 /* The records one batch changed and the newest event it appended: the
  * change feed's report once the batch is durable. */
-struct change {
-    store_table t;
-    char *key;
-};
 struct chg_batch {
     uint64_t seq; /* the batch (commit) number */
-    struct change *v;
+    store_chg *v;
     size_t n, cap;
     uint64_t event_id;
     int lost; /* out of memory while recording: report UNKNOWN */
@@ -72,8 +68,7 @@ typedef struct lstore {
     /* The change feed: batches committed and not yet reported, oldest
      * first; one thread reports at a time (delivering), so callers are
      * answered only after their batch's report. */
-    store_watch_fn watch;
-    void *watch_arg;
+    store_watcher watcher;
     struct chg_batch *chg_head, *chg_tail;
     int delivering;
     struct chg_batch *cur; /* the writer's batch being applied */
@@ -183,16 +178,8 @@ static void chg_free(struct chg_batch *b)
     free(b);
 }
 
-static int change_cmp(const void *a, const void *b)
-{
-    const struct change *x = a, *y = b;
-
-    if (x->t != y->t)
-        return x->t < y->t ? -1 : 1;
-    return strcmp(x->key, y->key);
-}
-
-/* Tells the watcher what one batch changed: each (table, key) once. */
+/* Tells the watcher what one batch changed: each (table, key) once, at
+ * its last change, in the order of the changes (store_chg_settle). */
 static void chg_report(store_watch_fn fn, void *arg, struct chg_batch *b)
 {
     store_change c;
@@ -204,11 +191,8 @@ static void chg_report(store_watch_fn fn, void *arg, struct chg_batch *b)
         fn(arg, &c);
         return;
     }
-    if (b->n > 1)
-        qsort(b->v, b->n, sizeof(b->v[0]), change_cmp);
+    b->n = store_chg_settle(b->v, b->n);
     for (i = 0; i < b->n; i++) {
-        if (i > 0 && change_cmp(&b->v[i - 1], &b->v[i]) == 0)
-            continue;
         c.kind = STORE_CHANGE_RECORD;
         c.table = b->v[i].t;
         c.key = b->v[i].key;
@@ -236,15 +220,17 @@ static void deliver_and_answer(lstore *s)
     while (s->chg_head != NULL &&
            (s->chg_head->seq <= s->durable || s->sync_failed != AD_OK)) {
         struct chg_batch *b = s->chg_head;
-        store_watch_fn fn = s->watch;
-        void *arg = s->watch_arg;
+        store_watch_fn fn;
+        void *arg;
 
         s->chg_head = b->next;
         if (s->chg_head == NULL)
             s->chg_tail = NULL;
         pthread_mutex_unlock(&s->lock);
+        fn = store_watcher_hold(&s->watcher, &arg);
         if (fn != NULL)
             chg_report(fn, arg, b);
+        store_watcher_release(&s->watcher);
         chg_free(b);
         pthread_mutex_lock(&s->lock);
     }
@@ -341,7 +327,7 @@ static void chg_note(lstore *s, store_table t, const char *key)
         return;
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 16;
-        struct change *v = realloc(b->v, cap * sizeof(*v));
+        store_chg *v = realloc(b->v, cap * sizeof(*v));
 
         if (v == NULL) {
             b->lost = 1;
@@ -570,6 +556,7 @@ static void l_close(store *base)
     pthread_cond_destroy(&s->synced);
     pthread_cond_destroy(&s->queued);
     pthread_mutex_destroy(&s->lock);
+    store_watcher_destroy(&s->watcher);
     free(s);
 }
 
@@ -587,6 +574,7 @@ ad_err store_lmdb_open(const char *dir, size_t map_mb, store **out, char *err,
         return AD_ENOMEM;
     s->base.ops = &lmdb_ops;
     pthread_mutex_init(&s->lock, NULL);
+    store_watcher_init(&s->watcher);
     for (i = 0; i < STORE_READ_POOLS; i++)
         pthread_mutex_init(&s->pools[i].lock, NULL);
     pthread_cond_init(&s->queued, NULL);
@@ -657,12 +645,7 @@ static int l_ready(store *s)
 
 static void l_watch(store *base, store_watch_fn fn, void *arg)
 {
-    lstore *s = (lstore *)base;
-
-    pthread_mutex_lock(&s->lock);
-    s->watch = fn;
-    s->watch_arg = arg;
-    pthread_mutex_unlock(&s->lock);
+    store_watcher_set(&((lstore *)base)->watcher, fn, arg);
 }
 
 static void l_commit_stats(store *base, store_stats *out)

@@ -151,10 +151,6 @@ struct pending {
     struct pending *next;
 };
 
-struct change {
-    store_table t;
-    char *key;
-};
 
 typedef struct pstore {
     struct store base;
@@ -178,11 +174,10 @@ typedef struct pstore {
     pconn wc; /* the writer's connection */
     int (*sync_hook)(void *);
     void *sync_hook_arg;
-    store_watch_fn watch;
-    void *watch_arg;
+    store_watcher watcher;
 
     /* The writer's batch (writer thread only). */
-    struct change *chg;
+    store_chg *chg;
     size_t nchg, capchg;
     int chg_lost;
     buf_t audit_arr, event_arr; /* PG array literals "{...}" */
@@ -551,7 +546,7 @@ static void chg_note(pstore *s, store_table t, const char *key)
         return;
     if (s->nchg == s->capchg) {
         size_t cap = s->capchg ? s->capchg * 2 : 64;
-        struct change *v = realloc(s->chg, cap * sizeof(*v));
+        store_chg *v = realloc(s->chg, cap * sizeof(*v));
 
         if (v == NULL) {
             s->chg_lost = 1;
@@ -973,15 +968,6 @@ static ad_err p_event_put(store_txn *tx, uint64_t id, const char *text,
 
 /* ---- the change feed ------------------------------------------------------ */
 
-static int change_cmp(const void *a, const void *b)
-{
-    const struct change *x = a, *y = b;
-
-    if (x->t != y->t)
-        return x->t < y->t ? -1 : 1;
-    return strcmp(x->key, y->key);
-}
-
 /* Keys travel percent-encoded, so that lines and array quoting hold. */
 static void key_encode(buf_t *b, const char *key)
 {
@@ -1010,7 +996,7 @@ static int hexval(char c)
 
 /* Builds the NOTIFY payloads of the batch as a PostgreSQL array literal:
  * each "<node>\n" then lines "r<table> <key>" and "e <id>", below the
- * payload limit. The changes are sorted and unique on return. */
+ * payload limit, in the order store_chg_settle left them. */
 static void build_payloads(pstore *s, uint64_t event_id, buf_t *out)
 {
     buf_t line;
@@ -1021,8 +1007,6 @@ static void build_payloads(pstore *s, uint64_t event_id, buf_t *out)
     for (i = 0; i <= s->nchg; i++) {
         buf_truncate(&line, 0);
         if (i < s->nchg) {
-            if (i > 0 && change_cmp(&s->chg[i - 1], &s->chg[i]) == 0)
-                continue;
             buf_printf(&line, "r%d ", (int)s->chg[i].t);
             key_encode(&line, s->chg[i].key);
         } else if (event_id != 0) {
@@ -1048,14 +1032,6 @@ static void build_payloads(pstore *s, uint64_t event_id, buf_t *out)
     buf_free(&line);
 }
 
-static void watch_get(pstore *s, store_watch_fn *fn, void **arg)
-{
-    pthread_mutex_lock(&s->lock);
-    *fn = s->watch;
-    *arg = s->watch_arg;
-    pthread_mutex_unlock(&s->lock);
-}
-
 /* Tells the local watcher what the committed batch changed. */
 static void report_local(pstore *s, uint64_t event_id)
 {
@@ -1064,17 +1040,15 @@ static void report_local(pstore *s, uint64_t event_id)
     void *arg;
     size_t i;
 
-    watch_get(s, &fn, &arg);
+    fn = store_watcher_hold(&s->watcher, &arg);
     if (fn == NULL)
-        return;
+        goto out;
     memset(&c, 0, sizeof(c));
     if (s->chg_lost) {
         c.kind = STORE_CHANGE_UNKNOWN;
         fn(arg, &c);
     }
     for (i = 0; i < s->nchg; i++) {
-        if (i > 0 && change_cmp(&s->chg[i - 1], &s->chg[i]) == 0)
-            continue;
         c.kind = STORE_CHANGE_RECORD;
         c.table = s->chg[i].t;
         c.key = s->chg[i].key;
@@ -1086,6 +1060,8 @@ static void report_local(pstore *s, uint64_t event_id)
         c.event_id = event_id;
         fn(arg, &c);
     }
+out:
+    store_watcher_release(&s->watcher);
 }
 
 /* Calls the watcher for one notification of another node. */
@@ -1101,9 +1077,9 @@ static void report_remote(pstore *s, const char *payload)
     if (nl == NULL || (size_t)(nl - p) != strlen(s->node) ||
         memcmp(p, s->node, strlen(s->node)) == 0)
         return; /* ours (reported before our write returned), or junk */
-    watch_get(s, &fn, &arg);
+    fn = store_watcher_hold(&s->watcher, &arg);
     if (fn == NULL)
-        return;
+        goto out;
     for (p = nl + 1; *p; p = nl + 1) {
         nl = strchr(p, '\n');
         if (nl == NULL)
@@ -1139,6 +1115,8 @@ static void report_remote(pstore *s, const char *payload)
         }
         fn(arg, &c);
     }
+out:
+    store_watcher_release(&s->watcher);
 }
 
 static void sleep_ms(long ms)
@@ -1197,9 +1175,10 @@ static void *listener_main(void *arg)
 
                 memset(&u, 0, sizeof(u));
                 u.kind = STORE_CHANGE_UNKNOWN;
-                watch_get(s, &fn, &warg);
+                fn = store_watcher_hold(&s->watcher, &warg);
                 if (fn)
                     fn(warg, &u);
+                store_watcher_release(&s->watcher);
             }
             lost = 0;
             atomic_store(&s->db_failed, 0);
@@ -1383,8 +1362,7 @@ static int run_batch(pstore *s, struct pending *batch, int n,
                        event_id);
     if (rc != B_OK)
         return rc;
-    if (s->nchg > 1)
-        qsort(s->chg, s->nchg, sizeof(s->chg[0]), change_cmp);
+    s->nchg = store_chg_settle(s->chg, s->nchg);
     if (s->nchg > 0 || *event_id != 0 || s->chg_lost) {
         buf_t payloads;
         const char *v[1];
@@ -1544,12 +1522,7 @@ static void p_test_sync_hook(store *base, int (*hook)(void *), void *arg)
 
 static void p_watch(store *base, store_watch_fn fn, void *arg)
 {
-    pstore *s = (pstore *)base;
-
-    pthread_mutex_lock(&s->lock);
-    s->watch = fn;
-    s->watch_arg = arg;
-    pthread_mutex_unlock(&s->lock);
+    store_watcher_set(&((pstore *)base)->watcher, fn, arg);
 }
 
 static int p_ready(store *base)
@@ -1667,6 +1640,7 @@ static void p_close(store *base)
     pthread_mutex_destroy(&s->pool_lock);
     pthread_cond_destroy(&s->queued);
     pthread_mutex_destroy(&s->lock);
+    store_watcher_destroy(&s->watcher);
     if (s->password) {
         memset(s->password, 0, strlen(s->password));
         free(s->password);
@@ -1696,6 +1670,7 @@ ad_err store_pg_open(const char *url, const store_options *opt, store **out,
         return AD_ENOMEM;
     s->base.ops = &pg_ops;
     pthread_mutex_init(&s->lock, NULL);
+    store_watcher_init(&s->watcher);
     pthread_cond_init(&s->queued, NULL);
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_cond_init(&s->pool_free, NULL);

@@ -5,6 +5,7 @@
  * a PostgreSQL server, again against a fresh PostgreSQL database, where
  * two handles on one database also stand for two nodes. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -623,6 +624,141 @@ static void test_store_watcher_hears_each_change_before_write_returns(void)
     pthread_mutex_destroy(&w.lock);
 }
 
+/* A revocation's shape: the CRL number advanced before and after the
+ * CRL entry is put (two revocations in one batch). */
+static ad_err ordered_write(store_txn *tx, void *arg)
+{
+    json_t *v = json_pack("{s:i}", "number", 1);
+    ad_err e;
+
+    (void)arg;
+    e = store_put(tx, STORE_META, "crl", v, 0);
+    if (e == AD_OK)
+        e = store_put(tx, STORE_REVOKED_CERTS, "0abc", v, 0);
+    if (e == AD_OK)
+        e = store_put(tx, STORE_META, "crl", v, 0);
+    json_decref(v);
+    return e;
+}
+
+/* Where (table, key) was heard, -1 if not. */
+static int seen_place(struct seen *w, store_table t, const char *key)
+{
+    int i, at = -1;
+
+    pthread_mutex_lock(&w->lock);
+    for (i = 0; i < w->n && at < 0; i++)
+        if (w->tables[i] == (int)t && strcmp(w->keys[i], key) == 0)
+            at = i;
+    pthread_mutex_unlock(&w->lock);
+    return at;
+}
+
+/* Sorting a batch's changes by table (the first feed did) told a CRL
+ * watcher of the new number before the entry it numbers. */
+static void test_store_changes_are_heard_in_the_order_of_their_last_change(void)
+{
+    store *s = open_store();
+    struct seen w;
+    int entry, number;
+
+    memset(&w, 0, sizeof(w));
+    pthread_mutex_init(&w.lock, NULL);
+    store_watch(s, seen_watch, &w);
+    ok(store_write(s, ordered_write, NULL) == AD_OK, "the write commits");
+    entry = seen_place(&w, STORE_REVOKED_CERTS, "0abc");
+    number = seen_place(&w, STORE_META, "crl");
+    ok(entry >= 0 && number > entry && seen_has(&w, STORE_META, "crl") == 1,
+       "the CRL entry is heard before the number's last change, once each "
+       "(entry at %d, number at %d)", entry, number);
+    store_watch(s, NULL, NULL);
+    store_close(s);
+    pthread_mutex_destroy(&w.lock);
+}
+
+static store *open_node(void);
+static int wait_for(int (*cond)(struct seen *), struct seen *w, int ms);
+
+static int heard_crl(struct seen *w)
+{
+    return seen_has(w, STORE_META, "crl") > 0;
+}
+
+static void test_store_pg_second_node_hears_changes_in_their_order(void)
+{
+    store *a = open_node(), *b = open_node();
+    struct seen w;
+    int entry, number;
+
+    memset(&w, 0, sizeof(w));
+    pthread_mutex_init(&w.lock, NULL);
+    store_watch(b, seen_watch, &w);
+    ok(a && b && store_write(a, ordered_write, NULL) == AD_OK,
+       "node A writes");
+    ok(wait_for(heard_crl, &w, 1000), "node B hears it");
+    entry = seen_place(&w, STORE_REVOKED_CERTS, "0abc");
+    number = seen_place(&w, STORE_META, "crl");
+    ok(entry >= 0 && number > entry,
+       "in the order of the last changes (entry at %d, number at %d)", entry,
+       number);
+    store_close(a);
+    store_close(b);
+    pthread_mutex_destroy(&w.lock);
+}
+
+/* A watcher that takes its time, and says when it is in and done. */
+struct slow_watch {
+    atomic_int entered, finished;
+};
+
+static void slow_watch(void *arg, const store_change *c)
+{
+    struct slow_watch *w = arg;
+
+    (void)c;
+    atomic_store(&w->entered, 1);
+    usleep(200000);
+    atomic_store(&w->finished, 1);
+}
+
+struct write_job {
+    store *s;
+    ad_err result;
+};
+
+static void *write_job_main(void *arg)
+{
+    struct write_job *j = arg;
+
+    j->result = store_write(j->s, feed_write, NULL);
+    return NULL;
+}
+
+/* The daemon removes its watcher before it closes the caches the watcher
+ * uses: a call still running then would use freed memory. */
+static void test_store_removing_the_watcher_waits_for_a_running_call(void)
+{
+    store *s = open_store();
+    struct slow_watch w;
+    struct write_job j = {s, AD_EINTERNAL};
+    pthread_t t;
+    int i;
+
+    atomic_init(&w.entered, 0);
+    atomic_init(&w.finished, 0);
+    store_watch(s, slow_watch, &w);
+    pthread_create(&t, NULL, write_job_main, &j);
+    for (i = 0; i < 500 && !atomic_load(&w.entered); i++)
+        usleep(2000);
+    ok(atomic_load(&w.entered), "the watcher is running a call");
+    store_watch(s, NULL, NULL);
+    ok(atomic_load(&w.finished),
+       "store_watch(NULL) returned only after that call finished");
+    pthread_join(t, NULL);
+    ok(j.result == AD_OK, "the write itself succeeded");
+    store_close(s);
+}
+
 /* ---- the event log ------------------------------------------------------ */
 
 static ad_err events_write(store_txn *tx, void *arg)
@@ -884,6 +1020,8 @@ static void run_common(void)
     TAP_RUN(test_store_audit_is_numbered_in_order);
     TAP_RUN(test_store_concurrent_writes_share_commits_and_lose_nothing);
     TAP_RUN(test_store_watcher_hears_each_change_before_write_returns);
+    TAP_RUN(test_store_changes_are_heard_in_the_order_of_their_last_change);
+    TAP_RUN(test_store_removing_the_watcher_waits_for_a_running_call);
     TAP_RUN(test_store_event_log_keeps_order_and_ids);
     TAP_RUN(test_store_copy_moves_everything_and_refuses_a_used_target);
     TAP_RUN(test_store_32_concurrent_writers_throughput);
@@ -1275,6 +1413,7 @@ static void test_store_pg_url_password_never_in_errors(void)
 
 static void run_pg_only(void)
 {
+    TAP_RUN(test_store_pg_second_node_hears_changes_in_their_order);
     TAP_RUN(test_store_pg_second_node_hears_the_first_within_a_second);
     TAP_RUN(test_store_pg_nooverwrite_holds_across_nodes);
     TAP_RUN(test_store_pg_read_modify_write_is_exact_across_nodes);
