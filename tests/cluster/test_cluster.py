@@ -445,6 +445,13 @@ def test_a_database_outage_is_503_and_recovered_from(cluster, enrollment, devdir
             for i, t in enumerate(down)))
         assert all(t is not None and t <= 5 for t in down), (
             "every node's /readyz is 503 within 5 s of losing the database: %r" % down)
+        # Checks still answer (from what is cached, then deny), quickly.
+        for i, n in enumerate(nodes):
+            t = time.monotonic()
+            got = check(n, body, timeout=10)
+            took = time.monotonic() - t
+            print("check on node %d during the outage: %s in %.0f ms" % (i + 1, got, took * 1000))
+            assert took < 5, "node %d took %.1f s to answer a check" % (i + 1, took)
         # Writes fail fast and whole: a 503 with the error body, nothing
         # stored afterwards.
         refused = []
