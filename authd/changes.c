@@ -117,6 +117,13 @@ void changes_tick(app *a, time_t now)
     }
     /* Dropped a second early, as this runs once a second: nothing is
      * answered from before the outage for longer than check_ttl. */
-    if (now - a->feed_down_since + 1 >= ttl && a->checker)
+    if (now - a->feed_down_since + 1 < ttl)
+        return;
+    if (a->checker)
         checker_forget_all(a->checker);
+    /* The database may answer while the feed is down: jtis revoked on
+     * another node meanwhile are read from it (a failure here is the
+     * outage itself, already logged). */
+    if (a->tokens)
+        (void)tokens_reload_revoked(a->tokens);
 }
