@@ -339,21 +339,6 @@ ad_err datadir_remember_store(const char *dir, const char *url, char *err,
     return e;
 }
 
-/* TEMPORARY shim until store_open_url is on main: LMDB only. Must be
- * removed (and the call below made to store_open_url) before merging. */
-static ad_err shim_store_open_url(const char *url, const store_options *o,
-                                  store **out, char *err, size_t errlen)
-{
-    char p[PATH_MAX_LEN];
-
-    if (!url_is_lmdb(url))
-        return ad_errf(AD_EBADREQ, err, errlen, "shim: LMDB only");
-    if (url[5] ? !util_strlcpy(p, url + 5, sizeof(p))
-               : !path_of(p, o->data_dir, "store"))
-        return ad_errf(AD_EBADREQ, err, errlen, "path too long");
-    return store_open(p, o->map_mb, out, err, errlen);
-}
-
 /* Opens the store url names for data dir dir. An LMDB directory is
  * created (0700) if missing, as init creates DATA/store. */
 static ad_err open_store_url(const char *dir, const char *url, size_t map_mb,
@@ -373,7 +358,7 @@ static ad_err open_store_url(const char *dir, const char *url, size_t map_mb,
     memset(&o, 0, sizeof(o));
     o.data_dir = dir;
     o.map_mb = map_mb;
-    e = shim_store_open_url(url, &o, out, err, errlen);
+    e = store_open_url(url, &o, out, err, errlen);
     if (e != AD_OK && err && !err[0]) {
         url_for_humans(url, shown, sizeof(shown));
         ad_errf(e, err, errlen, "cannot open the store %s", shown);
