@@ -115,6 +115,30 @@ def store_args(data_dir):
     return ["--store", url]
 
 
+def copy_data_dir(src, dst):
+    """A second, independent node with the same keys and registry: cp -a of
+    a stopped daemon's data dir, and, when it remembers a PostgreSQL
+    store, a copy of that database (CREATE DATABASE ... TEMPLATE) that the
+    copy remembers instead."""
+    subprocess.run(["cp", "-a", src, dst], check=True)
+    url_file = os.path.join(src, "store.url")
+    if not os.path.exists(url_file):
+        return
+    with open(url_file) as f:
+        url = f.read().strip()
+    if not url.startswith(("postgres://", "postgresql://")):
+        return
+    old = url.rsplit("/", 1)[1].split("?", 1)[0]
+    new = "authd_copy_" + uuid.uuid4().hex[:16]
+    r = subprocess.run(["psql", _pg_server_url(), "-v", "ON_ERROR_STOP=1", "-qc",
+                        'CREATE DATABASE "%s" TEMPLATE "%s"' % (new, old)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, "cannot copy database %s: %s" % (old, r.stderr)
+    with open(os.open(os.path.join(dst, "store.url"),
+                      os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600), "w") as f:
+        f.write(pg_database_url(new) + "\n")
+
+
 def uid(prefix=""):
     """A short unique token so tests sharing one daemon never collide."""
     return prefix + uuid.uuid4().hex[:12]

@@ -22,7 +22,8 @@ import time
 
 import pytest
 
-from authd_harness import SANITIZER_MARKERS, Api, authd_bin, free_ports, uid
+from authd_harness import (SANITIZER_MARKERS, Api, authd_bin, copy_data_dir, free_ports,
+                           uid)
 
 
 def authctl_bin():
@@ -39,10 +40,11 @@ def url(d):
 
 @pytest.fixture
 def pair(spawn_authd, tmp_path):
-    """(a, b): two daemons on copies of one data dir."""
+    """(a, b): two independent daemons on copies of one data dir (and of
+    its database, under PostgreSQL)."""
     a = spawn_authd(str(tmp_path / "a"))
     a.stop_and_check()
-    subprocess.run(["cp", "-a", a.data, str(tmp_path / "b")], check=True)
+    copy_data_dir(a.data, str(tmp_path / "b"))
     a.start()
     b = spawn_authd(str(tmp_path / "b"))
     return a, b

@@ -1374,8 +1374,8 @@ static void test_store_pg_down_fails_writes_and_recovers(void)
     p.key = "down-2";
     t0 = util_now_ns_for_test();
     e = store_write(s, put_write, &p);
-    ok(e == AD_ESTORE && util_now_ns_for_test() - t0 < 15000000000ULL,
-       "a write while the database is down answers AD_ESTORE, not a hang "
+    ok(e == AD_EUNAVAIL && util_now_ns_for_test() - t0 < 15000000000ULL,
+       "a write while the database is down answers AD_EUNAVAIL (503), not a hang "
        "(%d)", (int)e);
     ok(ready_is(s, 0, 3000), "store_ready goes 0");
     snprintf(args, sizeof(args), "resume %s/pg", pdir);
