@@ -115,6 +115,12 @@ void checker_forget_cert(checker *c, const char *serial_hex,
     identity_forget_cert(c->ids, serial_hex, fingerprint_hex);
 }
 
+void checker_forget_all(checker *c)
+{
+    identity_forget_all(c->ids);
+    devcache_forget_all(c->devices);
+}
+
 /* ---- deciding ------------------------------------------------------------ */
 
 void check_result_deny(check_result *out, const char *reason)
@@ -203,8 +209,8 @@ static int decide_locked(const dev_view *dv, void *arg)
     pol_decision dec;
     const char *subject;
 
-    if (dv->status != DEV_ACTIVE) {
-        check_result_deny(out, dv->status == DEV_SUSPENDED
+    if (dv->status != DEVICE_ACTIVE) {
+        check_result_deny(out, dv->status == DEVICE_SUSPENDED
                                    ? "device_suspended"
                                    : "device_revoked");
         return 0;
@@ -466,7 +472,7 @@ int checker_device_active(checker *c, const char *device_id,
 
     if (devcache_get(c->devices, device_id, &dv) != AD_OK)
         return 0;
-    active = dv.status == DEV_ACTIVE &&
+    active = dv.status == DEVICE_ACTIVE &&
              (incarnation == NULL || strcmp(incarnation, dv.incarnation) == 0);
     dev_view_release(&dv);
     return active;
@@ -488,8 +494,8 @@ ad_err checker_grant_scope(checker *c, const char *device_id,
     *acl = NULL;
     if ((e = devcache_get(c->devices, device_id, &dv)) != AD_OK)
         return e == AD_ENOTFOUND ? AD_EBADCRED : e;
-    if (dv.status != DEV_ACTIVE) {
-        e = dv.status == DEV_SUSPENDED ? AD_ESUSPENDED : AD_EREVOKED;
+    if (dv.status != DEVICE_ACTIVE) {
+        e = dv.status == DEVICE_SUSPENDED ? AD_ESUSPENDED : AD_EREVOKED;
         goto out;
     }
     /* A token's subject connects as itself: client id = username =

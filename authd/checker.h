@@ -150,8 +150,9 @@ ad_err checker_grant_scope(checker *c, const char *device_id,
 ad_err checker_cert_status(checker *c, const char *serial_hex, int *revoked,
                            int64_t *revoked_at, int *reason);
 
-/* Invalidation, called after the write that makes it necessary has
- * committed and before it is answered. The one rule every cache here
+/* Invalidation, called by the store's change feed (changes.c) after the
+ * write that makes it necessary has committed, on this node before it
+ * is answered, on the others when its notification arrives. The one rule every cache here
  * follows: a reader notes its key's generation before it reads the
  * store, and inserts what it read only if no invalidation of that key
  * happened since, so no entry can outlive the invalidation of the data
@@ -160,6 +161,8 @@ void checker_forget_device(checker *c, const char *device_id);
 void checker_forget_policies(checker *c);   /* any policy or group */
 void checker_forget_cert(checker *c, const char *serial_hex,
                          const char *fingerprint_hex);
+/* Everything: after changes may have been missed. */
+void checker_forget_all(checker *c);
 
 /* What the caches hold, for /metrics. */
 typedef struct {

@@ -27,6 +27,9 @@ struct opt {
 
 static const struct opt opts[] = {
     STR_OPT(data, "./authd-data"),
+    STR_OPT(store, ""),
+    STR_OPT(from, ""),
+    STR_OPT(to, ""),
     STR_OPT(http, "127.0.0.1:8080"),
     STR_OPT(https, "127.0.0.1:8443"),
     STR_OPT(check_http, "127.0.0.1:8181"),

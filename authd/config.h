@@ -12,6 +12,10 @@ enum { CONFIG_STR_MAX = 512 };
 
 typedef struct {
     char data[CONFIG_STR_MAX];          /* data directory */
+    char store[CONFIG_STR_MAX];         /* "lmdb:[PATH]", "postgres://...";
+                                         * "": what DATA/store.url says */
+    char from[CONFIG_STR_MAX];          /* join: the existing node's data dir */
+    char to[CONFIG_STR_MAX];            /* migrate: the store to move into */
     char http[CONFIG_STR_MAX];          /* ADDR:PORT or "off" */
     char https[CONFIG_STR_MAX];
     char check_http[CONFIG_STR_MAX];

@@ -16,10 +16,13 @@
 
 #include "datadir.h"
 #include "registry.h"
+#include "seal.h"
+#include "tokens.h"
 #include "util.h"
 
 #define PATH_MAX_LEN 1024
 #define PEM_FILE_MAX (1 << 20)
+#define STORE_URL_FILE "store.url"
 
 static int path_of(char *out, const char *dir, const char *rel)
 {
@@ -89,30 +92,6 @@ static char *concat(const char *a, const char *b)
     if (la && a[la - 1] != '\n')
         out[la++] = '\n';
     memcpy(out + la, b, lb + 1);
-    return out;
-}
-
-/* A fresh ECDSA P-256 private key as PKCS#8 PEM (token signing). */
-static char *new_p256_key_pem(void)
-{
-    EVP_PKEY *key = EVP_EC_gen("P-256");
-    BIO *bio = NULL;
-    char *data, *out = NULL;
-    long n;
-
-    if (key == NULL)
-        return NULL;
-    bio = BIO_new(BIO_s_mem());
-    if (bio && PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL)) {
-        n = BIO_get_mem_data(bio, &data);
-        out = malloc((size_t)n + 1);
-        if (out) {
-            memcpy(out, data, (size_t)n);
-            out[n] = '\0';
-        }
-    }
-    BIO_free(bio);
-    EVP_PKEY_free(key);
     return out;
 }
 
@@ -289,63 +268,121 @@ out:
     return e;
 }
 
-static int has_token_key(const char *dir)
-{
-    char p[PATH_MAX_LEN];
-    struct dirent *de;
-    DIR *d;
-    int found = 0;
+/* ---- the store URL ------------------------------------------------ */
 
-    if (!path_of(p, dir, "tokens") || (d = opendir(p)) == NULL)
-        return 0;
-    while ((de = readdir(d)) != NULL) {
-        size_t n = strlen(de->d_name);
-        if (n > 4 && strcmp(de->d_name + n - 4, ".key") == 0)
-            found = 1;
+/* The URL with any password cut out, for messages: "postgres://u:***@h". */
+static void url_for_humans(const char *url, char *out, size_t outlen)
+{
+    const char *scheme = strstr(url, "://"), *at, *colon;
+
+    if (scheme == NULL || (at = strchr(scheme + 3, '@')) == NULL ||
+        (colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3))) == NULL) {
+        snprintf(out, outlen, "%s", url);
+        return;
     }
-    closedir(d);
-    return found;
+    snprintf(out, outlen, "%.*s:***%s", (int)(colon - url), url, at);
 }
 
-static ad_err init_token_key(const config *cfg, FILE *log, char *err,
-                             size_t errlen)
+static int url_is_lmdb(const char *url)
 {
-    char kid[24], rel[64], *pem;
+    return strncmp(url, "lmdb:", 5) == 0;
+}
+
+ad_err datadir_store_url(const config *cfg, char *out, size_t outlen,
+                         char *err, size_t errlen)
+{
+    char p[PATH_MAX_LEN], *text;
+
+    if (cfg->store[0]) {
+        if (!util_strlcpy(out, cfg->store, outlen))
+            return ad_errf(AD_EBADREQ, err, errlen, "the store URL is too long");
+        return AD_OK;
+    }
+    if (!path_of(p, cfg->data, STORE_URL_FILE))
+        return ad_errf(AD_EBADREQ, err, errlen, "path too long");
+    text = util_read_file(p, CONFIG_STR_MAX, NULL);
+    if (text == NULL) {
+        if (errno != ENOENT)
+            return ad_errf(AD_EBADREQ, err, errlen, "cannot read %s: %s", p,
+                           strerror(errno));
+        return util_strlcpy(out, "lmdb:", outlen) ? AD_OK : AD_EBADREQ;
+    }
+    text[strcspn(text, "\r\n")] = '\0';
+    if (!text[0] || !util_strlcpy(out, text, outlen)) {
+        free(text);
+        return ad_errf(AD_EBADREQ, err, errlen, "%s holds no store URL", p);
+    }
+    OPENSSL_cleanse(text, strlen(text));
+    free(text);
+    return AD_OK;
+}
+
+ad_err datadir_remember_store(const char *dir, const char *url, char *err,
+                              size_t errlen)
+{
+    char *line;
     ad_err e;
 
-    if (has_token_key(cfg->data))
-        return AD_OK;
-    if ((e = util_random_hex(8, kid, sizeof(kid))) != AD_OK)
+    if (!url_is_lmdb(url) && strncmp(url, "postgres://", 11) != 0 &&
+        strncmp(url, "postgresql://", 13) != 0)
+        return ad_errf(AD_EBADREQ, err, errlen,
+                       "the store URL must start lmdb:, postgres:// or "
+                       "postgresql://");
+    if ((e = mkdir_0700(dir, NULL, err, errlen)) != AD_OK)
         return e;
-    pem = new_p256_key_pem();
-    if (pem == NULL)
-        return ad_errf(AD_ECRYPTO, err, errlen, "cannot generate a key");
-    snprintf(rel, sizeof(rel), "tokens/%s.key", kid);
-    e = write_text(cfg->data, rel, pem, 0600, err, errlen);
-    OPENSSL_cleanse(pem, strlen(pem));
-    free(pem);
-    if (e == AD_OK && log)
-        fprintf(log, "created token signing key %s/%s\n", cfg->data, rel);
+    if ((line = concat(url, "")) == NULL)
+        return AD_ENOMEM;
+    /* 0600: a PostgreSQL URL may carry a password. */
+    e = write_text(dir, STORE_URL_FILE, line, 0600, err, errlen);
+    OPENSSL_cleanse(line, strlen(line));
+    free(line);
+    return e;
+}
+
+/* Opens the store url names for data dir dir. An LMDB directory is
+ * created (0700) if missing, as init creates DATA/store. */
+static ad_err open_store_url(const char *dir, const char *url, size_t map_mb,
+                             store **out, char *err, size_t errlen)
+{
+    store_options o;
+    char shown[CONFIG_STR_MAX];
+    ad_err e;
+
+    *out = NULL;
+    if (url_is_lmdb(url)) {
+        e = url[5] ? mkdir_0700(url + 5, NULL, err, errlen)
+                   : mkdir_0700(dir, "store", err, errlen);
+        if (e != AD_OK)
+            return e;
+    }
+    memset(&o, 0, sizeof(o));
+    o.data_dir = dir;
+    o.map_mb = map_mb;
+    e = store_open_url(url, &o, out, err, errlen);
+    if (e != AD_OK && err && !err[0]) {
+        url_for_humans(url, shown, sizeof(shown));
+        ad_errf(e, err, errlen, "cannot open the store %s", shown);
+    }
     return e;
 }
 
 ad_err datadir_open_store(const config *cfg, store **out, char *err,
                           size_t errlen)
 {
-    char p[PATH_MAX_LEN];
+    char url[CONFIG_STR_MAX];
     ad_err e;
 
-    if ((e = mkdir_0700(cfg->data, "store", err, errlen)) != AD_OK)
+    *out = NULL;
+    if ((e = datadir_store_url(cfg, url, sizeof(url), err, errlen)) != AD_OK)
         return e;
-    if (!path_of(p, cfg->data, "store"))
-        return ad_errf(AD_EBADREQ, err, errlen, "path too long");
-    return store_open(p, (size_t)cfg->map_mb, out, err, errlen);
+    e = open_store_url(cfg->data, url, (size_t)cfg->map_mb, out, err, errlen);
+    OPENSSL_cleanse(url, sizeof(url));
+    return e;
 }
 
-static ad_err init_admin_key(const config *cfg, FILE *log, char *err,
-                             size_t errlen)
+static ad_err init_admin_key(const config *cfg, store *st, FILE *log,
+                             char *err, size_t errlen)
 {
-    store *st = NULL;
     json_t *view = NULL;
     char *line = NULL;
     const char *key;
@@ -353,11 +390,8 @@ static ad_err init_admin_key(const config *cfg, FILE *log, char *err,
 
     if (exists(cfg->data, "admin.key"))
         return AD_OK;
-    if ((e = datadir_open_store(cfg, &st, err, errlen)) != AD_OK)
-        return e;
     e = registry_apikey_create(st, "init", "admin", "admin", &view, err,
                                errlen);
-    store_close(st);
     if (e != AD_OK)
         return e;
     key = json_string_value(json_object_get(view, "key"));
@@ -376,13 +410,33 @@ static ad_err init_admin_key(const config *cfg, FILE *log, char *err,
     return e;
 }
 
+/* seal.key and the store's token key ring (tokens_provision). */
+static ad_err init_tokens(const char *dir, store *st, FILE *log, char *err,
+                          size_t errlen)
+{
+    char seal[PATH_MAX_LEN], legacy[PATH_MAX_LEN];
+
+    if (!path_of(seal, dir, "seal.key") || !path_of(legacy, dir, "tokens"))
+        return ad_errf(AD_EBADREQ, err, errlen, "path too long");
+    return tokens_provision(st, seal, legacy, log, err, errlen);
+}
+
 ad_err datadir_init(const config *cfg, FILE *log, char *err, size_t errlen)
 {
-    static const char *const subdirs[] = {"ca", "tls", "tokens", "store"};
+    static const char *const subdirs[] = {"ca", "tls", "tokens"};
+    store *st = NULL;
     size_t i;
     ad_err e;
+    /* A first start with --store is an init: the data dir remembers the
+     * store it was initialised on, for the next start, `admin-key` and
+     * `join --from`. */
+    int fresh = !exists(cfg->data, "ca/issuing.key");
 
     if ((e = mkdir_0700(cfg->data, NULL, err, errlen)) != AD_OK)
+        return e;
+    if (fresh && cfg->store[0] && !exists(cfg->data, STORE_URL_FILE) &&
+        (e = datadir_remember_store(cfg->data, cfg->store, err, errlen)) !=
+            AD_OK)
         return e;
     for (i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++)
         if ((e = mkdir_0700(cfg->data, subdirs[i], err, errlen)) != AD_OK)
@@ -391,9 +445,13 @@ ad_err datadir_init(const config *cfg, FILE *log, char *err, size_t errlen)
         return e;
     if ((e = init_tls(cfg, log, err, errlen)) != AD_OK)
         return e;
-    if ((e = init_token_key(cfg, log, err, errlen)) != AD_OK)
+    if ((e = datadir_open_store(cfg, &st, err, errlen)) != AD_OK)
         return e;
-    return init_admin_key(cfg, log, err, errlen);
+    e = init_tokens(cfg->data, st, log, err, errlen);
+    if (e == AD_OK)
+        e = init_admin_key(cfg, st, log, err, errlen);
+    store_close(st);
+    return e;
 }
 
 static ad_err check_one(const char *path, char *err, size_t errlen)
@@ -418,10 +476,15 @@ ad_err datadir_check_permissions(const char *dir, char *err, size_t errlen)
     size_t i;
     ad_err e;
 
-    if (!path_of(p, dir, "admin.key"))
-        return ad_errf(AD_EBADREQ, err, errlen, "path too long");
-    if ((e = check_one(p, err, errlen)) != AD_OK)
-        return e;
+    static const char *const secret_files[] = {"admin.key", "seal.key",
+                                               STORE_URL_FILE};
+
+    for (i = 0; i < sizeof(secret_files) / sizeof(secret_files[0]); i++) {
+        if (!path_of(p, dir, secret_files[i]))
+            return ad_errf(AD_EBADREQ, err, errlen, "path too long");
+        if ((e = check_one(p, err, errlen)) != AD_OK)
+            return e;
+    }
     for (i = 0; i < sizeof(secret_dirs) / sizeof(secret_dirs[0]); i++) {
         struct dirent *de;
         DIR *d;
@@ -548,4 +611,240 @@ void datadir_unlock(int fd)
 {
     if (fd >= 0)
         close(fd); /* closing the descriptor releases the flock */
+}
+
+/* ---- join ----------------------------------------------------------- */
+
+/* Copies from/rel to dir/rel with mode; a missing source is an error
+ * unless optional. */
+static ad_err copy_file(const char *from, const char *dir, const char *rel,
+                        unsigned mode, int optional, char *err, size_t errlen)
+{
+    char src[PATH_MAX_LEN], dst[PATH_MAX_LEN], *data;
+    size_t len = 0;
+    ad_err e = AD_OK;
+
+    if (optional && !exists(from, rel))
+        return AD_OK;
+    if (!path_of(src, from, rel) || !path_of(dst, dir, rel))
+        return ad_errf(AD_EBADREQ, err, errlen, "path too long");
+    /* By length: seal.key is 32 raw bytes and may hold a NUL. */
+    if ((data = util_read_file(src, PEM_FILE_MAX, &len)) == NULL)
+        return ad_errf(AD_EBADREQ, err, errlen, "cannot read %s: %s", src,
+                       strerror(errno));
+    if (util_write_file(dst, data, len, mode) != 0)
+        e = ad_errf(AD_EBADREQ, err, errlen, "cannot write %s: %s", dst,
+                    strerror(errno));
+    OPENSSL_cleanse(data, len);
+    free(data);
+    return e;
+}
+
+/* What the joining node needs from the source node's store when the two
+ * are not one database (two LMDB nodes): the sealed token key records,
+ * and the admin key's record so that admin.key works on the new node. */
+struct join_records {
+    json_t *meta;   /* [[key, record], ...] of STORE_META */
+    json_t *apikey; /* the admin key's record, or NULL */
+    char digest[65];
+};
+
+static ad_err read_join_records(store *st, const char *digest,
+                                struct join_records *jr, char *err,
+                                size_t errlen)
+{
+    store_txn *tx = NULL;
+    json_t *items = NULL, *ring = NULL, *v;
+    char id[128];
+    size_t i;
+    int more = 0;
+    ad_err e;
+
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        return e;
+    e = store_get(tx, STORE_META, "token_keys", &ring);
+    if (e == AD_OK)
+        e = store_list(tx, STORE_META, "token_key:", NULL, 64, &items, &more);
+    if (e == AD_OK && (jr->meta = json_array()) == NULL)
+        e = AD_ENOMEM;
+    json_array_foreach(items, i, v) {
+        char key[128];
+        snprintf(key, sizeof(key), "token_key:%s",
+                 json_string_value(json_object_get(v, "kid")));
+        if (e == AD_OK)
+            json_array_append_new(jr->meta, json_pack("[s,O]", key, v));
+    }
+    if (e == AD_OK)
+        json_array_append_new(jr->meta, json_pack("[s,O]", "token_keys", ring));
+    if (e == AD_OK &&
+        store_index_first(tx, STORE_IX_APIKEY_HASHES, digest, id,
+                          sizeof(id)) == AD_OK)
+        store_get(tx, STORE_APIKEYS, id, &jr->apikey);
+    store_read_end(tx);
+    json_decref(items);
+    json_decref(ring);
+    if (e == AD_ENOTFOUND)
+        return ad_errf(AD_EBADREQ, err, errlen,
+                       "the source node's store holds no token keys");
+    return e;
+}
+
+static ad_err join_write(store_txn *tx, void *arg)
+{
+    struct join_records *jr = arg;
+    json_t *v, *have = NULL;
+    const char *id;
+    size_t i;
+    ad_err e = AD_OK;
+
+    /* Another node's keys already there: this is a shared store. */
+    if (store_get(tx, STORE_META, "token_keys", &have) == AD_OK) {
+        json_decref(have);
+    } else {
+        json_array_foreach(jr->meta, i, v) {
+            e = store_put(tx, STORE_META,
+                          json_string_value(json_array_get(v, 0)),
+                          json_array_get(v, 1), STORE_NOOVERWRITE);
+            if (e != AD_OK)
+                return e;
+        }
+    }
+    if (jr->apikey == NULL)
+        return AD_OK;
+    id = json_string_value(json_object_get(jr->apikey, "id"));
+    if (id == NULL)
+        return AD_OK;
+    if (store_get(tx, STORE_APIKEYS, id, &have) == AD_OK) {
+        json_decref(have);
+        return AD_OK;
+    }
+    e = store_put(tx, STORE_APIKEYS, id, jr->apikey, STORE_NOOVERWRITE);
+    if (e == AD_OK)
+        e = store_index_add(tx, STORE_IX_APIKEY_HASHES, jr->digest, id);
+    if (e == AD_OK)
+        e = store_audit(tx, "join", "apikey.copy", id, NULL);
+    return e;
+}
+
+ad_err datadir_join(const config *cfg, FILE *log, char *err, size_t errlen)
+{
+    static const char *const subdirs[] = {"ca", "tls", "tokens"};
+    const char *dir = cfg->data, *from = cfg->from;
+    char url[CONFIG_STR_MAX], src_url[CONFIG_STR_MAX];
+    struct join_records jr;
+    config src;
+    store *st = NULL;
+    tokens *probe = NULL;
+    char *admin = NULL;
+    size_t i;
+    ad_err e;
+
+    memset(&jr, 0, sizeof(jr));
+    if (!from[0])
+        return ad_errf(AD_EBADREQ, err, errlen,
+                       "--from names the data dir of a node of the cluster");
+    if (exists(dir, "ca/chain.pem") || exists(dir, "ca/issuing.key"))
+        return ad_errf(AD_ECONFLICT, err, errlen,
+                       "%s already holds a CA; join prepares a new data dir",
+                       dir);
+    if (!exists(from, "ca/chain.pem") || !exists(from, "seal.key") ||
+        !exists(from, "admin.key"))
+        return ad_errf(AD_EBADREQ, err, errlen,
+                       "%s is not an initialised data dir (no CA, seal.key "
+                       "or admin.key); start that node once first",
+                       from);
+    /* The source's own checks: joining copies its secrets. */
+    if ((e = datadir_check_permissions(from, err, errlen)) != AD_OK)
+        return e;
+    /* The joining node uses --store, else the store the source node
+     * remembers (a cluster shares one). */
+    src = *cfg;
+    util_strlcpy(src.data, from, sizeof(src.data));
+    src.store[0] = '\0';
+    if ((e = datadir_store_url(&src, src_url, sizeof(src_url), err,
+                               errlen)) != AD_OK)
+        return e;
+    if (!util_strlcpy(url, cfg->store[0] ? cfg->store : src_url, sizeof(url)))
+        return ad_errf(AD_EBADREQ, err, errlen, "the store URL is too long");
+
+    /* The source's records first, its store closed again before ours
+     * opens: the two may be one LMDB, which one process opens once. */
+    admin = read_text(from, "admin.key", err, errlen);
+    if (admin == NULL)
+        return AD_EBADREQ;
+    admin[strcspn(admin, "\r\n")] = '\0';
+    util_sha256_hex(admin, strlen(admin), jr.digest);
+    if ((e = open_store_url(from, src_url, (size_t)cfg->map_mb, &st, err,
+                            errlen)) != AD_OK)
+        goto out;
+    e = read_join_records(st, jr.digest, &jr, err, errlen);
+    store_close(st);
+    st = NULL;
+    if (e != AD_OK)
+        goto out;
+
+    if ((e = mkdir_0700(dir, NULL, err, errlen)) != AD_OK)
+        goto out;
+    for (i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++)
+        if ((e = mkdir_0700(dir, subdirs[i], err, errlen)) != AD_OK)
+            goto out;
+    /* chain.pem last, as init writes it: its presence means a whole CA. */
+    if ((e = copy_file(from, dir, "seal.key", 0600, 0, err, errlen)) ||
+        (e = copy_file(from, dir, "admin.key", 0600, 0, err, errlen)) ||
+        (e = copy_file(from, dir, "ca/root.key", 0600, 1, err, errlen)) ||
+        (e = copy_file(from, dir, "ca/root.pem", 0644, 1, err, errlen)) ||
+        (e = copy_file(from, dir, "ca/issuing.key", 0600, 0, err, errlen)) ||
+        (e = copy_file(from, dir, "ca/issuing.pem", 0644, 0, err, errlen)) ||
+        (e = copy_file(from, dir, "ca/chain.pem", 0644, 0, err, errlen)))
+        goto out;
+    if (log)
+        fprintf(log, "copied the CA, admin.key and seal.key from %s\n", from);
+    if ((e = datadir_remember_store(dir, url, err, errlen)) != AD_OK)
+        goto out;
+
+    if ((e = open_store_url(dir, url, (size_t)cfg->map_mb, &st, err,
+                            errlen)) != AD_OK)
+        goto out;
+    e = store_write(st, join_write, &jr);
+    if (e != AD_OK) {
+        e = ad_errf(e, err, errlen, "cannot write the cluster's keys to the "
+                                    "store");
+        goto out;
+    }
+    {
+        /* Proof that this node opens the cluster's token keys. */
+        char tdir[PATH_MAX_LEN], seal[PATH_MAX_LEN];
+        tokens_config tc;
+
+        if (!path_of(tdir, dir, "tokens") || !path_of(seal, dir, "seal.key")) {
+            e = ad_errf(AD_EBADREQ, err, errlen, "path too long");
+            goto out;
+        }
+        memset(&tc, 0, sizeof(tc));
+        tc.dir = tdir;
+        tc.seal_key = seal;
+        tc.issuer = "authd";
+        tc.audience = "authd";
+        tc.ttl = 60;
+        if ((e = tokens_open(&tc, st, &probe, err, errlen)) != AD_OK)
+            goto out;
+    }
+    store_close(st);
+    st = NULL;
+    /* The node's own HTTPS certificate, for its own names. */
+    if ((e = init_tls(cfg, log, err, errlen)) != AD_OK)
+        goto out;
+    if (log)
+        fprintf(log, "joined: %s shares the CA and token keys of %s\n", dir,
+                from);
+out:
+    tokens_close(probe);
+    store_close(st);
+    if (admin) {
+        OPENSSL_cleanse(admin, strlen(admin));
+        free(admin);
+    }
+    json_decref(jr.meta);
+    json_decref(jr.apikey);
+    return e;
 }

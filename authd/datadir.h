@@ -3,10 +3,16 @@
  *
  *   DIR/ca/{root,issuing}.{pem,key}, DIR/ca/chain.pem (issuing, root)
  *   DIR/tls/server.{pem,key}    the HTTPS listener's certificate
- *   DIR/tokens/<kid>.key         token-signing keys (ES256)
- *   DIR/store/                   LMDB
+ *   DIR/seal.key                 the cluster's sealing key (32 bytes):
+ *                                token-signing keys are in the store,
+ *                                sealed with it (tokens.h)
+ *   DIR/tokens/<kid>.key         token-signing keys of the older layout,
+ *                                imported into the store on first start
+ *   DIR/store/                   LMDB (with the store URL "lmdb:")
+ *   DIR/store.url                the store URL init/join remembered
  *   DIR/admin.key                the first admin API key
- * Private keys and admin.key are 0600, directories 0700. */
+ * Private keys, seal.key, store.url and admin.key are 0600, directories
+ * 0700. */
 #ifndef AUTHD_DATADIR_H
 #define AUTHD_DATADIR_H
 
@@ -19,6 +25,25 @@
  * one (refused if a CA already exists). If log is non-NULL, says what it
  * created there. */
 ad_err datadir_init(const config *cfg, FILE *log, char *err, size_t errlen);
+
+/* Prepares data dir cfg->data as another node of the cluster that the
+ * node with data dir cfg->from belongs to: copies its CA (certificates
+ * and keys), admin.key and seal.key, uses cfg->store or else the store
+ * URL the source remembers (and remembers it), copies the sealed token
+ * keys and the admin key's record into that store if it is not the
+ * source's, checks that the token keys open, and issues this node its own
+ * HTTPS certificate. AD_ECONFLICT if cfg->data already holds a CA. */
+ad_err datadir_join(const config *cfg, FILE *log, char *err, size_t errlen);
+
+/* The store URL for cfg: cfg->store if set, else what DIR/store.url
+ * says, else "lmdb:". */
+ad_err datadir_store_url(const config *cfg, char *out, size_t outlen,
+                         char *err, size_t errlen);
+
+/* Writes url to DIR/store.url (0600: it may carry a password), after
+ * checking its scheme. For init, join and migrate. */
+ad_err datadir_remember_store(const char *dir, const char *url, char *err,
+                              size_t errlen);
 
 /* Refuses (AD_EFORBIDDEN) if any private key or admin.key in dir is
  * readable or writable by group or others, or if DIR/ca, DIR/tls or
@@ -38,7 +63,8 @@ void datadir_unload(app *a);
 ad_err datadir_lock(const char *dir, int *fd, char *err, size_t errlen);
 void datadir_unlock(int fd); /* accepts -1 */
 
-/* Opens just the store of a data dir (for offline commands). */
+/* Opens just the store of a data dir (for offline commands): the one
+ * datadir_store_url names. */
 ad_err datadir_open_store(const config *cfg, store **out, char *err,
                           size_t errlen);
 

@@ -399,11 +399,8 @@ static ad_err dev_load(devcache *dc, const char *id, dev_rec *rec,
     if ((e = polset_for(dc, tx, key, f.policies, f.groups, policy_gen,
                         &rec->set)) != AD_OK)
         goto out;
-    rec->status = f.status && strcmp(f.status, "suspended") == 0
-                      ? DEV_SUSPENDED
-                  : f.status && strcmp(f.status, "revoked") == 0
-                      ? DEV_REVOKED
-                      : DEV_ACTIVE;
+    /* A status we did not write is not active: decisions deny. */
+    rec->status = registry_device_status_parse(f.status);
     util_strlcpy(rec->incarnation, f.incarnation, sizeof(rec->incarnation));
     if ((rec->set->uses & POL_USES_ATTRIBUTES) && device == NULL &&
         f.attributes != NULL)
@@ -438,7 +435,7 @@ typedef struct {
 /* The view of a record, borrowing its references. */
 static void view_borrow(dev_view *v, const dev_rec *d)
 {
-    v->status = (dev_status)d->status;
+    v->status = (registry_device_status)d->status;
     memcpy(v->incarnation, d->incarnation, sizeof(v->incarnation));
     v->set = d->set;
     v->attributes = d->attributes;
@@ -611,6 +608,12 @@ void devcache_forget_policies(devcache *dc)
      * older set is answered from, and no set read before is cached. */
     atomic_fetch_add(&dc->policy_gen, 1);
     cache_forget_all(dc->sets);
+}
+
+void devcache_forget_all(devcache *dc)
+{
+    devcache_forget_policies(dc);
+    cache_forget_all(dc->devices);
 }
 
 void devcache_get_stats(devcache *dc, devcache_stats *out)

@@ -27,12 +27,10 @@
 typedef struct devcache devcache;
 typedef struct polset polset;
 
-typedef enum { DEV_ACTIVE, DEV_SUSPENDED, DEV_REVOKED } dev_status;
-
 /* A device as one decision sees it, copied out of the cache: the set
  * and attributes are references (dev_view_release). */
 typedef struct {
-    dev_status status;
+    registry_device_status status;
     char incarnation[REGISTRY_INCARNATION_MAX]; /* "" for old records */
     polset *set;
     json_t *attributes; /* NULL unless the set reads attributes */
@@ -96,6 +94,7 @@ void devcache_secret_remember(devcache *dc, const char *id, uint64_t noted,
 /* Invalidation (the rule of cache.h). */
 void devcache_forget(devcache *dc, const char *id);
 void devcache_forget_policies(devcache *dc);
+void devcache_forget_all(devcache *dc); /* devices and policy sets */
 
 typedef struct {
     cache_stats devices, sets;

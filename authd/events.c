@@ -1,5 +1,6 @@
 /* See events.h. One mutex guards the ring and the subscriber list;
- * publishing is rare (an operator action), reading is a copy. */
+ * events are rare (operator actions), reading is a copy. The ring is in
+ * id order, so a subscriber's position is found by binary search. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +8,7 @@
 
 #include "events.h"
 
-enum { EVENT_TEXT_MAX = 4096 };
+enum { EVENT_TEXT_MAX = 4096, CATCH_UP_PAGE = 1000 };
 
 struct event {
     uint64_t id;
@@ -17,7 +18,7 @@ struct event {
 
 struct events_sub {
     events *ev;
-    uint64_t next_id;   /* the next event this subscriber wants */
+    uint64_t next_id;   /* the smallest id this subscriber still wants */
     int keepalive;      /* a keep-alive comment is owed */
     int ended;
     events_wake_fn wake;
@@ -27,21 +28,154 @@ struct events_sub {
 
 struct events {
     pthread_mutex_t lock;
+    pthread_mutex_t catch_up_lock; /* one reader of the log at a time */
+    store *st;
     struct event *ring;
-    size_t capacity;
-    uint64_t last_id;   /* ids 1..last_id issued; ring holds the newest */
+    size_t capacity, head, count; /* ring[head] is the oldest held */
+    uint64_t last_id;   /* the newest event read from the log */
     events_sub *subs;
     int closing;
 };
 
-ad_err events_open(size_t capacity, events **out)
+/* The i-th oldest event held (i < count). */
+static struct event *at(events *ev, size_t i)
+{
+    return &ev->ring[(ev->head + i) % ev->capacity];
+}
+
+/* The position of the first held event with id >= id (count if none). */
+static size_t position_of(events *ev, uint64_t id)
+{
+    size_t lo = 0, hi = ev->count;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (at(ev, mid)->id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void wake_all(events *ev)
+{
+    events_sub *s;
+
+    for (s = ev->subs; s; s = s->next)
+        if (s->wake)
+            s->wake(s->wake_arg);
+}
+
+/* The SSE record of a log entry {id,type,data}; NULL if out of memory. */
+static char *sse_text(uint64_t id, const char *type, const json_t *data,
+                      size_t *len)
+{
+    json_t *obj = json_is_object(data) ? json_deep_copy(data) : json_object();
+    char *body = NULL, *text = NULL;
+    int n;
+
+    if (obj == NULL)
+        goto out;
+    json_object_set_new(obj, "type", json_string(type));
+    body = json_dumps(obj, JSON_COMPACT);
+    if (body == NULL || (text = malloc(EVENT_TEXT_MAX)) == NULL)
+        goto out;
+    /* JSON from json_dumps has no raw newlines, so one data line holds it. */
+    n = snprintf(text, EVENT_TEXT_MAX, "id: %llu\nevent: %s\ndata: %s\n\n",
+                 (unsigned long long)id, type, body);
+    if (n < 0 || n >= EVENT_TEXT_MAX)
+        /* Too big for the wire format we promise; say what happened. */
+        n = snprintf(text, EVENT_TEXT_MAX,
+                     "id: %llu\nevent: %s\ndata: {\"type\":\"%s\","
+                     "\"truncated\":true}\n\n",
+                     (unsigned long long)id, type, type);
+    *len = (size_t)n;
+out:
+    json_decref(obj);
+    free(body);
+    return text;
+}
+
+/* Appends one event (ids only grow) under ev->lock, dropping the oldest
+ * when full. Takes text. */
+static void push_locked(events *ev, uint64_t id, char *text, size_t len)
+{
+    struct event *slot;
+
+    if (ev->count == ev->capacity) {
+        slot = at(ev, 0);
+        free(slot->text);
+        ev->head = (ev->head + 1) % ev->capacity;
+        ev->count--;
+    }
+    slot = at(ev, ev->count);
+    slot->id = id;
+    slot->text = text;
+    slot->len = len;
+    ev->count++;
+    ev->last_id = id;
+}
+
+ad_err events_catch_up(events *ev)
+{
+    store_txn *tx = NULL;
+    json_t *items = NULL, *item;
+    uint64_t after;
+    size_t i;
+    int more = 1, pushed = 0;
+    ad_err e = AD_OK;
+
+    pthread_mutex_lock(&ev->catch_up_lock);
+    pthread_mutex_lock(&ev->lock);
+    after = ev->last_id;
+    pthread_mutex_unlock(&ev->lock);
+    while (more && e == AD_OK) {
+        if ((e = store_read_begin(ev->st, &tx)) != AD_OK)
+            break;
+        e = store_event_list(tx, after, CATCH_UP_PAGE, &items, &more);
+        store_read_end(tx);
+        if (e != AD_OK)
+            break;
+        pthread_mutex_lock(&ev->lock);
+        json_array_foreach(items, i, item) {
+            json_int_t id = json_integer_value(json_object_get(item, "id"));
+            const char *type =
+                json_string_value(json_object_get(item, "type"));
+            char *text;
+            size_t len = 0;
+
+            if (id <= 0 || (uint64_t)id <= after || type == NULL)
+                continue;
+            after = (uint64_t)id;
+            text = sse_text(after, type, json_object_get(item, "data"), &len);
+            if (text == NULL) {
+                e = AD_ENOMEM;
+                break;
+            }
+            push_locked(ev, after, text, len);
+            pushed = 1;
+        }
+        if (pushed)
+            wake_all(ev);
+        pthread_mutex_unlock(&ev->lock);
+        json_decref(items);
+        items = NULL;
+    }
+    pthread_mutex_unlock(&ev->catch_up_lock);
+    return e;
+}
+
+ad_err events_open(size_t capacity, store *st, events **out)
 {
     events *ev;
+    ad_err e;
 
     *out = NULL;
     ev = calloc(1, sizeof(*ev));
     if (ev == NULL)
         return AD_ENOMEM;
+    ev->st = st;
     ev->capacity = capacity ? capacity : 1024;
     ev->ring = calloc(ev->capacity, sizeof(*ev->ring));
     if (ev->ring == NULL) {
@@ -49,10 +183,14 @@ ad_err events_open(size_t capacity, events **out)
         return AD_ENOMEM;
     }
     pthread_mutex_init(&ev->lock, NULL);
+    pthread_mutex_init(&ev->catch_up_lock, NULL);
+    if ((e = events_catch_up(ev)) != AD_OK) {
+        events_close(ev);
+        return e;
+    }
     *out = ev;
     return AD_OK;
 }
-
 void events_shutdown(events *ev)
 {
     events_sub *s;
@@ -85,60 +223,8 @@ void events_close(events *ev)
         free(ev->ring[i].text);
     free(ev->ring);
     pthread_mutex_destroy(&ev->lock);
+    pthread_mutex_destroy(&ev->catch_up_lock);
     free(ev);
-}
-
-static void wake_all(events *ev)
-{
-    events_sub *s;
-
-    for (s = ev->subs; s; s = s->next)
-        if (s->wake)
-            s->wake(s->wake_arg);
-}
-
-uint64_t events_publish(events *ev, const char *type, const json_t *data)
-{
-    json_t *obj;
-    char *body, *text;
-    struct event *slot;
-    uint64_t id;
-    int n;
-
-    obj = data ? json_deep_copy(data) : json_object();
-    if (obj == NULL)
-        return 0;
-    json_object_set_new(obj, "type", json_string(type));
-    body = json_dumps(obj, JSON_COMPACT);
-    json_decref(obj);
-    if (body == NULL)
-        return 0;
-    text = malloc(EVENT_TEXT_MAX);
-    if (text == NULL) {
-        free(body);
-        return 0;
-    }
-    pthread_mutex_lock(&ev->lock);
-    id = ++ev->last_id;
-    /* JSON from json_dumps has no raw newlines, so one data line holds it. */
-    n = snprintf(text, EVENT_TEXT_MAX, "id: %llu\nevent: %s\ndata: %s\n\n",
-                 (unsigned long long)id, type, body);
-    if (n < 0 || n >= EVENT_TEXT_MAX) {
-        /* Too big for the wire format we promise; say what happened. */
-        n = snprintf(text, EVENT_TEXT_MAX,
-                     "id: %llu\nevent: %s\ndata: {\"type\":\"%s\","
-                     "\"truncated\":true}\n\n",
-                     (unsigned long long)id, type, type);
-    }
-    slot = &ev->ring[id % ev->capacity];
-    free(slot->text);
-    slot->id = id;
-    slot->text = text;
-    slot->len = (size_t)n;
-    wake_all(ev);
-    pthread_mutex_unlock(&ev->lock);
-    free(body);
-    return id;
 }
 
 uint64_t events_last_id(events *ev)
@@ -154,9 +240,14 @@ uint64_t events_last_id(events *ev)
 events_sub *events_subscribe(events *ev, uint64_t last_id, events_wake_fn wake,
                              void *wake_arg)
 {
-    events_sub *s = calloc(1, sizeof(*s));
-    uint64_t oldest;
+    events_sub *s;
 
+    /* A client coming from another node may have seen events whose
+     * notification has not reached us yet: they are committed, so read
+     * them before deciding where the client stands. */
+    if (last_id > events_last_id(ev))
+        (void)events_catch_up(ev);
+    s = calloc(1, sizeof(*s));
     if (s == NULL)
         return NULL;
     s->wake = wake;
@@ -168,13 +259,12 @@ events_sub *events_subscribe(events *ev, uint64_t last_id, events_wake_fn wake,
         return NULL;
     }
     s->ev = ev;
-    oldest = ev->last_id >= ev->capacity ? ev->last_id - ev->capacity + 1 : 1;
-    /* A last id from a previous process (ahead of ours) or none at all
-     * means: from now on. */
+    /* No id, or one ahead of the log (another database's): from now on.
+     * An id older than the ring's oldest: from the oldest held. */
     if (last_id == 0 || last_id > ev->last_id)
         s->next_id = ev->last_id + 1;
     else
-        s->next_id = last_id + 1 < oldest ? oldest : last_id + 1;
+        s->next_id = last_id + 1;
     s->keepalive = 1; /* an immediate comment flushes the headers */
     s->next = ev->subs;
     if (ev->subs)
@@ -209,7 +299,7 @@ void events_unsubscribe(events_sub *s)
 ssize_t events_read(events_sub *s, char *buf, size_t max)
 {
     events *ev = s->ev;
-    size_t out = 0;
+    size_t out = 0, i;
 
     if (ev == NULL)
         return -1;
@@ -220,21 +310,14 @@ ssize_t events_read(events_sub *s, char *buf, size_t max)
         pthread_mutex_unlock(&ev->lock);
         return -1;
     }
-    while (s->next_id <= ev->last_id) {
-        struct event *e = &ev->ring[s->next_id % ev->capacity];
+    for (i = position_of(ev, s->next_id); i < ev->count; i++) {
+        struct event *e = at(ev, i);
 
-        if (e->id != s->next_id) {
-            /* Overwritten while we lagged: skip to the oldest kept. */
-            s->next_id = ev->last_id >= ev->capacity
-                             ? ev->last_id - ev->capacity + 1
-                             : 1;
-            continue;
-        }
         if (out + e->len > max)
             break;
         memcpy(buf + out, e->text, e->len);
         out += e->len;
-        s->next_id++;
+        s->next_id = e->id + 1;
     }
     if (out == 0 && s->keepalive && max >= 13) {
         memcpy(buf, ": keepalive\n\n", 13);

@@ -1,8 +1,11 @@
-/* The event ring behind GET /v1/events (Server-Sent Events): revocations,
- * suspensions and policy changes, numbered in order. Writers publish an
- * event after the change is committed; readers (broker plugins) get every
- * event after the id they last saw, as long as the ring still holds it,
- * so a client reconnecting with Last-Event-ID misses nothing retained. */
+/* The event stream behind GET /v1/events (Server-Sent Events):
+ * revocations, suspensions, policy changes. Events are written to the
+ * store's event log by the transaction that makes the change (see
+ * store_event_append), so their ids are one sequence for every node and
+ * survive restarts. This module keeps the newest of them in a ring,
+ * catching up from the store whenever the change feed says the log grew,
+ * and streams them: a client reconnecting with Last-Event-ID, to this
+ * node or any other, misses nothing the ring still holds. */
 #ifndef AUTHD_EVENTS_H
 #define AUTHD_EVENTS_H
 
@@ -13,28 +16,32 @@
 #include <jansson.h>
 
 #include "../common/err.h"
+#include "store.h"
 
 typedef struct events events;
 typedef struct events_sub events_sub;
 
-/* A ring holding the last capacity events. */
-ad_err events_open(size_t capacity, events **out);
+/* A ring holding the newest capacity events of st's event log, filled
+ * from the log at once. */
+ad_err events_open(size_t capacity, store *st, events **out);
 /* Ends every subscription: their streams finish (read returns -1) and
  * no new one starts. Call before stopping the listeners. NULL-safe. */
 void events_shutdown(events *ev);
 /* Frees the ring, after the listeners are stopped. NULL-safe. */
 void events_close(events *ev);
 
-/* Appends an event {"type": type, ...data} and wakes subscribers.
- * Returns its id (ids start at 1 and never repeat within a process;
- * they restart with the process, which subscribers see as a gap). */
-uint64_t events_publish(events *ev, const char *type, const json_t *data);
+/* Reads the events the log holds after the ring's newest into the ring
+ * and wakes subscribers. Called when the change feed reports new events
+ * (or may have missed some). */
+ad_err events_catch_up(events *ev);
 
 /* The id of the newest event (0 if none). */
 uint64_t events_last_id(events *ev);
 
 /* A subscription that starts after last_id (0: only new events; an id
- * older than the ring's oldest starts at the oldest retained event). */
+ * older than the ring's oldest starts at the oldest retained event; an id
+ * ahead of the log, which only another database can have given out:
+ * only new events). */
 typedef void (*events_wake_fn)(void *arg);
 events_sub *events_subscribe(events *ev, uint64_t last_id, events_wake_fn wake,
                              void *wake_arg);

@@ -28,6 +28,7 @@
 #include "../common/codec.h"
 #include "log.h"
 #include "ratelimit.h"
+#include "registry.h"
 #include "route_match.h"
 #include "util.h"
 
@@ -441,34 +442,16 @@ static api_role role_of(const char *s)
 
 api_role http_bearer_role(http_req *r)
 {
-    const char *key = bearer_of(r), *hash, *role;
-    store_txn *tx = NULL;
-    json_t *rec = NULL;
-    char digest[65], id[64];
-    api_role out = ROLE_NONE;
+    const char *key = bearer_of(r);
+    char id[REGISTRY_APIKEY_ID_MAX], role[REGISTRY_ROLE_MAX];
+    api_role out;
 
-    if (key == NULL || strncmp(key, "ak_", 3) != 0 || strlen(key) > 200)
+    if (key == NULL ||
+        registry_apikey_authenticate(r->app->st, key, id, role) != AD_OK)
         return ROLE_NONE;
-    /* Keys are 256-bit random, so a plain SHA-256 is a safe lookup key;
-     * the stored hash is still compared in constant time below. */
-    util_sha256_hex(key, strlen(key), digest);
-    if (store_read_begin(r->app->st, &tx) != AD_OK)
-        return ROLE_NONE;
-    if (store_index_first(tx, STORE_IX_APIKEY_HASHES, digest, id,
-                          sizeof(id)) != AD_OK)
-        goto out;
-    if (store_get(tx, STORE_APIKEYS, id, &rec) != AD_OK)
-        goto out;
-    hash = json_string_value(json_object_get(rec, "hash"));
-    role = json_string_value(json_object_get(rec, "role"));
-    if (hash == NULL || !util_secret_equal(digest, hash))
-        goto out;
     out = role_of(role);
     if (out != ROLE_NONE)
         snprintf(r->actor, sizeof(r->actor), "apikey:%s", id);
-out:
-    json_decref(rec);
-    store_read_end(tx);
     return out;
 }
 

@@ -15,6 +15,7 @@
 #include "identity.h"
 #include "ratelimit.h"
 #include "registry.h"
+#include "registry.h"
 #include "secret_hash.h"
 #include "util.h"
 
@@ -151,7 +152,7 @@ static ad_err cert_load(identity *id, const char *serial, const char *fpr,
     util_strlcpy(e->fpr, s, sizeof(e->fpr));
     util_strlcpy(e->device, dev ? dev : "", sizeof(e->device));
     e->not_after = (int64_t)t;
-    e->revoked = st && strcmp(st, "revoked") == 0;
+    e->revoked = registry_cert_status_parse(st) == CERT_REVOKED;
     if (e->revoked) {
         const char *ra = json_string_value(json_object_get(rec, "revoked_at"));
         const char *rn = json_string_value(json_object_get(rec, "reason"));
@@ -215,6 +216,11 @@ void identity_forget_cert(identity *id, const char *serial_hex,
         snprintf(key, sizeof(key), "f:%s", fingerprint_hex);
         cache_forget(id->certs, key);
     }
+}
+
+void identity_forget_all(identity *id)
+{
+    cache_forget_all(id->certs);
 }
 
 enum { CERT_PEM_MAX = 16384 };

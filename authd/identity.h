@@ -46,6 +46,7 @@ ad_err identity_cert(identity *id, const char *serial, const char *fpr,
                      cert_rec *out);
 void identity_forget_cert(identity *id, const char *serial_hex,
                           const char *fingerprint_hex);
+void identity_forget_all(identity *id);
 
 /* The certificate the broker names, however it names it (fingerprint,
  * PEM or base64 DER, serial: all that are given must be the same one),

@@ -8,12 +8,14 @@
 
 #include <openssl/crypto.h>
 
+#include "changes.h"
 #include "checker.h"
 #include "datadir.h"
 #include "events.h"
 #include "revocation.h"
 #include "http.h"
 #include "log.h"
+#include "migrate.h"
 #include "ratelimit.h"
 #include "registry.h"
 #include "routes.h"
@@ -23,11 +25,16 @@ static const char usage[] =
     "usage: authd serve [--data DIR] [--http ADDR:PORT|off] "
     "[--https ADDR:PORT|off]\n"
     "                   [--check-http ADDR:PORT|off | --check-socket PATH]\n"
-    "                   [--public-url URL] [--config FILE]\n"
-    "       authd init --data DIR [--ca-cert F --ca-key F] "
+    "                   [--public-url URL] [--config FILE] [--store URL]\n"
+    "       authd init --data DIR [--store URL] [--ca-cert F --ca-key F] "
     "[--subject \"CN=..,O=..\"]\n"
+    "       authd join --data DIR --from SRC_DATA_DIR [--store URL] "
+    "[--public-url URL]\n"
     "       authd admin-key --data DIR [--name N] "
     "[--role admin|broker|provisioner]\n"
+    "       authd migrate --data DIR --to postgres://... (offline)\n"
+    "The store URL is lmdb: (DIR/store), lmdb:PATH or postgres://...; init,\n"
+    "join and migrate remember it in DIR/store.url.\n"
     "Every option may also come from the config file (key = value) and\n"
     "AUTHD_* environment variables (AUTHD_DATA, AUTHD_HTTP, ...); flags "
     "win.\n";
@@ -35,13 +42,60 @@ static const char usage[] =
 static int cmd_init(config *cfg)
 {
     char err[512] = "";
-    ad_err e = datadir_init(cfg, stdout, err, sizeof(err));
+    ad_err e = AD_OK;
 
+    /* Remembered first, so that a later `serve` without --store opens
+     * the store init filled. */
+    if (cfg->store[0])
+        e = datadir_remember_store(cfg->data, cfg->store, err, sizeof(err));
+    if (e == AD_OK)
+        e = datadir_init(cfg, stdout, err, sizeof(err));
     if (e != AD_OK) {
         fprintf(stderr, "authd init: %s\n", err[0] ? err : ad_err_message(e));
         return 1;
     }
     printf("data directory %s is ready\n", cfg->data);
+    return 0;
+}
+
+static int cmd_join(config *cfg)
+{
+    char err[512] = "";
+    int lock_fd = -1;
+    ad_err e;
+
+    /* Held while the dir is filled: a daemon must not start on it
+     * half-joined. */
+    e = datadir_lock(cfg->data, &lock_fd, err, sizeof(err));
+    if (e == AD_OK)
+        e = datadir_join(cfg, stdout, err, sizeof(err));
+    datadir_unlock(lock_fd);
+    if (e != AD_OK) {
+        fprintf(stderr, "authd join: %s\n", err[0] ? err : ad_err_message(e));
+        return e == AD_ECONFLICT ? 3 : 1;
+    }
+    printf("data directory %s is ready\n", cfg->data);
+    return 0;
+}
+
+static int cmd_migrate(config *cfg)
+{
+    char err[512] = "";
+    int lock_fd = -1;
+    ad_err e;
+
+    /* Offline: the lock keeps a daemon from writing the old store while
+     * it is copied. */
+    e = datadir_lock(cfg->data, &lock_fd, err, sizeof(err));
+    if (e == AD_OK)
+        e = migrate_store(cfg, stdout, err, sizeof(err));
+    datadir_unlock(lock_fd);
+    if (e != AD_OK) {
+        fprintf(stderr, "authd migrate: %s\n",
+                err[0] ? err : ad_err_message(e));
+        return e == AD_ECONFLICT ? 3 : e == AD_EBADREQ ? 2 : 1;
+    }
+    printf("data directory %s now uses the new store\n", cfg->data);
     return 0;
 }
 
@@ -131,11 +185,13 @@ static int cmd_serve(config *cfg, int argc, char **argv)
         e = checker_open(a.st, &co, &a.checker);
     }
     if (e == AD_OK) {
-        char dir[CONFIG_STR_MAX + 16];
+        char dir[CONFIG_STR_MAX + 16], seal[CONFIG_STR_MAX + 16];
         tokens_config tc;
 
         snprintf(dir, sizeof(dir), "%s/tokens", cfg->data);
+        snprintf(seal, sizeof(seal), "%s/seal.key", cfg->data);
         tc.dir = dir;
+        tc.seal_key = seal;
         tc.issuer = cfg->token_issuer[0] ? cfg->token_issuer
                     : cfg->public_url[0] ? cfg->public_url
                                          : "authd";
@@ -150,7 +206,7 @@ static int cmd_serve(config *cfg, int argc, char **argv)
     }
     checker_set_tokens(a.checker, a.tokens);
     checker_set_limits(a.checker, limits);
-    e = events_open(4096, &a.events);
+    e = events_open(4096, a.st, &a.events);
     if (e == AD_OK)
         e = revocation_open(a.st, a.ca, a.checker, cfg->crl_hours,
                             &a.revocation, err, sizeof(err));
@@ -159,6 +215,11 @@ static int cmd_serve(config *cfg, int argc, char **argv)
                  ad_err_code(e), err);
         goto out;
     }
+    /* From here on every committed change, this node's or another's,
+     * reaches the caches, the CRL and the event stream; what changed
+     * while they were being opened is caught up once. */
+    store_watch(a.st, changes_apply, &a);
+    changes_apply(&a, &(store_change){.kind = STORE_CHANGE_UNKNOWN});
     routes = routes_table(&nroutes);
     e = http_start(&a, limits, routes, nroutes, &srv, err, sizeof(err));
     if (e != AD_OK) {
@@ -210,6 +271,9 @@ out:
      * listeners open. */
     events_shutdown(a.events);
     http_stop(srv, 10000);
+    /* No change may reach the parts closed below. */
+    if (a.st)
+        store_watch(a.st, NULL, NULL);
     events_close(a.events);
     revocation_close(a.revocation);
     checker_close(a.checker);
@@ -236,7 +300,8 @@ int main(int argc, char **argv)
     }
     cmd = argv[1];
     if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "init") != 0 &&
-        strcmp(cmd, "admin-key") != 0) {
+        strcmp(cmd, "join") != 0 && strcmp(cmd, "admin-key") != 0 &&
+        strcmp(cmd, "migrate") != 0) {
         fprintf(stderr, "authd: unknown command %s\n%s", cmd, usage);
         return 2;
     }
@@ -255,8 +320,12 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "init") == 0)
         rc = cmd_init(&cfg);
+    else if (strcmp(cmd, "join") == 0)
+        rc = cmd_join(&cfg);
     else if (strcmp(cmd, "admin-key") == 0)
         rc = cmd_admin_key(&cfg);
+    else if (strcmp(cmd, "migrate") == 0)
+        rc = cmd_migrate(&cfg);
     else
         rc = cmd_serve(&cfg, argc - 2, argv + 2);
     OPENSSL_cleanup();

@@ -5,7 +5,7 @@
 #include <openssl/crypto.h>
 
 #include "../common/codec.h"
-#include "registry.h"
+#include "registry_records.h"
 #include "util.h"
 
 /* An issuance as the writer sees it: everything that does not depend on
@@ -21,22 +21,82 @@ struct issue_job {
 
 /* The device must exist and be active; or, for an enrollment, it is
  * created (in the enrollment's groups) if absent. *created says which. */
+/* ---- record states -------------------------------------------------------- */
+
+static const char *const device_status_names[] = {
+    [DEVICE_ACTIVE] = "active",
+    [DEVICE_SUSPENDED] = "suspended",
+    [DEVICE_REVOKED] = "revoked",
+};
+
+static const char *const cert_status_names[] = {
+    [CERT_VALID] = "valid",
+    [CERT_REVOKED] = "revoked",
+    [CERT_EXPIRED] = "expired",
+};
+
+registry_device_status registry_device_status_parse(const char *text)
+{
+    int s;
+
+    for (s = DEVICE_ACTIVE; text && s < DEVICE_STATUS_BAD; s++)
+        if (strcmp(text, device_status_names[s]) == 0)
+            return (registry_device_status)s;
+    return DEVICE_STATUS_BAD;
+}
+
+const char *registry_device_status_name(registry_device_status s)
+{
+    return s < DEVICE_STATUS_BAD ? device_status_names[s] : "unknown";
+}
+
+registry_cert_status registry_cert_status_parse(const char *text)
+{
+    int s;
+
+    for (s = CERT_VALID; text && s < CERT_STATUS_BAD; s++)
+        if (strcmp(text, cert_status_names[s]) == 0)
+            return (registry_cert_status)s;
+    return CERT_STATUS_BAD;
+}
+
+const char *registry_cert_status_name(registry_cert_status s)
+{
+    return s < CERT_STATUS_BAD ? cert_status_names[s] : "unknown";
+}
+
+registry_device_status registry_device_status_of(const json_t *device)
+{
+    return registry_device_status_parse(
+        json_string_value(json_object_get(device, "status")));
+}
+
+registry_cert_status registry_cert_status_of(const json_t *cert)
+{
+    return registry_cert_status_parse(
+        json_string_value(json_object_get(cert, "status")));
+}
+
 static ad_err issue_device(store_txn *tx, struct issue_job *job,
                            const json_t *enr, int *created)
 {
     const registry_issue *is = job->is;
     json_t *dev = NULL, *groups;
-    const char *status;
     ad_err e;
 
     *created = 0;
     e = store_get(tx, STORE_DEVICES, is->device_id, &dev);
     if (e == AD_OK) {
-        status = json_string_value(json_object_get(dev, "status"));
-        if (status && strcmp(status, "suspended") == 0)
+        switch (registry_device_status_of(dev)) {
+        case DEVICE_SUSPENDED:
             e = AD_ESUSPENDED;
-        else if (status && strcmp(status, "revoked") == 0)
+            break;
+        case DEVICE_REVOKED:
             e = AD_EREVOKED;
+            break;
+        default:
+            break;
+        }
         json_decref(dev);
         return e;
     }
@@ -45,7 +105,8 @@ static ad_err issue_device(store_txn *tx, struct issue_job *job,
     groups = enr ? json_object_get(enr, "groups") : NULL;
     groups = groups ? json_deep_copy(groups) : json_array();
     dev = json_pack("{s:s, s:s, s:o, s:[], s:{}, s:s, s:s, s:s?}", "id",
-                    is->device_id, "status", "active", "groups", groups,
+                    is->device_id, "status",
+                    registry_device_status_name(DEVICE_ACTIVE), "groups", groups,
                     "policies", "attributes", "created_at", job->now,
                     "updated_at", job->now, "enrollment", is->enrollment_id);
     if (dev == NULL || registry_set_incarnation(dev) != AD_OK) {
@@ -64,6 +125,7 @@ static ad_err issue_write(store_txn *tx, void *arg)
     const registry_issue *is = job->is;
     const ca_issued *c = is->cert;
     json_t *enr = NULL, *detail = NULL;
+    registry_enrollment typed;
     int created = 0;
     ad_err e = AD_OK;
 
@@ -74,7 +136,8 @@ static ad_err issue_write(store_txn *tx, void *arg)
             goto out;
         /* Checked again here, inside the writer: two requests racing for
          * the last use cannot both pass. */
-        if ((e = registry_enrollment_usable(enr, is->now)) != AD_OK)
+        if ((e = registry_enrollment_decode(enr, &typed)) != AD_OK ||
+            (e = registry_enrollment_usable(&typed, is->now)) != AD_OK)
             goto out;
     }
     if (is->device_id &&
@@ -146,7 +209,7 @@ ad_err registry_commit_issue(store *st, const registry_issue *is)
     util_json_kv(&rec, "kind", is->kind);
     util_json_kv(&rec, "not_before", nb);
     util_json_kv(&rec, "not_after", na);
-    util_json_kv(&rec, "status", "valid");
+    util_json_kv(&rec, "status", registry_cert_status_name(CERT_VALID));
     util_json_kv(&rec, "issued_at", job.now);
     util_json_kv(&rec, "revoked_at", NULL);
     util_json_kv(&rec, "reason", NULL);
@@ -161,63 +224,18 @@ ad_err registry_commit_issue(store *st, const registry_issue *is)
     return e;
 }
 
-ad_err registry_enrollment_by_token(store *st, const char *token,
-                                    json_t **enrollment)
-{
-    store_txn *tx = NULL;
-    char digest[65], id[64];
-    const char *hash;
-    json_t *rec = NULL;
-    ad_err e;
-
-    *enrollment = NULL;
-    if (token == NULL || strncmp(token, "enr_", 4) != 0 ||
-        strlen(token) > 200)
-        return AD_EBADCRED;
-    util_sha256_hex(token, strlen(token), digest);
-    if ((e = store_read_begin(st, &tx)) != AD_OK)
-        return e;
-    e = store_index_first(tx, STORE_IX_ENROLLMENT_TOKENS, digest, id,
-                          sizeof(id));
-    if (e == AD_OK)
-        e = store_get(tx, STORE_ENROLLMENTS, id, &rec);
-    store_read_end(tx);
-    if (e != AD_OK)
-        return e == AD_ENOTFOUND ? AD_EBADCRED : e;
-    hash = json_string_value(json_object_get(rec, "token_sha256"));
-    if (hash == NULL || !util_secret_equal(digest, hash)) {
-        json_decref(rec);
-        return AD_EBADCRED;
-    }
-    *enrollment = rec;
-    return AD_OK;
-}
-
-ad_err registry_enrollment_usable(const json_t *enr, time_t now)
-{
-    const char *exp = json_string_value(json_object_get(enr, "expires_at"));
-    json_int_t used = json_integer_value(json_object_get(enr, "used"));
-    json_int_t max = json_integer_value(json_object_get(enr, "max_uses"));
-    time_t t;
-
-    if (exp == NULL || util_parse_rfc3339(exp, &t) != 0 || now >= t)
-        return AD_EENREXPIRED;
-    if (used >= max)
-        return AD_EENRUSED;
-    return AD_OK;
-}
-
 static ad_err device_status_err(const json_t *dev)
 {
-    const char *status = json_string_value(json_object_get(dev, "status"));
-
-    if (status == NULL)
-        return AD_ESTORE;
-    if (strcmp(status, "suspended") == 0)
+    switch (registry_device_status_of(dev)) {
+    case DEVICE_ACTIVE:
+        return AD_OK;
+    case DEVICE_SUSPENDED:
         return AD_ESUSPENDED;
-    if (strcmp(status, "revoked") == 0)
+    case DEVICE_REVOKED:
         return AD_EREVOKED;
-    return AD_OK;
+    default:
+        return AD_ESTORE;
+    }
 }
 
 ad_err registry_device_issuable(store *st, const char *device_id)
@@ -240,20 +258,18 @@ ad_err registry_device_issuable(store *st, const char *device_id)
 }
 
 ad_err registry_device_by_cert(store *st, const uint8_t *der, size_t len,
-                               time_t now, json_t **device, json_t **cert)
+                               time_t now, registry_cert_owner *owner)
 {
     ca_cert_info info;
     store_txn *tx = NULL;
     json_t *rec = NULL, *dev = NULL;
-    const char *fpr, *status, *dev_id, *na;
+    const char *fpr, *status, *dev_id, *na, *enr_id;
     char want[65];
     time_t not_after;
     ad_err e;
 
-    if (device)
-        *device = NULL;
-    if (cert)
-        *cert = NULL;
+    if (owner)
+        memset(owner, 0, sizeof(*owner));
     if (ca_cert_inspect(der, len, &info) != AD_OK)
         return AD_EBADCRED;
     codec_hex_encode(info.sha256, sizeof(info.sha256), want, 0);
@@ -275,7 +291,7 @@ ad_err registry_device_by_cert(store *st, const uint8_t *der, size_t len,
         e = AD_EBADCRED;
         goto out;
     }
-    if (status && strcmp(status, "revoked") == 0) {
+    if (registry_cert_status_parse(status) == CERT_REVOKED) {
         e = AD_EBADCRED;
         goto out;
     }
@@ -290,13 +306,11 @@ ad_err registry_device_by_cert(store *st, const uint8_t *der, size_t len,
     }
     if ((e = device_status_err(dev)) != AD_OK)
         goto out;
-    if (device) {
-        *device = dev;
-        dev = NULL;
-    }
-    if (cert) {
-        *cert = rec;
-        rec = NULL;
+    if (owner) {
+        enr_id = json_string_value(json_object_get(rec, "enrollment"));
+        util_strlcpy(owner->device_id, dev_id, sizeof(owner->device_id));
+        util_strlcpy(owner->enrollment_id, enr_id ? enr_id : "",
+                     sizeof(owner->enrollment_id));
     }
 out:
     store_read_end(tx);
@@ -320,54 +334,26 @@ json_t *registry_cert_view(const json_t *cert, time_t now)
         return NULL;
     status = json_string_value(json_object_get(v, "status"));
     na = json_string_value(json_object_get(v, "not_after"));
-    if (status && strcmp(status, "valid") == 0 && na &&
+    if (registry_cert_status_parse(status) == CERT_VALID && na &&
         util_parse_rfc3339(na, &t) == 0 && now > t)
-        json_object_set_new(v, "status", json_string("expired"));
+        json_object_set_new(
+            v, "status", json_string(registry_cert_status_name(CERT_EXPIRED)));
     return v;
 }
 
-json_t *registry_enrollment_view(const json_t *enrollment)
+static json_t *apikey_view(const json_t *key)
 {
-    json_t *v = json_deep_copy(enrollment);
-
-    if (v)
-        json_object_del(v, "token_sha256");
-    return v;
+    return registry_view_without(key, "hash");
 }
 
-json_t *registry_apikey_view(const json_t *key)
-{
-    json_t *v = json_deep_copy(key);
-
-    if (v)
-        json_object_del(v, "hash");
-    return v;
-}
-
-struct apikey_write {
-    const char *actor;
-    const char *id;
-    const char *digest;
-    json_t *rec;
-};
-
-static ad_err apikey_write(store_txn *tx, void *arg)
-{
-    struct apikey_write *w = arg;
-    ad_err e = store_put(tx, STORE_APIKEYS, w->id, w->rec, STORE_NOOVERWRITE);
-
-    if (e == AD_OK)
-        e = store_index_add(tx, STORE_IX_APIKEY_HASHES, w->digest, w->id);
-    if (e == AD_OK)
-        e = store_audit(tx, w->actor, "apikey.create", w->id, NULL);
-    return e;
-}
+static const registry_hashed_kind apikeys = {
+    STORE_APIKEYS, STORE_IX_APIKEY_HASHES, "hash", "key",
+    "apikey.create", "apikey.delete", apikey_view};
 
 ad_err registry_apikey_create(store *st, const char *actor, const char *name,
                               const char *role, json_t **view, char *err,
                               size_t errlen)
 {
-    struct apikey_write w;
     char id[24], key[64], digest[65], now[32];
     json_t *rec = NULL;
     ad_err e;
@@ -393,15 +379,7 @@ ad_err registry_apikey_create(store *st, const char *actor, const char *name,
                     "role", role, "created_at", now, "hash", digest);
     if (rec == NULL)
         return AD_ENOMEM;
-    w.actor = actor;
-    w.id = id;
-    w.digest = digest;
-    w.rec = rec;
-    e = store_write(st, apikey_write, &w);
-    if (e == AD_OK) {
-        *view = registry_apikey_view(rec);
-        json_object_set_new(*view, "key", json_string(key));
-    }
+    e = registry_hashed_create(st, &apikeys, actor, id, rec, key, view);
     OPENSSL_cleanse(key, sizeof(key));
     json_decref(rec);
     return e;
@@ -412,19 +390,18 @@ ad_err registry_revoke_cert(store_txn *tx, const char *actor,
                             json_t *revoked)
 {
     json_t *rec = NULL, *crl = NULL;
-    const char *status;
     char now[32];
     ad_err e;
 
     if ((e = store_get(tx, STORE_CERTS, serial, &rec)) != AD_OK)
         return e;
-    status = json_string_value(json_object_get(rec, "status"));
-    if (status && strcmp(status, "revoked") == 0) {
+    if (registry_cert_status_of(rec) == CERT_REVOKED) {
         json_decref(rec);
         return AD_ECONFLICT;
     }
     util_time_rfc3339(time(NULL), now, sizeof(now));
-    json_object_set_new(rec, "status", json_string("revoked"));
+    json_object_set_new(rec, "status",
+                        json_string(registry_cert_status_name(CERT_REVOKED)));
     json_object_set_new(rec, "revoked_at", json_string(now));
     json_object_set_new(rec, "reason", json_string(reason));
     e = store_put(tx, STORE_CERTS, serial, rec, 0);
@@ -442,6 +419,8 @@ ad_err registry_revoke_cert(store_txn *tx, const char *actor,
         e = store_audit(tx, actor, "cert.revoke", serial, detail);
         json_decref(detail);
     }
+    if (e == AD_OK)
+        e = registry_crl_advance(tx, NULL);
     if (e == AD_OK && revoked)
         json_array_append_new(
             revoked, json_pack("{s:s, s:O?, s:O?, s:s, s:s}", "serial", serial,
@@ -495,5 +474,328 @@ ad_err registry_set_incarnation(json_t *device)
     if (e == AD_OK &&
         json_object_set_new(device, "incarnation", json_string(inc)) != 0)
         e = AD_ENOMEM;
+    return e;
+}
+
+ad_err registry_crl_advance(store_txn *tx, uint64_t *number)
+{
+    json_t *meta = NULL;
+    uint64_t next;
+    ad_err e;
+
+    e = store_get(tx, STORE_META, "crl", &meta);
+    if (e == AD_ENOTFOUND) {
+        meta = json_object();
+        e = meta ? AD_OK : AD_ENOMEM;
+    }
+    if (e != AD_OK)
+        return e;
+    next = (uint64_t)json_integer_value(json_object_get(meta, "number")) + 1;
+    json_object_set_new(meta, "number", json_integer((json_int_t)next));
+    e = store_put(tx, STORE_META, "crl", meta, 0);
+    json_decref(meta);
+    if (e == AD_OK && number)
+        *number = next;
+    return e;
+}
+
+ad_err registry_crl_number(store *st, uint64_t *number)
+{
+    store_txn *tx = NULL;
+    json_t *meta = NULL;
+    ad_err e;
+
+    *number = 0;
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        return e;
+    e = store_get(tx, STORE_META, "crl", &meta);
+    if (e == AD_OK)
+        *number = (uint64_t)json_integer_value(json_object_get(meta, "number"));
+    else if (e == AD_ENOTFOUND)
+        e = AD_OK;
+    json_decref(meta);
+    store_read_end(tx);
+    return e;
+}
+
+ad_err registry_event_revoked(store_txn *tx, const json_t *revoked,
+                              const char *device, const char *reason)
+{
+    json_t *serials = json_array(), *v, *data;
+    size_t i;
+    ad_err e;
+
+    if (serials == NULL)
+        return AD_ENOMEM;
+    json_array_foreach(revoked, i, v)
+        json_array_append(serials, json_object_get(v, "serial"));
+    if (device == NULL)
+        device = json_string_value(
+            json_object_get(json_array_get(revoked, 0), "device_id"));
+    data = json_pack("{s:s?, s:o, s:s}", "device", device, "serials", serials,
+                     "reason", reason);
+    if (data == NULL)
+        return AD_ENOMEM;
+    e = store_event_append(tx, "revoked", data);
+    json_decref(data);
+    return e;
+}
+
+ad_err registry_event(store_txn *tx, const char *type, const char *key,
+                      const char *value)
+{
+    json_t *data = json_pack("{s:s}", key, value);
+    ad_err e;
+
+    if (data == NULL)
+        return AD_ENOMEM;
+    e = store_event_append(tx, type, data);
+    json_decref(data);
+    return e;
+}
+
+ad_err registry_apikey_authenticate(store *st, const char *key,
+                                    char id[REGISTRY_APIKEY_ID_MAX],
+                                    char role[REGISTRY_ROLE_MAX])
+{
+    const char *hash, *r;
+    store_txn *tx = NULL;
+    json_t *rec = NULL;
+    char digest[65];
+    ad_err e;
+
+    id[0] = role[0] = '\0';
+    if (strncmp(key, "ak_", 3) != 0 || strlen(key) > 200)
+        return AD_EBADCRED;
+    /* Keys are 256-bit random, so a plain SHA-256 is a safe lookup key;
+     * the stored hash is still compared in constant time below. */
+    util_sha256_hex(key, strlen(key), digest);
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        return e;
+    e = store_index_first(tx, STORE_IX_APIKEY_HASHES, digest, id,
+                          REGISTRY_APIKEY_ID_MAX);
+    if (e == AD_OK)
+        e = store_get(tx, STORE_APIKEYS, id, &rec);
+    if (e == AD_OK) {
+        hash = json_string_value(json_object_get(rec, "hash"));
+        r = json_string_value(json_object_get(rec, "role"));
+        if (hash == NULL || r == NULL || !util_secret_equal(digest, hash))
+            e = AD_EBADCRED;
+        else
+            util_strlcpy(role, r, REGISTRY_ROLE_MAX);
+    }
+    if (e == AD_ENOTFOUND)
+        e = AD_EBADCRED;
+    if (e != AD_OK)
+        id[0] = '\0';
+    json_decref(rec);
+    store_read_end(tx);
+    return e;
+}
+
+int registry_names_valid(const json_t *names)
+{
+    size_t i;
+    json_t *v;
+
+    if (!json_is_array(names) || json_array_size(names) > 64)
+        return 0;
+    json_array_foreach(names, i, v)
+        if (!util_name_valid(json_string_value(v)))
+            return 0;
+    return 1;
+}
+
+/* ---- certificates ---------------------------------------------------- */
+
+ad_err registry_cert_get(store *st, const char *serial, json_t **view)
+{
+    json_t *rec = NULL;
+    ad_err e = registry_record_get(st, STORE_CERTS, serial, &rec);
+
+    *view = NULL;
+    if (e == AD_OK)
+        *view = registry_cert_view(rec, time(NULL));
+    json_decref(rec);
+    return e != AD_OK ? e : *view ? AD_OK : AD_ENOMEM;
+}
+
+/* Whether a certificate view passes the filter. */
+static int cert_passes(const json_t *view, const registry_cert_filter *f)
+{
+    const char *dev = json_string_value(json_object_get(view, "device_id"));
+    const char *en = json_string_value(json_object_get(view, "enrollment"));
+
+    return (f->status == CERT_STATUS_BAD ||
+            registry_cert_status_of(view) == f->status) &&
+           (f->device == NULL || (dev && strcmp(dev, f->device) == 0)) &&
+           (f->enrollment == NULL || (en && strcmp(en, f->enrollment) == 0));
+}
+
+ad_err registry_certs_list(store *st, const registry_cert_filter *f,
+                           const registry_page *pg, registry_list *out)
+{
+    const char *after = pg->after;
+    store_txn *tx = NULL;
+    json_t *items = json_array(), *page = NULL, *v;
+    time_t now = time(NULL);
+    char cursor_buf[16 + CA_SERIAL_HEX_MAX + 1];
+    size_t i;
+    int more = 0;
+    ad_err e;
+
+    out->items = out->next = NULL;
+    if (items == NULL)
+        return AD_ENOMEM;
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        goto fail;
+    /* Walk pages of the narrowest source until limit items pass the
+     * remaining filters, so that "next" is always a resumable cursor. */
+    for (;;) {
+        const char *cursor = after;
+        int src_more = 0;
+
+        json_decref(page);
+        page = NULL;
+        if (f->device)
+            e = store_index_list(tx, STORE_IX_CERTS_BY_DEVICE, f->device,
+                                 cursor, pg->limit, &page, &src_more);
+        else if (f->enrollment)
+            e = store_index_list(tx, STORE_IX_CERTS_BY_ENROLLMENT,
+                                 f->enrollment, cursor, pg->limit, &page,
+                                 &src_more);
+        else
+            e = store_list(tx, STORE_CERTS, "", cursor, pg->limit, &page,
+                           &src_more);
+        if (e != AD_OK)
+            goto fail;
+        json_array_foreach(page, i, v) {
+            json_t *rec = NULL, *view;
+            /* The cursor is the source's own key: an index value or a
+             * serial. */
+            const char *key = json_is_string(v)
+                                  ? json_string_value(v)
+                                  : json_string_value(
+                                        json_object_get(v, "serial"));
+
+            if (json_array_size(items) >= pg->limit) {
+                more = 1;
+                break;
+            }
+            after = key; /* the page cursor follows the source */
+            if (json_is_string(v)) {
+                if (store_get(tx, STORE_CERTS, registry_ix_serial(key),
+                              &rec) != AD_OK)
+                    continue;
+            } else {
+                rec = json_incref(v);
+            }
+            view = registry_cert_view(rec, now);
+            json_decref(rec);
+            if (!cert_passes(view, f)) {
+                json_decref(view);
+                continue;
+            }
+            json_array_append_new(items, view);
+        }
+        if (more || !src_more)
+            break;
+        if (json_array_size(items) >= pg->limit) {
+            more = 1;
+            break;
+        }
+        /* after points into page, which the next round frees. */
+        util_strlcpy(cursor_buf, after ? after : "", sizeof(cursor_buf));
+        after = cursor_buf;
+    }
+    /* The cursor is the last source key looked at (an index value for
+     * device/enrollment lists), copied before its page is freed. */
+    util_strlcpy(cursor_buf, after ? after : "", sizeof(cursor_buf));
+    json_decref(page);
+    store_read_end(tx);
+    out->items = items;
+    out->next = more && cursor_buf[0] ? json_string(cursor_buf) : json_null();
+    return AD_OK;
+fail:
+    json_decref(page);
+    json_decref(items);
+    store_read_end(tx);
+    return e;
+}
+
+struct cert_revoke {
+    const char *actor;
+    const char *serial;
+    const char *reason;
+    json_t *revoked;
+};
+
+static ad_err cert_revoke_write(store_txn *tx, void *arg)
+{
+    struct cert_revoke *w = arg;
+    ad_err e;
+
+    json_array_clear(w->revoked); /* a retried write starts afresh */
+    e = registry_revoke_cert(tx, w->actor, w->serial, w->reason, w->revoked);
+    if (e == AD_OK)
+        e = registry_event_revoked(tx, w->revoked, NULL, w->reason);
+    return e;
+}
+
+ad_err registry_cert_revoke(store *st, const char *actor, const char *serial,
+                            const char *reason, json_t **view)
+{
+    struct cert_revoke w;
+    ad_err e;
+
+    *view = NULL;
+    w.actor = actor;
+    w.serial = serial;
+    w.reason = reason;
+    if ((w.revoked = json_array()) == NULL)
+        return AD_ENOMEM;
+    e = store_write(st, cert_revoke_write, &w);
+    json_decref(w.revoked);
+    if (e != AD_OK)
+        return e;
+    /* Revoked is durable whatever this read says. */
+    if (registry_cert_get(st, serial, view) != AD_OK)
+        *view = json_pack("{s:s, s:s}", "serial", serial, "status",
+                          registry_cert_status_name(CERT_REVOKED));
+    return AD_OK;
+}
+
+/* ---- API keys and the audit log -------------------------------------- */
+
+ad_err registry_apikeys_list(store *st, const registry_page *pg,
+                             registry_list *out)
+{
+    return registry_hashed_list(st, &apikeys, pg, out);
+}
+
+ad_err registry_apikey_delete(store *st, const char *actor, const char *id)
+{
+    return registry_hashed_delete(st, &apikeys, actor, id);
+}
+
+ad_err registry_audit_list(store *st, const registry_page *pg,
+                           registry_list *out, char *err, size_t errlen)
+{
+    uint64_t after = 0;
+    store_txn *tx = NULL;
+    json_t *items = NULL;
+    int more = 0;
+    ad_err e;
+
+    out->items = out->next = NULL;
+    if (pg->after && codec_parse_u64(pg->after, UINT64_MAX - 1, &after) != 0)
+        return ad_errf(AD_EBADREQ, err, errlen,
+                       "after must be an audit seq number");
+    e = store_read_begin(st, &tx);
+    if (e == AD_OK)
+        e = store_audit_list(tx, after, pg->limit, &items, &more);
+    store_read_end(tx);
+    if (e == AD_OK)
+        registry_list_set(out, items, more, "seq");
     return e;
 }

@@ -1,7 +1,11 @@
 /* The registry's rules on top of the store: what it means to issue a
  * certificate under an enrollment, which certificates identify an active
- * device, and how records are shown to API clients. Every write here is
- * one store_write, so its checks and its changes commit together. */
+ * device, and how records are shown to API clients; certificates, API
+ * keys and the audit log. Devices, enrollments and policies have modules
+ * of their own (registry_devices.h, registry_enrollments.h,
+ * registry_policies.h). Every write is one store_write, so its checks and
+ * its changes commit together; nothing above the registry names a table
+ * or a field of a record. */
 #ifndef AUTHD_REGISTRY_H
 #define AUTHD_REGISTRY_H
 
@@ -12,6 +16,30 @@
 
 #include "../ca/ca.h"
 #include "store.h"
+
+/* The states of records, as the registry's C types: the JSON text of a
+ * state is written and read only by the functions below. */
+typedef enum {
+    DEVICE_ACTIVE,
+    DEVICE_SUSPENDED,
+    DEVICE_REVOKED,  /* final */
+    DEVICE_STATUS_BAD /* a record we did not write */
+} registry_device_status;
+
+typedef enum {
+    CERT_VALID,
+    CERT_REVOKED,
+    CERT_EXPIRED,    /* only in views: stored records say valid */
+    CERT_STATUS_BAD
+} registry_cert_status;
+
+registry_device_status registry_device_status_parse(const char *text);
+const char *registry_device_status_name(registry_device_status s);
+registry_cert_status registry_cert_status_parse(const char *text);
+const char *registry_cert_status_name(registry_cert_status s);
+/* The status field of a device or certificate record. */
+registry_device_status registry_device_status_of(const json_t *device);
+registry_cert_status registry_cert_status_of(const json_t *cert);
 
 /* A certificate to record. Exactly the fields that apply are set. */
 typedef struct {
@@ -32,22 +60,19 @@ typedef struct {
  * the certificate must not be handed out. */
 ad_err registry_commit_issue(store *st, const registry_issue *is);
 
-/* Finds the enrollment a token belongs to (by its SHA-256). On success
- * *enrollment is a new reference. AD_EBADCRED if none. */
-ad_err registry_enrollment_by_token(store *st, const char *token,
-                                    json_t **enrollment);
-
-/* Checks that an enrollment may still be used at time now: AD_OK,
- * AD_EENREXPIRED or AD_EENRUSED. */
-ad_err registry_enrollment_usable(const json_t *enrollment, time_t now);
+/* Whose a presented client certificate is. */
+enum { REGISTRY_ID_MAX = 129 };
+typedef struct {
+    char device_id[REGISTRY_ID_MAX];
+    char enrollment_id[REGISTRY_ID_MAX]; /* "" if issued without one */
+} registry_cert_owner;
 
 /* Resolves a presented client certificate to its device: the record must
  * exist with the same fingerprint, not be revoked or expired, and its
- * device must be active. On success *device and *cert are new references
- * (either out-param may be NULL if not wanted). Errors: AD_EBADCRED,
- * AD_ESUSPENDED, AD_EREVOKED. */
+ * device must be active. On success fills *owner (if non-NULL); on error
+ * it is zeroed. Errors: AD_EBADCRED, AD_ESUSPENDED, AD_EREVOKED. */
 ad_err registry_device_by_cert(store *st, const uint8_t *der, size_t len,
-                               time_t now, json_t **device, json_t **cert);
+                               time_t now, registry_cert_owner *owner);
 
 /* Device status before issuing: AD_OK if absent or active, else
  * AD_ESUSPENDED / AD_EREVOKED. */
@@ -60,6 +85,13 @@ ad_err registry_device_issuable(store *st, const char *device_id);
 ad_err registry_apikey_create(store *st, const char *actor, const char *name,
                               const char *role, json_t **view, char *err,
                               size_t errlen);
+
+/* Finds the API key a bearer secret ("ak_...") belongs to: its id and
+ * role name. AD_EBADCRED if it is no key of ours. */
+enum { REGISTRY_APIKEY_ID_MAX = 64, REGISTRY_ROLE_MAX = 16 };
+ad_err registry_apikey_authenticate(store *st, const char *key,
+                                    char id[REGISTRY_APIKEY_ID_MAX],
+                                    char role[REGISTRY_ROLE_MAX]);
 
 /* The certificates of a device or an enrollment are indexed by values
  * "<16 hex digits of the issue time in µs><serial>": new certificates
@@ -82,6 +114,24 @@ ad_err registry_revoke_device_certs(store_txn *tx, const char *actor,
                                     const char *device_id, const char *reason,
                                     json_t *revoked);
 
+/* The CRL number lives in the store, one sequence for every node: a
+ * revocation advances it in its own transaction (registry_revoke_cert
+ * does), and every node builds its CRL with the number it reads, so the
+ * CRLs of all nodes agree and numbers only grow. Inside a write:
+ * advances it (*number, if non-NULL, gets the new value). */
+ad_err registry_crl_advance(store_txn *tx, uint64_t *number);
+/* The current CRL number (0 before the first). */
+ad_err registry_crl_number(store *st, uint64_t *number);
+
+/* Events for GET /v1/events, written inside the write that makes the
+ * change. "revoked": {"device","serials","reason"} from the entries
+ * registry_revoke_cert appended to revoked (device NULL: the first
+ * entry's). Others: {key: value}, e.g. ("suspended", "device", id). */
+ad_err registry_event_revoked(store_txn *tx, const json_t *revoked,
+                              const char *device, const char *reason);
+ad_err registry_event(store_txn *tx, const char *type, const char *key,
+                      const char *value);
+
 /* Every device record gets a random incarnation when it is created.
  * Credentials minted for a device (tokens) carry it, so they do not
  * outlive the device: deleting it and creating another of the same id
@@ -89,9 +139,63 @@ ad_err registry_revoke_device_certs(store_txn *tx, const char *actor,
 enum { REGISTRY_INCARNATION_MAX = 17 };
 ad_err registry_set_incarnation(json_t *device);
 
-/* Public views: copies without secrets, with derived fields. */
-json_t *registry_cert_view(const json_t *cert, time_t now);
-json_t *registry_enrollment_view(const json_t *enrollment);
-json_t *registry_apikey_view(const json_t *key);
+/* ---- lists ---------------------------------------------------------- */
+
+/* Which page of a list to read. */
+typedef struct {
+    const char *prefix; /* keys that start with it; NULL for all */
+    const char *after;  /* the previous page's next, or NULL */
+    size_t limit;
+} registry_page;
+
+/* A page of public views: items (an array) and next (the cursor of the
+ * following page, a string, or JSON null at the end). The caller owns
+ * both references (json_pack "o" steals them). */
+typedef struct {
+    json_t *items;
+    json_t *next;
+} registry_list;
+
+/* Whether names is an array of at most 64 names (groups, policies). */
+int registry_names_valid(const json_t *names);
+
+/* ---- certificates ---------------------------------------------------- */
+
+/* The view of certificate serial (normalised lowercase hex). AD_ENOTFOUND
+ * if there is none. */
+ad_err registry_cert_get(store *st, const char *serial, json_t **view);
+
+/* Which certificates to list: every field NULL (CERT_STATUS_BAD) for
+ * all. */
+typedef struct {
+    const char *device;
+    const char *enrollment;
+    registry_cert_status status;
+} registry_cert_filter;
+
+/* A page of certificate views that pass f, in serial order (issue order
+ * for a device's or an enrollment's). */
+ad_err registry_certs_list(store *st, const registry_cert_filter *f,
+                           const registry_page *pg, registry_list *out);
+
+/* Revokes certificate serial with an RFC 5280 reason name and records the
+ * "revoked" event, in one write. *view (new reference) is the certificate
+ * afterwards. AD_ENOTFOUND, AD_ECONFLICT (already revoked), AD_ESTORE; on
+ * error *view is NULL. */
+ad_err registry_cert_revoke(store *st, const char *actor, const char *serial,
+                            const char *reason, json_t **view);
+
+/* ---- API keys and the audit log -------------------------------------- */
+
+/* A page of API keys, without their hashes. */
+ad_err registry_apikeys_list(store *st, const registry_page *pg,
+                             registry_list *out);
+/* AD_ENOTFOUND if there is no such key. */
+ad_err registry_apikey_delete(store *st, const char *actor, const char *id);
+
+/* A page of the audit log after sequence number pg->after (decimal; NULL
+ * for the start). AD_EBADREQ (with a message) if after is not one. */
+ad_err registry_audit_list(store *st, const registry_page *pg,
+                           registry_list *out, char *err, size_t errlen);
 
 #endif

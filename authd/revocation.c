@@ -1,11 +1,12 @@
 /* See revocation.h. The CRL is an immutable snapshot swapped under a
  * mutex; readers copy it out. The CRL number lives in the store so it
- * only ever grows, across restarts too. */
+ * only ever grows, across restarts and across nodes. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "registry.h"
 #include "revocation.h"
 #include "util.h"
 
@@ -30,7 +31,51 @@ struct revocation {
      * store, so revoking one by one stays linear, not quadratic. */
     ca_revoked *list;
     size_t n, cap;
+    /* The serials in list, so that a change reported twice (or a resync
+     * racing a report) never lists a certificate twice: an open-addressed
+     * set of serial hashes, at most half full. */
+    uint64_t *seen;
+    size_t seen_cap;
 };
+
+static uint64_t serial_hash(const char *serial)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a; 0 marks a free slot */
+
+    for (; *serial; serial++)
+        h = (h ^ (unsigned char)*serial) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+/* Adds h to the set: 1 if new, 0 if present, -1 out of memory. */
+static int seen_add(revocation *rv, uint64_t h)
+{
+    size_t i;
+
+    if ((rv->n + 1) * 2 > rv->seen_cap) {
+        size_t ncap = rv->seen_cap ? rv->seen_cap * 2 : 2048, j;
+        uint64_t *ns = calloc(ncap, sizeof(*ns));
+
+        if (ns == NULL)
+            return -1;
+        for (j = 0; j < rv->seen_cap; j++) {
+            if (rv->seen[j] == 0)
+                continue;
+            for (i = rv->seen[j] & (ncap - 1); ns[i]; i = (i + 1) & (ncap - 1))
+                ;
+            ns[i] = rv->seen[j];
+        }
+        free(rv->seen);
+        rv->seen = ns;
+        rv->seen_cap = ncap;
+    }
+    for (i = h & (rv->seen_cap - 1); rv->seen[i];
+         i = (i + 1) & (rv->seen_cap - 1))
+        if (rv->seen[i] == h)
+            return 0;
+    rv->seen[i] = h;
+    return 1;
+}
 
 static void snapshot_free(struct crl_snapshot *s)
 {
@@ -65,6 +110,14 @@ static ad_err list_add(revocation *rv, const char *serial, const char *at,
     if (serial == NULL ||
         ca_serial_from_hex(serial, e->serial, &e->serial_len) != AD_OK)
         return AD_OK;
+    switch (seen_add(rv, serial_hash(serial))) {
+    case 0:
+        return AD_OK; /* listed already */
+    case -1:
+        return AD_ENOMEM;
+    default:
+        break;
+    }
     if (at)
         util_parse_rfc3339(at, &t);
     if (reason_name)
@@ -78,7 +131,8 @@ static ad_err list_add(revocation *rv, const char *serial, const char *at,
     return AD_OK;
 }
 
-/* Reads every revoked certificate from the CRL table, once, at start. */
+/* Reads every revoked certificate from the CRL table: at start, and
+ * again when the change feed may have missed some. */
 static ad_err load_revoked(revocation *rv)
 {
     char cursor[CA_SERIAL_HEX_MAX + 1] = "";
@@ -116,28 +170,10 @@ static ad_err load_revoked(revocation *rv)
     return e;
 }
 
-static ad_err crl_number_write(store_txn *tx, void *arg)
-{
-    uint64_t *number = arg;
-    json_t *meta = NULL;
-    ad_err e;
-
-    e = store_get(tx, STORE_META, "crl", &meta);
-    if (e == AD_ENOTFOUND) {
-        meta = json_object();
-        e = AD_OK;
-    }
-    if (e != AD_OK)
-        return e;
-    *number = (uint64_t)json_integer_value(json_object_get(meta, "number")) + 1;
-    json_object_set_new(meta, "number", json_integer((json_int_t)*number));
-    e = store_put(tx, STORE_META, "crl", meta, 0);
-    json_decref(meta);
-    return e;
-}
-
-/* Builds a CRL from the in-memory list (under refresh_lock). */
-static ad_err rebuild_locked(revocation *rv, char *err, size_t errlen)
+/* Builds a CRL with the given number from the in-memory list (under
+ * refresh_lock). */
+static ad_err rebuild_locked(revocation *rv, uint64_t number, char *err,
+                             size_t errlen)
 {
     struct crl_snapshot fresh, old;
     time_t now = time(NULL);
@@ -145,9 +181,8 @@ static ad_err rebuild_locked(revocation *rv, char *err, size_t errlen)
     ad_err e;
 
     memset(&fresh, 0, sizeof(fresh));
-    e = store_write(rv->st, crl_number_write, &fresh.number);
-    if (e == AD_OK)
-        e = ca_crl_build(rv->ca, rv->list, rv->n, fresh.number, (int64_t)now,
+    fresh.number = number;
+    e = ca_crl_build(rv->ca, rv->list, rv->n, fresh.number, (int64_t)now,
                          (int64_t)now + rv->crl_seconds, &fresh.der,
                          &fresh.len, err, errlen);
     if (e == AD_OK) {
@@ -171,20 +206,16 @@ static ad_err rebuild_locked(revocation *rv, char *err, size_t errlen)
     return AD_OK;
 }
 
-static ad_err rebuild(revocation *rv, char *err, size_t errlen)
+static ad_err advance_write(store_txn *tx, void *arg)
 {
-    ad_err e;
-
-    pthread_mutex_lock(&rv->refresh_lock);
-    e = rebuild_locked(rv, err, errlen);
-    pthread_mutex_unlock(&rv->refresh_lock);
-    return e;
+    return registry_crl_advance(tx, arg);
 }
 
 ad_err revocation_open(store *st, const ca *c, checker *chk, long crl_hours,
                        revocation **out, char *err, size_t errlen)
 {
     revocation *rv;
+    uint64_t number = 0;
     ad_err e;
 
     *out = NULL;
@@ -197,8 +228,15 @@ ad_err revocation_open(store *st, const ca *c, checker *chk, long crl_hours,
     rv->crl_seconds = (crl_hours > 0 ? crl_hours : 168) * 3600;
     pthread_mutex_init(&rv->lock, NULL);
     pthread_mutex_init(&rv->refresh_lock, NULL);
-    if ((e = load_revoked(rv)) != AD_OK ||
-        (e = rebuild(rv, err, errlen)) != AD_OK) {
+    /* A new CRL gets a new number, taken from the store's one sequence;
+     * other nodes rebuild with it when its change reaches them. */
+    if ((e = load_revoked(rv)) == AD_OK &&
+        (e = store_write(st, advance_write, &number)) == AD_OK) {
+        pthread_mutex_lock(&rv->refresh_lock);
+        e = rebuild_locked(rv, number, err, errlen);
+        pthread_mutex_unlock(&rv->refresh_lock);
+    }
+    if (e != AD_OK) {
         revocation_close(rv);
         return e;
     }
@@ -212,43 +250,88 @@ void revocation_close(revocation *rv)
         return;
     snapshot_free(&rv->cur);
     free(rv->list);
+    free(rv->seen);
     pthread_mutex_destroy(&rv->lock);
     pthread_mutex_destroy(&rv->refresh_lock);
     free(rv);
 }
 
-void revocation_refresh(revocation *rv, const json_t *revoked)
+static void log_build_failed(ad_err e, const char *err)
+{
+    log_line("error", "event=crl_build_failed code=%s message=\"%s\"",
+             ad_err_code(e), err);
+}
+
+/* Rebuilds with the store's number if it is newer than ours, or always
+ * (resync: then the whole revoked table is read again first; the set
+ * drops what is listed already). */
+static void rebuild_from_store(revocation *rv, int resync)
 {
     char err[256] = "";
-    const json_t *v;
-    size_t i;
+    uint64_t number = 0, have;
     ad_err e = AD_OK;
 
     pthread_mutex_lock(&rv->refresh_lock);
-    json_array_foreach(revoked, i, v) {
-        e = list_add(rv, json_string_value(json_object_get(v, "serial")),
-                     json_string_value(json_object_get(v, "revoked_at")),
-                     json_string_value(json_object_get(v, "reason")));
-        if (e != AD_OK)
-            break;
-    }
+    pthread_mutex_lock(&rv->lock);
+    have = rv->cur.number;
+    pthread_mutex_unlock(&rv->lock);
+    if (resync && (e = load_revoked(rv)) != AD_OK)
+        util_strlcpy(err, "cannot read the revoked certificates", sizeof(err));
     if (e == AD_OK)
-        e = rebuild_locked(rv, err, sizeof(err));
+        e = registry_crl_number(rv->st, &number);
+    if (e == AD_OK && (number > have || resync))
+        e = rebuild_locked(rv, number > have ? number : have, err,
+                           sizeof(err));
     pthread_mutex_unlock(&rv->refresh_lock);
     if (e != AD_OK)
-        log_line("error", "event=crl_build_failed code=%s message=\"%s\"",
-                 ad_err_code(e), err);
+        log_build_failed(e, err);
+}
+
+void revocation_revoked_changed(revocation *rv, const char *serial)
+{
+    store_txn *tx = NULL;
+    json_t *rec = NULL;
+    ad_err e;
+
+    if ((e = store_read_begin(rv->st, &tx)) == AD_OK)
+        e = store_get(tx, STORE_REVOKED_CERTS, serial, &rec);
+    store_read_end(tx);
+    if (e == AD_OK) {
+        pthread_mutex_lock(&rv->refresh_lock);
+        e = list_add(rv, serial,
+                     json_string_value(json_object_get(rec, "revoked_at")),
+                     json_string_value(json_object_get(rec, "reason")));
+        pthread_mutex_unlock(&rv->refresh_lock);
+    }
+    json_decref(rec);
+    if (e != AD_OK && e != AD_ENOTFOUND)
+        log_build_failed(e, "cannot list a revoked certificate");
+}
+
+void revocation_number_changed(revocation *rv)
+{
+    rebuild_from_store(rv, 0);
+}
+
+void revocation_resync(revocation *rv)
+{
+    rebuild_from_store(rv, 1);
 }
 
 void revocation_tick(revocation *rv, time_t now)
 {
     time_t built;
+    uint64_t number;
+    ad_err e;
 
     pthread_mutex_lock(&rv->lock);
     built = rv->cur.this_update;
     pthread_mutex_unlock(&rv->lock);
-    if (now - built > rv->crl_seconds / 2)
-        revocation_refresh(rv, NULL);
+    /* The new number's change makes every node (this one included)
+     * rebuild. */
+    if (now - built > rv->crl_seconds / 2 &&
+        (e = store_write(rv->st, advance_write, &number)) != AD_OK)
+        log_build_failed(e, "cannot advance the CRL number");
 }
 
 ad_err revocation_crl_der(revocation *rv, uint8_t **der, size_t *len)

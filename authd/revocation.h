@@ -1,5 +1,6 @@
 /* The daemon's revocation outputs: the current CRL (rebuilt when a
- * revocation commits and before it grows stale, never per request) and
+ * revocation commits on any node and before it grows stale, never per
+ * request) and
  * the OCSP responder, which answers from the checker's certificate cache
  * so a revocation is visible to the next OCSP request. */
 #ifndef AUTHD_REVOCATION_H
@@ -22,12 +23,17 @@ ad_err revocation_open(store *st, const ca *c, checker *chk, long crl_hours,
                        revocation **out, char *err, size_t errlen);
 void revocation_close(revocation *rv);
 
-/* Adds the certificates a committed write revoked ([{"serial",
- * "revoked_at","reason"}], or NULL) to the revoked list and rebuilds the
- * CRL now, with a new CRL number. Logs and keeps the old CRL if that
- * fails. */
-void revocation_refresh(revocation *rv, const json_t *revoked);
-/* Rebuilds it if half of its validity has passed. */
+/* The change feed (changes.c), on whichever node made the change:
+ * a certificate entered the CRL table (serial): list it;
+ * the CRL number advanced (every revocation advances it after putting
+ * its entries, and the feed reports them in that order): rebuild the CRL
+ * with that number, now;
+ * changes may have been missed: read the table again and rebuild. */
+void revocation_revoked_changed(revocation *rv, const char *serial);
+void revocation_number_changed(revocation *rv);
+void revocation_resync(revocation *rv);
+/* Advances the CRL number (which makes every node rebuild) if half of
+ * this CRL's validity has passed. Not from a change-feed watcher. */
 void revocation_tick(revocation *rv, time_t now);
 
 /* Copies of the current CRL (DER, or PEM text); caller frees. */

@@ -8,6 +8,7 @@
 
 #include "checker.h"
 #include "http.h"
+#include "registry.h"
 
 /* The table, and its length. */
 const http_route *routes_table(size_t *n);
@@ -47,12 +48,11 @@ void route_apikey_list(http_req *r);
 void route_apikey_delete(http_req *r);
 void route_audit_list(http_req *r);
 
-/* Replies a page of table t (keys starting with prefix, NULL for all),
- * each record shown through view (NULL: as stored), "next" taken from
- * the last item's cursor_field. */
-void routes_list_table(http_req *r, store_table t, const char *prefix,
-                       json_t *(*view)(const json_t *rec),
-                       const char *cursor_field);
+/* Reads ?limit and ?after into *pg (no prefix). On error replies and
+ * returns -1. */
+int routes_page(http_req *r, registry_page *pg);
+/* Replies {"items", "next"} from *l (taking both), or the error e. */
+void routes_reply_list(http_req *r, ad_err e, registry_list *l);
 
 /* routes_policy.c */
 void route_policy_put(http_req *r);
@@ -91,13 +91,9 @@ void route_crl_der(http_req *r);
 void route_crl_pem(http_req *r);
 void route_ocsp_post(http_req *r);
 void route_ocsp_get(http_req *r);
-/* After a revocation committed: drop cached identities, rebuild the
- * CRL, publish a "revoked" event. revoked: [{"serial","fingerprint"}]. */
-void routes_after_revocation(app *a, const json_t *revoked, const char *device,
-                             const char *reason);
-/* Publishes an event (after its change committed). */
-void routes_publish(app *a, const char *type, const char *key,
-                    const char *value);
+/* After n revocations committed: counts them for /metrics (caches, the
+ * CRL and events follow the store's change feed). */
+void routes_count_revocations(app *a, size_t n);
 
 /* What a device-secret check made on r's lane does when it needs
  * argon2id: defer from a connection thread, run on the secret lane (or a

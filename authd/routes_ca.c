@@ -10,7 +10,7 @@
 
 #include "../common/codec.h"
 #include "log.h"
-#include "registry.h"
+#include "registry_enrollments.h"
 #include "routes.h"
 #include "util.h"
 
@@ -190,18 +190,18 @@ void route_est_csrattrs(http_req *r)
 
 /* The enrollment a request is made under: an enrollment token as Bearer
  * (or the password of EST Basic auth, user = enrollment id), or an
- * admin/provisioner API key naming "enrollment" in the body. On failure
- * replies and returns NULL. */
-static json_t *enrollment_of(http_req *r, const char *named_id)
+ * admin/provisioner API key naming "enrollment" in the body, into *enr.
+ * On failure replies and returns -1. */
+static int enrollment_of(http_req *r, const char *named_id,
+                         registry_enrollment *enr)
 {
     const char *auth = http_header(r, "Authorization");
-    json_t *enr = NULL;
     ad_err e;
 
     if (auth == NULL) {
         r->www_authenticate = "Bearer";
         http_reply_error(r, AD_EUNAUTH, "an enrollment token is required");
-        return NULL;
+        return -1;
     }
     if (strncasecmp(auth, "Basic ", 6) == 0) {
         uint8_t *raw = NULL;
@@ -214,73 +214,64 @@ static json_t *enrollment_of(http_req *r, const char *named_id)
             rawlen > 512) {
             free(raw);
             http_reply_error(r, AD_EBADCRED, "malformed Basic credentials");
-            return NULL;
+            return -1;
         }
         raw[rawlen] = '\0'; /* rawlen < 513, the buffer's size */
         colon = memchr(raw, ':', rawlen);
         if (colon == NULL || strlen((char *)raw) != rawlen) {
             free(raw);
             http_reply_error(r, AD_EBADCRED, "malformed Basic credentials");
-            return NULL;
+            return -1;
         }
         *colon = '\0';
-        e = registry_enrollment_by_token(r->app->st, colon + 1, &enr);
+        e = registry_enrollment_by_token(r->app->st, colon + 1, enr);
         /* The user part must name the same enrollment, if given. */
-        if (e == AD_OK && raw[0] &&
-            strcmp((char *)raw,
-                   json_string_value(json_object_get(enr, "id"))) != 0) {
-            json_decref(enr);
-            enr = NULL;
+        if (e == AD_OK && raw[0] && strcmp((char *)raw, enr->id) != 0)
             e = AD_EBADCRED;
-        }
         free(raw);
     } else if (strncasecmp(auth, "Bearer enr_", 11) == 0) {
-        e = registry_enrollment_by_token(r->app->st, auth + 7, &enr);
+        e = registry_enrollment_by_token(r->app->st, auth + 7, enr);
     } else {
         api_role role = http_bearer_role(r);
-        store_txn *tx = NULL;
 
         if (role != ROLE_ADMIN && role != ROLE_PROVISIONER) {
             http_reply_error(r, role == ROLE_NONE ? AD_EBADCRED : AD_EFORBIDDEN,
                              "an enrollment token or a provisioner API key "
                              "is required");
-            return NULL;
+            return -1;
         }
         if (named_id == NULL) {
             http_reply_error(r, AD_EFIELD,
                              "with an API key, \"enrollment\" must name the "
                              "enrollment");
-            return NULL;
+            return -1;
         }
-        e = store_read_begin(r->app->st, &tx);
-        if (e == AD_OK)
-            e = store_get(tx, STORE_ENROLLMENTS, named_id, &enr);
-        store_read_end(tx);
+        e = registry_enrollment_get(r->app->st, named_id, enr);
         if (e == AD_ENOTFOUND) {
             http_reply_error(r, AD_ENOTFOUND, "no such enrollment");
-            return NULL;
+            return -1;
         }
         if (e == AD_OK)
-            return enr;
+            return 0;
     }
     if (e != AD_OK) {
         r->www_authenticate = "Bearer error=\"invalid_token\"";
         http_reply_error(r, e,
                          e == AD_EBADCRED ? "the enrollment token is not valid"
                                           : NULL);
-        return NULL;
+        return -1;
     }
-    snprintf(r->actor, sizeof(r->actor), "enrollment:%s",
-             json_string_value(json_object_get(enr, "id")));
-    return enr;
+    snprintf(r->actor, sizeof(r->actor), "enrollment:%s", enr->id);
+    return 0;
 }
 
 /* Shared by /v1/enroll and EST simpleenroll once the CSR is parsed. */
-static void enroll_with(http_req *r, json_t *enr, const ca_csr *csr,
-                        const char *device_id, answer_form form)
+static void enroll_with(http_req *r, const registry_enrollment *enr,
+                        const ca_csr *csr, const char *device_id,
+                        answer_form form)
 {
     struct issue_req q;
-    const char *pattern = json_string_value(json_object_get(enr, "id_pattern"));
+    const char *pattern = enr->id_pattern;
     char msg[300];
     ad_err e;
 
@@ -295,7 +286,7 @@ static void enroll_with(http_req *r, json_t *enr, const ca_csr *csr,
         http_reply_error(r, AD_EDEVID, NULL);
         return;
     }
-    if (pattern && !util_glob_match(pattern, device_id)) {
+    if (!util_glob_match(pattern, device_id)) {
         char safe[140];
         snprintf(msg, sizeof(msg), "device id %s does not match %s",
                  log_safe(device_id, safe, sizeof(safe)), pattern);
@@ -315,9 +306,9 @@ static void enroll_with(http_req *r, json_t *enr, const ca_csr *csr,
     memset(&q, 0, sizeof(q));
     q.kind = "device";
     q.device_id = device_id;
-    q.enrollment_id = json_string_value(json_object_get(enr, "id"));
+    q.enrollment_id = enr->id;
     q.create_device = 1;
-    q.days = (long)json_integer_value(json_object_get(enr, "cert_days"));
+    q.days = enr->cert_days;
     if (q.days <= 0)
         q.days = atomic_load(&r->app->cert_days);
     q.audit_action = "cert.enroll";
@@ -327,7 +318,8 @@ static void enroll_with(http_req *r, json_t *enr, const ca_csr *csr,
 
 void route_enroll(http_req *r)
 {
-    json_t *body = NULL, *enr = NULL, *jdev, *jcsr, *jenr;
+    json_t *body = NULL, *jdev, *jcsr, *jenr;
+    registry_enrollment enr;
     ca_csr *csr = NULL;
     const char *csr_pem;
     char msg[256];
@@ -336,7 +328,7 @@ void route_enroll(http_req *r)
     if ((body = http_body_object(r)) == NULL)
         return;
     jenr = json_object_get(body, "enrollment");
-    if ((enr = enrollment_of(r, json_string_value(jenr))) == NULL)
+    if (enrollment_of(r, json_string_value(jenr), &enr) != 0)
         goto out;
     jcsr = json_object_get(body, "csr");
     jdev = json_object_get(body, "device_id");
@@ -356,10 +348,9 @@ void route_enroll(http_req *r)
         http_reply_error(r, e, msg);
         goto out;
     }
-    enroll_with(r, enr, csr, json_string_value(jdev), ANSWER_JSON);
+    enroll_with(r, &enr, csr, json_string_value(jdev), ANSWER_JSON);
 out:
     ca_csr_free(csr);
-    json_decref(enr);
     json_decref(body);
 }
 
@@ -392,15 +383,14 @@ static ca_csr *est_csr(http_req *r)
 
 void route_est_simpleenroll(http_req *r)
 {
-    json_t *enr;
+    registry_enrollment enr;
     ca_csr *csr;
 
-    if ((enr = enrollment_of(r, NULL)) == NULL)
+    if (enrollment_of(r, NULL, &enr) != 0)
         return;
     if ((csr = est_csr(r)) != NULL)
-        enroll_with(r, enr, csr, NULL, ANSWER_PKCS7);
+        enroll_with(r, &enr, csr, NULL, ANSWER_PKCS7);
     ca_csr_free(csr);
-    json_decref(enr);
 }
 
 /* ---- renewal over mTLS ----------------------------------------------- */
@@ -408,13 +398,14 @@ void route_est_simpleenroll(http_req *r)
 static void renew_with(http_req *r, const ca_csr *csr, answer_form form,
                        int subject_must_match)
 {
-    json_t *dev = NULL, *cert = NULL, *enr = NULL;
+    registry_cert_owner owner;
+    registry_enrollment enr;
     struct issue_req q;
-    const char *dev_id, *enr_id, *cn;
+    const char *cn;
     ad_err e;
 
     e = registry_device_by_cert(r->app->st, r->client_cert,
-                                r->client_cert_len, time(NULL), &dev, &cert);
+                                r->client_cert_len, time(NULL), &owner);
     if (e != AD_OK) {
         http_reply_error(r, e,
                          e == AD_EBADCRED
@@ -423,36 +414,27 @@ static void renew_with(http_req *r, const ca_csr *csr, answer_form form,
                              : NULL);
         return;
     }
-    dev_id = json_string_value(json_object_get(dev, "id"));
-    snprintf(r->actor, sizeof(r->actor), "device:%s", dev_id);
+    snprintf(r->actor, sizeof(r->actor), "device:%s", owner.device_id);
     cn = ca_csr_common_name(csr);
-    if (subject_must_match && (cn == NULL || strcmp(cn, dev_id) != 0)) {
+    if (subject_must_match && (cn == NULL || strcmp(cn, owner.device_id) != 0)) {
         http_reply_error(r, AD_ESUBJECT,
                          "the CSR subject must be CN=<device id>");
-        goto out;
+        return;
     }
     memset(&q, 0, sizeof(q));
     q.kind = "device";
-    q.device_id = dev_id;
+    q.device_id = owner.device_id;
     q.days = atomic_load(&r->app->cert_days);
     /* Keep the lifetime the device's enrollment chose, if it still
      * exists; renewal does not consume an enrollment use. */
-    enr_id = json_string_value(json_object_get(cert, "enrollment"));
-    if (enr_id) {
-        store_txn *tx = NULL;
-        if (store_read_begin(r->app->st, &tx) == AD_OK &&
-            store_get(tx, STORE_ENROLLMENTS, enr_id, &enr) == AD_OK &&
-            json_integer_value(json_object_get(enr, "cert_days")) > 0)
-            q.days = (long)json_integer_value(json_object_get(enr, "cert_days"));
-        store_read_end(tx);
-    }
+    if (owner.enrollment_id[0] &&
+        registry_enrollment_get(r->app->st, owner.enrollment_id, &enr) ==
+            AD_OK &&
+        enr.cert_days > 0)
+        q.days = enr.cert_days;
     q.audit_action = "cert.renew";
     q.form = form;
     issue_cert(r, csr, &q);
-out:
-    json_decref(enr);
-    json_decref(cert);
-    json_decref(dev);
 }
 
 void route_renew(http_req *r)

@@ -16,6 +16,12 @@ void route_readyz(http_req *r)
         http_reply_error(r, AD_ENOTREADY, NULL);
         return;
     }
+    /* A shared database that does not answer, or a change feed that is
+     * down (this node could miss another's revocation): not ready. */
+    if (!store_ready(a->st)) {
+        http_reply_error(r, AD_ENOTREADY, "the store is unreachable");
+        return;
+    }
     http_reply_json(r, 200, json_pack("{s:s}", "status", "ready"));
 }
 

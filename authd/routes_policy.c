@@ -1,101 +1,65 @@
 /* Admin handlers for policies and groups (docs/api.md §7, §6) and the explain
- * endpoint. A policy or group write bumps the checker's generation after
- * it commits, so the next check compiles against the new documents. */
+ * endpoint. The registry writes each change with its "policy_changed"
+ * event; compiled policies follow the store's change feed. */
 #include <string.h>
-#include <time.h>
 
 #include "checker.h"
+#include "registry_policies.h"
 #include "routes.h"
 #include "util.h"
 
-enum { GROUP_POLICIES_MAX = 64 };
-
-struct named_write {
-    const char *actor;
-    const char *action;
-    store_table table;
-    const char *name;
-    json_t *rec;   /* put: the record; NULL: delete */
-    int created;
-};
-
-static ad_err named_write(store_txn *tx, void *arg)
+/* Puts the named record of kind (the route's name) holding value. */
+static void put_named(http_req *r, registry_named_kind kind,
+                      const json_t *value)
 {
-    struct named_write *w = arg;
-    json_t *old = NULL;
-    ad_err e;
+    json_t *view = NULL;
+    int created = 0;
+    ad_err e = registry_named_put(r->app->st, kind, r->actor, r->param[0],
+                                  value, &view, &created);
 
-    if (w->rec == NULL) {
-        e = store_del(tx, w->table, w->name);
-    } else {
-        w->created = store_get(tx, w->table, w->name, &old) == AD_ENOTFOUND;
-        json_decref(old);
-        e = store_put(tx, w->table, w->name, w->rec, 0);
-    }
-    if (e == AD_OK)
-        e = store_audit(tx, w->actor, w->action, w->name, NULL);
-    return e;
-}
-
-/* Writes (rec) or deletes (rec NULL) a named record and invalidates the
- * compiled policies. Replies with the error, or returns AD_OK. */
-static ad_err write_named(http_req *r, store_table t, const char *action,
-                          json_t *rec, int *created)
-{
-    struct named_write w;
-    ad_err e;
-
-    memset(&w, 0, sizeof(w));
-    w.actor = r->actor;
-    w.action = action;
-    w.table = t;
-    w.name = r->param[0];
-    w.rec = rec;
-    e = store_write(r->app->st, named_write, &w);
-    if (e != AD_OK) {
-        http_reply_error(r, e, e == AD_ENOTFOUND ? "not found" : NULL);
-        return e;
-    }
-    checker_forget_policies(r->app->checker);
-    routes_publish(r->app, "policy_changed",
-                   t == STORE_POLICIES ? "policy" : "group", w.name);
-    if (created)
-        *created = w.created;
-    return AD_OK;
-}
-
-static json_t *read_named(http_req *r, store_table t)
-{
-    store_txn *tx = NULL;
-    json_t *rec = NULL;
-    ad_err e;
-
-    e = store_read_begin(r->app->st, &tx);
-    if (e == AD_OK)
-        e = store_get(tx, t, r->param[0], &rec);
-    store_read_end(tx);
     if (e != AD_OK)
         http_reply_error(r, e, e == AD_ENOTFOUND ? "not found" : NULL);
-    return rec;
+    else
+        http_reply_json(r, created ? 201 : 200, view);
 }
 
-/* Policy lists show names and sizes, not whole documents. */
-static json_t *policy_summary(const json_t *rec)
+static void get_named(http_req *r, registry_named_kind kind)
 {
-    return json_pack("{s:O?, s:I, s:O?}", "name", json_object_get(rec, "name"),
-                     "statement_count",
-                     (json_int_t)json_array_size(json_object_get(
-                         json_object_get(rec, "document"), "statements")),
-                     "updated_at", json_object_get(rec, "updated_at"));
+    json_t *view = NULL;
+    ad_err e = registry_named_get(r->app->st, kind, r->param[0], &view);
+
+    if (e != AD_OK)
+        http_reply_error(r, e, e == AD_ENOTFOUND ? "not found" : NULL);
+    else
+        http_reply_json(r, 200, view);
+}
+
+static void delete_named(http_req *r, registry_named_kind kind)
+{
+    ad_err e = registry_named_delete(r->app->st, kind, r->actor, r->param[0]);
+
+    if (e != AD_OK)
+        http_reply_error(r, e, e == AD_ENOTFOUND ? "not found" : NULL);
+    else
+        http_reply_empty(r, 204);
+}
+
+static void list_named(http_req *r, registry_named_kind kind)
+{
+    registry_page pg;
+    registry_list l;
+
+    if (routes_page(r, &pg) == 0)
+        routes_reply_list(r, registry_named_list(r->app->st, kind, &pg, &l),
+                          &l);
 }
 
 /* ---- policies ----------------------------------------------------------- */
 
 void route_policy_put(http_req *r)
 {
-    json_t *doc, *rec;
-    char msg[256] = "", now[32];
-    int created = 0;
+    char msg[256] = "";
+    json_t *doc;
     ad_err e;
 
     if (!util_name_valid(r->param[0])) {
@@ -106,49 +70,33 @@ void route_policy_put(http_req *r)
     if ((doc = http_body_object(r)) == NULL)
         return;
     e = pol_doc_validate(doc, msg, sizeof(msg));
-    if (e != AD_OK) {
+    if (e != AD_OK)
         http_reply_error(r, e, msg);
-        json_decref(doc);
-        return;
-    }
-    util_time_rfc3339(time(NULL), now, sizeof(now));
-    rec = json_pack("{s:s, s:o, s:s}", "name", r->param[0], "document", doc,
-                    "updated_at", now);
-    if (write_named(r, STORE_POLICIES, "policy.put", rec, &created) == AD_OK)
-        http_reply_json(r, created ? 201 : 200, json_incref(rec));
-    json_decref(rec);
+    else
+        put_named(r, REGISTRY_POLICY, doc);
+    json_decref(doc);
 }
 
 void route_policy_get(http_req *r)
 {
-    json_t *rec = read_named(r, STORE_POLICIES);
-
-    if (rec == NULL)
-        return;
-    /* The document as it was put, so GET and PUT round-trip. */
-    http_reply_json(r, 200, json_incref(json_object_get(rec, "document")));
-    json_decref(rec);
+    get_named(r, REGISTRY_POLICY);
 }
 
 void route_policy_delete(http_req *r)
 {
-    if (write_named(r, STORE_POLICIES, "policy.delete", NULL, NULL) == AD_OK)
-        http_reply_empty(r, 204);
+    delete_named(r, REGISTRY_POLICY);
 }
 
 void route_policy_list(http_req *r)
 {
-    routes_list_table(r, STORE_POLICIES, NULL, policy_summary, "name");
+    list_named(r, REGISTRY_POLICY);
 }
 
 /* ---- groups ----------------------------------------------------------- */
 
 void route_group_put(http_req *r)
 {
-    json_t *body, *policies, *v, *rec;
-    char now[32];
-    size_t i;
-    int created = 0;
+    json_t *body, *policies;
 
     if (!util_name_valid(r->param[0])) {
         http_reply_error(r, AD_EFIELD,
@@ -158,48 +106,29 @@ void route_group_put(http_req *r)
     if ((body = http_body_object(r)) == NULL)
         return;
     policies = json_object_get(body, "policies");
-    if (policies == NULL)
-        policies = json_array();
+    policies = policies ? json_incref(policies) : json_array();
+    if (!registry_names_valid(policies))
+        http_reply_error(r, AD_EFIELD,
+                         "policies must be an array of up to 64 policy names");
     else
-        json_incref(policies);
-    if (!json_is_array(policies) ||
-        json_array_size(policies) > GROUP_POLICIES_MAX)
-        goto bad;
-    json_array_foreach(policies, i, v)
-        if (!util_name_valid(json_string_value(v)))
-            goto bad;
-    util_time_rfc3339(time(NULL), now, sizeof(now));
-    rec = json_pack("{s:s, s:o, s:s}", "name", r->param[0], "policies",
-                    policies, "updated_at", now);
-    if (write_named(r, STORE_GROUPS, "group.put", rec, &created) == AD_OK)
-        http_reply_json(r, created ? 201 : 200, json_incref(rec));
-    json_decref(rec);
-    json_decref(body);
-    return;
-bad:
+        put_named(r, REGISTRY_GROUP, policies);
     json_decref(policies);
     json_decref(body);
-    http_reply_error(r, AD_EFIELD,
-                     "policies must be an array of up to 64 policy names");
 }
 
 void route_group_get(http_req *r)
 {
-    json_t *rec = read_named(r, STORE_GROUPS);
-
-    if (rec != NULL)
-        http_reply_json(r, 200, rec);
+    get_named(r, REGISTRY_GROUP);
 }
 
 void route_group_delete(http_req *r)
 {
-    if (write_named(r, STORE_GROUPS, "group.delete", NULL, NULL) == AD_OK)
-        http_reply_empty(r, 204);
+    delete_named(r, REGISTRY_GROUP);
 }
 
 void route_group_list(http_req *r)
 {
-    routes_list_table(r, STORE_GROUPS, NULL, NULL, "name");
+    list_named(r, REGISTRY_GROUP);
 }
 
 /* ---- explain ------------------------------------------------------------ */

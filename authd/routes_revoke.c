@@ -11,62 +11,25 @@
 #include "../common/codec.h"
 #include "checker.h"
 #include "events.h"
-#include "registry.h"
+#include "registry_devices.h"
 #include "revocation.h"
 #include "routes.h"
 #include "util.h"
 
 /* ---- after a revocation commits ------------------------------------------ */
 
-void routes_after_revocation(app *a, const json_t *revoked, const char *device,
-                             const char *reason)
+/* Caches, the CRL and the event stream follow the store's change feed
+ * (see changes.c), here and on every other node; what is left to do after
+ * a revocation commits is to count it. */
+void routes_count_revocations(app *a, size_t n)
 {
-    json_t *serials = json_array(), *v, *data;
     size_t i;
 
-    json_array_foreach(revoked, i, v) {
+    for (i = 0; i < n; i++)
         http_metric_inc(a, METRIC_REVOCATIONS);
-        checker_forget_cert(a->checker,
-                            json_string_value(json_object_get(v, "serial")),
-                            json_string_value(json_object_get(v, "fingerprint")));
-        json_array_append(serials, json_object_get(v, "serial"));
-    }
-    if (device)
-        checker_forget_device(a->checker, device);
-    /* The CRL is rebuilt now, not per request: readers get it whole. */
-    revocation_refresh(a->revocation, revoked);
-    data = json_pack("{s:s?, s:o, s:s}", "device", device, "serials", serials,
-                     "reason", reason);
-    events_publish(a->events, "revoked", data);
-    json_decref(data);
-}
-
-void routes_publish(app *a, const char *type, const char *key,
-                    const char *value)
-{
-    json_t *data = json_pack("{s:s}", key, value);
-
-    events_publish(a->events, type, data);
-    json_decref(data);
 }
 
 /* ---- certificates -------------------------------------------------------- */
-
-struct revoke_write {
-    const char *actor;
-    const char *serial;
-    const char *device;
-    const char *reason;
-    json_t *revoked;
-};
-
-static ad_err cert_revoke_write(store_txn *tx, void *arg)
-{
-    struct revoke_write *w = arg;
-
-    return registry_revoke_cert(tx, w->actor, w->serial, w->reason,
-                                w->revoked);
-}
 
 /* The reason from the body: an RFC 5280 name, default "unspecified". On
  * error replies and returns NULL. */
@@ -102,9 +65,7 @@ static const char *reason_of(http_req *r, json_t **body)
 void route_cert_revoke(http_req *r)
 {
     char serial[CA_SERIAL_HEX_MAX + 2];
-    struct revoke_write w;
-    json_t *body = NULL, *rec = NULL;
-    store_txn *tx = NULL;
+    json_t *body = NULL, *view = NULL;
     const char *reason;
     ad_err e;
 
@@ -114,96 +75,42 @@ void route_cert_revoke(http_req *r)
     }
     if ((reason = reason_of(r, &body)) == NULL)
         return;
-    memset(&w, 0, sizeof(w));
-    w.actor = r->actor;
-    w.serial = serial;
-    w.reason = reason;
-    w.revoked = json_array();
-    e = store_write(r->app->st, cert_revoke_write, &w);
+    e = registry_cert_revoke(r->app->st, r->actor, serial, reason, &view);
     if (e != AD_OK) {
         http_reply_error(r, e,
                          e == AD_ENOTFOUND   ? "no such certificate"
                          : e == AD_ECONFLICT ? "the certificate is already revoked"
                                              : NULL);
-        goto out;
-    }
-    routes_after_revocation(
-        r->app, w.revoked,
-        json_string_value(json_object_get(json_array_get(w.revoked, 0),
-                                          "device_id")),
-        reason);
-    if (store_read_begin(r->app->st, &tx) == AD_OK &&
-        store_get(tx, STORE_CERTS, serial, &rec) == AD_OK) {
-        http_reply_json(r, 200, registry_cert_view(rec, time(NULL)));
     } else {
-        http_reply_json(r, 200, json_pack("{s:s, s:s}", "serial", serial,
-                                          "status", "revoked"));
+        routes_count_revocations(r->app, 1);
+        http_reply_json(r, 200, view);
     }
-    store_read_end(tx);
-out:
-    json_decref(rec);
-    json_decref(w.revoked);
     json_decref(body);
 }
 
 /* ---- devices ------------------------------------------------------------- */
 
-static ad_err device_revoke_write(store_txn *tx, void *arg)
-{
-    struct revoke_write *w = arg;
-    json_t *dev = NULL;
-    char now[32];
-    ad_err e;
-
-    if ((e = store_get(tx, STORE_DEVICES, w->device, &dev)) != AD_OK)
-        return e;
-    util_time_rfc3339(time(NULL), now, sizeof(now));
-    json_object_set_new(dev, "status", json_string("revoked"));
-    json_object_set_new(dev, "updated_at", json_string(now));
-    e = store_put(tx, STORE_DEVICES, w->device, dev, 0);
-    json_decref(dev);
-    if (e == AD_OK)
-        e = registry_revoke_device_certs(tx, w->actor, w->device, w->reason,
-                                         w->revoked);
-    if (e == AD_OK) {
-        json_t *detail = json_pack("{s:s}", "reason", w->reason);
-        e = store_audit(tx, w->actor, "device.revoke", w->device, detail);
-        json_decref(detail);
-    }
-    return e;
-}
-
 void route_device_revoke(http_req *r)
 {
-    struct revoke_write w;
-    json_t *body = NULL, *serials, *v;
+    json_t *body = NULL, *serials = NULL;
     const char *reason;
-    size_t i;
     ad_err e;
 
     if ((reason = reason_of(r, &body)) == NULL)
         return;
-    memset(&w, 0, sizeof(w));
-    w.actor = r->actor;
-    w.device = r->param[0];
-    w.reason = reason;
-    w.revoked = json_array();
-    e = store_write(r->app->st, device_revoke_write, &w);
+    e = registry_device_revoke(r->app->st, r->actor, r->param[0], reason,
+                               &serials);
     if (e != AD_OK) {
         http_reply_error(r, e, e == AD_ENOTFOUND ? "no such device" : NULL);
         goto out;
     }
     /* Tokens need nothing more: every use checks the device's status. */
-    routes_after_revocation(r->app, w.revoked, w.device, reason);
-    serials = json_array();
-    json_array_foreach(w.revoked, i, v)
-        json_array_append(serials, json_object_get(v, "serial"));
+    routes_count_revocations(r->app, json_array_size(serials));
     http_reply_json(r, 200,
-                    json_pack("{s:s, s:s, s:s, s:o}", "device_id", w.device,
+                    json_pack("{s:s, s:s, s:s, s:o}", "device_id", r->param[0],
                               "status", "revoked", "reason", reason,
                               "revoked_certs", serials));
 out:
-    json_decref(w.revoked);
     json_decref(body);
 }
 

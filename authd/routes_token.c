@@ -13,7 +13,7 @@
 
 #include "../common/codec.h"
 #include "checker.h"
-#include "registry.h"
+#include "registry_devices.h"
 #include "routes.h"
 #include "tokens.h"
 #include "util.h"
@@ -73,13 +73,14 @@ void route_token(http_req *r)
     json_t *params = NULL;
     uint8_t cnf[32];
     const uint8_t *cnfp = NULL;
-    json_t *dev = NULL, *acl = NULL;
+    registry_cert_owner owner;
+    json_t *acl = NULL;
     int64_t exp = 0, now = (int64_t)time(NULL);
     ad_err e;
 
     if (r->listener == LISTEN_HTTPS && http_client_cert(r)) {
         e = registry_device_by_cert(a->st, r->client_cert, r->client_cert_len,
-                                    (time_t)now, &dev, NULL);
+                                    (time_t)now, &owner);
         if (e != AD_OK) {
             http_reply_error(r, e,
                              e == AD_EBADCRED ? "the client certificate is "
@@ -87,8 +88,7 @@ void route_token(http_req *r)
                                               : NULL);
             goto out;
         }
-        util_strlcpy(id, json_string_value(json_object_get(dev, "id")),
-                     sizeof(id));
+        util_strlcpy(id, owner.device_id, sizeof(id));
         /* RFC 8705 binding: x5t#S256 of the presented certificate. */
         SHA256(r->client_cert, r->client_cert_len, cnf);
         cnfp = cnf;
@@ -166,7 +166,6 @@ out:
     free(granted);
     json_decref(params);
     json_decref(acl);
-    json_decref(dev);
 }
 
 void route_jwks(http_req *r)
@@ -224,7 +223,6 @@ void route_token_revoke(http_req *r)
     } else if ((e = tokens_revoke(r->app->tokens, r->actor, jti)) != AD_OK) {
         http_reply_error(r, e, NULL);
     } else {
-        routes_publish(r->app, "token_revoked", "jti", jti);
         http_reply_json(r, 200, json_pack("{s:s, s:b}", "jti", jti, "revoked", 1));
     }
     json_decref(body);
@@ -244,38 +242,10 @@ void route_token_key_rotate(http_req *r)
 
 /* ---- device secrets ------------------------------------------------------ */
 
-struct secret_write {
-    const char *actor;
-    const char *id;
-    const char *hash;
-};
-
-static ad_err secret_write(store_txn *tx, void *arg)
-{
-    struct secret_write *w = arg;
-    json_t *dev = NULL, *rec;
-    char now[32];
-    ad_err e;
-
-    if ((e = store_get(tx, STORE_DEVICES, w->id, &dev)) != AD_OK)
-        return e;
-    json_decref(dev);
-    util_time_rfc3339(time(NULL), now, sizeof(now));
-    rec = json_pack("{s:s, s:s}", "argon2id", w->hash, "updated_at", now);
-    if (rec == NULL)
-        return AD_ENOMEM;
-    e = store_put(tx, STORE_DEVICE_SECRETS, w->id, rec, 0);
-    json_decref(rec);
-    if (e == AD_OK)
-        e = store_audit(tx, w->actor, "device.secret", w->id, NULL);
-    return e;
-}
-
 void route_device_secret(http_req *r)
 {
     char secret[80], hash[256];
     uint8_t salt[16];
-    struct secret_write w;
     ad_err e;
 
     if (util_random_token("", SECRET_BYTES, secret, sizeof(secret)) != AD_OK) {
@@ -290,13 +260,10 @@ void route_device_secret(http_req *r)
         http_reply_error(r, AD_ECRYPTO, "cannot hash the secret");
         return;
     }
-    w.actor = r->actor;
-    w.id = r->param[0];
-    w.hash = hash;
-    e = store_write(r->app->st, secret_write, &w);
+    e = registry_device_secret_set(r->app->st, r->actor, r->param[0], hash);
     if (e == AD_OK) {
-        /* The old secret stops working with the next check. */
-        checker_forget_device(r->app->checker, r->param[0]);
+        /* The old secret stops working with the next check: the change
+         * feed has dropped the cached device before the registry returned. */
         http_reply_json(r, 201, json_pack("{s:s, s:s}", "device_id",
                                           r->param[0], "secret", secret));
     } else {

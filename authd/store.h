@@ -124,6 +124,9 @@ ad_err store_write(store *s, store_write_fn fn, void *arg);
  *  - for another node's write (PostgreSQL): when its notification arrives,
  *    sent by LISTEN/NOTIFY in the same transaction as the change.
  * STORE_CHANGE_RECORD names a record of a table that was put or deleted;
+ * a batch's records are reported once each, at the place of their last
+ * change, in the order the changes were made (so a watcher that acts on
+ * a record written last, like a counter, has heard what came before it);
  * STORE_CHANGE_EVENTS says the event log grew to event_id;
  * STORE_CHANGE_UNKNOWN says changes may have been missed (the feed was
  * down): forget everything cached and catch up from the store.
@@ -168,6 +171,12 @@ ad_err store_list(store_txn *tx, store_table t, const char *prefix,
                   const char *after, size_t limit, json_t **items,
                   int *more);
 
+/* How many records t holds (by a walk through them: for offline
+ * commands, not request paths). */
+ad_err store_count(store_txn *tx, store_table t, uint64_t *n);
+/* The table's name ("devices", ...), for messages. */
+const char *store_table_name(store_table t);
+
 /* Index values under key, in order, after `after`, up to limit. *values
  * is a new JSON array of strings; *more as in store_list. */
 ad_err store_index_list(store_txn *tx, store_index ix, const char *key,
@@ -209,6 +218,22 @@ ad_err store_event_append(store_txn *tx, const char *type, const json_t *data);
 /* Events with id > after, oldest first, up to limit. */
 ad_err store_event_list(store_txn *tx, uint64_t after, size_t limit,
                         json_t **items, int *more);
+
+/* Copies a whole store into another (for `authd migrate`, e.g. LMDB to
+ * PostgreSQL): every record as its stored text, every index entry, the
+ * audit (keeping seq) and the event log (keeping ids; the destination's
+ * counters move past them), in batches of writes on `to`, from one read
+ * snapshot of `from`. Refuses with AD_ECONFLICT, copying nothing, if `to`
+ * already holds devices or certificates. *counts (zeroed first) says how
+ * many of each were copied, so the caller can compare with the source;
+ * on error part of the data may have been copied. */
+typedef struct {
+    uint64_t records[STORE_TABLE__COUNT];
+    uint64_t index_entries[STORE_IX__COUNT];
+    uint64_t audit, events;
+} store_copy_counts;
+ad_err store_copy(store *from, store *to, store_copy_counts *counts,
+                  char *err, size_t errlen);
 
 /* What the writer has done, for /metrics: how well group commit batches
  * (writes per commit) and where its time goes (running writes versus

@@ -15,6 +15,8 @@
 #include <openssl/sha.h>
 
 #include "../common/codec.h"
+#include "registry.h"
+#include "seal.h"
 #include "tokens.h"
 #include "util.h"
 
@@ -35,10 +37,18 @@ struct revoked {
     struct revoked *next;
 };
 
-struct tokens {
+/* A key ring and the readers using it (see ring_get). */
+struct ring_ref {
     tok_ring *ring;
+    atomic_int refs; /* one for tokens->ring, one per reader */
+};
+
+struct tokens {
+    pthread_mutex_t ring_lock;   /* guards the ring pointer */
+    struct ring_ref *ring;
+    pthread_mutex_t reload_lock; /* one reload at a time */
+    uint8_t seal_key[SEAL_KEY_LEN];
     store *st;
-    char dir[1024];
     char issuer[512];
     char audience[256];
     long ttl;
@@ -60,84 +70,533 @@ static uint64_t hash_bytes(const void *p, size_t n)
     return h;
 }
 
-/* ---- keys ---------------------------------------------------------------- */
+/* ---- keys ---------------------------------------------------------------- *
+ * The key ring lives in the store, so that every node of a cluster signs
+ * with the same key and a rotation on one node reaches all of them:
+ *   META "token_key:<kid>" {"kid","created","sealed","public_jwk"}
+ *   META "token_keys"      {"signing": kid}
+ * "sealed" is the PEM private key sealed (seal.h) with DATA/seal.key and
+ * the kid as additional data: the database never holds it in clear. */
 
-/* Loads every DIR/<kid>.key; DIR/active names the signing key (else the
- * newest file signs). */
-static ad_err load_keys(tokens *t, char *err, size_t errlen)
+#define KEY_PREFIX "token_key:"
+#define KEYS_RECORD "token_keys"
+/* tok.c's ring holds at most 64 keys: years of rotations. */
+#define KEYS_MAX 64
+
+/* Takes a reference to the current ring: readers keep it across a mint
+ * or a verify, and tokens_reload frees a replaced ring only once the last
+ * reader has let it go, so no reader sees a ring half built or freed. */
+static struct ring_ref *ring_get(tokens *t)
 {
-    enum { KEYS_MAX = 256 };
-    char path[1200], active[TOK_KID_MAX] = "";
-    char (*kids)[TOK_KID_MAX] = NULL;
-    char *text;
+    struct ring_ref *r;
+
+    pthread_mutex_lock(&t->ring_lock);
+    r = t->ring;
+    atomic_fetch_add(&r->refs, 1);
+    pthread_mutex_unlock(&t->ring_lock);
+    return r;
+}
+
+static void ring_put(struct ring_ref *r)
+{
+    if (r && atomic_fetch_sub(&r->refs, 1) == 1) {
+        tok_ring_free(r->ring);
+        free(r);
+    }
+}
+
+/* The public JWK of a PEM key, by way of a ring of one (tok.c owns the
+ * encoding). NULL if the key is not a P-256 key. */
+static json_t *public_jwk(const char *kid, const char *pem, char *err,
+                          size_t errlen)
+{
+    tok_ring *one = NULL;
+    json_t *jwks = NULL, *jwk = NULL;
+
+    if (tok_ring_new(&one) == AD_OK &&
+        tok_ring_add(one, kid, pem, 1, err, errlen) == AD_OK &&
+        (jwks = tok_ring_jwks(one)) != NULL)
+        jwk = json_incref(json_array_get(json_object_get(jwks, "keys"), 0));
+    json_decref(jwks);
+    tok_ring_free(one);
+    return jwk;
+}
+
+/* A key record for kid: pem sealed, and its public half. */
+static ad_err key_record(const uint8_t seal_key[SEAL_KEY_LEN], const char *kid,
+                         const char *pem, json_t **out, char *err,
+                         size_t errlen)
+{
+    char now[32], *sealed = NULL;
+    json_t *jwk;
+    ad_err e;
+
+    *out = NULL;
+    if ((jwk = public_jwk(kid, pem, err, errlen)) == NULL)
+        return ad_errf(AD_EFIELD, err, errlen, "token key %s is not a P-256 key",
+                       kid);
+    e = seal_seal(seal_key, kid, pem, strlen(pem), &sealed);
+    if (e == AD_OK) {
+        util_time_rfc3339(time(NULL), now, sizeof(now));
+        *out = json_pack("{s:s, s:s, s:s, s:o}", "kid", kid, "created", now,
+                         "sealed", sealed, "public_jwk", jwk);
+        jwk = NULL; /* json_pack's "o" took it */
+        if (*out == NULL)
+            e = AD_ENOMEM;
+    }
+    json_decref(jwk);
+    free(sealed);
+    return e;
+}
+
+static int by_created(const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    const char *cx = json_string_value(json_object_get(x, "created"));
+    const char *cy = json_string_value(json_object_get(y, "created"));
+    int c = strcmp(cx ? cx : "", cy ? cy : "");
+
+    return c ? c : strcmp(json_string_value(json_object_get(x, "kid")),
+                          json_string_value(json_object_get(y, "kid")));
+}
+
+/* The key records in the store, oldest first (the JWKS order), and the
+ * signing kid ("" if the store has no key ring yet). *recs is a new array. */
+static ad_err read_key_records(store *st, json_t **recs,
+                               char signing[TOK_KID_MAX], char *err,
+                               size_t errlen)
+{
+    store_txn *tx = NULL;
+    json_t *items = NULL, *ring = NULL, *v;
+    json_t *sorted[KEYS_MAX];
+    size_t i, n;
+    int more = 0;
+    ad_err e;
+
+    *recs = NULL;
+    signing[0] = '\0';
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        return ad_errf(e, err, errlen, "cannot read the token keys");
+    e = store_get(tx, STORE_META, KEYS_RECORD, &ring);
+    if (e == AD_ENOTFOUND)
+        e = AD_OK;
+    if (e == AD_OK)
+        e = store_list(tx, STORE_META, KEY_PREFIX, NULL, KEYS_MAX, &items,
+                       &more);
+    store_read_end(tx);
+    if (e != AD_OK) {
+        e = ad_errf(e, err, errlen, "cannot read the token keys");
+        goto out;
+    }
+    if (more) {
+        e = ad_errf(AD_EINTERNAL, err, errlen,
+                    "the store holds more than %d token keys", KEYS_MAX);
+        goto out;
+    }
+    if (ring && !util_strlcpy(signing,
+                              json_string_value(json_object_get(ring, "signing"))
+                                  ? json_string_value(
+                                        json_object_get(ring, "signing"))
+                                  : "",
+                              TOK_KID_MAX)) {
+        e = ad_errf(AD_EINTERNAL, err, errlen, "bad %s record", KEYS_RECORD);
+        goto out;
+    }
+    n = json_array_size(items);
+    json_array_foreach(items, i, v) {
+        if (!json_is_string(json_object_get(v, "kid")) ||
+            !json_is_string(json_object_get(v, "sealed"))) {
+            e = ad_errf(AD_EINTERNAL, err, errlen, "a token key record lacks "
+                        "kid or sealed");
+            goto out;
+        }
+        sorted[i] = v;
+    }
+    qsort(sorted, n, sizeof(sorted[0]), by_created);
+    if ((*recs = json_array()) == NULL) {
+        e = AD_ENOMEM;
+        goto out;
+    }
+    for (i = 0; i < n; i++)
+        json_array_append(*recs, sorted[i]);
+out:
+    json_decref(items);
+    json_decref(ring);
+    return e;
+}
+
+/* Builds a ring from the store's records: every key unsealed and parsed
+ * before the ring is handed out. */
+static ad_err build_ring(tokens *t, struct ring_ref **out, char *err,
+                         size_t errlen)
+{
+    char signing[TOK_KID_MAX];
+    struct ring_ref *r = NULL;
+    json_t *recs = NULL, *v;
+    size_t i;
+    ad_err e;
+
+    *out = NULL;
+    if ((e = read_key_records(t->st, &recs, signing, err, errlen)) != AD_OK)
+        return e;
+    if (json_array_size(recs) == 0 || !signing[0]) {
+        e = ad_errf(AD_EBADREQ, err, errlen, "the store holds no token keys");
+        goto out;
+    }
+    if ((r = calloc(1, sizeof(*r))) == NULL) {
+        e = AD_ENOMEM;
+        goto out;
+    }
+    atomic_init(&r->refs, 1);
+    if ((e = tok_ring_new(&r->ring)) != AD_OK)
+        goto out;
+    json_array_foreach(recs, i, v) {
+        const char *kid = json_string_value(json_object_get(v, "kid"));
+        uint8_t *pem = NULL;
+        size_t n = 0;
+
+        e = seal_open(t->seal_key, kid,
+                      json_string_value(json_object_get(v, "sealed")), &pem, &n);
+        if (e != AD_OK) {
+            e = ad_errf(e, err, errlen,
+                        "token key %s does not open with this node's "
+                        "seal.key (is it another cluster's?)",
+                        kid);
+            goto out;
+        }
+        e = tok_ring_add(r->ring, kid, (const char *)pem,
+                         strcmp(kid, signing) == 0, err, errlen);
+        OPENSSL_cleanse(pem, n);
+        free(pem);
+        if (e != AD_OK)
+            goto out;
+    }
+    {
+        char active[TOK_KID_MAX];
+        tok_ring_active_kid(r->ring, active);
+        if (!active[0]) {
+            e = ad_errf(AD_EINTERNAL, err, errlen,
+                        "the signing key %s is not in the store", signing);
+            goto out;
+        }
+    }
+    *out = r;
+    r = NULL;
+out:
+    ring_put(r);
+    json_decref(recs);
+    return e;
+}
+
+/* Nonzero if every kid of old's JWKS is in new's: nothing that verified
+ * before stops verifying, so cached validations stay right. */
+static int ring_kept_all(tok_ring *old, tok_ring *fresh)
+{
+    json_t *a = tok_ring_jwks(old), *b = tok_ring_jwks(fresh), *ka, *kb;
+    size_t i, j;
+    int all = a != NULL && b != NULL;
+
+    json_array_foreach(json_object_get(a, "keys"), i, ka) {
+        int found = 0;
+        json_array_foreach(json_object_get(b, "keys"), j, kb)
+            found |= json_equal(json_object_get(ka, "kid"),
+                                json_object_get(kb, "kid"));
+        all &= found;
+    }
+    json_decref(a);
+    json_decref(b);
+    return all;
+}
+
+static void shard_clear(struct shard *sh);
+
+static ad_err reload(tokens *t, char *err, size_t errlen)
+{
+    struct ring_ref *fresh = NULL, *old;
+    int keep_cache;
+    size_t i;
+    ad_err e;
+
+    /* One reload at a time, each reading the store after the one before
+     * it swapped: the last to finish installs the newest ring. */
+    pthread_mutex_lock(&t->reload_lock);
+    e = build_ring(t, &fresh, err, errlen);
+    if (e == AD_OK) {
+        pthread_mutex_lock(&t->ring_lock);
+        old = t->ring;
+        t->ring = fresh;
+        pthread_mutex_unlock(&t->ring_lock);
+        keep_cache = ring_kept_all(old->ring, fresh->ring);
+        ring_put(old); /* freed when its last reader is done */
+        /* A key that left the ring takes its tokens' cached validations
+         * with it. */
+        for (i = 0; !keep_cache && i < SHARDS; i++) {
+            pthread_mutex_lock(&t->shards[i].lock);
+            shard_clear(&t->shards[i]);
+            pthread_mutex_unlock(&t->shards[i].lock);
+        }
+    }
+    pthread_mutex_unlock(&t->reload_lock);
+    return e;
+}
+
+ad_err tokens_reload(tokens *t)
+{
+    return reload(t, NULL, 0);
+}
+
+/* The legacy layout: DIR/<kid>.key files, DIR/active naming the signing
+ * key (else the newest file signs). */
+struct legacy_key {
+    char kid[TOK_KID_MAX];
+    char *pem;
+};
+
+static void legacy_free(struct legacy_key *k, size_t n)
+{
+    size_t i;
+
+    for (i = 0; k && i < n; i++) {
+        OPENSSL_cleanse(k[i].pem, strlen(k[i].pem));
+        free(k[i].pem);
+    }
+    free(k);
+}
+
+/* Reads DIR's keys into *keys (*n of them; none if DIR is absent) and the
+ * signing kid into active. On error nothing is returned. */
+static ad_err read_legacy_keys(const char *dir, struct legacy_key **keys,
+                               size_t *n, char active[TOK_KID_MAX], char *err,
+                               size_t errlen)
+{
+    char path[1200];
+    struct legacy_key *k = NULL;
     struct dirent *de;
     time_t newest_mtime = 0;
     DIR *d;
-    size_t n = 0, i;
+    size_t count = 0;
+    int named;
+    char *text;
     ad_err e = AD_OK;
 
-    snprintf(path, sizeof(path), "%s/active", t->dir);
+    *keys = NULL;
+    *n = 0;
+    active[0] = '\0';
+    if (dir == NULL || (d = opendir(dir)) == NULL)
+        return AD_OK;
+    snprintf(path, sizeof(path), "%s/active", dir);
     text = util_read_file(path, 256, NULL);
     if (text) {
         text[strcspn(text, "\r\n")] = '\0';
-        util_strlcpy(active, text, sizeof(active));
+        util_strlcpy(active, text, TOK_KID_MAX);
         free(text);
     }
-    d = opendir(t->dir);
-    if (d == NULL)
-        return ad_errf(AD_EBADREQ, err, errlen, "cannot open %s: %s", t->dir,
-                       strerror(errno));
-    kids = calloc(KEYS_MAX, sizeof(*kids));
-    if (kids == NULL) {
+    named = active[0] != '\0';
+    if ((k = calloc(KEYS_MAX, sizeof(*k))) == NULL) {
         closedir(d);
         return AD_ENOMEM;
     }
-    /* First pass: which keys exist, and which is newest. */
-    while ((de = readdir(d)) != NULL && n < KEYS_MAX) {
+    while ((de = readdir(d)) != NULL) {
         size_t len = strlen(de->d_name);
         struct stat st;
 
         if (len <= 4 || len - 4 >= TOK_KID_MAX ||
             strcmp(de->d_name + len - 4, ".key") != 0)
             continue;
-        memcpy(kids[n], de->d_name, len - 4);
-        kids[n][len - 4] = '\0';
-        if (!util_name_valid(kids[n]))
+        memcpy(k[count].kid, de->d_name, len - 4);
+        k[count].kid[len - 4] = '\0';
+        if (!util_name_valid(k[count].kid))
             continue;
-        snprintf(path, sizeof(path), "%s/%s", t->dir, de->d_name);
-        if (stat(path, &st) == 0 && !active[0] && st.st_mtime >= newest_mtime) {
-            newest_mtime = st.st_mtime;
-            util_strlcpy(active, kids[n], sizeof(active));
+        if (count == KEYS_MAX) {
+            e = ad_errf(AD_EBADREQ, err, errlen, "more than %d keys in %s",
+                        KEYS_MAX, dir);
+            break;
         }
-        n++;
-    }
-    closedir(d);
-    if (n == 0) {
-        free(kids);
-        return ad_errf(AD_EBADREQ, err, errlen, "no token keys in %s", t->dir);
-    }
-    for (i = 0; i < n && e == AD_OK; i++) {
-        snprintf(path, sizeof(path), "%s/%s.key", t->dir, kids[i]);
-        text = util_read_file(path, KEY_FILE_MAX, NULL);
-        if (text == NULL) {
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        k[count].pem = util_read_file(path, KEY_FILE_MAX, NULL);
+        if (k[count].pem == NULL) {
             e = ad_errf(AD_EBADREQ, err, errlen, "cannot read %s", path);
             break;
         }
-        e = tok_ring_add(t->ring, kids[i], text, strcmp(kids[i], active) == 0,
-                         err, errlen);
-        OPENSSL_cleanse(text, strlen(text));
-        free(text);
+        if (!named && stat(path, &st) == 0 && st.st_mtime >= newest_mtime) {
+            newest_mtime = st.st_mtime;
+            util_strlcpy(active, k[count].kid, TOK_KID_MAX);
+        }
+        count++;
     }
-    free(kids);
+    closedir(d);
+    if (e != AD_OK) {
+        legacy_free(k, count);
+        return e;
+    }
+    *keys = k;
+    *n = count;
+    return AD_OK;
+}
+
+/* Puts a new key ring (or adds to one): recs are key records, signing the
+ * kid that signs from now on. */
+struct keys_write {
+    json_t *recs;
+    const char *signing;
+    int first; /* the store must hold no key ring yet */
+};
+
+static ad_err keys_write(store_txn *tx, void *arg)
+{
+    struct keys_write *w = arg;
+    json_t *ring = NULL, *items = NULL, *v;
+    char key[TOK_KID_MAX + sizeof(KEY_PREFIX)];
+    int more = 0;
+    size_t i;
+    ad_err e;
+
+    /* Count under the write: two nodes rotating at once cannot overflow
+     * the ring every node must load. */
+    e = store_list(tx, STORE_META, KEY_PREFIX, NULL, KEYS_MAX, &items, &more);
+    if (e == AD_OK && (w->first ? json_array_size(items) > 0
+                                : more || json_array_size(items) +
+                                                  json_array_size(w->recs) >
+                                              KEYS_MAX))
+        e = w->first ? AD_EEXISTS : AD_ECONFLICT;
+    json_decref(items);
+    json_array_foreach(w->recs, i, v) {
+        if (e != AD_OK)
+            break;
+        snprintf(key, sizeof(key), "%s%s", KEY_PREFIX,
+                 json_string_value(json_object_get(v, "kid")));
+        e = store_put(tx, STORE_META, key, v, STORE_NOOVERWRITE);
+    }
+    if (e == AD_OK &&
+        (ring = json_pack("{s:s}", "signing", w->signing)) == NULL)
+        e = AD_ENOMEM;
+    if (e == AD_OK)
+        e = store_put(tx, STORE_META, KEYS_RECORD, ring,
+                      w->first ? STORE_NOOVERWRITE : 0);
+    json_decref(ring);
+    return e;
+}
+
+/* Nonzero if the store already holds a key ring. */
+static ad_err store_has_ring(store *st, int *has)
+{
+    store_txn *tx = NULL;
+    json_t *ring = NULL;
+    ad_err e;
+
+    *has = 0;
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        return e;
+    e = store_get(tx, STORE_META, KEYS_RECORD, &ring);
+    store_read_end(tx);
+    json_decref(ring);
+    if (e == AD_OK)
+        *has = 1;
+    return e == AD_ENOTFOUND ? AD_OK : e;
+}
+
+ad_err tokens_provision(store *st, const char *seal_key_path,
+                        const char *legacy_dir, FILE *log, char *err,
+                        size_t errlen)
+{
+    uint8_t sk[SEAL_KEY_LEN];
+    char active[TOK_KID_MAX], kid[TOK_KID_MAX];
+    struct legacy_key *old = NULL, fresh;
+    struct keys_write w;
+    size_t n = 0, i;
+    int has = 0;
+    ad_err e;
+
+    memset(&w, 0, sizeof(w));
+    memset(&fresh, 0, sizeof(fresh));
+    if ((e = store_has_ring(st, &has)) != AD_OK)
+        return ad_errf(e, err, errlen, "cannot read the token keys");
+    e = seal_key_load(seal_key_path, sk, err, errlen);
+    if (e == AD_ENOTFOUND) {
+        /* A key ring sealed with a key this node lacks is another
+         * node's: it must be joined from that node, not given a new
+         * seal.key that opens nothing. */
+        if (has)
+            return ad_errf(AD_ECONFLICT, err, errlen,
+                           "the store already holds token keys sealed by "
+                           "another node; prepare this data dir with "
+                           "`authd join --from` that node's data dir");
+        if ((e = seal_key_create(seal_key_path, err, errlen)) != AD_OK)
+            return e;
+        if (log)
+            fprintf(log, "created sealing key %s (mode 0600)\n",
+                    seal_key_path);
+        e = seal_key_load(seal_key_path, sk, err, errlen);
+    }
+    if (e != AD_OK || has)
+        goto out;
+    /* An older data dir kept its keys in files: they move into the
+     * store, sealed, so tokens they signed keep verifying. */
+    if ((e = read_legacy_keys(legacy_dir, &old, &n, active, err, errlen)) !=
+        AD_OK)
+        goto out;
+    if (n == 0) {
+        if ((e = util_random_hex(8, kid, sizeof(kid))) != AD_OK)
+            goto out;
+        if ((fresh.pem = tok_new_key_pem()) == NULL) {
+            e = ad_errf(AD_ECRYPTO, err, errlen, "cannot generate a key");
+            goto out;
+        }
+        util_strlcpy(fresh.kid, kid, sizeof(fresh.kid));
+        util_strlcpy(active, kid, sizeof(active));
+    }
+    if ((w.recs = json_array()) == NULL) {
+        e = AD_ENOMEM;
+        goto out;
+    }
+    for (i = 0; i < (n ? n : 1) && e == AD_OK; i++) {
+        json_t *rec = NULL;
+        const struct legacy_key *k = n ? &old[i] : &fresh;
+
+        e = key_record(sk, k->kid, k->pem, &rec, err, errlen);
+        if (e == AD_OK)
+            json_array_append_new(w.recs, rec);
+    }
+    if (e != AD_OK)
+        goto out;
+    w.signing = active;
+    w.first = 1;
+    e = store_write(st, keys_write, &w);
+    if (e == AD_EEXISTS) {
+        e = ad_errf(AD_ECONFLICT, err, errlen,
+                    "another node stored its token keys first");
+        goto out;
+    }
+    if (e != AD_OK) {
+        e = ad_errf(e, err, errlen, "cannot store the token keys");
+        goto out;
+    }
+    if (log && n)
+        fprintf(log, "imported %zu token key(s) from %s into the store, "
+                     "sealed\n", n, legacy_dir);
+    else if (log)
+        fprintf(log, "created token signing key %s in the store, sealed\n",
+                kid);
+out:
+    OPENSSL_cleanse(sk, sizeof(sk));
+    legacy_free(old, n);
+    if (fresh.pem) {
+        OPENSSL_cleanse(fresh.pem, strlen(fresh.pem));
+        free(fresh.pem);
+    }
+    json_decref(w.recs);
     return e;
 }
 
 ad_err tokens_rotate(tokens *t, char kid[TOK_KID_MAX], char *err,
                      size_t errlen)
 {
-    char path[1200], *pem;
+    struct keys_write w;
+    json_t *rec = NULL;
+    char *pem;
     ad_err e;
 
+    memset(&w, 0, sizeof(w));
     kid[0] = '\0';
     e = util_random_hex(8, kid, TOK_KID_MAX);
     if (e != AD_OK)
@@ -145,29 +604,46 @@ ad_err tokens_rotate(tokens *t, char kid[TOK_KID_MAX], char *err,
     pem = tok_new_key_pem();
     if (pem == NULL)
         return ad_errf(AD_ECRYPTO, err, errlen, "cannot generate a key");
-    snprintf(path, sizeof(path), "%s/%s.key", t->dir, kid);
-    if (util_write_file(path, pem, strlen(pem), 0600) != 0) {
-        e = ad_errf(AD_EINTERNAL, err, errlen, "cannot write %s: %s", path,
-                    strerror(errno));
-        goto out;
-    }
-    /* Written before it signs anything: a restart finds the same key. */
-    snprintf(path, sizeof(path), "%s/active", t->dir);
-    if (util_write_file(path, kid, strlen(kid), 0600) != 0) {
-        e = ad_errf(AD_EINTERNAL, err, errlen, "cannot write %s: %s", path,
-                    strerror(errno));
-        goto out;
-    }
-    e = tok_ring_add(t->ring, kid, pem, 1, err, errlen);
-out:
+    e = key_record(t->seal_key, kid, pem, &rec, err, errlen);
     OPENSSL_cleanse(pem, strlen(pem));
     free(pem);
+    if (e != AD_OK)
+        goto out;
+    if ((w.recs = json_array()) == NULL ||
+        json_array_append(w.recs, rec) != 0) {
+        e = AD_ENOMEM;
+        goto out;
+    }
+    w.signing = kid;
+    /* The new key and the new signing kid in one write: every node,
+     * reloading after it, finds the signing key among the keys. */
+    e = store_write(t->st, keys_write, &w);
+    if (e == AD_ECONFLICT) {
+        e = ad_errf(e, err, errlen, "the ring holds %d keys", KEYS_MAX);
+        goto out;
+    }
+    if (e != AD_OK) {
+        e = ad_errf(e, err, errlen, "cannot store the new key");
+        goto out;
+    }
+    /* Stored before it signs anything: a restart, or another node,
+     * finds the same key. */
+    e = reload(t, err, errlen);
+out:
+    json_decref(rec);
+    json_decref(w.recs);
+    if (e != AD_OK)
+        kid[0] = '\0';
     return e;
 }
 
 json_t *tokens_jwks(tokens *t)
 {
-    return tok_ring_jwks(t->ring);
+    struct ring_ref *r = ring_get(t);
+    json_t *doc = tok_ring_jwks(r->ring);
+
+    ring_put(r);
+    return doc;
 }
 
 /* ---- revoked jtis --------------------------------------------------------- */
@@ -224,6 +700,8 @@ static ad_err revoke_write(store_txn *tx, void *arg)
     json_decref(rec);
     if (e == AD_OK)
         e = store_audit(tx, w->actor, "token.revoke", w->jti, NULL);
+    if (e == AD_OK)
+        e = registry_event(tx, "token_revoked", "jti", w->jti);
     return e;
 }
 
@@ -275,11 +753,39 @@ static ad_err load_revoked(tokens *t)
     return e;
 }
 
+void tokens_note_revoked(tokens *t, const char *jti)
+{
+    if (jti && *jti && strlen(jti) < 64)
+        revoked_add_mem(t, jti);
+}
+
+ad_err tokens_reload_revoked(tokens *t)
+{
+    return load_revoked(t);
+}
+
 /* ---- open / close ---------------------------------------------------------- */
+
+/* DATA/seal.key when cfg names none: beside DATA/tokens. */
+static int seal_path_of(const tokens_config *cfg, char *out, size_t outlen)
+{
+    const char *slash;
+    size_t n;
+
+    if (cfg->seal_key)
+        return util_strlcpy(out, cfg->seal_key, outlen);
+    if (cfg->dir == NULL)
+        return 0;
+    slash = strrchr(cfg->dir, '/');
+    n = slash ? (size_t)(slash - cfg->dir) : 0;
+    return (size_t)snprintf(out, outlen, "%.*s%sseal.key", (int)n, cfg->dir,
+                            slash ? "/" : "") < outlen;
+}
 
 ad_err tokens_open(const tokens_config *cfg, store *st, tokens **out,
                    char *err, size_t errlen)
 {
+    char seal_path[1200];
     tokens *t;
     ad_err e;
     int i;
@@ -290,15 +796,23 @@ ad_err tokens_open(const tokens_config *cfg, store *st, tokens **out,
         return AD_ENOMEM;
     t->st = st;
     t->ttl = cfg->ttl > 0 ? cfg->ttl : 3600;
-    util_strlcpy(t->dir, cfg->dir, sizeof(t->dir));
     util_strlcpy(t->issuer, cfg->issuer, sizeof(t->issuer));
     util_strlcpy(t->audience, cfg->audience, sizeof(t->audience));
     for (i = 0; i < SHARDS; i++)
         pthread_mutex_init(&t->shards[i].lock, NULL);
     pthread_rwlock_init(&t->revoked_lock, NULL);
-    e = tok_ring_new(&t->ring);
+    pthread_mutex_init(&t->ring_lock, NULL);
+    pthread_mutex_init(&t->reload_lock, NULL);
+    e = seal_path_of(cfg, seal_path, sizeof(seal_path))
+            ? AD_OK
+            : ad_errf(AD_EBADREQ, err, errlen, "no seal.key path");
+    /* An older data dir's DATA/tokens files are imported on first open. */
     if (e == AD_OK)
-        e = load_keys(t, err, errlen);
+        e = tokens_provision(st, seal_path, cfg->dir, NULL, err, errlen);
+    if (e == AD_OK)
+        e = seal_key_load(seal_path, t->seal_key, err, errlen);
+    if (e == AD_OK)
+        e = build_ring(t, &t->ring, err, errlen);
     if (e == AD_OK)
         e = load_revoked(t);
     if (e != AD_OK) {
@@ -358,7 +872,10 @@ void tokens_close(tokens *t)
         }
     }
     pthread_rwlock_destroy(&t->revoked_lock);
-    tok_ring_free(t->ring);
+    ring_put(t->ring);
+    pthread_mutex_destroy(&t->ring_lock);
+    pthread_mutex_destroy(&t->reload_lock);
+    OPENSSL_cleanse(t->seal_key, sizeof(t->seal_key));
     free(t);
 }
 
@@ -397,7 +914,11 @@ ad_err tokens_mint(tokens *t, const char *device_id, const char *incarnation,
         json_object_set_new(claims, "authd_dev", json_string(incarnation));
     if (acl)
         json_object_set(claims, "acl", (json_t *)acl);
-    e = tok_mint(t->ring, claims, jwt);
+    {
+        struct ring_ref *r = ring_get(t);
+        e = tok_mint(r->ring, claims, jwt);
+        ring_put(r);
+    }
     json_decref(claims);
     return e;
 }
@@ -495,7 +1016,11 @@ ad_err tokens_validate(tokens *t, const char *jwt, int64_t now,
         /* We verify only tokens we minted, on our own clock: no skew
          * to allow for, and an expired token is expired at once. */
         expect.leeway = 0;
-        rc = tok_verify(t->ring, jwt, &expect, &claims, err, errlen);
+        {
+            struct ring_ref *r = ring_get(t);
+            rc = tok_verify(r->ring, jwt, &expect, &claims, err, errlen);
+            ring_put(r);
+        }
         if (rc != AD_OK)
             return rc;
         fresh = entry_of(t, claims, key, err, errlen);

@@ -1,4 +1,5 @@
-/* The daemon's token service: the signing key ring kept in DATA/tokens,
+/* The daemon's token service: the signing key ring kept in the store
+ * (sealed with DATA/seal.key, so that every node of a cluster shares it),
  * minting access tokens for devices, validating presented tokens (with a
  * bounded cache of verified tokens so a broker's repeated checks of one
  * token pay the signature once), and the revoked-jti list. Device status
@@ -9,6 +10,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
@@ -19,10 +21,11 @@
 typedef struct tokens tokens;
 
 typedef struct {
-    const char *dir;      /* DATA/tokens */
+    const char *dir;      /* DATA/tokens: keys of the older layout */
     const char *issuer;   /* "iss" */
     const char *audience; /* "aud" */
     long ttl;             /* seconds a token lives */
+    const char *seal_key; /* DATA/seal.key; NULL: seal.key beside dir */
 } tokens_config;
 
 /* A validated token, shared by the cache; release with token_release. */
@@ -41,12 +44,35 @@ typedef struct token_entry {
     struct token_entry *next;
 } token_entry;
 
+/* Makes sure the store holds a key ring this node can open, as `authd
+ * init` and every start do: creates seal_key_path (0600) if absent, unless
+ * the store already holds keys (they were sealed with another node's key:
+ * AD_ECONFLICT, the data dir must be joined); then, if the store holds no
+ * key ring, imports legacy_dir's <kid>.key files (the older layout; may be
+ * NULL) sealed, or else generates the first key. Says what it did on log
+ * if non-NULL. */
+ad_err tokens_provision(store *st, const char *seal_key_path,
+                        const char *legacy_dir, FILE *log, char *err,
+                        size_t errlen);
+
+/* Provisions as above, then loads and unseals every key of the store's
+ * ring. AD_ECRYPTO if a key does not open with the seal key. */
 ad_err tokens_open(const tokens_config *cfg, store *st, tokens **out,
                    char *err, size_t errlen);
 void tokens_close(tokens *t);
 
-/* Generates a key, writes it (0600) and makes it the signing key; old
- * keys keep verifying. kid gets its id. */
+/* Re-reads the key ring from the store (after another node rotated) and
+ * swaps it in whole: a mint or verify running meanwhile finishes on the
+ * ring it started with, which is freed after it. Cached validations are
+ * dropped if a key left the ring. On error the current ring stays.
+ * Safe from any thread, a store watcher's included (it reads the store
+ * but never writes). */
+ad_err tokens_reload(tokens *t);
+
+/* Generates a key, stores it sealed and makes it the signing key of the
+ * whole cluster in one store write, then reloads; old keys keep
+ * verifying. kid gets its id ("" on error). AD_ECONFLICT when the ring
+ * is full (64 keys). */
 ad_err tokens_rotate(tokens *t, char kid[TOK_KID_MAX], char *err,
                      size_t errlen);
 json_t *tokens_jwks(tokens *t);
@@ -69,5 +95,10 @@ void token_release(token_entry *e);
 /* Revokes a jti (durably; it stays revoked until its exp passes). */
 ad_err tokens_revoke(tokens *t, const char *actor, const char *jti);
 int tokens_is_revoked(tokens *t, const char *jti);
+/* The change feed: a jti revoked by a write on any node; or "read the
+ * whole revoked list again" after changes may have been missed. Revoked
+ * jtis are only ever added, so both only add. */
+void tokens_note_revoked(tokens *t, const char *jti);
+ad_err tokens_reload_revoked(tokens *t);
 
 #endif

@@ -12,6 +12,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh test
 
+# One throwaway PostgreSQL server (in a temp dir, as a non-root user) for
+# every suite that runs authd on PostgreSQL; each daemon gets a database
+# of its own on it.
+pg_dir=$(mktemp -d)
+trap 'bash scripts/pg_test_server.sh stop "$pg_dir" >/dev/null 2>&1 || true' EXIT
+AUTHD_TEST_PG_URL=$(bash scripts/pg_test_server.sh start "$pg_dir")
+export AUTHD_TEST_PG_URL
+
 passed=0
 failed=0
 # Runs one meson test pass and adds its counts to the totals.

@@ -1,7 +1,8 @@
 /* The libcurl side of authctl. Each request goes through api_raw, which
  * bounds what it reads, never follows redirects (a redirect could carry
- * the bearer credential elsewhere) and tells transport failures (exit 3)
- * apart from answers (exit 1 when they are refusals). */
+ * the bearer credential elsewhere), fails over between the nodes of the
+ * URL list when that cannot repeat a request, and tells transport
+ * failures (exit 3) apart from answers (exit 1 when they are refusals). */
 #include "api.h"
 
 #include <stdio.h>
@@ -15,20 +16,28 @@
 #include "../../common/codec.h"
 #include "ctl.h"
 #include "out.h"
+#include "urls.h"
 
 enum {
-    URL_MAX = 1024,
     BEARER_MAX = 1024,
     ANSWER_MAX = 64 * 1024 * 1024, /* a CRL of ~1M entries; lists page */
-    CONNECT_TIMEOUT = 10
+    /* One node: a slow link should not fail a command that would work. */
+    CONNECT_MS_ONE = 10000,
+    /* Several: a node that is gone costs at most this before the next
+     * is tried, so that failover stays well under a second. */
+    CONNECT_MS_MANY = 300,
+    /* A node that failed is tried after the others for this long. */
+    NODE_HOLD_MS = 5000
 };
 
 struct api {
     CURL *curl;
-    char *url;
+    char *spec;        /* the URL list as given, for api_clone */
+    urls nodes;
     char *bearer;
     char *cacert;
     long timeout;
+    long connect_ms;
 };
 
 struct sink {
@@ -68,39 +77,30 @@ static int bearer_ok(const char *s)
 int api_open(const api_config *cfg, api **out, char *err, size_t errlen)
 {
     api *a = NULL;
-    size_t n;
     int rc = -1;
 
     *out = NULL;
-    if (cfg->url == NULL || (strncmp(cfg->url, "https://", 8) != 0 &&
-                             strncmp(cfg->url, "http://", 7) != 0)) {
-        snprintf(err, errlen, "the server URL must start with https:// or "
-                              "http://");
-        goto out;
-    }
-    if (strlen(cfg->url) > URL_MAX) {
-        snprintf(err, errlen, "the server URL is longer than %d bytes",
-                 URL_MAX);
-        goto out;
-    }
     if (cfg->bearer && !bearer_ok(cfg->bearer)) {
         snprintf(err, errlen, "the credential must be 1..%d printable "
                               "characters without spaces", BEARER_MAX);
         goto out;
     }
-    if ((a = calloc(1, sizeof(*a))) == NULL ||
-        (a->url = strdup(cfg->url)) == NULL ||
+    if ((a = calloc(1, sizeof(*a))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    if (urls_parse(cfg->url, 0, &a->nodes, err, errlen) != 0)
+        goto out;
+    if ((a->spec = strdup(cfg->url)) == NULL ||
         (cfg->bearer && (a->bearer = strdup(cfg->bearer)) == NULL) ||
         (cfg->cacert && (a->cacert = strdup(cfg->cacert)) == NULL) ||
         (a->curl = curl_easy_init()) == NULL) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    /* Paths are appended to the URL; drop its trailing slashes. */
-    n = strlen(a->url);
-    while (n > 0 && a->url[n - 1] == '/')
-        a->url[--n] = '\0';
     a->timeout = cfg->timeout > 0 ? cfg->timeout : 60;
+    a->connect_ms = cfg->connect_ms > 0 ? cfg->connect_ms
+                    : a->nodes.n > 1 ? CONNECT_MS_MANY : CONNECT_MS_ONE;
     *out = a;
     a = NULL;
     rc = 0;
@@ -113,12 +113,20 @@ int api_clone(const api *a, const char *bearer, api **out, char *err,
               size_t errlen)
 {
     api_config cfg;
+    int rc;
 
-    cfg.url = a->url;
+    cfg.url = a->spec;
     cfg.bearer = bearer;
     cfg.cacert = a->cacert;
     cfg.timeout = a->timeout;
-    return api_open(&cfg, out, err, errlen);
+    cfg.connect_ms = a->connect_ms;
+    rc = api_open(&cfg, out, err, errlen);
+    if (rc == 0) {
+        (*out)->nodes.current = a->nodes.current;
+        memcpy((*out)->nodes.down_until, a->nodes.down_until,
+               sizeof(a->nodes.down_until));
+    }
+    return rc;
 }
 
 void api_close(api *a)
@@ -127,7 +135,8 @@ void api_close(api *a)
         return;
     if (a->curl)
         curl_easy_cleanup(a->curl);
-    free(a->url);
+    free(a->spec);
+    urls_free(&a->nodes);
     free_secret(a->bearer);
     free(a->cacert);
     free(a);
@@ -135,7 +144,7 @@ void api_close(api *a)
 
 const char *api_url(const api *a)
 {
-    return a->url;
+    return a->nodes.url[a->nodes.current];
 }
 
 void api_resp_clear(api_resp *r)
@@ -158,26 +167,97 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+/* Whether nothing of the request can have reached the node: the
+ * connection (TCP, then TLS) failed before curl sent a byte of it. */
+static int not_sent(CURL *curl, CURLcode cc)
+{
+    curl_off_t pre = 0;
+
+    switch (cc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return 1;
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SSL_CONNECT_ERROR:
+        /* A connect timeout, or a handshake broken off: the transfer
+         * never started. (Also a whole-request timeout otherwise.) */
+        return curl_easy_getinfo(curl, CURLINFO_PRETRANSFER_TIME_T, &pre) ==
+                   CURLE_OK && pre == 0;
+    default:
+        return 0;
+    }
+}
+
+/* Whether a request that reached a node may be sent to another one: only
+ * methods whose repetition changes nothing, and only when the connection
+ * broke before any answer began (a partial answer or a timeout after
+ * sending is final). */
+static int safe_to_repeat(CURL *curl, CURLcode cc, const char *method)
+{
+    long status = 0;
+
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 &&
+        strcmp(method, "PUT") != 0 && strcmp(method, "DELETE") != 0)
+        return 0;
+    if (cc != CURLE_SEND_ERROR && cc != CURLE_RECV_ERROR &&
+        cc != CURLE_GOT_NOTHING)
+        return 0;
+    return curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status) ==
+               CURLE_OK && status == 0;
+}
+
+/* Sets every option of one attempt at node base. */
+static void set_options(api *a, const char *method, const char *url,
+                        struct curl_slist *hdrs, char *errbuf,
+                        struct sink *sink, const void *body, size_t len)
+{
+    /* reset keeps the live connections and TLS sessions for the next
+     * call; the options are set again for each attempt. */
+    curl_easy_reset(a->curl);
+    curl_easy_setopt(a->curl, CURLOPT_URL, url);
+    curl_easy_setopt(a->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(a->curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(a->curl, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(a->curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(a->curl, CURLOPT_CONNECTTIMEOUT_MS, a->connect_ms);
+    curl_easy_setopt(a->curl, CURLOPT_TIMEOUT, a->timeout);
+    curl_easy_setopt(a->curl, CURLOPT_USERAGENT, "authctl/" AUTHCTL_VERSION);
+    curl_easy_setopt(a->curl, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(a->curl, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(a->curl, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(a->curl, CURLOPT_WRITEDATA, sink);
+    if (a->cacert)
+        curl_easy_setopt(a->curl, CURLOPT_CAINFO, a->cacert);
+    if (strcmp(method, "GET") != 0)
+        curl_easy_setopt(a->curl, CURLOPT_CUSTOMREQUEST, method);
+    if (body) {
+        curl_easy_setopt(a->curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t)len);
+        curl_easy_setopt(a->curl, CURLOPT_POSTFIELDS, body);
+    }
+}
+
 int api_raw(api *a, const char *method, const char *path, const char *ctype,
             const void *body, size_t len, api_resp *out)
 {
     struct curl_slist *hdrs = NULL, *h;
     struct sink sink;
-    char errbuf[CURL_ERROR_SIZE] = "", ctbuf[128];
+    char errbuf[CURL_ERROR_SIZE], ctbuf[128];
+    /* Why each node tried failed: printed only when none answered. */
+    char why_node[URLS_MAX][CURL_ERROR_SIZE];
+    size_t order[URLS_MAX], norder, tried = 0, k, i = 0, ulen;
     char *url = NULL, *auth = NULL;
-    size_t ulen = strlen(a->url) + strlen(path) + 1, alen;
     const char *why = "out of memory";
-    CURLcode cc;
-    int rc = CTL_FAILED;
+    CURLcode cc = CURLE_COULDNT_CONNECT;
+    int rc = CTL_FAILED, maybe_applied = 0;
 
     buf_init(&sink.body, ANSWER_MAX);
     sink.too_big = 0;
     memset(out, 0, sizeof(*out));
+    ulen = URLS_LEN_MAX + strlen(path) + 1;
     if ((url = malloc(ulen)) == NULL)
         goto out;
-    snprintf(url, ulen, "%s%s", a->url, path);
-    /* reset keeps the live connection and TLS session for the next call. */
-    curl_easy_reset(a->curl);
     h = curl_slist_append(hdrs, "Accept: application/json");
     if (h == NULL)
         goto out;
@@ -187,7 +267,8 @@ int api_raw(api *a, const char *method, const char *path, const char *ctype,
         goto out;
     hdrs = h;
     if (a->bearer) {
-        alen = strlen(a->bearer) + sizeof("Authorization: Bearer ");
+        size_t alen = strlen(a->bearer) + sizeof("Authorization: Bearer ");
+
         if ((auth = malloc(alen)) == NULL)
             goto out;
         snprintf(auth, alen, "Authorization: Bearer %s", a->bearer);
@@ -201,41 +282,44 @@ int api_raw(api *a, const char *method, const char *path, const char *ctype,
             goto out;
         hdrs = h;
     }
-    curl_easy_setopt(a->curl, CURLOPT_URL, url);
-    curl_easy_setopt(a->curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(a->curl, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(a->curl, CURLOPT_PATH_AS_IS, 1L);
-    curl_easy_setopt(a->curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(a->curl, CURLOPT_CONNECTTIMEOUT, (long)CONNECT_TIMEOUT);
-    curl_easy_setopt(a->curl, CURLOPT_TIMEOUT, a->timeout);
-    curl_easy_setopt(a->curl, CURLOPT_USERAGENT, "authctl/" AUTHCTL_VERSION);
-    curl_easy_setopt(a->curl, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(a->curl, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(a->curl, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(a->curl, CURLOPT_WRITEDATA, &sink);
-    if (a->cacert)
-        curl_easy_setopt(a->curl, CURLOPT_CAINFO, a->cacert);
-    if (strcmp(method, "GET") != 0)
-        curl_easy_setopt(a->curl, CURLOPT_CUSTOMREQUEST, method);
-    if (body) {
-        curl_easy_setopt(a->curl, CURLOPT_POSTFIELDSIZE_LARGE,
-                         (curl_off_t)len);
-        curl_easy_setopt(a->curl, CURLOPT_POSTFIELDS, body);
+    norder = urls_order(&a->nodes, urls_now_ms(), order);
+    for (k = 0; k < norder; k++) {
+        i = order[k];
+        snprintf(url, ulen, "%s%s", a->nodes.url[i], path);
+        errbuf[0] = '\0';
+        buf_reset(&sink.body);
+        sink.too_big = 0;
+        set_options(a, method, url, hdrs, errbuf, &sink, body, len);
+        cc = curl_easy_perform(a->curl);
+        if (sink.too_big) {
+            why = "the server's answer is too large";
+            goto out;
+        }
+        if (cc == CURLE_OUT_OF_MEMORY || cc == CURLE_WRITE_ERROR)
+            goto out;
+        if (cc == CURLE_OK)
+            break;
+        snprintf(why_node[tried++], CURL_ERROR_SIZE, "%s",
+                 errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        urls_bad(&a->nodes, i, urls_now_ms(), NODE_HOLD_MS);
+        if (!not_sent(a->curl, cc) && !safe_to_repeat(a->curl, cc, method)) {
+            maybe_applied = a->nodes.n > 1;
+            break;
+        }
     }
-    cc = curl_easy_perform(a->curl);
-    if (sink.too_big) {
-        why = "the server's answer is too large";
-        goto out;
-    }
-    if (cc == CURLE_OUT_OF_MEMORY || cc == CURLE_WRITE_ERROR)
-        goto out;
-    if (cc != CURLE_OK) {
-        fprintf(stderr, "authctl: cannot reach %s: %s\n", a->url,
-                errbuf[0] ? errbuf : curl_easy_strerror(cc));
+    if (k == norder || cc != CURLE_OK) {
+        for (k = 0; k < tried; k++)
+            fprintf(stderr, "authctl: cannot reach %s: %s\n",
+                    a->nodes.url[order[k]], why_node[k]);
+        if (maybe_applied)
+            fprintf(stderr, "authctl: the %s may have reached %s before the "
+                            "connection broke: not sent to another node\n",
+                    method, a->nodes.url[i]);
         why = NULL;
         rc = CTL_UNREACHABLE;
         goto out;
     }
+    urls_good(&a->nodes, i);
     curl_easy_getinfo(a->curl, CURLINFO_RESPONSE_CODE, &out->status);
     if ((out->body = buf_take(&sink.body, &out->len)) == NULL)
         goto out;

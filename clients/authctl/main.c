@@ -17,8 +17,9 @@ enum { ARGV_MAX = 512, KEY_FILE_MAX = 4096, DEFAULT_TIMEOUT = 60,
 #define DEFAULT_SERVER "https://127.0.0.1:8443"
 
 static const args_opt global_opts[] = {
-    {"server", ARG_VALUE, "URL",
-     "authd's URL (env AUTHD_URL; default " DEFAULT_SERVER ")"},
+    {"server", ARG_VALUE, "URL[,URL...]",
+     "authd's URL, or several nodes' (tried in turn when one cannot be "
+     "reached; env AUTHD_URL; default " DEFAULT_SERVER ")"},
     {"key-file", ARG_VALUE, "FILE",
      "file holding the API key (env AUTHD_KEY holds the key itself)"},
     {"cacert", ARG_VALUE, "FILE",
@@ -26,6 +27,9 @@ static const args_opt global_opts[] = {
     {"json", ARG_FLAG, NULL,
      "print the server's JSON (for scripts); empty answers print nothing"},
     {"timeout", ARG_VALUE, "S", "seconds per request (default 60)"},
+    {"connect-timeout", ARG_VALUE, "MS",
+     "milliseconds to connect to one node (default 300 with several URLs, "
+     "10000 with one)"},
     {"page-size", ARG_VALUE, "N", "list items per request, 1..1000 (default 100)"},
     {"help", ARG_FLAG, NULL, "show help"},
     {NULL, 0, NULL, NULL},
@@ -131,6 +135,8 @@ static void help_main(FILE *f, const table t[3])
     print_opts(f, global_opts);
     fputs("\nenvironment: AUTHD_URL, AUTHD_KEY (the API key itself),\n"
           "AUTHD_KEY_FILE, AUTHD_CACERT; flags win over the environment.\n"
+          "--server and AUTHD_URL take several URLs separated by commas or\n"
+          "spaces: each request starts at the node that answered last.\n"
           "\nexit status: 0 success, 1 refused by the server (its message\n"
           "goes to stderr) or a local failure, 2 usage error, 3 cannot\n"
           "reach the server (connection refused, TLS failure, timeout).\n"
@@ -199,7 +205,7 @@ int main(int argc, char **argv)
     ctl c;
     args a;
     int gi, ni = -1, has_sub = 0, nrest = 0, i, rc = CTL_USAGE, inited = 0;
-    long timeout;
+    long timeout, connect_ms;
 
     memset(&c, 0, sizeof(c));
     memset(&a, 0, sizeof(a));
@@ -276,6 +282,8 @@ int main(int argc, char **argv)
     }
     if (args_long(&a, "timeout", 1, 3600, DEFAULT_TIMEOUT, &timeout, err,
                   sizeof(err)) != 0 ||
+        args_long(&a, "connect-timeout", 1, 600000, 0, &connect_ms, err,
+                  sizeof(err)) != 0 ||
         args_long(&a, "page-size", 1, 1000, DEFAULT_PAGE, &c.page_size, err,
                   sizeof(err)) != 0)
         return ctl_usage(&a, "%s", err);
@@ -302,6 +310,7 @@ int main(int argc, char **argv)
         cfg.cacert = NULL;
     cfg.bearer = key && *key ? key : NULL;
     cfg.timeout = timeout;
+    cfg.connect_ms = connect_ms;
     if (api_global_init() != 0) {
         fprintf(stderr, "authctl: cannot initialise libcurl\n");
         rc = CTL_FAILED;

@@ -11,16 +11,21 @@
 
 #include "../../common/buf.h"
 #include "../../common/codec.h"
+#include "urls.h"
 
 enum {
-    URL_MAX = 1024,
+    URL_MAX = URLS_LEN_MAX + 64, /* a node's URL and a path */
     ANSWER_MAX = 1 << 20,   /* a connect answer carries a device's statements */
-    DOC_STATEMENTS_MAX = 256 /* pol_doc_validate's limit per document */
+    DOC_STATEMENTS_MAX = 256, /* pol_doc_validate's limit per document */
+    /* A node that failed is asked again (when the current one fails)
+     * after this long; until then a check does not wait on it. */
+    NODE_HOLD_MS = 5000
 };
 
 struct cc {
     cc_config cfg;          /* strings owned */
     char *url_buf, *cacert_buf, *key_buf;
+    urls nodes;
     CURL *curl;
     struct curl_slist *headers;
     char url[URL_MAX];
@@ -41,6 +46,7 @@ void cc_close(cc *c)
         curl_easy_cleanup(c->curl);
     curl_slist_free_all(c->headers);
     free(c->url_buf);
+    urls_free(&c->nodes);
     free(c->cacert_buf);
     if (c->key_buf) {
         memset(c->key_buf, 0, strlen(c->key_buf));
@@ -50,34 +56,43 @@ void cc_close(cc *c)
     free(c);
 }
 
-struct curl_slist *cc_prepare(void *curl, const cc_config *cfg,
-                              const char *path, char *url, size_t n)
+const char *cc_node(const cc *c)
 {
-    const char *base = cfg->url;
-    size_t blen;
-    struct curl_slist *h = NULL, *t;
-    char auth[512];
+    return c->nodes.url[c->nodes.current];
+}
+
+int cc_target(void *curl, const char *base, const char *path, char *url,
+              size_t n)
+{
     int w;
 
-    if (base == NULL || *base == '\0')
-        return NULL;
     if (strncmp(base, "unix:", 5) == 0) {
         /* The check listener on a unix socket: the host part is only
          * what the Host header says. */
         if (curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, base + 5) != CURLE_OK)
-            return NULL;
+            return -1;
         w = snprintf(url, n, "http://localhost%s", path);
     } else {
-        blen = strlen(base);
-        while (blen > 0 && base[blen - 1] == '/')
-            blen--;
-        w = snprintf(url, n, "%.*s%s", (int)blen, base, path);
+        /* A list may mix both: a TCP node must not inherit the socket. */
+        curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, NULL);
+        w = snprintf(url, n, "%s%s", base, path);
     }
     if (w < 0 || (size_t)w >= n)
-        return NULL;
+        return -1;
     curl_easy_setopt(curl, CURLOPT_URL, url);
+    return 0;
+}
+
+struct curl_slist *cc_prepare(void *curl, const cc_config *cfg)
+{
+    struct curl_slist *h = NULL, *t;
+    char auth[512];
+    int w;
+
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, cfg->timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+                     cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms
+                                                 : cfg->timeout_ms);
     curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     if (cfg->cacert)
@@ -121,6 +136,7 @@ int cc_open(const cc_config *cfg, cc **out)
 {
     cc *c = calloc(1, sizeof(*c));
     struct curl_slist *t;
+    char err[256];
 
     *out = NULL;
     if (c == NULL)
@@ -133,14 +149,15 @@ int cc_open(const cc_config *cfg, cc **out)
     c->cfg.cacert = c->cacert_buf;
     c->cfg.key = c->key_buf;
     c->cfg.timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 2000;
+    c->cfg.connect_timeout_ms = cfg->connect_timeout_ms;
     if (c->url_buf == NULL || (cfg->cacert && *cfg->cacert && !c->cacert_buf) ||
-        (cfg->key && *cfg->key && !c->key_buf))
+        (cfg->key && *cfg->key && !c->key_buf) ||
+        urls_parse(c->url_buf, URLS_UNIX, &c->nodes, err, sizeof(err)) != 0)
         goto fail;
     c->curl = curl_easy_init();
     if (c->curl == NULL)
         goto fail;
-    c->headers = cc_prepare(c->curl, &c->cfg, "/v1/check", c->url,
-                            sizeof(c->url));
+    c->headers = cc_prepare(c->curl, &c->cfg);
     if (c->headers == NULL)
         goto fail;
     t = curl_slist_append(c->headers, "Content-Type: application/json");
@@ -252,6 +269,81 @@ static void jwt_jti(const char *jwt, char *out, size_t n)
     free(raw);
 }
 
+/* Wipes the answer buffer: it may hold statements and token claims. */
+static void answer_wipe(cc *c)
+{
+    if (buf_ptr(&c->answer) != NULL)
+        memset(buf_ptr(&c->answer), 0, buf_len(&c->answer));
+    buf_reset(&c->answer);
+}
+
+/* One attempt at node i with the body already set: the answer's JSON
+ * when it is a 200 with a "result", else NULL with why in err. */
+static json_t *ask(cc *c, size_t i, char *err, size_t errlen)
+{
+    json_t *ans;
+    long status = 0;
+    CURLcode rc;
+
+    answer_wipe(c);
+    c->overflow = 0;
+    if (cc_target(c->curl, c->nodes.url[i], "/v1/check", c->url,
+                  sizeof(c->url)) != 0) {
+        snprintf(err, errlen, "the URL is too long");
+        return NULL;
+    }
+    rc = curl_easy_perform(c->curl);
+    if (rc != CURLE_OK) {
+        snprintf(err, errlen, "%s%s", curl_easy_strerror(rc),
+                 c->overflow ? " (answer too large)" : "");
+        return NULL;
+    }
+    curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200) {
+        snprintf(err, errlen, "HTTP %ld from /v1/check", status);
+        return NULL;
+    }
+    if (buf_str(&c->answer) == NULL) {
+        snprintf(err, errlen, "the /v1/check answer could not be read");
+        return NULL;
+    }
+    ans = json_loadb(buf_str(&c->answer), buf_len(&c->answer), 0, NULL);
+    if (json_string_value(json_object_get(ans, "result")) == NULL) {
+        json_decref(ans);
+        snprintf(err, errlen, "the /v1/check answer has no \"result\"");
+        return NULL;
+    }
+    return ans;
+}
+
+/* Asks the nodes in urls_order until one answers. Any failure moves on:
+ * a check changes nothing on authd, so it may be repeated elsewhere. On
+ * NULL err holds "URL: why" for each node tried. */
+static json_t *ask_nodes(cc *c, char *err, size_t errlen)
+{
+    size_t order[URLS_MAX], n, k, used = 0;
+    char why[CURL_ERROR_SIZE];
+    json_t *ans = NULL;
+    int w;
+
+    n = urls_order(&c->nodes, urls_now_ms(), order);
+    for (k = 0; k < n && ans == NULL; k++) {
+        if ((ans = ask(c, order[k], why, sizeof(why))) != NULL) {
+            urls_good(&c->nodes, order[k]);
+            break;
+        }
+        urls_bad(&c->nodes, order[k], urls_now_ms(), NODE_HOLD_MS);
+        if (c->nodes.n == 1)
+            w = snprintf(err, errlen, "%s", why);
+        else
+            w = snprintf(err + used, errlen - used, "%s%s: %s",
+                         used ? "; " : "", c->nodes.url[order[k]], why);
+        if (w > 0)
+            used = (size_t)w + used >= errlen ? errlen - 1 : used + (size_t)w;
+    }
+    return ans;
+}
+
 cc_result cc_connect(cc *c, const char *client_id, const char *username,
                      const char *password, const char *fingerprint,
                      cc_grant *out, char *err, size_t errlen)
@@ -259,8 +351,6 @@ cc_result cc_connect(cc *c, const char *client_id, const char *username,
     json_t *req = NULL, *ans = NULL;
     char *body = NULL;
     const char *result, *scope;
-    long status = 0;
-    CURLcode rc;
     cc_result res = CC_UNREACHABLE;
 
     memset(out, 0, sizeof(*out));
@@ -282,31 +372,11 @@ cc_result cc_connect(cc *c, const char *client_id, const char *username,
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    buf_reset(&c->answer);
-    c->overflow = 0;
     curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    rc = curl_easy_perform(c->curl);
-    if (rc != CURLE_OK) {
-        snprintf(err, errlen, "%s%s", curl_easy_strerror(rc),
-                 c->overflow ? " (answer too large)" : "");
+    if ((ans = ask_nodes(c, err, errlen)) == NULL)
         goto out;
-    }
-    curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
-    if (status != 200) {
-        snprintf(err, errlen, "HTTP %ld from /v1/check", status);
-        goto out;
-    }
-    if (buf_str(&c->answer) == NULL) {
-        snprintf(err, errlen, "the /v1/check answer could not be read");
-        goto out;
-    }
-    ans = json_loadb(buf_str(&c->answer), buf_len(&c->answer), 0, NULL);
     result = json_string_value(json_object_get(ans, "result"));
-    if (result == NULL) {
-        snprintf(err, errlen, "the /v1/check answer has no \"result\"");
-        goto out;
-    }
     copy_str(out->device, sizeof(out->device),
              json_string_value(json_object_get(ans, "device")));
     copy_str(out->reason, sizeof(out->reason),
@@ -342,8 +412,7 @@ out:
         memset(body, 0, strlen(body)); /* it holds the password */
         free(body);
     }
-    if (buf_ptr(&c->answer) != NULL)
-        memset(buf_ptr(&c->answer), 0, buf_len(&c->answer));
+    answer_wipe(c);
     json_decref(req);
     json_decref(ans);
     return res;

@@ -1,8 +1,13 @@
-/* The plugin's side of POST /v1/check: one libcurl easy handle (kept
- * alive between calls) that asks authd whether a client may connect and
- * turns an allow into compiled policy sets, so that every later publish,
- * subscribe and receive is decided locally by policy/ (no HTTP per
- * message). A handle belongs to one thread. */
+/* The plugin's side of POST /v1/check: one libcurl easy handle (its
+ * connections kept alive between calls) that asks authd whether a client
+ * may connect and turns an allow into compiled policy sets, so that
+ * every later publish, subscribe and receive is decided locally by
+ * policy/ (no HTTP per message). A handle belongs to one thread.
+ *
+ * authd may be several nodes (cluster mode): a check goes to the node
+ * that answered last; when that one gives no usable answer the next is
+ * tried within the same check (a check changes nothing, so repeating it
+ * is safe), and a node that failed is skipped for a few seconds. */
 #ifndef AUTHD_MQ_CHECK_CLIENT_H
 #define AUTHD_MQ_CHECK_CLIENT_H
 
@@ -11,14 +16,16 @@
 
 #include "policy/policy.h"
 
-/* Where authd is and how to reach it. url is "http://host:port",
+/* Where authd is and how to reach it. url is one node or several,
+ * separated by commas or spaces: each "http://host:port",
  * "https://host:port" or "unix:/path/to/check.sock" (the check listener
  * on a unix socket); a trailing '/' is ignored. */
 typedef struct {
     const char *url;
     const char *cacert;  /* PEM bundle for https, or NULL: system store */
     const char *key;     /* broker API key (Bearer), or NULL */
-    long timeout_ms;
+    long timeout_ms;         /* a whole request to one node */
+    long connect_timeout_ms; /* connecting to one node; 0: timeout_ms */
 } cc_config;
 
 typedef struct cc cc;
@@ -44,24 +51,33 @@ typedef struct {
     int64_t expire_at;   /* 0 if authd gave none */
 } cc_grant;
 
-/* Opens a handle with a copy of cfg. Returns 0, or -1 (out of memory or
- * libcurl failure; *out is NULL). */
+/* Opens a handle with a copy of cfg. Returns 0, or -1 (a bad URL list,
+ * out of memory or libcurl failure; *out is NULL). */
 int cc_open(const cc_config *cfg, cc **out);
 void cc_close(cc *c); /* NULL-safe */
 
-/* The URL of path on authd ("/v1/events"), for a handle's own requests,
- * and applies the transport options of cfg (unix socket, CA, timeouts,
- * Authorization) to a libcurl easy handle; the returned header list is
- * the caller's to free with curl_slist_free_all after the transfer.
- * Writes at most n bytes of URL into url. Returns NULL on failure. */
-struct curl_slist *cc_prepare(void *curl, const cc_config *cfg,
-                              const char *path, char *url, size_t n);
+/* The URL of the node that answered the last check (or will be asked
+ * first). The string lives as long as the handle. */
+const char *cc_node(const cc *c);
+
+/* Applies the transport options of cfg (CA, timeouts, no proxy) to a
+ * libcurl easy handle and returns the headers every request carries
+ * (Authorization with the key), the caller's to free with
+ * curl_slist_free_all after the transfer. NULL on failure. */
+struct curl_slist *cc_prepare(void *curl, const cc_config *cfg);
+/* Points a libcurl easy handle at path on one node (base: one URL of the
+ * list, as urls_parse keeps it): the URL, written into url (at most n
+ * bytes), and the unix socket or none. Returns 0, or -1 if it does not
+ * fit. */
+int cc_target(void *curl, const char *base, const char *path, char *url,
+              size_t n);
 
 /* Asks authd whether this client may connect. username, password and
  * fingerprint (lowercase hex SHA-256 of the certificate DER) may be NULL.
  * On CC_ALLOW *out holds the grant (release with cc_grant_clear); on
  * CC_DENY out->reason (and out->device when known) says why; on
- * CC_UNREACHABLE err says what failed. out is zeroed on entry. */
+ * CC_UNREACHABLE (no node gave a usable answer) err says what failed at
+ * each node tried. out is zeroed on entry. */
 cc_result cc_connect(cc *c, const char *client_id, const char *username,
                      const char *password, const char *fingerprint,
                      cc_grant *out, char *err, size_t errlen);

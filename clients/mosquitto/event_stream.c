@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "../../common/buf.h"
+#include "urls.h"
 
 enum {
     LINE_MAX_BYTES = 64 * 1024, /* an event's data line; authd's are small */
@@ -24,12 +25,19 @@ enum {
     BACKOFF_MAX_MS = 5000,
     /* authd sends a keep-alive comment every 15 s; three missed ones
      * mean the connection is gone even if TCP has not noticed. */
-    STALL_SECONDS = 45
+    STALL_SECONDS = 45,
+    /* After its stream broke, or it could not be reached, a node is
+     * tried again only when the others fail, or after this long. */
+    NODE_HOLD_MS = 5000
 };
 
 struct es {
     cc_config cfg;
     char *url_buf, *cacert_buf, *key_buf;
+    urls nodes;           /* the stream thread's own copy of the list */
+    size_t trying;        /* the node of the transfer running now */
+    atomic_uint conns;    /* streams that answered 200 so far */
+    atomic_size_t node;   /* the node of the last of them */
     atomic_int *pending, *up;
     atomic_int stop;
     pthread_t thread;
@@ -44,7 +52,9 @@ struct es {
     char event[64];
     char id[32];
     buf_t data;         /* the event's data lines, joined by '\n' */
-    char last_id[32];   /* of the last dispatched event, for resuming */
+    char last_id[32];   /* of the last dispatched event, for resuming on
+                         * this node or another: with one event log for
+                         * every node (cluster mode) ids are global */
     int status_ok;      /* this transfer answered 200 */
     int connected_once;
 };
@@ -236,6 +246,8 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
             if (e->connected_once)
                 push(e, ES_ALL_STALE, "");
             e->connected_once = 1;
+            atomic_store(&e->node, e->trying);
+            atomic_fetch_add(&e->conns, 1);
             atomic_store(e->up, 1);
         }
     }
@@ -302,50 +314,80 @@ static void private_fd_table(void)
 #endif
 }
 
+/* Follows the stream of node i until it ends or the plugin stops;
+ * returns whether the node answered 200 (the stream was up). */
+static int follow(es *e, CURL *curl, size_t i)
+{
+    struct curl_slist *h, *t;
+    char url[URLS_LEN_MAX + 64], hdr[64];
+    int up;
+
+    curl_easy_reset(curl);
+    h = cc_prepare(curl, &e->cfg);
+    if (h == NULL)
+        return 0;
+    if (cc_target(curl, e->nodes.url[i], "/v1/events", url, sizeof(url)) != 0)
+        goto out;
+    t = curl_slist_append(h, "Accept: text/event-stream");
+    h = t ? t : h;
+    if (e->last_id[0]) {
+        /* Whichever node this is: it sends what came after. */
+        snprintf(hdr, sizeof(hdr), "Last-Event-ID: %s", e->last_id);
+        t = curl_slist_append(h, hdr);
+        h = t ? t : h;
+    }
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, e);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, e);
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, e);
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, (long)STALL_SECONDS);
+    e->trying = i;
+    e->status_ok = 0;
+    reset_parser(e);
+    curl_easy_perform(curl);
+out:
+    up = e->status_ok;
+    atomic_store(e->up, 0);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(h);
+    return up;
+}
+
 static void *run(void *arg)
 {
     es *e = arg;
     CURL *curl;
     long backoff = BACKOFF_FIRST_MS;
-    char url[1024], hdr[64];
+    size_t order[URLS_MAX], n, k;
+    int was_up;
 
     private_fd_table();
     if ((curl = curl_easy_init()) == NULL)
         return NULL;
     while (!atomic_load(&e->stop)) {
-        struct curl_slist *h, *t;
-
-        curl_easy_reset(curl);
-        h = cc_prepare(curl, &e->cfg, "/v1/events", url, sizeof(url));
-        if (h) {
-            t = curl_slist_append(h, "Accept: text/event-stream");
-            h = t ? t : h;
-            if (e->last_id[0]) {
-                snprintf(hdr, sizeof(hdr), "Last-Event-ID: %s", e->last_id);
-                t = curl_slist_append(h, hdr);
-                h = t ? t : h;
-            }
-            curl_easy_setopt(curl, CURLOPT_HTTPHEADER, h);
-            curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
-            curl_easy_setopt(curl, CURLOPT_HEADERDATA, e);
-            curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
-            curl_easy_setopt(curl, CURLOPT_WRITEDATA, e);
-            curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-            curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-            curl_easy_setopt(curl, CURLOPT_XFERINFODATA, e);
-            curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-            curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, (long)STALL_SECONDS);
-            e->status_ok = 0;
-            reset_parser(e);
-            curl_easy_perform(curl);
-            if (e->status_ok)
-                backoff = BACKOFF_FIRST_MS; /* it worked for a while */
-            curl_slist_free_all(h);
+        /* One round: the nodes in order until one streams. */
+        was_up = 0;
+        n = urls_order(&e->nodes, urls_now_ms(), order);
+        for (k = 0; k < n && !was_up && !atomic_load(&e->stop); k++) {
+            was_up = follow(e, curl, order[k]);
+            if (was_up)
+                urls_good(&e->nodes, order[k]);
+            /* Whether its stream broke or it never answered, the next
+             * attempt goes to another node first: this one may be
+             * dying, and another serves the same events. */
+            urls_bad(&e->nodes, order[k], urls_now_ms(), NODE_HOLD_MS);
         }
-        atomic_store(e->up, 0);
+        if (was_up)
+            backoff = BACKOFF_FIRST_MS; /* it worked for a while */
         if (nap(e, backoff))
             break;
-        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        if (!was_up)
+            backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
     curl_easy_cleanup(curl);
     return NULL;
@@ -365,6 +407,7 @@ static void es_free(es *e)
         free(p);
     }
     free(e->url_buf);
+    urls_free(&e->nodes);
     free(e->cacert_buf);
     free(e->key_buf);
     free(e->line);
@@ -378,6 +421,7 @@ int es_start(const cc_config *cfg, atomic_int *pending, atomic_int *up,
              es **out)
 {
     es *e = calloc(1, sizeof(*e));
+    char err[256];
 
     *out = NULL;
     if (e == NULL)
@@ -385,6 +429,8 @@ int es_start(const cc_config *cfg, atomic_int *pending, atomic_int *up,
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->wake, NULL);
     atomic_init(&e->stop, 0);
+    atomic_init(&e->conns, 0);
+    atomic_init(&e->node, 0);
     /* The same bound as before the buffer: data plus its separator
      * within LINE_MAX_BYTES. */
     buf_init(&e->data, LINE_MAX_BYTES - 2);
@@ -397,12 +443,24 @@ int es_start(const cc_config *cfg, atomic_int *pending, atomic_int *up,
     e->cfg.cacert = e->cacert_buf;
     e->cfg.key = e->key_buf;
     e->cfg.timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 2000;
-    if (e->url_buf == NULL || pthread_create(&e->thread, NULL, run, e) != 0) {
+    e->cfg.connect_timeout_ms = cfg->connect_timeout_ms;
+    if (e->url_buf == NULL ||
+        urls_parse(e->url_buf, URLS_UNIX, &e->nodes, err, sizeof(err)) != 0 ||
+        pthread_create(&e->thread, NULL, run, e) != 0) {
         es_free(e);
         return -1;
     }
     *out = e;
     return 0;
+}
+
+unsigned es_connections(es *e, const char **node)
+{
+    unsigned n = atomic_load(&e->conns);
+
+    /* The strings of the list never change while e lives. */
+    *node = e->nodes.url[atomic_load(&e->node)];
+    return n;
 }
 
 void es_stop(es *e)

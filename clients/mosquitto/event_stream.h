@@ -1,8 +1,10 @@
 /* A background thread that follows authd's GET /v1/events (Server-Sent
  * Events) and hands what concerns the broker's sessions to the broker
  * thread through a mutex-protected queue: the broker thread is the only
- * one that touches sessions or calls mosquitto. Reconnects with backoff
- * and Last-Event-ID. */
+ * one that touches sessions or calls mosquitto. When the stream breaks
+ * it reconnects, to another node of the URL list first, with the
+ * Last-Event-ID of the last event it processed; with backoff when no
+ * node answers. */
 #ifndef AUTHD_MQ_EVENT_STREAM_H
 #define AUTHD_MQ_EVENT_STREAM_H
 
@@ -35,6 +37,10 @@ typedef struct es es;
  * started. */
 int es_start(const cc_config *cfg, atomic_int *pending, atomic_int *up,
              es **out);
+/* How many times the stream has connected (answered 200) so far, and in
+ * *node the URL of the node it connected to last (a string that lives
+ * as long as e). For the broker thread's log. */
+unsigned es_connections(es *e, const char **node);
 /* Stops the thread (within about a second) and frees everything.
  * NULL-safe. */
 void es_stop(es *e);

@@ -31,9 +31,13 @@
 #include "check_client.h"
 #include "event_stream.h"
 #include "sessions.h"
+#include "urls.h"
 
 enum {
     DEFAULT_TIMEOUT_MS = 2000,
+    /* With several nodes: a node that is gone costs at most this before
+     * the next one is asked, so a failover stays well under a second. */
+    DEFAULT_CONNECT_TIMEOUT_MS_MANY = 300,
     DEFAULT_CACHE_TTL = 300,
     KICK_LIST_MAX = 100000
 };
@@ -50,6 +54,9 @@ typedef struct plugin {
     unsigned gen;           /* bumped when every grant goes stale */
     int outage;             /* authd unreachable, logged once */
     int stream_logged;      /* stream_up as last logged */
+    unsigned stream_conns;  /* es_connections as last logged */
+    const char *check_node; /* cc_node as last logged */
+    size_t nnodes;          /* URLs in plugin_opt_url */
     int kick_pending;       /* some session may be flagged kick */
     char **kick_devices;    /* device ids to disconnect at the next tick */
     size_t nkick, capkick;
@@ -118,6 +125,12 @@ static cc_result fetch(plugin *p, sess *s, time_t now, char *reason,
     r = cc_connect(p->check, s->client_id, s->username, s->password,
                    s->fingerprint[0] ? s->fingerprint : NULL, &g, err,
                    sizeof(err));
+    if (cc_node(p->check) != p->check_node) {
+        /* Another node answered, or will be asked first next time. */
+        p->check_node = cc_node(p->check);
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, "authd: checks now go to %s%s%s",
+                             p->check_node, err[0] ? " after: " : "", err);
+    }
     if (r == CC_UNREACHABLE) {
         note_down(p, err);
         snprintf(reason, rlen, "authd_unreachable");
@@ -442,6 +455,8 @@ static int on_tick(int event, void *event_data, void *userdata)
     time_t now = time(NULL);
     size_t i;
     int up;
+    unsigned conns;
+    const char *node;
 
     (void)event, (void)event_data;
     drain_if_pending(p);
@@ -454,12 +469,17 @@ static int on_tick(int event, void *event_data, void *userdata)
     }
     p->nkick = 0;
     up = atomic_load(&p->stream_up);
+    /* Counted, not only up/down: a switch to another node can happen
+     * between two ticks. */
+    conns = es_connections(p->events, &node);
+    if (conns != p->stream_conns) {
+        p->stream_conns = conns;
+        mosquitto_log_printf(MOSQ_LOG_INFO,
+                             "authd: following events at %s/v1/events", node);
+        p->stream_logged = 1;
+    }
     if (up != p->stream_logged) {
-        if (up)
-            mosquitto_log_printf(MOSQ_LOG_INFO,
-                                 "authd: following events at %s/v1/events",
-                                 p->cfg.url);
-        else
+        if (!up)
             mosquitto_log_printf(MOSQ_LOG_WARNING,
                                  "authd: event stream lost, reconnecting");
         p->stream_logged = up;
@@ -522,6 +542,8 @@ static int set_str(const char **dst, const char *v)
 static int parse_options(plugin *p, struct mosquitto_opt *options,
                          int option_count)
 {
+    urls nodes;
+    char err[256];
     int i;
 
     p->cfg.timeout_ms = DEFAULT_TIMEOUT_MS;
@@ -540,6 +562,8 @@ static int parse_options(plugin *p, struct mosquitto_opt *options,
             bad = set_str(&p->cfg.key, v);
         else if (strcmp(k, "timeout_ms") == 0)
             bad = parse_long(v, 1, 600000, &p->cfg.timeout_ms);
+        else if (strcmp(k, "connect_timeout_ms") == 0)
+            bad = parse_long(v, 1, 600000, &p->cfg.connect_timeout_ms);
         else if (strcmp(k, "cache_ttl") == 0)
             bad = parse_long(v, 1, 86400 * 366, &p->cache_ttl);
         else
@@ -550,14 +574,24 @@ static int parse_options(plugin *p, struct mosquitto_opt *options,
             return -1;
         }
     }
-    if (p->cfg.url == NULL || (strncmp(p->cfg.url, "http://", 7) != 0 &&
-                               strncmp(p->cfg.url, "https://", 8) != 0 &&
-                               strncmp(p->cfg.url, "unix:/", 6) != 0)) {
-        mosquitto_log_printf(MOSQ_LOG_ERR,
-                             "authd: plugin_opt_url must be http://, https:// "
-                             "or unix:/path");
+    if (p->cfg.url == NULL) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "authd: plugin_opt_url is required");
         return -1;
     }
+    if (urls_parse(p->cfg.url, URLS_UNIX, &nodes, err, sizeof(err)) != 0) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, "authd: plugin_opt_url: %s", err);
+        return -1;
+    }
+    p->nnodes = nodes.n;
+    urls_free(&nodes);
+    /* One node: nothing to fail over to, so a slow connect may take the
+     * whole timeout as before. */
+    if (p->cfg.connect_timeout_ms == 0)
+        p->cfg.connect_timeout_ms = p->nnodes > 1
+                                        ? DEFAULT_CONNECT_TIMEOUT_MS_MANY
+                                        : p->cfg.timeout_ms;
+    if (p->cfg.connect_timeout_ms > p->cfg.timeout_ms)
+        p->cfg.connect_timeout_ms = p->cfg.timeout_ms;
     return 0;
 }
 
@@ -600,6 +634,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
         plugin_free(p);
         return MOSQ_ERR_UNKNOWN;
     }
+    p->check_node = cc_node(p->check);
     mosquitto_log_printf(MOSQ_LOG_INFO,
                          "authd: plugin ready (authd at %s, cache_ttl %lds)",
                          p->cfg.url, p->cache_ttl);

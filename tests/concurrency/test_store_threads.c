@@ -3,10 +3,13 @@
  * readers that check, in their own read transactions, that what they see
  * is always a consistent committed state. Run under the `tsan` setup any
  * unsynchronised access between callers and the writer thread fails the
- * test; in every build the counts prove that no write was lost. */
+ * test; in every build the counts prove that no write was lost. Runs
+ * against LMDB and, when AUTHD_TEST_PG_URL names a server, against a
+ * fresh PostgreSQL database. */
 #include <stdatomic.h>
 
 #include "../../authd/store.h"
+#include "../unit/pg_fixture.h"
 #include "harness.h"
 
 enum {
@@ -17,7 +20,15 @@ enum {
 };
 
 static char dir[256];
+static char pg_url[512]; /* set for the PostgreSQL run */
 static store *st;
+
+static ad_err open_st(char *err, size_t errlen)
+{
+    if (pg_url[0])
+        return store_open_url(pg_url, NULL, &st, err, errlen);
+    return store_open(dir, 64, &st, err, errlen);
+}
 static conc_deadline deadline;
 static atomic_int writers_left;
 
@@ -199,8 +210,8 @@ static void test_store_group_commit_loses_nothing_under_concurrent_readers(void)
     memset(w, 0, sizeof(w));
     for (i = 0; i < WRITERS + READERS; i++)
         w[i].id = i;
-    ok(store_open(dir, 64, &st, err, sizeof(err)) == AD_OK,
-       "the store opens in a fresh directory (%s)", err);
+    ok(open_st(err, sizeof(err)) == AD_OK,
+       "the store opens fresh (%s)", err);
     if (st == NULL)
         return;
     atomic_init(&writers_left, WRITERS);
@@ -230,8 +241,7 @@ static void test_store_group_commit_loses_nothing_under_concurrent_readers(void)
 
     /* After reopening: every acknowledged write is durable, and the
      * shared counter lost no increment. */
-    ok(store_open(dir, 64, &st, err, sizeof(err)) == AD_OK,
-       "the store reopens");
+    ok(open_st(err, sizeof(err)) == AD_OK, "the store reopens");
     if (st == NULL)
         return;
     w[0].id = 0;
@@ -248,7 +258,14 @@ int main(void)
 
     if (conc_tmpdir("store", dir, sizeof(dir)) != 0)
         return 1;
+    tap_diag("backend: lmdb");
     TAP_RUN(test_store_group_commit_loses_nothing_under_concurrent_readers);
+    if (pgfx_fresh("threads", pg_url, sizeof(pg_url)) == 0) {
+        tap_diag("backend: postgresql");
+        TAP_RUN(test_store_group_commit_loses_nothing_under_concurrent_readers);
+        pg_url[0] = '\0';
+        pgfx_drop_all();
+    }
     rc = tap_done();
     conc_rmdir(dir);
     return rc;

@@ -181,7 +181,7 @@ static void *role_main(void *arg)
 
 static int open_tokens(void)
 {
-    tokens_config cfg = {keydir, "https://authd.test", "mqtt", 3600};
+    tokens_config cfg = {keydir, "https://authd.test", "mqtt", 3600, NULL};
     char err[256] = "";
 
     if (tokens_open(&cfg, st, &tk, err, sizeof(err)) != AD_OK) {

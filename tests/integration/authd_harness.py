@@ -51,6 +51,70 @@ def authd_bin():
     raise RuntimeError("AUTHD_BIN is not set and no build*/authd/authd exists")
 
 
+# ------------------------------------------------------------ backends ----
+#
+# AUTHD_TEST_STORE=postgres runs every daemon the harness starts on a
+# PostgreSQL database of its own (one per data dir, so a restart on the
+# same data dir finds its data again), on the server AUTHD_TEST_PG_URL
+# names; without that URL, the first daemon starts a throwaway server
+# (scripts/pg_test_server.sh) that lives until this process exits.
+
+BACKEND = os.environ.get("AUTHD_TEST_STORE", "lmdb")
+_pg = {"url": os.environ.get("AUTHD_TEST_PG_URL"), "dir": None, "dbs": {}}
+
+
+def _pg_server_url():
+    if _pg["url"]:
+        return _pg["url"]
+    import atexit
+    d = tempfile.mkdtemp(prefix="authd-pg-")
+    script = os.path.join(REPO, "scripts", "pg_test_server.sh")
+    out = subprocess.run(["bash", script, "start", d], check=True,
+                         capture_output=True, text=True, timeout=120)
+    _pg["url"], _pg["dir"] = out.stdout.strip().splitlines()[-1], d
+    atexit.register(lambda: subprocess.run(["bash", script, "stop", d],
+                                           capture_output=True, timeout=120))
+    return _pg["url"]
+
+
+def pg_database_url(name):
+    """The URL of database `name` on the test server, created if new."""
+    base = _pg_server_url()
+    if name not in _pg["dbs"]:
+        r = subprocess.run(["psql", base, "-v", "ON_ERROR_STOP=1", "-qc",
+                            'CREATE DATABASE "%s"' % name],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0 and "already exists" not in r.stderr:
+            raise AssertionError("cannot create database %s: %s"
+                                 % (name, r.stderr))
+        _pg["dbs"][name] = re.sub(r"/[^/?]*(\?|$)", "/%s\\1" % name,
+                                  base.split("://", 1)[1], count=1)
+        _pg["dbs"][name] = base.split("://", 1)[0] + "://" + _pg["dbs"][name]
+    return _pg["dbs"][name]
+
+
+def backend_store_url(data_dir):
+    """The store the backend under test gives data_dir: its PostgreSQL
+    database, or None for the LMDB default."""
+    if BACKEND != "postgres":
+        return None
+    import hashlib
+    name = "authd_" + hashlib.sha256(
+        os.path.abspath(data_dir).encode()).hexdigest()[:20]
+    return pg_database_url(name)
+
+
+def store_args(data_dir):
+    """The --store arguments for a daemon (or `authd init`) on data_dir
+    under the backend under test. None when the data dir remembers a
+    store already (init, join or a first start wrote DATA/store.url): a
+    test that chose one keeps it."""
+    url = backend_store_url(data_dir)
+    if url is None or os.path.exists(os.path.join(data_dir, "store.url")):
+        return []
+    return ["--store", url]
+
+
 def uid(prefix=""):
     """A short unique token so tests sharing one daemon never collide."""
     return prefix + uuid.uuid4().hex[:12]
@@ -220,7 +284,7 @@ class Authd:
                 "--http", "127.0.0.1:%d" % self.http_port,
                 "--https", "127.0.0.1:%d" % self.https_port,
                 "--check-http", "127.0.0.1:%d" % self.check_port,
-                ] + self.extra_args
+                ] + store_args(self.data) + self.extra_args
 
     def spawn(self):
         """Starts the process without waiting for readiness."""

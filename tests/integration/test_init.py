@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from authd_harness import (WRAPPER, Authd, assert_error, create_enrollment, enroll,
                            free_ports, http_request, key_pem, run, split_pem_chain,
-                           uid)
+                           store_args, uid)
 
 
 def private_key_files(data_dir):
@@ -124,7 +124,7 @@ def test_refuses_to_start_when_a_private_key_is_group_or_world_readable(spawn_au
 
 def test_init_command_initialises_without_serving(binary, spawn_authd, tmp_path):
     data = str(tmp_path / "initdata")
-    run(WRAPPER + [binary, "init", "--data", data], timeout=120)
+    run(WRAPPER + [binary, "init", "--data", data] + store_args(data), timeout=120)
     assert os.path.isfile(os.path.join(data, "admin.key")), "init must write admin.key"
     assert mode(os.path.join(data, "admin.key")) == 0o600
     assert standalone_key_files(data), "init must create the CA keys"
@@ -174,7 +174,7 @@ def _offline_ca(tmp_path):
 def test_init_imports_an_issuing_ca_signed_by_an_offline_root(binary, spawn_authd, tmp_path):
     iss, paths = _offline_ca(tmp_path)
     data = str(tmp_path / "imported")
-    run(WRAPPER + [binary, "init", "--data", data, "--ca-cert", paths["issuing.pem"],
+    run(WRAPPER + [binary, "init", "--data", data] + store_args(data) + ["--ca-cert", paths["issuing.pem"],
          "--ca-key", paths["issuing.key"]], timeout=120)
     d = spawn_authd(data_dir=data)
     chain = split_pem_chain(d.ca_pem())

@@ -15,7 +15,6 @@ import hmac
 import http.client
 import json
 import os
-import stat
 import time
 
 import jwt
@@ -23,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import sealed_keys  # noqa: E402
 from authd_harness import (Api, assert_error, basic, create_enrollment,
                            enroll, load_cert, uid)
 
@@ -202,10 +202,10 @@ def connect_with(daemon, device_id, password, **extra):
 
 
 def signing_key(daemon, kid):
-    """The daemon's private key for kid, read from DATA/tokens/<kid>.key:
-    lets the tests forge tokens that differ from real ones in one claim."""
-    with open(os.path.join(daemon.data, "tokens", kid + ".key"), "rb") as f:
-        return serialization.load_pem_private_key(f.read(), None)
+    """The daemon's private key for kid, unsealed from the store with
+    DATA/seal.key: lets the tests forge tokens that differ from real ones
+    in one claim."""
+    return sealed_keys.signing_key(daemon.data, kid)
 
 
 def claims_for(device_id, **override):
@@ -645,9 +645,10 @@ def test_rotation_signs_with_a_new_kid_keeps_old_tokens_valid_and_survives_resta
     assert r.status == 201 and r.json.get("kid"), "POST /v1/token-keys: %r" % r
     new_kid = r.json["kid"]
     assert new_kid != old_kid, "a rotation makes a new key"
-    path = os.path.join(data, "tokens", new_kid + ".key")
-    assert os.path.exists(path), "the new key is kept at %s" % path
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, "a private key file is 0600"
+    recs, signing = sealed_keys.token_key_records(data)
+    assert new_kid in recs and signing == new_kid, (
+        "the new key is kept in the store and signs: %r %r" % (sorted(recs), signing))
+    assert "PRIVATE KEY" not in json.dumps(recs[new_kid]), "it is kept sealed only"
 
     new = mint(d, dev)["access_token"]
     assert jwt.get_unverified_header(new)["kid"] == new_kid, "new tokens carry the new kid"

@@ -1,0 +1,101 @@
+/* See changes.h. */
+#include <string.h>
+
+#include "changes.h"
+#include "checker.h"
+#include "events.h"
+#include "log.h"
+#include "revocation.h"
+#include "tokens.h"
+
+/* A certificate record changed (issued, revoked): its cache entries go,
+ * both the one by serial and the one by fingerprint, which only the
+ * record knows. */
+static void cert_changed(app *a, const char *serial)
+{
+    store_txn *tx = NULL;
+    const char *text;
+    size_t len;
+    json_t *rec = NULL;
+
+    if (store_read_begin(a->st, &tx) == AD_OK &&
+        store_get_raw(tx, STORE_CERTS, serial, &text, &len) == AD_OK)
+        rec = json_loadb(text, len, 0, NULL);
+    store_read_end(tx);
+    checker_forget_cert(a->checker, serial,
+                        json_string_value(json_object_get(rec, "fingerprint")));
+    json_decref(rec);
+}
+
+static void record_changed(app *a, store_table t, const char *key)
+{
+    switch (t) {
+    case STORE_DEVICES:
+    case STORE_DEVICE_SECRETS:
+        if (a->checker)
+            checker_forget_device(a->checker, key);
+        break;
+    case STORE_CERTS:
+        if (a->checker)
+            cert_changed(a, key);
+        break;
+    case STORE_REVOKED_CERTS:
+        if (a->revocation)
+            revocation_revoked_changed(a->revocation, key);
+        break;
+    case STORE_POLICIES:
+    case STORE_GROUPS:
+        if (a->checker)
+            checker_forget_policies(a->checker);
+        break;
+    case STORE_REVOKED_JTIS:
+        if (a->tokens)
+            tokens_note_revoked(a->tokens, key);
+        break;
+    case STORE_META:
+        /* Every revocation advances the CRL number in its transaction. */
+        if (strcmp(key, "crl") == 0 && a->revocation)
+            revocation_number_changed(a->revocation);
+        /* A rotation on any node: sign and verify with the new ring. */
+        else if (strcmp(key, "token_keys") == 0 && a->tokens &&
+                 tokens_reload(a->tokens) != AD_OK)
+            log_line("error", "event=token_keys_reload_failed");
+        break;
+    default:
+        break; /* enrollments, API keys: read from the store on each use */
+    }
+}
+
+/* Changes may have been missed: nothing cached may be trusted. */
+static void resync(app *a)
+{
+    if (a->checker)
+        checker_forget_all(a->checker);
+    if (a->tokens && tokens_reload_revoked(a->tokens) != AD_OK)
+        log_line("error", "event=resync_failed what=revoked_jtis");
+    if (a->tokens && tokens_reload(a->tokens) != AD_OK)
+        log_line("error", "event=resync_failed what=token_keys");
+    if (a->revocation)
+        revocation_resync(a->revocation);
+    if (a->events && events_catch_up(a->events) != AD_OK)
+        log_line("error", "event=resync_failed what=events");
+    log_line("info", "event=caches_dropped why=change_feed_gap");
+}
+
+void changes_apply(void *arg, const store_change *c)
+{
+    app *a = arg;
+
+    switch (c->kind) {
+    case STORE_CHANGE_RECORD:
+        record_changed(a, c->table, c->key);
+        break;
+    case STORE_CHANGE_EVENTS:
+        if (a->events && events_catch_up(a->events) != AD_OK)
+            log_line("error", "event=events_catch_up_failed");
+        break;
+    case STORE_CHANGE_UNKNOWN:
+        resync(a);
+        break;
+    }
+}

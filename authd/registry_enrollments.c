@@ -1,0 +1,140 @@
+/* See registry_enrollments.h. */
+#include <string.h>
+
+#include "registry_records.h"
+#include "util.h"
+
+ad_err registry_enrollment_decode(const json_t *rec, registry_enrollment *out)
+{
+    const char *id = json_string_value(json_object_get(rec, "id"));
+    const char *pattern = json_string_value(json_object_get(rec, "id_pattern"));
+    const char *exp = json_string_value(json_object_get(rec, "expires_at"));
+
+    memset(out, 0, sizeof(*out));
+    util_strlcpy(out->id, id ? id : "", sizeof(out->id));
+    /* No pattern admits every id. */
+    util_strlcpy(out->id_pattern, pattern ? pattern : "*",
+                 sizeof(out->id_pattern));
+    out->cert_days = (long)json_integer_value(json_object_get(rec, "cert_days"));
+    if (out->cert_days < 0)
+        out->cert_days = 0;
+    /* An unreadable expiry reads as expired (time 0). */
+    if (exp == NULL || util_parse_rfc3339(exp, &out->expires_at) != 0)
+        out->expires_at = 0;
+    out->used = json_integer_value(json_object_get(rec, "used"));
+    out->max_uses = json_integer_value(json_object_get(rec, "max_uses"));
+    return AD_OK;
+}
+
+ad_err registry_enrollment_usable(const registry_enrollment *enr, time_t now)
+{
+    if (now >= enr->expires_at)
+        return AD_EENREXPIRED;
+    if (enr->used >= enr->max_uses)
+        return AD_EENRUSED;
+    return AD_OK;
+}
+
+ad_err registry_enrollment_by_token(store *st, const char *token,
+                                    registry_enrollment *out)
+{
+    store_txn *tx = NULL;
+    char digest[65], id[64];
+    const char *hash;
+    json_t *rec = NULL;
+    ad_err e;
+
+    memset(out, 0, sizeof(*out));
+    if (token == NULL || strncmp(token, "enr_", 4) != 0 ||
+        strlen(token) > 200)
+        return AD_EBADCRED;
+    util_sha256_hex(token, strlen(token), digest);
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        return e;
+    e = store_index_first(tx, STORE_IX_ENROLLMENT_TOKENS, digest, id,
+                          sizeof(id));
+    if (e == AD_OK)
+        e = store_get(tx, STORE_ENROLLMENTS, id, &rec);
+    store_read_end(tx);
+    if (e != AD_OK)
+        return e == AD_ENOTFOUND ? AD_EBADCRED : e;
+    hash = json_string_value(json_object_get(rec, "token_sha256"));
+    if (hash == NULL || !util_secret_equal(digest, hash))
+        e = AD_EBADCRED;
+    else
+        e = registry_enrollment_decode(rec, out);
+    json_decref(rec);
+    return e;
+}
+
+ad_err registry_enrollment_get(store *st, const char *id,
+                               registry_enrollment *out)
+{
+    json_t *rec = NULL;
+    ad_err e = registry_record_get(st, STORE_ENROLLMENTS, id, &rec);
+
+    memset(out, 0, sizeof(*out));
+    if (e == AD_OK)
+        e = registry_enrollment_decode(rec, out);
+    json_decref(rec);
+    return e;
+}
+
+/* The public record: everything but the token's hash. */
+static json_t *enrollment_view(const json_t *enrollment)
+{
+    return registry_view_without(enrollment, "token_sha256");
+}
+
+static const registry_hashed_kind enrollments = {
+    STORE_ENROLLMENTS, STORE_IX_ENROLLMENT_TOKENS, "token_sha256", "token",
+    "enrollment.create", "enrollment.delete", enrollment_view};
+
+ad_err registry_enrollment_create(store *st, const char *actor,
+                                  const registry_enrollment_new *n,
+                                  json_t **view)
+{
+    char id[40], token[64], digest[65], now[32], exp[32];
+    time_t t = time(NULL);
+    json_t *rec;
+    ad_err e;
+
+    *view = NULL;
+    if (util_random_hex(8, id + 2, sizeof(id) - 2) != AD_OK ||
+        util_random_token("enr_", 32, token, sizeof(token)) != AD_OK)
+        return AD_EINTERNAL;
+    id[0] = 'e';
+    id[1] = '_';
+    util_sha256_hex(token, strlen(token), digest);
+    util_time_rfc3339(t, now, sizeof(now));
+    util_time_rfc3339(t + (time_t)n->expires_in, exp, sizeof(exp));
+    rec = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:o, s:I, s:s, s:s}", "id",
+                    id, "name", n->name ? n->name : id, "id_pattern",
+                    n->id_pattern, "max_uses", (json_int_t)n->max_uses, "used",
+                    (json_int_t)0, "expires_at", exp, "groups",
+                    n->groups ? json_deep_copy(n->groups) : json_array(),
+                    "cert_days", (json_int_t)n->cert_days, "created_at", now,
+                    "token_sha256", digest);
+    if (rec == NULL)
+        return AD_ENOMEM;
+    /* The token is shown this once; only its hash is kept. */
+    e = registry_hashed_create(st, &enrollments, actor, id, rec, token, view);
+    json_decref(rec);
+    return e;
+}
+
+ad_err registry_enrollment_view_get(store *st, const char *id, json_t **view)
+{
+    return registry_hashed_get(st, &enrollments, id, view);
+}
+
+ad_err registry_enrollments_list(store *st, const registry_page *pg,
+                                 registry_list *out)
+{
+    return registry_hashed_list(st, &enrollments, pg, out);
+}
+
+ad_err registry_enrollment_delete(store *st, const char *actor, const char *id)
+{
+    return registry_hashed_delete(st, &enrollments, actor, id);
+}

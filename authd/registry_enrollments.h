@@ -1,0 +1,61 @@
+/* Enrollments: a token that lets devices get their first certificate,
+ * a limited number of times until it expires. The registry keeps only
+ * the token's hash; its record is read here and nowhere above. */
+#ifndef AUTHD_REGISTRY_ENROLLMENTS_H
+#define AUTHD_REGISTRY_ENROLLMENTS_H
+
+#include <time.h>
+
+#include <jansson.h>
+
+#include "registry.h"
+
+/* What the issuing routes need of an enrollment. */
+typedef struct {
+    char id[REGISTRY_ID_MAX];
+    char id_pattern[REGISTRY_ID_MAX]; /* a glob over device ids */
+    long cert_days;                   /* 0: the daemon's default */
+    time_t expires_at;
+    long long used, max_uses;
+} registry_enrollment;
+
+/* Finds the enrollment a token ("enr_...") belongs to (by its SHA-256,
+ * compared in constant time). AD_EBADCRED if none; *out is zeroed on
+ * error. */
+ad_err registry_enrollment_by_token(store *st, const char *token,
+                                    registry_enrollment *out);
+
+/* Enrollment id. AD_ENOTFOUND if none; *out is zeroed on error. */
+ad_err registry_enrollment_get(store *st, const char *id,
+                               registry_enrollment *out);
+
+/* Whether the enrollment may still be used at time now: AD_OK,
+ * AD_EENREXPIRED or AD_EENRUSED. */
+ad_err registry_enrollment_usable(const registry_enrollment *enr, time_t now);
+
+/* A new enrollment, its fields checked by the caller. */
+typedef struct {
+    const char *name;       /* NULL: the id */
+    const char *id_pattern; /* a glob of id characters, * and ? */
+    const json_t *groups;   /* names, or NULL for none */
+    long long max_uses, expires_in, cert_days;
+} registry_enrollment_new;
+
+/* Creates an enrollment with a new id and token. *view (new reference) is
+ * its public record plus "token", shown this once. On error *view is
+ * NULL and nothing is written. */
+ad_err registry_enrollment_create(store *st, const char *actor,
+                                  const registry_enrollment_new *n,
+                                  json_t **view);
+
+/* The public record of enrollment id (AD_ENOTFOUND), and pages of them. */
+ad_err registry_enrollment_view_get(store *st, const char *id, json_t **view);
+ad_err registry_enrollments_list(store *st, const registry_page *pg,
+                                 registry_list *out);
+
+/* Deletes enrollment id and its token: AD_ENOTFOUND if there is none.
+ * Certificates issued under it stay valid. */
+ad_err registry_enrollment_delete(store *st, const char *actor,
+                                  const char *id);
+
+#endif
