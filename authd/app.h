@@ -4,6 +4,7 @@
 #define AUTHD_APP_H
 
 #include <stdatomic.h>
+#include <time.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,9 @@ typedef struct app {
     events *events;     /* the ring behind GET /v1/events */
     revocation *revocation; /* the current CRL and the OCSP responder */
     atomic_int ready;
+    /* When the store's change feed went down (0: it is up); the main
+     * loop's own (changes_tick). */
+    time_t feed_down_since;
     atomic_long cert_days;        /* SIGHUP may change these two */
     atomic_long server_cert_days;
 } app;

@@ -99,3 +99,31 @@ void changes_apply(void *arg, const store_change *c)
         break;
     }
 }
+
+void changes_tick(app *a, time_t now)
+{
+    long ttl = a->cfg.check_ttl > 0 ? a->cfg.check_ttl : 1;
+
+    if (store_ready(a->st)) {
+        if (a->feed_down_since != 0)
+            log_line("info", "event=change_feed_back down_s=%lld",
+                     (long long)(now - a->feed_down_since));
+        a->feed_down_since = 0;
+        return;
+    }
+    if (a->feed_down_since == 0) {
+        a->feed_down_since = now;
+        log_line("warn", "event=change_feed_down");
+    }
+    /* Dropped a second early, as this runs once a second: nothing is
+     * answered from before the outage for longer than check_ttl. */
+    if (now - a->feed_down_since + 1 < ttl)
+        return;
+    if (a->checker)
+        checker_forget_all(a->checker);
+    /* The database may answer while the feed is down: jtis revoked on
+     * another node meanwhile are read from it (a failure here is the
+     * outage itself, already logged). */
+    if (a->tokens)
+        (void)tokens_reload_revoked(a->tokens);
+}

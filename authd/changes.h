@@ -6,11 +6,20 @@
 #ifndef AUTHD_CHANGES_H
 #define AUTHD_CHANGES_H
 
+#include <time.h>
+
 #include "app.h"
 #include "store.h"
 
 /* The store_watch_fn of the daemon; arg is the app. Parts of the app not
  * opened yet (NULL) are skipped. */
 void changes_apply(void *arg, const store_change *c);
+
+/* Once a second from the main loop. The caches are exact only while the
+ * change feed runs (store_ready): once it has been down for check_ttl
+ * seconds, what they hold may be stale, so they are dropped, and dropped
+ * again every second while it stays down. Checks then read the store: a
+ * database that does not answer means deny. */
+void changes_tick(app *a, time_t now);
 
 #endif

@@ -446,9 +446,13 @@ api_role http_bearer_role(http_req *r)
     char id[REGISTRY_APIKEY_ID_MAX], role[REGISTRY_ROLE_MAX];
     api_role out;
 
-    if (key == NULL ||
-        registry_apikey_authenticate(r->app->st, key, id, role) != AD_OK)
+    r->bearer_err = AD_EBADCRED;
+    if (key == NULL)
         return ROLE_NONE;
+    if ((r->bearer_err = registry_apikey_authenticate(r->app->st, key, id,
+                                                      role)) != AD_OK)
+        return ROLE_NONE;
+    r->bearer_err = AD_EBADCRED; /* if the role is none of ours */
     out = role_of(role);
     if (out != ROLE_NONE)
         snprintf(r->actor, sizeof(r->actor), "apikey:%s", id);
@@ -520,6 +524,11 @@ static int authorize(http_req *r, const http_route *rt)
             return 0;
         }
         role = http_bearer_role(r);
+        if (role == ROLE_NONE && r->bearer_err != AD_EBADCRED) {
+            /* The store could not say (unreachable: 503): not a bad key. */
+            http_reply_error(r, r->bearer_err, NULL);
+            return 0;
+        }
         if (role == ROLE_NONE) {
             r->www_authenticate = "Bearer error=\"invalid_token\"";
             http_reply_error(r, AD_EBADCRED, "the API key is not valid");

@@ -64,6 +64,9 @@ typedef struct http_req {
     /* Who is calling: "apikey:<id>", "device:<id>", "enrollment:<id>"... */
     char actor[192];
     api_role role;
+    /* Why http_bearer_role said ROLE_NONE: AD_EBADCRED, or the store's
+     * error when it could not tell (AD_EUNAVAIL: 503, not a bad key). */
+    ad_err bearer_err;
     /* The client certificate (DER), set for ACCESS_DEVICE routes. */
     const uint8_t *client_cert;
     size_t client_cert_len;
@@ -169,7 +172,7 @@ json_t *http_body_params(http_req *r);
 int http_paging(http_req *r, size_t *limit, const char **after);
 
 /* The API key in "Authorization: Bearer ..." resolved to its role, or
- * ROLE_NONE (then actor is untouched). */
+ * ROLE_NONE (then actor is untouched and r->bearer_err says why). */
 api_role http_bearer_role(http_req *r);
 
 /* Prometheus text for /metrics. Caller frees. */

@@ -235,14 +235,19 @@ static int cmd_serve(config *cfg, int argc, char **argv)
              cfg->check_socket[0] ? cfg->check_socket : cfg->check_http,
              cfg->public_url[0] ? cfg->public_url : "-");
 
-    for (;;) {
-        /* Wake every 15 s: SSE keep-alives (which also find dead event
-         * streams) and the CRL's refresh before it goes stale. */
-        struct timespec tick = {15, 0};
+    for (unsigned ticks = 1;; ticks++) {
+        /* Wake every second: caches that the change feed no longer keeps
+         * exact expire (changes_tick); every 15 s, SSE keep-alives (which
+         * also find dead event streams) and the CRL's refresh before it
+         * grows stale. */
+        struct timespec tick = {1, 0};
         sig = sigtimedwait(&sigs, NULL, &tick);
         if (sig < 0) {
-            events_keepalive(a.events);
-            revocation_tick(a.revocation, time(NULL));
+            changes_tick(&a, time(NULL));
+            if (ticks % 15 == 0) {
+                events_keepalive(a.events);
+                revocation_tick(a.revocation, time(NULL));
+            }
             continue;
         }
         if (sig == SIGHUP) {

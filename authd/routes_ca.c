@@ -235,7 +235,8 @@ static int enrollment_of(http_req *r, const char *named_id,
         api_role role = http_bearer_role(r);
 
         if (role != ROLE_ADMIN && role != ROLE_PROVISIONER) {
-            http_reply_error(r, role == ROLE_NONE ? AD_EBADCRED : AD_EFORBIDDEN,
+            http_reply_error(r, role != ROLE_NONE ? AD_EFORBIDDEN
+                                                  : r->bearer_err,
                              "an enrollment token or a provisioner API key "
                              "is required");
             return -1;

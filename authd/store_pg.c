@@ -370,7 +370,7 @@ static PGresult *tx_run(ptxn *tx, int id, int n, const char *const *vals,
 
     *e = AD_OK;
     if (tx->failed) {
-        *e = AD_ESTORE;
+        *e = tx->failed == 2 ? AD_EUNAVAIL : AD_ESTORE;
         return NULL;
     }
     if (tx->nres == tx->capres) {
@@ -389,6 +389,8 @@ static PGresult *tx_run(ptxn *tx, int id, int n, const char *const *vals,
         tx->failed = 1;
         *e = AD_ESTORE;
         if (why == R_LOST) {
+            *e = AD_EUNAVAIL;
+            tx->failed = 2; /* the connection, not the statement */
             atomic_store(&tx->s->db_failed, 1);
             if (tx->base.writable)
                 tx->s->batch_lost = 1;
@@ -486,7 +488,7 @@ static ad_err p_read_begin(store *base, store_txn **out)
         pthread_cond_signal(&s->pool_free);
         pthread_mutex_unlock(&s->pool_lock);
         free(tx);
-        return AD_ESTORE;
+        return AD_EUNAVAIL;
     }
     tx->base.s = base;
     tx->s = s;
@@ -1461,9 +1463,15 @@ static void *writer_main(void *arg)
                 atomic_store(&s->db_failed, 1);
                 conn_drop(&s->wc);
             }
-            /* Nothing any write of it did is known to persist. */
+            /* Nothing any write of it is known to persist, and none is
+             * acknowledged. When the connection went, that is "the
+             * database is unreachable" (503): with the COMMIT unsent
+             * nothing was done; with it sent, the outcome is unknown,
+             * and what the client was not handed (a certificate) is of
+             * no use to anyone. */
             for (p = batch; p != NULL; p = p->next)
-                p->result = AD_ESTORE;
+                p->result = rc == B_LOST || rc == B_UNKNOWN ? AD_EUNAVAIL
+                                                             : AD_ESTORE;
         }
         atomic_fetch_add(&s->commits, 1);
         atomic_fetch_add(&s->writes, (uint_fast64_t)n);

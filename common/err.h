@@ -37,7 +37,9 @@
     X(AD_ENOMEM, "out_of_memory", 500, "out of memory")                      \
     X(AD_ESTORE, "store_error", 500, "the store failed")                     \
     X(AD_ECRYPTO, "crypto_error", 500, "a cryptographic operation failed")   \
-    X(AD_ENOTREADY, "not_ready", 503, "the service is not ready")
+    X(AD_ENOTREADY, "not_ready", 503, "the service is not ready")           \
+    X(AD_EUNAVAIL, "store_unavailable", 503,                                 \
+      "the database is unreachable; nothing was changed, try again")
 
 typedef enum {
 #define AD_ERR_ENUM(e, code, status, msg) e,
