@@ -466,6 +466,12 @@ def test_a_database_outage_is_503_and_recovered_from(cluster, enrollment, devdir
             r = cluster.api(i + 1).post("/v1/certs/%s/revoke" % dev.serial,
                                         {"reason": "superseded"}, timeout=30)
             assert_error(r, 503)
+            # A device being born is not told its token is bad, nor
+            # given a certificate that is not on record.
+            r = http_request("127.0.0.1", n.http_port, "POST", "/v1/enroll",
+                             {"csr": make_csr(uid("cl-outage-"))[1]},
+                             headers=bearer(enr["token"]), timeout=30)
+            assert_error(r, 503)
     finally:
         pg.restart()
     restarted = time.monotonic()
@@ -480,6 +486,9 @@ def test_a_database_outage_is_503_and_recovered_from(cluster, enrollment, devdir
         assert cluster.api(1).get("/v1/devices/" + did).status == 404, (
             "a write answered 503 left %s behind" % did)
     assert check(n3, body) == "allow", "the refused revocations did not happen"
+    r = cluster.api(1).get("/v1/enrollments/" + enr["id"])
+    assert r.status == 200 and r.json["used"] == 1, (
+        "the refused enrollments used nothing: %r" % r)
 
     r = cluster.api(1).post("/v1/devices/%s/revoke" % dev.id, {"reason": "keyCompromise"})
     assert r.status == 200, "revoke on node 1 after the outage: %r" % r
