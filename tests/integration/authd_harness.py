@@ -327,9 +327,22 @@ class Authd:
         return self
 
     def start(self, timeout=START_TIMEOUT):
-        """Starts and waits for GET /readyz to answer 200."""
-        self.spawn()
-        self.wait_ready(timeout)
+        """Starts and waits for GET /readyz to answer 200. Free ports are
+        found by binding port 0 and letting go, so another process may take
+        one before the daemon binds it: then it starts again on new ports
+        (unless the test fixed them)."""
+        for attempt in range(3):
+            self.spawn()
+            try:
+                self.wait_ready(timeout)
+                return self
+            except AssertionError:
+                lost_race = (self.fixed_ports is None and self.proc.poll() is not None
+                             and "address in use" in self.stderr())
+                if not lost_race or attempt == 2:
+                    raise
+                self._close_stderr()
+                self.cleanup_logs()
         return self
 
     def wait_ready(self, timeout=START_TIMEOUT):
