@@ -1,4 +1,4 @@
-/* Fuzz target for token scopes (tokens_scope_compile in authd/tokens.c):
+/* Fuzz target for token scopes (pol_scope_compile in policy/scope.c):
  * the "action:filter ..." text a device sends to POST /v1/token and that
  * comes back inside every token it presents. A scope that compiles must
  * normalise once and then stay put, the two compilations must decide
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../authd/tokens.h"
+#include "../../policy/policy.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
