@@ -7,7 +7,7 @@ a small machine haproxy's own CPU is part of the first figure), all
 measured in the same run with the same wrk scripts as
 bench_enroll.py (post_pool.lua) and bench_check.py (check.lua); then the
 cross-node revocation latency: a device revoked on node 1, node 2's check
-polled every 2 ms until it denies (goal: p99 < 1 s, API.md §11).
+polled every 2 ms until it denies (goal: p99 < 1 s, docs/api.md §15).
 
 PostgreSQL 15 is a throwaway cluster from scripts/pg_test_server.sh with
 fsync and synchronous_commit on, on the same machine: with two cores, the

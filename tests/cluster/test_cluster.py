@@ -4,7 +4,7 @@ revocation, suspension or policy change made on one node is enforced by
 the others (checks, a live MQTT session, the event stream) within 1 s;
 and a database outage is 503, not a hang, and is recovered from.
 
-"Within 1 s" is measured as API.md §11 says: from the HTTP answer to the
+"Within 1 s" is measured as docs/api.md §15 says: from the HTTP answer to the
 change on the node that made it to the first answer reflecting it on
 another node. The tests run in file order and share one cluster; the
 database outage is last."""
@@ -24,7 +24,7 @@ from authd_harness import (assert_error, bearer, create_enrollment, enroll, erro
                            http_request, load_cert, make_csr, normalize_pem, uid)
 from cluster_env import readyz, wait_until
 
-WITHIN = 1.0       # seconds: API.md §11
+WITHIN = 1.0       # seconds: docs/api.md §15
 POLL = 0.02        # the convergence tests poll every 20 ms
 
 

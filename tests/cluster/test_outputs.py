@@ -2,7 +2,7 @@
 checks: OCSP and the CRL (the same answer and the same CRL number on every
 node), token introspection after a jti is revoked elsewhere, and a token
 key rotated on one node signing on all of them. Each within 1 s of the
-answer on the node that made the change (API.md §11)."""
+answer on the node that made the change (docs/api.md §15)."""
 
 import base64
 import json
