@@ -1452,31 +1452,20 @@ static void batch_reset(pstore *s)
     s->batch_retry = s->batch_lost = 0;
 }
 
-/* Numbers and inserts the batch's buffered audit or event entries. */
-static int flush_log(pstore *s, ptxn *tx, int id, buf_t *arr, size_t count,
-                     uint64_t *last)
+/* Queues the insert that numbers the batch's buffered audit or event
+ * entries (see G_AUDIT_INS), if there are any; arr is closed already. */
+static int log_send(pstore *s, int id, buf_t *arr, size_t count, int blind)
 {
     char n[32], kept[32];
     const char *v[3] = {n, NULL, kept};
-    PGresult *r;
-    int why;
 
-    *last = 0;
     if (count == 0)
-        return B_OK;
-    if (buf_append_byte(arr, '}') != 0)
-        return B_FAILED;
+        return 0;
     snprintf(n, sizeof(n), "%zu", count);
     snprintf(kept, sizeof(kept), "%d", (int)STORE_EVENTS_KEPT);
     v[1] = buf_str(arr);
-    r = run(tx->pc, id, id == G_EVENT_INS ? 3 : 2, v, NULL, &why);
-    (void)s;
-    if (r == NULL)
-        return why_batch(why);
-    if (PQntuples(r) == 1)
-        *last = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    return B_OK;
+    return pipe_send(s, &s->wc, id, NULL, id == G_EVENT_INS ? 3 : 2, v, NULL,
+                     blind);
 }
 
 /* Runs the batch once in one transaction. *commit_sent is set once the
@@ -1486,8 +1475,7 @@ static int run_batch(pstore *s, struct pending *batch, int n,
 {
     ptxn tx;
     struct pending *p;
-    int why, rc = B_OK, savepoints = n > 1;
-    uint64_t audit_last;
+    int why, rc = B_OK, savepoints = n > 1, blind_failed;
     int (*hook)(void *);
     void *hook_arg;
 
@@ -1496,9 +1484,14 @@ static int run_batch(pstore *s, struct pending *batch, int n,
     batch_reset(s);
     if (!conn_ok(&s->wc) && conn_open(s, &s->wc) != 0)
         return B_LOST;
-    why = simple(&s->wc, savepoints ? "BEGIN; SAVEPOINT w" : "BEGIN");
-    if (why != R_OK)
-        return why_batch(why);
+    /* Answered with the first write's first statement: a failure then
+     * is the connection's, and fails the batch (B_LOST, retried). */
+    if (pipe_send(s, &s->wc, -1, "BEGIN", 0, NULL, NULL, 1) != 0 ||
+        (savepoints &&
+         pipe_send(s, &s->wc, -1, "SAVEPOINT w", 0, NULL, NULL, 1) != 0)) {
+        pipe_abandon(s, &s->wc);
+        return B_LOST;
+    }
     memset(&tx, 0, sizeof(tx));
     tx.base.s = &s->base;
     tx.base.writable = 1;
@@ -1518,7 +1511,6 @@ static int run_batch(pstore *s, struct pending *batch, int n,
              * trip (skipped by the server if a queued one failed). */
             int more = p->result == AD_OK && !tx.failed && savepoints &&
                        p->next != NULL;
-            int blind_failed = 0;
             ad_err e;
 
             if (more && (pipe_send(s, &s->wc, -1, "RELEASE SAVEPOINT w", 0,
@@ -1582,19 +1574,40 @@ static int run_batch(pstore *s, struct pending *batch, int n,
         return B_RETRY;
     if (rc != B_OK)
         return rc;
-    if (buf_failed(&s->audit_arr) || buf_failed(&s->event_arr))
+    if (buf_append_byte(&s->audit_arr, '}') != 0 ||
+        buf_append_byte(&s->event_arr, '}') != 0)
         return B_FAILED;
-    rc = flush_log(s, &tx, G_AUDIT_INS, &s->audit_arr, s->naudit, &audit_last);
-    if (rc == B_OK)
-        rc = flush_log(s, &tx, G_EVENT_INS, &s->event_arr, s->nevent,
-                       event_id);
-    if (rc != B_OK)
-        return rc;
+    if (s->nitems > 0 &&
+        (why = pipe_collect(s, &s->wc, NULL, &blind_failed)) != R_OK)
+        return why_batch(why); /* not reached: each write's were answered */
+    pthread_mutex_lock(&s->lock);
+    hook = s->sync_hook;
+    hook_arg = s->sync_hook_arg;
+    pthread_mutex_unlock(&s->lock);
+    if (hook && hook(hook_arg) != 0)
+        return B_FAILED;
+    /* The audit insert's answer is not needed: it goes with the events
+     * insert, whose last id the notification carries, or else with the
+     * NOTIFY and the COMMIT. Either way in the order audit, events, so
+     * that nodes lock the two counters in one order. */
+    if (log_send(s, G_AUDIT_INS, &s->audit_arr, s->naudit, 1) != 0)
+        goto lost;
+    if (s->nevent > 0) {
+        PGresult *r;
+
+        if (log_send(s, G_EVENT_INS, &s->event_arr, s->nevent, 0) != 0)
+            goto lost;
+        if ((why = pipe_collect(s, &s->wc, &r, &blind_failed)) != R_OK)
+            return why_batch(why);
+        if (PQntuples(r) == 1)
+            *event_id = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+    }
     s->nchg = store_chg_settle(s->chg, s->nchg);
     if (s->nchg > 0 || *event_id != 0 || s->chg_lost) {
         buf_t payloads;
         const char *v[1];
-        PGresult *r;
+        int sent;
 
         buf_init(&payloads, PG_BATCH_BUF_MAX);
         build_payloads(s, *event_id, &payloads);
@@ -1603,29 +1616,35 @@ static int run_batch(pstore *s, struct pending *batch, int n,
             return B_FAILED;
         }
         v[0] = buf_str(&payloads);
-        r = run(&s->wc, G_NOTIFY, 1, v, NULL, &why);
+        sent = pipe_send(s, &s->wc, G_NOTIFY, NULL, 1, v, NULL, 1);
         buf_free(&payloads);
-        if (r == NULL)
-            return why_batch(why);
-        PQclear(r);
+        if (sent != 0)
+            goto lost;
     }
-    pthread_mutex_lock(&s->lock);
-    hook = s->sync_hook;
-    hook_arg = s->sync_hook_arg;
-    pthread_mutex_unlock(&s->lock);
-    if (hook && hook(hook_arg) != 0)
-        return B_FAILED;
+    if (pipe_send(s, &s->wc, -1, "COMMIT", 0, NULL, NULL, 0) != 0)
+        goto lost;
     *commit_sent = 1;
-    why = simple(&s->wc, "COMMIT");
+    why = pipe_collect(s, &s->wc, NULL, &blind_failed);
     if (why == R_OK)
         return B_OK;
-    /* A COMMIT that failed with an answer did not commit; without one
-     * (connection gone) nobody knows. */
-    return why == R_LOST ? B_UNKNOWN : why_batch(why);
+    /* A statement before the COMMIT that failed with an answer made the
+     * server skip the COMMIT, and so did a COMMIT that failed with one;
+     * without an answer (connection gone) nobody knows. */
+    if (blind_failed || why != R_LOST)
+        return why_batch(why);
+    return B_UNKNOWN;
+lost:
+    pipe_abandon(s, &s->wc);
+    return B_LOST;
 }
 
 static void rollback_quietly(pstore *s)
 {
+    int blind_failed;
+
+    /* A batch given up with statements in flight: answer them first. */
+    if (s->nitems > 0)
+        (void)pipe_collect(s, &s->wc, NULL, &blind_failed);
     if (conn_ok(&s->wc) &&
         PQtransactionStatus(s->wc.c) != PQTRANS_IDLE) {
         PGresult *r = PQexec(s->wc.c, "ROLLBACK");

@@ -1355,7 +1355,8 @@ static void test_store_pg_deadlock_on_a_queued_write_reruns_the_batch(void)
     ok(x.result == AD_OK && y.result == AD_OK,
        "both writes deadlocked on their upserts end committed (%d, %d)",
        (int)x.result, (int)y.result);
-    ok(d.runs == 3 && (x.my_runs == 2 || y.my_runs == 2),
+    /* Both backends may find the cycle at once and both be re-run. */
+    ok(d.runs >= 3 && (x.my_runs >= 2 || y.my_runs >= 2),
        "the victim's write function ran again (%d runs)", d.runs);
     store_close(a);
     store_close(b);
