@@ -34,6 +34,13 @@
 #define PG_BATCH_BUF_MAX ((size_t)256 << 20)
 /* The advisory lock that serialises schema migrations of all nodes. */
 #define PG_MIGRATE_LOCK "7262115001"
+/* Blind writes one write function may have in flight before they are
+ * answered: what the client and the server buffer stays bounded. */
+#define PG_QUEUE_MAX 256
+/* Pipeline entries: each queued statement may need its PREPARE, and the
+ * statement that flushes the queue (with its PREPARE) or a savepoint
+ * pair comes last. */
+#define PG_ITEMS_MAX (2 * PG_QUEUE_MAX + 8)
 
 /* ---- statements ------------------------------------------------------ *
  * One prepared statement per query kind, prepared on a connection the
@@ -183,6 +190,16 @@ typedef struct pstore {
     buf_t audit_arr, event_arr; /* PG array literals "{...}" */
     size_t naudit, nevent;
     int batch_retry, batch_lost; /* a statement hit 40001/40P01, or EOF */
+
+    /* Statements sent in pipeline mode on the writer's connection whose
+     * results are unread, in order: a blind write (a put that may
+     * overwrite, an index change) is sent without waiting and answered
+     * together with the next statement whose result is needed. */
+    struct pitem {
+        int prep;  /* a PREPARE of this statement id, or -1 */
+        int blind; /* a queued write, not the statement that flushes */
+    } items[PG_ITEMS_MAX];
+    size_t nitems, nq; /* entries; queued writes among them */
 
     /* The change feed and readiness. */
     atomic_int stop_listener;
@@ -360,13 +377,159 @@ static PGresult *run(pconn *pc, int id, int n, const char *const *vals,
     return r;
 }
 
+/* ---- the writer's pipeline ---------------------------------------------- *
+ * Sends statement id (or sql, unprepared and without parameters) in
+ * pipeline mode, entering it when nothing is in flight, preceded by its
+ * PREPARE the first time on this connection. The prepared bit is set as
+ * the PREPARE leaves and cleared again if it is not answered with
+ * success. Returns -1 when libpq would not take it: the caller abandons
+ * the connection (pipe_abandon). */
+static int pipe_send(pstore *s, pconn *pc, int id, const char *sql, int n,
+                     const char *const *vals, const int *lens, int blind)
+{
+    char name[16];
+    int fmts[4] = {0, 0, 0, 0}, i;
+
+    if (pc->c == NULL || s->nitems + 2 > PG_ITEMS_MAX)
+        return -1;
+    if (PQpipelineStatus(pc->c) == PQ_PIPELINE_OFF &&
+        PQenterPipelineMode(pc->c) != 1)
+        return -1;
+    if (sql != NULL) {
+        if (PQsendQueryParams(pc->c, sql, 0, NULL, NULL, NULL, NULL, 0) != 1)
+            return -1;
+        s->items[s->nitems].prep = -1;
+        s->items[s->nitems++].blind = blind;
+        return 0;
+    }
+    snprintf(name, sizeof(name), "s%d", id);
+    if (!(pc->prepared[id / 64] & ((uint64_t)1 << (id % 64)))) {
+        char text[1024];
+
+        stmt_sql(id, text, sizeof(text));
+        if (PQsendPrepare(pc->c, name, text, 0, NULL) != 1)
+            return -1;
+        pc->prepared[id / 64] |= (uint64_t)1 << (id % 64);
+        s->items[s->nitems].prep = id;
+        s->items[s->nitems++].blind = blind;
+    }
+    for (i = 0; lens && i < n && i < 4; i++)
+        fmts[i] = lens[i] >= 0 ? 1 : 0;
+    if (PQsendQueryPrepared(pc->c, name, n, vals, lens, lens ? fmts : NULL,
+                            0) != 1)
+        return -1;
+    s->items[s->nitems].prep = -1;
+    s->items[s->nitems++].blind = blind;
+    if (blind)
+        s->nq++;
+    return 0;
+}
+
+/* A pipeline that cannot be completed: its results are lost with the
+ * connection. */
+static void pipe_abandon(pstore *s, pconn *pc)
+{
+    conn_drop(pc);
+    s->nitems = s->nq = 0;
+}
+
+/* Ends the pipeline with a sync and reads every answer: one round trip.
+ * Returns how the first failing entry failed (R_OK if none did; the
+ * server skips the rest up to the sync), with *blind_failed set if that
+ * entry was a queued write. If want is given and the last entry is not
+ * blind and succeeded, its result is handed over. Leaves pipeline mode,
+ * or drops the connection (R_LOST). */
+static int pipe_collect(pstore *s, pconn *pc, PGresult **want,
+                        int *blind_failed)
+{
+    int why = R_OK, lost = 0;
+    size_t i;
+    PGresult *r;
+
+    if (want)
+        *want = NULL;
+    *blind_failed = 0;
+    if (s->nitems == 0)
+        return R_OK;
+    if (pc->c == NULL || PQpipelineSync(pc->c) != 1)
+        lost = 1;
+    for (i = 0; !lost && i < s->nitems; i++) {
+        const struct pitem *it = &s->items[i];
+        ExecStatusType st;
+
+        if ((r = PQgetResult(pc->c)) == NULL) {
+            lost = 1;
+            break;
+        }
+        st = PQresultStatus(r);
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+            if (want && i + 1 == s->nitems && !it->blind && it->prep < 0) {
+                *want = r;
+                r = NULL;
+            }
+        } else {
+            if (it->prep >= 0)
+                pc->prepared[it->prep / 64] &= ~((uint64_t)1 << (it->prep % 64));
+            if (st != PGRES_PIPELINE_ABORTED && why == R_OK) {
+                why = classify(pc->c, r);
+                *blind_failed = it->blind;
+            }
+        }
+        PQclear(r);
+        /* Each entry's answer ends with a NULL. */
+        if ((r = PQgetResult(pc->c)) != NULL) {
+            PQclear(r);
+            lost = 1;
+        }
+    }
+    if (!lost) {
+        r = PQgetResult(pc->c);
+        if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC)
+            lost = 1;
+        PQclear(r);
+    }
+    if (!lost && PQexitPipelineMode(pc->c) != 1)
+        lost = 1;
+    s->nitems = s->nq = 0;
+    if (lost) {
+        if (want && *want) {
+            PQclear(*want);
+            *want = NULL;
+        }
+        pipe_abandon(s, pc);
+        return R_LOST;
+    }
+    return why;
+}
+
+/* Marks the transaction failed as statement failure why demands: the
+ * writer (or the read pool) will see it. */
+static void tx_fail(ptxn *tx, int why, ad_err *e)
+{
+    tx->failed = 1;
+    *e = AD_ESTORE;
+    if (why == R_LOST) {
+        *e = AD_EUNAVAIL;
+        tx->failed = 2; /* the connection, not the statement */
+        atomic_store(&tx->s->db_failed, 1);
+        if (tx->base.writable)
+            tx->s->batch_lost = 1;
+    } else if (why == R_RETRY && tx->base.writable) {
+        tx->s->batch_retry = 1;
+    }
+}
+
 /* run() inside a transaction: notes failures where the writer (or the
- * read pool) will see them, and keeps the result until the txn ends. */
+ * read pool) will see them, and keeps the result until the txn ends.
+ * With writes queued, it goes last in their pipeline: they are answered
+ * in the same round trip, before it runs (read-your-writes), and if one
+ * of them failed, so does it. */
 static PGresult *tx_run(ptxn *tx, int id, int n, const char *const *vals,
                         const int *lens, ad_err *e)
 {
+    pstore *s = tx->s;
     PGresult *r;
-    int why;
+    int why, blind_failed;
 
     *e = AD_OK;
     if (tx->failed) {
@@ -384,23 +547,51 @@ static PGresult *tx_run(ptxn *tx, int id, int n, const char *const *vals,
         tx->res = v;
         tx->capres = cap;
     }
-    r = run(tx->pc, id, n, vals, lens, &why);
-    if (r == NULL) {
-        tx->failed = 1;
-        *e = AD_ESTORE;
-        if (why == R_LOST) {
-            *e = AD_EUNAVAIL;
-            tx->failed = 2; /* the connection, not the statement */
-            atomic_store(&tx->s->db_failed, 1);
-            if (tx->base.writable)
-                tx->s->batch_lost = 1;
-        } else if (why == R_RETRY && tx->base.writable) {
-            tx->s->batch_retry = 1;
+    if (tx->base.writable && s->nitems > 0) {
+        if (pipe_send(s, tx->pc, id, NULL, n, vals, lens, 0) != 0) {
+            pipe_abandon(s, tx->pc);
+            r = NULL;
+            why = R_LOST;
+        } else {
+            why = pipe_collect(s, tx->pc, &r, &blind_failed);
         }
+    } else {
+        r = run(tx->pc, id, n, vals, lens, &why);
+    }
+    if (r == NULL) {
+        tx_fail(tx, why, e);
         return NULL;
     }
     tx->res[tx->nres++] = r;
     return r;
+}
+
+/* A blind write in the writer's transaction: sent without waiting for
+ * its answer (see tx_run). AD_OK means queued; its failure shows at the
+ * next statement that is answered, or when the write function returns,
+ * and fails the write then as if it had been synchronous. */
+static ad_err tx_queue(ptxn *tx, int id, int n, const char *const *vals,
+                       const int *lens)
+{
+    pstore *s = tx->s;
+    int why, blind_failed;
+    ad_err e;
+
+    if (!tx->base.writable)
+        return tx_run(tx, id, n, vals, lens, &e) ? AD_OK : e;
+    if (tx->failed)
+        return tx->failed == 2 ? AD_EUNAVAIL : AD_ESTORE;
+    if (s->nq >= PG_QUEUE_MAX &&
+        (why = pipe_collect(s, tx->pc, NULL, &blind_failed)) != R_OK) {
+        tx_fail(tx, why, &e);
+        return e;
+    }
+    if (pipe_send(s, tx->pc, id, NULL, n, vals, lens, 1) != 0) {
+        pipe_abandon(s, tx->pc);
+        tx_fail(tx, R_LOST, &e);
+        return e;
+    }
+    return AD_OK;
 }
 
 static void tx_clear(ptxn *tx)
@@ -581,6 +772,13 @@ static ad_err p_put_text(store_txn *btx, store_table t, const char *key,
     /* Text goes as binary: the bytes as they are, no NUL needed. */
     if (memchr(text, '\0', len) != NULL)
         return AD_EFIELD;
+    if (!(flags & STORE_NOOVERWRITE)) {
+        /* An upsert answers nothing the caller needs: queued. */
+        if ((e = tx_queue(tx, id, 2, v, lens)) != AD_OK)
+            return e;
+        chg_note(tx->s, t, key);
+        return AD_OK;
+    }
     r = tx_run(tx, id, 2, v, lens, &e);
     if (r == NULL)
         return e;
@@ -742,10 +940,9 @@ static ad_err p_index_add(store_txn *btx, store_index ix, const char *key,
     ptxn *tx = (ptxn *)btx;
     char ixs[8];
     const char *v[3] = {ixs, key, val};
-    ad_err e;
 
     snprintf(ixs, sizeof(ixs), "%d", (int)ix);
-    return tx_run(tx, G_IX_ADD, 3, v, NULL, &e) ? AD_OK : e;
+    return tx_queue(tx, G_IX_ADD, 3, v, NULL);
 }
 
 static ad_err p_index_del(store_txn *btx, store_index ix, const char *key,
@@ -754,12 +951,9 @@ static ad_err p_index_del(store_txn *btx, store_index ix, const char *key,
     ptxn *tx = (ptxn *)btx;
     char ixs[8];
     const char *v[3] = {ixs, key, val};
-    ad_err e;
 
     snprintf(ixs, sizeof(ixs), "%d", (int)ix);
-    return tx_run(tx, val ? G_IX_DEL1 : G_IX_DELALL, val ? 3 : 2, v, NULL, &e)
-               ? AD_OK
-               : e;
+    return tx_queue(tx, val ? G_IX_DEL1 : G_IX_DELALL, val ? 3 : 2, v, NULL);
 }
 
 static ad_err p_index_list(store_txn *btx, store_index ix, const char *key,
@@ -1258,31 +1452,20 @@ static void batch_reset(pstore *s)
     s->batch_retry = s->batch_lost = 0;
 }
 
-/* Numbers and inserts the batch's buffered audit or event entries. */
-static int flush_log(pstore *s, ptxn *tx, int id, buf_t *arr, size_t count,
-                     uint64_t *last)
+/* Queues the insert that numbers the batch's buffered audit or event
+ * entries (see G_AUDIT_INS), if there are any; arr is closed already. */
+static int log_send(pstore *s, int id, buf_t *arr, size_t count, int blind)
 {
     char n[32], kept[32];
     const char *v[3] = {n, NULL, kept};
-    PGresult *r;
-    int why;
 
-    *last = 0;
     if (count == 0)
-        return B_OK;
-    if (buf_append_byte(arr, '}') != 0)
-        return B_FAILED;
+        return 0;
     snprintf(n, sizeof(n), "%zu", count);
     snprintf(kept, sizeof(kept), "%d", (int)STORE_EVENTS_KEPT);
     v[1] = buf_str(arr);
-    r = run(tx->pc, id, id == G_EVENT_INS ? 3 : 2, v, NULL, &why);
-    (void)s;
-    if (r == NULL)
-        return why_batch(why);
-    if (PQntuples(r) == 1)
-        *last = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    return B_OK;
+    return pipe_send(s, &s->wc, id, NULL, id == G_EVENT_INS ? 3 : 2, v, NULL,
+                     blind);
 }
 
 /* Runs the batch once in one transaction. *commit_sent is set once the
@@ -1292,8 +1475,7 @@ static int run_batch(pstore *s, struct pending *batch, int n,
 {
     ptxn tx;
     struct pending *p;
-    int why, rc = B_OK, savepoints = n > 1;
-    uint64_t audit_last;
+    int why, rc = B_OK, savepoints = n > 1, blind_failed;
     int (*hook)(void *);
     void *hook_arg;
 
@@ -1302,9 +1484,14 @@ static int run_batch(pstore *s, struct pending *batch, int n,
     batch_reset(s);
     if (!conn_ok(&s->wc) && conn_open(s, &s->wc) != 0)
         return B_LOST;
-    why = simple(&s->wc, savepoints ? "BEGIN; SAVEPOINT w" : "BEGIN");
-    if (why != R_OK)
-        return why_batch(why);
+    /* Answered with the first write's first statement: a failure then
+     * is the connection's, and fails the batch (B_LOST, retried). */
+    if (pipe_send(s, &s->wc, -1, "BEGIN", 0, NULL, NULL, 1) != 0 ||
+        (savepoints &&
+         pipe_send(s, &s->wc, -1, "SAVEPOINT w", 0, NULL, NULL, 1) != 0)) {
+        pipe_abandon(s, &s->wc);
+        return B_LOST;
+    }
     memset(&tx, 0, sizeof(tx));
     tx.base.s = &s->base;
     tx.base.writable = 1;
@@ -1313,16 +1500,47 @@ static int run_batch(pstore *s, struct pending *batch, int n,
     for (p = batch; p != NULL; p = p->next) {
         size_t mchg = s->nchg, mal = buf_len(&s->audit_arr),
                mel = buf_len(&s->event_arr), ma = s->naudit, me = s->nevent;
+        int moved = 0;
 
         tx.failed = 0;
         p->result = p->fn(&tx.base, p->arg);
+        if (s->nitems > 0 && !s->batch_retry && !s->batch_lost) {
+            /* The write's queued statements are answered now: their
+             * failure is its failure. When it succeeded and another
+             * write follows, the savepoint moves in the same round
+             * trip (skipped by the server if a queued one failed). */
+            int more = p->result == AD_OK && !tx.failed && savepoints &&
+                       p->next != NULL;
+            ad_err e;
+
+            if (more && (pipe_send(s, &s->wc, -1, "RELEASE SAVEPOINT w", 0,
+                                   NULL, NULL, 0) != 0 ||
+                         pipe_send(s, &s->wc, -1, "SAVEPOINT w", 0, NULL,
+                                   NULL, 0) != 0)) {
+                pipe_abandon(s, &s->wc);
+                why = R_LOST;
+            } else {
+                why = pipe_collect(s, &s->wc, NULL, &blind_failed);
+            }
+            moved = more && why == R_OK;
+            if (why == R_SQL && more && !blind_failed) {
+                rc = B_FAILED; /* the savepoint, not the write */
+                tx_clear(&tx);
+                break;
+            }
+            if (why != R_OK) {
+                tx_fail(&tx, why, &e);
+                if (p->result == AD_OK)
+                    p->result = e;
+            }
+        }
         tx_clear(&tx);
         if (s->batch_retry || s->batch_lost)
             break;
         if (p->result == AD_OK && tx.failed)
             p->result = AD_ESTORE; /* it ignored a failed statement */
         if (p->result == AD_OK) {
-            if (savepoints && p->next != NULL &&
+            if (savepoints && p->next != NULL && !moved &&
                 (why = simple(&s->wc, "RELEASE SAVEPOINT w; SAVEPOINT w")) !=
                     R_OK) {
                 rc = why_batch(why);
@@ -1356,19 +1574,40 @@ static int run_batch(pstore *s, struct pending *batch, int n,
         return B_RETRY;
     if (rc != B_OK)
         return rc;
-    if (buf_failed(&s->audit_arr) || buf_failed(&s->event_arr))
+    if (buf_append_byte(&s->audit_arr, '}') != 0 ||
+        buf_append_byte(&s->event_arr, '}') != 0)
         return B_FAILED;
-    rc = flush_log(s, &tx, G_AUDIT_INS, &s->audit_arr, s->naudit, &audit_last);
-    if (rc == B_OK)
-        rc = flush_log(s, &tx, G_EVENT_INS, &s->event_arr, s->nevent,
-                       event_id);
-    if (rc != B_OK)
-        return rc;
+    if (s->nitems > 0 &&
+        (why = pipe_collect(s, &s->wc, NULL, &blind_failed)) != R_OK)
+        return why_batch(why); /* not reached: each write's were answered */
+    pthread_mutex_lock(&s->lock);
+    hook = s->sync_hook;
+    hook_arg = s->sync_hook_arg;
+    pthread_mutex_unlock(&s->lock);
+    if (hook && hook(hook_arg) != 0)
+        return B_FAILED;
+    /* The audit insert's answer is not needed: it goes with the events
+     * insert, whose last id the notification carries, or else with the
+     * NOTIFY and the COMMIT. Either way in the order audit, events, so
+     * that nodes lock the two counters in one order. */
+    if (log_send(s, G_AUDIT_INS, &s->audit_arr, s->naudit, 1) != 0)
+        goto lost;
+    if (s->nevent > 0) {
+        PGresult *r;
+
+        if (log_send(s, G_EVENT_INS, &s->event_arr, s->nevent, 0) != 0)
+            goto lost;
+        if ((why = pipe_collect(s, &s->wc, &r, &blind_failed)) != R_OK)
+            return why_batch(why);
+        if (PQntuples(r) == 1)
+            *event_id = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+    }
     s->nchg = store_chg_settle(s->chg, s->nchg);
     if (s->nchg > 0 || *event_id != 0 || s->chg_lost) {
         buf_t payloads;
         const char *v[1];
-        PGresult *r;
+        int sent;
 
         buf_init(&payloads, PG_BATCH_BUF_MAX);
         build_payloads(s, *event_id, &payloads);
@@ -1377,29 +1616,35 @@ static int run_batch(pstore *s, struct pending *batch, int n,
             return B_FAILED;
         }
         v[0] = buf_str(&payloads);
-        r = run(&s->wc, G_NOTIFY, 1, v, NULL, &why);
+        sent = pipe_send(s, &s->wc, G_NOTIFY, NULL, 1, v, NULL, 1);
         buf_free(&payloads);
-        if (r == NULL)
-            return why_batch(why);
-        PQclear(r);
+        if (sent != 0)
+            goto lost;
     }
-    pthread_mutex_lock(&s->lock);
-    hook = s->sync_hook;
-    hook_arg = s->sync_hook_arg;
-    pthread_mutex_unlock(&s->lock);
-    if (hook && hook(hook_arg) != 0)
-        return B_FAILED;
+    if (pipe_send(s, &s->wc, -1, "COMMIT", 0, NULL, NULL, 0) != 0)
+        goto lost;
     *commit_sent = 1;
-    why = simple(&s->wc, "COMMIT");
+    why = pipe_collect(s, &s->wc, NULL, &blind_failed);
     if (why == R_OK)
         return B_OK;
-    /* A COMMIT that failed with an answer did not commit; without one
-     * (connection gone) nobody knows. */
-    return why == R_LOST ? B_UNKNOWN : why_batch(why);
+    /* A statement before the COMMIT that failed with an answer made the
+     * server skip the COMMIT, and so did a COMMIT that failed with one;
+     * without an answer (connection gone) nobody knows. */
+    if (blind_failed || why != R_LOST)
+        return why_batch(why);
+    return B_UNKNOWN;
+lost:
+    pipe_abandon(s, &s->wc);
+    return B_LOST;
 }
 
 static void rollback_quietly(pstore *s)
 {
+    int blind_failed;
+
+    /* A batch given up with statements in flight: answer them first. */
+    if (s->nitems > 0)
+        (void)pipe_collect(s, &s->wc, NULL, &blind_failed);
     if (conn_ok(&s->wc) &&
         PQtransactionStatus(s->wc.c) != PQTRANS_IDLE) {
         PGresult *r = PQexec(s->wc.c, "ROLLBACK");

@@ -1296,6 +1296,171 @@ static void test_store_pg_write_is_rerun_after_a_deadlock(void)
     store_close(b);
 }
 
+/* Two writes that lock two rows in opposite orders, the second lock
+ * taken by an upsert (answered only when the write function returns):
+ * the deadlock found on it still re-runs the batch. */
+static ad_err dlq_write(store_txn *tx, void *arg)
+{
+    struct dl_arg *a = arg;
+    struct deadlock *d = a->d;
+    json_t *v = NULL;
+    struct timespec until;
+    ad_err e;
+    int first_run;
+
+    pthread_mutex_lock(&d->lock);
+    d->runs++;
+    first_run = ++a->my_runs == 1;
+    pthread_mutex_unlock(&d->lock);
+    if ((e = store_get(tx, STORE_META, a->first, &v)) != AD_OK)
+        return e;
+    if (first_run) {
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 3;
+        pthread_mutex_lock(&d->lock);
+        d->locked++;
+        pthread_cond_broadcast(&d->cond);
+        while (d->locked < 2 &&
+               pthread_cond_timedwait(&d->cond, &d->lock, &until) == 0)
+            ;
+        pthread_mutex_unlock(&d->lock);
+    }
+    e = store_put(tx, STORE_META, a->second, v, 0);
+    json_decref(v);
+    return e;
+}
+
+static void *dlq_main(void *arg)
+{
+    struct dl_arg *a = arg;
+
+    a->result = store_write(a->s, dlq_write, a);
+    return NULL;
+}
+
+static void test_store_pg_deadlock_on_a_queued_write_reruns_the_batch(void)
+{
+    store *a = open_node(), *b = open_node();
+    struct deadlock d = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                         0, 0};
+    struct dl_arg x = {a, &d, "dl-a", "dl-b", 0, AD_EINTERNAL};
+    struct dl_arg y = {b, &d, "dl-b", "dl-a", 0, AD_EINTERNAL};
+    pthread_t tx_, ty;
+
+    ok(store_write(a, dl_init, NULL) == AD_OK, "two rows exist");
+    pthread_create(&tx_, NULL, dlq_main, &x);
+    pthread_create(&ty, NULL, dlq_main, &y);
+    pthread_join(tx_, NULL);
+    pthread_join(ty, NULL);
+    ok(x.result == AD_OK && y.result == AD_OK,
+       "both writes deadlocked on their upserts end committed (%d, %d)",
+       (int)x.result, (int)y.result);
+    /* Both backends may find the cycle at once and both be re-run. */
+    ok(d.runs >= 3 && (x.my_runs >= 2 || y.my_runs >= 2),
+       "the victim's write function ran again (%d runs)", d.runs);
+    store_close(a);
+    store_close(b);
+}
+
+/* A write whose upsert the server refuses (text that is not UTF-8): the
+ * put itself may return before the answer, but the write fails as a
+ * whole, and only it. */
+struct bad_arg {
+    const char *key;
+    int bad;
+};
+
+static ad_err bad_put_write(store_txn *tx, void *arg)
+{
+    struct bad_arg *b = arg;
+    static const char bad_text[] = "{\"x\":\"\xff\xfe\"}";
+    char good_text[64];
+    ad_err e;
+
+    snprintf(good_text, sizeof(good_text), "{\"id\":\"%s\"}", b->key);
+    e = store_put_text(tx, STORE_DEVICES, b->key, good_text, strlen(good_text),
+                       0);
+    if (e == AD_OK && b->bad)
+        e = store_put_text(tx, STORE_META, b->key, bad_text,
+                           sizeof(bad_text) - 1, 0);
+    if (e == AD_OK)
+        e = store_index_add(tx, STORE_IX_CERTS_BY_DEVICE, b->key, "serial-q");
+    return e;
+}
+
+struct bad_bg {
+    store *s;
+    struct bad_arg a;
+    ad_err result;
+};
+
+static void *bad_bg_main(void *arg)
+{
+    struct bad_bg *w = arg;
+
+    w->result = store_write(w->s, bad_put_write, &w->a);
+    return NULL;
+}
+
+static int has_device(store *s, const char *key)
+{
+    store_txn *tx = NULL;
+    json_t *got = NULL, *ix = NULL;
+    int more = 0, n;
+
+    if (store_read_begin(s, &tx) != AD_OK)
+        return -1;
+    n = store_get(tx, STORE_DEVICES, key, &got) == AD_OK;
+    store_index_list(tx, STORE_IX_CERTS_BY_DEVICE, key, NULL, 10, &ix, &more);
+    n += (int)json_array_size(ix);
+    store_read_end(tx);
+    json_decref(got);
+    json_decref(ix);
+    return n;
+}
+
+static void test_store_pg_failed_queued_write_fails_only_its_write(void)
+{
+    store *s = open_store();
+    struct held_flush h = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                           0, 0};
+    struct bad_bg w0 = {s, {"q-first", 0}, AD_EINTERNAL};
+    struct bad_bg w1 = {s, {"q-bad", 1}, AD_EINTERNAL};
+    struct bad_bg w2 = {s, {"q-good", 0}, AD_EINTERNAL};
+    struct bad_arg alone = {"q-alone", 1}, after = {"q-after", 0};
+    pthread_t t0, t1, t2;
+
+    ok(store_write(s, bad_put_write, &alone) == AD_ESTORE,
+       "a write whose queued put fails returns AD_ESTORE");
+    ok(has_device(s, "q-alone") == 0,
+       "and leaves nothing behind, neither its other put nor its index");
+    ok(store_write(s, bad_put_write, &after) == AD_OK &&
+           has_device(s, "q-after") == 2,
+       "the next write commits on the same connection");
+
+    /* Hold a batch at its commit while two more writes queue behind it:
+     * they form the next batch, the failing one first. */
+    store_test_sync_hook(s, held_flush_hook, &h);
+    pthread_create(&t0, NULL, bad_bg_main, &w0);
+    ok(wait_entered(&h, 1), "the first batch reaches its commit");
+    pthread_create(&t1, NULL, bad_bg_main, &w1);
+    usleep(50000);
+    pthread_create(&t2, NULL, bad_bg_main, &w2);
+    usleep(50000);
+    hold_release(&h, -1);
+    pthread_join(t0, NULL);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    store_test_sync_hook(s, NULL, NULL);
+    ok(w0.result == AD_OK && w2.result == AD_OK && w1.result == AD_ESTORE,
+       "in one batch, only the write with the failed queued put fails "
+       "(%d, %d, %d)", (int)w0.result, (int)w1.result, (int)w2.result);
+    ok(has_device(s, "q-bad") == 0 && has_device(s, "q-good") == 2 &&
+           has_device(s, "q-first") == 2,
+       "its writes are rolled back, the others' committed");
+    store_close(s);
+}
+
 /* ---- a database that goes away and comes back ---------------------------- */
 
 static int pg_script(const char *args, char *out, size_t outlen)
@@ -1418,6 +1583,8 @@ static void run_pg_only(void)
     TAP_RUN(test_store_pg_nooverwrite_holds_across_nodes);
     TAP_RUN(test_store_pg_read_modify_write_is_exact_across_nodes);
     TAP_RUN(test_store_pg_write_is_rerun_after_a_deadlock);
+    TAP_RUN(test_store_pg_deadlock_on_a_queued_write_reruns_the_batch);
+    TAP_RUN(test_store_pg_failed_queued_write_fails_only_its_write);
     TAP_RUN(test_store_pg_url_password_never_in_errors);
     TAP_RUN(test_store_pg_down_fails_writes_and_recovers);
 }
