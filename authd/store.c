@@ -27,6 +27,37 @@ int store_key_ok(const char *key)
 
 /* ---- the change feed ----------------------------------------------- */
 
+ad_err store_queue_and_wait(store *s, pthread_mutex_t *lock,
+                            pthread_cond_t *queued, store_pending **head,
+                            store_pending **tail, ad_err (*refused)(store *s),
+                            store_write_fn fn, void *arg)
+{
+    store_pending p;
+    ad_err e;
+
+    memset(&p, 0, sizeof(p));
+    p.fn = fn;
+    p.arg = arg;
+    pthread_cond_init(&p.answered, NULL);
+    pthread_mutex_lock(lock);
+    if ((e = refused(s)) != AD_OK) {
+        pthread_mutex_unlock(lock);
+        pthread_cond_destroy(&p.answered);
+        return e;
+    }
+    if (*tail)
+        (*tail)->next = &p;
+    else
+        *head = &p;
+    *tail = &p;
+    pthread_cond_signal(queued);
+    while (!p.done)
+        pthread_cond_wait(&p.answered, lock);
+    pthread_mutex_unlock(lock);
+    pthread_cond_destroy(&p.answered);
+    return p.result;
+}
+
 void store_watcher_init(store_watcher *w)
 {
     pthread_rwlock_init(&w->lock, NULL);
@@ -57,6 +88,28 @@ store_watch_fn store_watcher_hold(store_watcher *w, void **arg)
 void store_watcher_release(store_watcher *w)
 {
     pthread_rwlock_unlock(&w->lock);
+}
+
+int store_chg_append(store_chg **v, size_t *n, size_t *cap, store_table t,
+                     const char *key)
+{
+    char *k;
+
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        store_chg *nv = realloc(*v, ncap * sizeof(*nv));
+
+        if (nv == NULL)
+            return -1;
+        *v = nv;
+        *cap = ncap;
+    }
+    if ((k = strdup(key)) == NULL)
+        return -1;
+    (*v)[*n].t = t;
+    (*v)[*n].key = k;
+    (*n)++;
+    return 0;
 }
 
 struct settle {

@@ -84,6 +84,27 @@ struct store_txn {
 extern const char *const store_table_names[STORE_TABLE__COUNT];
 extern const char *const store_index_names[STORE_IX__COUNT];
 
+/* One queued write of a backend's writer thread; lives on the caller's
+ * stack until it is answered. */
+typedef struct store_pending {
+    store_write_fn fn;
+    void *arg;
+    ad_err result;
+    int done;
+    uint64_t batch;          /* LMDB: the commit that carried it */
+    pthread_cond_t answered; /* only this caller waits on it */
+    struct store_pending *next;
+} store_pending;
+
+/* store_write for a backend whose writer thread takes writes from the
+ * list (*head, *tail) under lock, woken by queued: queues fn(arg) and
+ * waits for its answer. refused(s), called under the lock first, may turn
+ * the write away (stopping, a failed store) with its error. */
+ad_err store_queue_and_wait(store *s, pthread_mutex_t *lock,
+                            pthread_cond_t *queued, store_pending **head,
+                            store_pending **tail, ad_err (*refused)(store *s),
+                            store_write_fn fn, void *arg);
+
 /* One change a write batch made, for the change feed. */
 typedef struct {
     store_table t;
@@ -106,6 +127,11 @@ void store_watcher_set(store_watcher *w, store_watch_fn fn, void *arg);
 /* Holds w and returns its function (NULL: none; release all the same). */
 store_watch_fn store_watcher_hold(store_watcher *w, void **arg);
 void store_watcher_release(store_watcher *w);
+
+/* Appends (t, a copy of key) to the growing array (*v, *n, *cap): 0, or
+ * -1 out of memory (the caller then reports STORE_CHANGE_UNKNOWN). */
+int store_chg_append(store_chg **v, size_t *n, size_t *cap, store_table t,
+                     const char *key);
 
 /* Leaves each (table, key) of v[0..n) once, at the place of its last
  * change, in the order the changes were made, and frees the keys it

@@ -32,16 +32,6 @@ struct chg_batch {
     struct chg_batch *next;
 };
 
-/* One queued write; lives on the caller's stack until it is answered. */
-struct pending {
-    store_write_fn fn;
-    void *arg;
-    ad_err result;
-    int done;
-    uint64_t batch; /* the commit that carried it; durable at sync */
-    pthread_cond_t answered; /* only this caller waits on it */
-    struct pending *next;
-};
 
 typedef struct lstore {
     struct store base;
@@ -54,8 +44,8 @@ typedef struct lstore {
     pthread_mutex_t lock;
     pthread_cond_t queued;  /* the writer waits here for work */
     pthread_cond_t synced;  /* the flusher waits here for commits */
-    struct pending *head, *tail;       /* waiting for the writer */
-    struct pending *unsynced, *unsynced_tail; /* committed, not durable */
+    store_pending *head, *tail;       /* waiting for the writer */
+    store_pending *unsynced, *unsynced_tail; /* committed, not durable */
     uint64_t committed; /* batches whose commit has returned */
     uint64_t durable;   /* batches covered by a completed flush */
     ad_err sync_failed; /* sticky: after a failed flush nothing is acked */
@@ -151,7 +141,7 @@ static MDB_val val_of_str(const char *s)
  * all after a failed flush). Called with the lock held. */
 static void answer_durable(lstore *s)
 {
-    struct pending *p;
+    store_pending *p;
 
     while ((p = s->unsynced) != NULL &&
            (p->batch <= s->durable || s->sync_failed != AD_OK)) {
@@ -321,28 +311,10 @@ static uint64_t last_txnid(MDB_env *env)
 static void chg_note(lstore *s, store_table t, const char *key)
 {
     struct chg_batch *b = s->cur;
-    char *k;
 
-    if (b == NULL || b->lost)
-        return;
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 16;
-        store_chg *v = realloc(b->v, cap * sizeof(*v));
-
-        if (v == NULL) {
-            b->lost = 1;
-            return;
-        }
-        b->v = v;
-        b->cap = cap;
-    }
-    if ((k = strdup(key)) == NULL) {
+    if (b != NULL && !b->lost &&
+        store_chg_append(&b->v, &b->n, &b->cap, t, key) != 0)
         b->lost = 1;
-        return;
-    }
-    b->v[b->n].t = t;
-    b->v[b->n].key = k;
-    b->n++;
 }
 
 /* Forgets what a failed write recorded (its child transaction is gone). */
@@ -361,7 +333,7 @@ static void *writer_main(void *arg)
 
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        struct pending *batch, *p, *last;
+        store_pending *batch, *p, *last;
         MDB_txn *parent = NULL;
         uint64_t t0, t1, id0, seq;
         int rc, n = 0, flushed;
@@ -472,40 +444,20 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* Why a write is turned away before it is queued (under s->lock). */
+static ad_err l_refused(store *base)
+{
+    lstore *s = (lstore *)base;
+
+    return s->stopping ? AD_ENOTREADY : s->sync_failed;
+}
+
 static ad_err l_write(store *base, store_write_fn fn, void *arg)
 {
     lstore *s = (lstore *)base;
-    struct pending p;
 
-    p.fn = fn;
-    p.arg = arg;
-    p.result = AD_OK;
-    p.done = 0;
-    p.batch = 0;
-    p.next = NULL;
-    pthread_cond_init(&p.answered, NULL);
-    pthread_mutex_lock(&s->lock);
-    if (s->stopping) {
-        pthread_mutex_unlock(&s->lock);
-        pthread_cond_destroy(&p.answered);
-        return AD_ENOTREADY;
-    }
-    if (s->sync_failed != AD_OK) {
-        pthread_mutex_unlock(&s->lock);
-        pthread_cond_destroy(&p.answered);
-        return s->sync_failed;
-    }
-    if (s->tail)
-        s->tail->next = &p;
-    else
-        s->head = &p;
-    s->tail = &p;
-    pthread_cond_signal(&s->queued);
-    while (!p.done)
-        pthread_cond_wait(&p.answered, &s->lock);
-    pthread_mutex_unlock(&s->lock);
-    pthread_cond_destroy(&p.answered);
-    return p.result;
+    return store_queue_and_wait(base, &s->lock, &s->queued, &s->head, &s->tail,
+                                l_refused, fn, arg);
 }
 
 static void l_test_sync_hook(store *base, int (*hook)(void *arg), void *arg)

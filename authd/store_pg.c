@@ -148,15 +148,6 @@ typedef struct pconn {
     struct pconn *next;
 } pconn;
 
-/* One queued write; lives on the caller's stack until it is answered. */
-struct pending {
-    store_write_fn fn;
-    void *arg;
-    ad_err result;
-    int done;
-    pthread_cond_t answered;
-    struct pending *next;
-};
 
 
 typedef struct pstore {
@@ -174,7 +165,7 @@ typedef struct pstore {
     /* Writes. */
     pthread_mutex_t lock;
     pthread_cond_t queued;
-    struct pending *head, *tail;
+    store_pending *head, *tail;
     int stopping;
     pthread_t writer, listener;
     int writer_started, listener_started;
@@ -733,28 +724,9 @@ static ad_err p_get_raw(store_txn *btx, store_table t, const char *key,
 /* Records a put or delete of the writer's batch. */
 static void chg_note(pstore *s, store_table t, const char *key)
 {
-    char *k;
-
-    if (s->chg_lost)
-        return;
-    if (s->nchg == s->capchg) {
-        size_t cap = s->capchg ? s->capchg * 2 : 64;
-        store_chg *v = realloc(s->chg, cap * sizeof(*v));
-
-        if (v == NULL) {
-            s->chg_lost = 1;
-            return;
-        }
-        s->chg = v;
-        s->capchg = cap;
-    }
-    if ((k = strdup(key)) == NULL) {
+    if (!s->chg_lost &&
+        store_chg_append(&s->chg, &s->nchg, &s->capchg, t, key) != 0)
         s->chg_lost = 1;
-        return;
-    }
-    s->chg[s->nchg].t = t;
-    s->chg[s->nchg].key = k;
-    s->nchg++;
 }
 
 static ad_err p_put_text(store_txn *btx, store_table t, const char *key,
@@ -1470,11 +1442,11 @@ static int log_send(pstore *s, int id, buf_t *arr, size_t count, int blind)
 
 /* Runs the batch once in one transaction. *commit_sent is set once the
  * COMMIT left for the server (after which its fate may be unknown). */
-static int run_batch(pstore *s, struct pending *batch, int n,
+static int run_batch(pstore *s, store_pending *batch, int n,
                      uint64_t *event_id, int *commit_sent)
 {
     ptxn tx;
-    struct pending *p;
+    store_pending *p;
     int why, rc = B_OK, savepoints = n > 1, blind_failed;
     int (*hook)(void *);
     void *hook_arg;
@@ -1659,7 +1631,7 @@ static void *writer_main(void *arg)
 
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        struct pending *batch, *p;
+        store_pending *batch, *p;
         uint64_t t0, t1, event_id = 0;
         int n, rc, attempt, reconnected = 0, commit_sent = 0;
 
@@ -1733,34 +1705,18 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* Why a write is turned away before it is queued (under s->lock). */
+static ad_err p_refused(store *base)
+{
+    return ((pstore *)base)->stopping ? AD_ENOTREADY : AD_OK;
+}
+
 static ad_err p_write(store *base, store_write_fn fn, void *arg)
 {
     pstore *s = (pstore *)base;
-    struct pending p;
 
-    p.fn = fn;
-    p.arg = arg;
-    p.result = AD_OK;
-    p.done = 0;
-    p.next = NULL;
-    pthread_cond_init(&p.answered, NULL);
-    pthread_mutex_lock(&s->lock);
-    if (s->stopping) {
-        pthread_mutex_unlock(&s->lock);
-        pthread_cond_destroy(&p.answered);
-        return AD_ENOTREADY;
-    }
-    if (s->tail)
-        s->tail->next = &p;
-    else
-        s->head = &p;
-    s->tail = &p;
-    pthread_cond_signal(&s->queued);
-    while (!p.done)
-        pthread_cond_wait(&p.answered, &s->lock);
-    pthread_mutex_unlock(&s->lock);
-    pthread_cond_destroy(&p.answered);
-    return p.result;
+    return store_queue_and_wait(base, &s->lock, &s->queued, &s->head, &s->tail,
+                                p_refused, fn, arg);
 }
 
 static void p_test_sync_hook(store *base, int (*hook)(void *), void *arg)
