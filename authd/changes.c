@@ -66,8 +66,9 @@ static void record_changed(app *a, store_table t, const char *key)
     }
 }
 
-/* Changes may have been missed: nothing cached may be trusted. */
-static void resync(app *a)
+/* Changes may have been missed (why: for the log): nothing cached may be
+ * trusted. */
+static void resync(app *a, const char *why)
 {
     if (a->checker)
         checker_forget_all(a->checker);
@@ -79,7 +80,7 @@ static void resync(app *a)
         revocation_resync(a->revocation);
     if (a->events && events_catch_up(a->events) != AD_OK)
         log_line("error", "event=resync_failed what=events");
-    log_line("info", "event=caches_dropped why=change_feed_gap");
+    log_line("info", "event=caches_resynced why=%s", why);
 }
 
 void changes_apply(void *arg, const store_change *c)
@@ -95,7 +96,7 @@ void changes_apply(void *arg, const store_change *c)
             log_line("error", "event=events_catch_up_failed");
         break;
     case STORE_CHANGE_UNKNOWN:
-        resync(a);
+        resync(a, "change_feed_gap");
         break;
     }
 }
@@ -126,4 +127,9 @@ void changes_tick(app *a, time_t now)
      * outage itself, already logged). */
     if (a->tokens)
         (void)tokens_reload_revoked(a->tokens);
+}
+
+void changes_catch_up(app *a)
+{
+    resync(a, "start");
 }

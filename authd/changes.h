@@ -15,6 +15,10 @@
  * opened yet (NULL) are skipped. */
 void changes_apply(void *arg, const store_change *c);
 
+/* At start, once the watcher is in place: what changed while the parts
+ * were being opened is caught up. */
+void changes_catch_up(app *a);
+
 /* Once a second from the main loop. The caches are exact only while the
  * change feed runs (store_ready): once it has been down for check_ttl
  * seconds, what they hold may be stale, so they are dropped, and dropped

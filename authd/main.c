@@ -219,7 +219,7 @@ static int cmd_serve(config *cfg, int argc, char **argv)
      * reaches the caches, the CRL and the event stream; what changed
      * while they were being opened is caught up once. */
     store_watch(a.st, changes_apply, &a);
-    changes_apply(&a, &(store_change){.kind = STORE_CHANGE_UNKNOWN});
+    changes_catch_up(&a);
     routes = routes_table(&nroutes);
     e = http_start(&a, limits, routes, nroutes, &srv, err, sizeof(err));
     if (e != AD_OK) {
