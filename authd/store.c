@@ -58,6 +58,26 @@ ad_err store_queue_and_wait(store *s, pthread_mutex_t *lock,
     return p.result;
 }
 
+store_pending *store_queue_take(pthread_mutex_t *lock, pthread_cond_t *queued,
+                                store_pending **head, store_pending **tail,
+                                const int *stopping, int *n)
+{
+    store_pending *batch, *p;
+
+    while (*head == NULL && !*stopping)
+        pthread_cond_wait(queued, lock);
+    if (*head == NULL)
+        return NULL;
+    batch = p = *head;
+    for (*n = 1; *n < STORE_BATCH_MAX && p->next != NULL; (*n)++)
+        p = p->next;
+    *head = p->next;
+    if (*head == NULL)
+        *tail = NULL;
+    p->next = NULL;
+    return batch;
+}
+
 void store_watcher_init(store_watcher *w)
 {
     pthread_rwlock_init(&w->lock, NULL);

@@ -105,6 +105,14 @@ ad_err store_queue_and_wait(store *s, pthread_mutex_t *lock,
                             store_pending **tail, ad_err (*refused)(store *s),
                             store_write_fn fn, void *arg);
 
+/* The writer's side of that queue, called with lock held: waits until a
+ * write is queued, then takes up to STORE_BATCH_MAX of them (later ones
+ * wait a round) as a NULL-ended list; NULL once *stopping is set and the
+ * queue is empty. */
+store_pending *store_queue_take(pthread_mutex_t *lock, pthread_cond_t *queued,
+                                store_pending **head, store_pending **tail,
+                                const int *stopping, int *n);
+
 /* One change a write batch made, for the change feed. */
 typedef struct {
     store_table t;

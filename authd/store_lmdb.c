@@ -338,20 +338,12 @@ static void *writer_main(void *arg)
         uint64_t t0, t1, id0, seq;
         int rc, n = 0, flushed;
 
-        while (s->head == NULL && !s->stopping)
-            pthread_cond_wait(&s->queued, &s->lock);
-        if (s->head == NULL && s->stopping)
+        batch = store_queue_take(&s->lock, &s->queued, &s->head, &s->tail,
+                                 &s->stopping, &n);
+        if (batch == NULL)
             break;
-        /* Take up to STORE_BATCH_MAX writes; later ones wait a round. */
-        batch = s->head;
-        p = batch;
-        for (n = 1; n < STORE_BATCH_MAX && p->next != NULL; n++)
-            p = p->next;
-        s->head = p->next;
-        if (s->head == NULL)
-            s->tail = NULL;
-        p->next = NULL;
-        last = p;
+        for (last = batch; last->next != NULL; last = last->next)
+            ;
         seq = s->committed + 1;
         pthread_mutex_unlock(&s->lock);
 

@@ -1635,18 +1635,10 @@ static void *writer_main(void *arg)
         uint64_t t0, t1, event_id = 0;
         int n, rc, attempt, reconnected = 0, commit_sent = 0;
 
-        while (s->head == NULL && !s->stopping)
-            pthread_cond_wait(&s->queued, &s->lock);
-        if (s->head == NULL && s->stopping)
+        batch = store_queue_take(&s->lock, &s->queued, &s->head, &s->tail,
+                                 &s->stopping, &n);
+        if (batch == NULL)
             break;
-        batch = s->head;
-        p = batch;
-        for (n = 1; n < STORE_BATCH_MAX && p->next != NULL; n++)
-            p = p->next;
-        s->head = p->next;
-        if (s->head == NULL)
-            s->tail = NULL;
-        p->next = NULL;
         pthread_mutex_unlock(&s->lock);
 
         t0 = util_now_ns();
