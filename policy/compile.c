@@ -1253,19 +1253,15 @@ static size_t child_count(const pol_vars *vars)
     return vars != NULL ? vars->child_count : 0;
 }
 
-/* s[0..n) against the string z, in strcmp's order (unsigned bytes). */
+/* s[0..n) against the string z, in strcmp's order (unsigned bytes).
+ * s holds no NUL, so strncmp stops at the first difference or after n
+ * bytes, never reading past either string. */
 static int span_strcmp(const char *s, size_t n, const char *z)
 {
-    size_t i;
+    int c = strncmp(s, z, n);
 
-    for (i = 0; i < n; i++) {
-        unsigned char a = (unsigned char)s[i], c = (unsigned char)z[i];
-
-        if (c == 0)
-            return 1; /* z is a proper prefix of s */
-        if (a != c)
-            return a < c ? -1 : 1;
-    }
+    if (c != 0)
+        return c;
     return z[n] == '\0' ? 0 : -1;
 }
 
