@@ -113,6 +113,8 @@ struct node {
                       * node's prefix (see trie_finish) */
     uint8_t in_arena;   /* lits and tmpls have been moved to the arena */
     uint8_t tmpl_below; /* a template at or under this node */
+    uint8_t big;        /* building: lits unsorted, found through
+                         * set->bidx (see lit_child) */
     lit *lits;       /* sorted by (h, n, bytes); on the heap while
                       * building, moved into the arena by trie_freeze */
     tmpl *tmpls;     /* in statement order of their first pattern */
@@ -164,6 +166,8 @@ struct pol_set {
     size_t ntcids[2], captcids[2];
     unsigned uses;                  /* POL_USES_* of those templates */
     size_t expansions;              /* patterns tried by pol_compile */
+    struct bslot *bidx;             /* building: big nodes' literals */
+    size_t nbidx, capbidx;
     int over_limit;                 /* ... more than POL_EXPANSIONS_MAX */
     int export_only;  /* pol_statements_bound: no tries */
 };
@@ -206,6 +210,17 @@ static int lit_order(const lit *a, const pol_span *l)
     if (a->h != l->h)
         return a->h < l->h ? -1 : 1;
     return lit_cmp(a->s, a->n, l->p, l->n);
+}
+
+static int lit_sort(const void *a, const void *b)
+{
+    const lit *y = b;
+    pol_span l;
+
+    l.p = y->s;
+    l.n = y->n;
+    l.h = y->h;
+    return lit_order(a, &l);
 }
 
 /* Binary search; *pos gets the insertion point when absent. */
@@ -273,12 +288,100 @@ typedef struct {
     pol_span sp;    /* the literal's text, or the template's */
 } plevel;
 
+/* Building only: the literal children of nodes that have many of them
+ * (a gateway's node above its children's ids has one per child) are
+ * found through one open-addressing table of the set instead of a
+ * sorted array, whose insertions would move O(n) entries each; the
+ * arrays are sorted once, by trie_freeze. Small nodes, nearly all,
+ * keep the sorted array. */
+enum { BIG_LITS = 32 };
+
+struct bslot {
+    node *parent; /* NULL: empty */
+    uint32_t pos; /* into parent->lits */
+};
+
+static size_t bidx_slot(const pol_set *set, const node *parent, uint32_t h)
+{
+    uint64_t k = (uint64_t)(uintptr_t)parent * 0x9e3779b97f4a7c15ull ^ h;
+
+    return (size_t)(k ^ (k >> 29)) & (set->capbidx - 1);
+}
+
+static int bidx_add(pol_set *set, node *parent, uint32_t pos)
+{
+    size_t i;
+
+    if ((set->nbidx + 1) * 2 > set->capbidx) {
+        size_t ncap = set->capbidx ? set->capbidx * 2 : 256, old = set->capbidx;
+        struct bslot *o = set->bidx, *t = calloc(ncap, sizeof(*t));
+
+        if (t == NULL)
+            return -1;
+        set->bidx = t;
+        set->capbidx = ncap;
+        for (i = 0; i < old; i++) {
+            size_t j;
+
+            if (o[i].parent == NULL)
+                continue;
+            j = bidx_slot(set, o[i].parent, o[i].parent->lits[o[i].pos].h);
+            while (t[j].parent != NULL)
+                j = (j + 1) & (ncap - 1);
+            t[j] = o[i];
+        }
+        free(o);
+    }
+    i = bidx_slot(set, parent, parent->lits[pos].h);
+    while (set->bidx[i].parent != NULL)
+        i = (i + 1) & (set->capbidx - 1);
+    set->bidx[i].parent = parent;
+    set->bidx[i].pos = pos;
+    set->nbidx++;
+    return 0;
+}
+
+static node *big_child(pol_set *set, node *nd, const pol_span *l)
+{
+    size_t i = bidx_slot(set, nd, l->h);
+    node *next;
+
+    for (; set->bidx[i].parent != NULL; i = (i + 1) & (set->capbidx - 1)) {
+        const lit *c = &nd->lits[set->bidx[i].pos];
+
+        if (set->bidx[i].parent == nd && lit_order(c, l) == 0)
+            return c->child;
+    }
+    if ((next = node_new(set)) == NULL)
+        return NULL;
+    if (nd->nlits == nd->caplits) {
+        uint32_t ncap = nd->caplits * 2;
+        lit *p = realloc(nd->lits, ncap * sizeof(*p));
+
+        if (p == NULL)
+            return NULL;
+        nd->lits = p;
+        nd->caplits = ncap;
+    }
+    nd->lits[nd->nlits].s = l->p;
+    nd->lits[nd->nlits].n = l->n;
+    nd->lits[nd->nlits].h = l->h;
+    nd->lits[nd->nlits].child = next;
+    if (bidx_add(set, nd, nd->nlits) != 0)
+        return NULL;
+    nd->nlits++;
+    return next;
+}
+
 static node *lit_child(pol_set *set, node *nd, const pol_span *l)
 {
     size_t pos = 0;
-    node *next = lit_find(nd, l, &pos);
+    node *next;
+    uint32_t i;
 
-    if (next != NULL)
+    if (nd->big)
+        return big_child(set, nd, l);
+    if ((next = lit_find(nd, l, &pos)) != NULL)
         return next;
     if ((next = node_new(set)) == NULL)
         return NULL;
@@ -298,6 +401,12 @@ static node *lit_child(pol_set *set, node *nd, const pol_span *l)
     nd->lits[pos].h = l->h;
     nd->lits[pos].child = next;
     nd->nlits++;
+    if (nd->nlits == BIG_LITS) {
+        for (i = 0; i < nd->nlits; i++)
+            if (bidx_add(set, nd, i) != 0)
+                return NULL;
+        nd->big = 1;
+    }
     return next;
 }
 
@@ -422,6 +531,10 @@ static int trie_freeze(pol_set *set, node *nd)
 
     if (nd == NULL)
         return 0;
+    if (nd->big) {
+        qsort(nd->lits, nd->nlits, sizeof(lit), lit_sort);
+        nd->big = 0;
+    }
     /* Both arrays are allocated before either is moved, so that on
      * failure the node still owns its heap arrays (node_free). */
     for (i = 0; i < nd->nlits; i++)
@@ -521,6 +634,7 @@ void pol_set_free(pol_set *set)
         free(set->glob_lens[e]);
         free(set->tcids[e]);
     }
+    free(set->bidx);
     free(set->stmts);
     free(set->pats);
     free(set->cidstr);
@@ -998,6 +1112,9 @@ static ad_err compile(const pol_source *sources, size_t n,
             goto out;
         }
     }
+    free(set->bidx); /* only building needed it */
+    set->bidx = NULL;
+    set->nbidx = set->capbidx = 0;
     *out = set;
     set = NULL;
 out:
