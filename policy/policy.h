@@ -119,8 +119,9 @@ enum { POL_EXPANSIONS_MAX = 1 << 20 };
  * more than ... patterns"), because groups times children is the
  * caller's to bound and memory grows with it. Expanding and building
  * the tries grow about linearly with the patterns (a gateway with
- * 10,000 children compiles in tens of milliseconds). A statement carrying "policy" and "index"
- * is reported under those. On error *out is NULL. */
+ * 10,000 children compiles in tens of milliseconds). A statement
+ * carrying "policy" and "index" is reported under those. On error *out
+ * is NULL. */
 ad_err pol_compile(const pol_source *sources, size_t n, const pol_vars *vars,
                    pol_set **out, char *err, size_t errlen);
 void pol_set_free(pol_set *set);

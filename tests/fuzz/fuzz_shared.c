@@ -3,8 +3,8 @@
  * cert CN, attributes "k" and "j", a count byte and the groups, then
  * the gateway's children) and subjects. The count byte's value mod 4 is
  * the number of groups, its value / 4 mod 7 that of children (sorted
- * and made unique here, as pol_vars requires). A valid document is compiled shared and, with those
- * variables, for the device; pol_decide_bound on the first must equal
+ * and made unique here, as pol_vars requires). A valid document is
+ * compiled shared and, with those variables, for the device; pol_decide_bound on the first must equal
  * pol_decide on the second in every field, for every action on every
  * subject, and the shared set with no variables must decide as the set
  * compiled with none. A part "\x01" stands for an unset value. */

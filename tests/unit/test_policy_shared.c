@@ -298,7 +298,7 @@ static void test_policy_shared_group_is_the_same_in_every_level(void)
     fixture_close(&f);
 }
 
-static void test_policy_shared_child_is_looked_up_and_the_same_in_every_level(void)
+static void test_policy_shared_child_is_looked_up_one_per_pattern(void)
 {
     /* Sorted by strcmp, as pol_vars requires; two are hostile. */
     static const char *const kids[] = {"a/b", "c*", "c1", "c2", "c3"};
@@ -996,7 +996,7 @@ int main(void)
     TAP_RUN(test_policy_shared_deny_templates_meet_wildcards);
     TAP_RUN(test_policy_shared_hostile_values_match_nothing);
     TAP_RUN(test_policy_shared_group_is_the_same_in_every_level);
-    TAP_RUN(test_policy_shared_child_is_looked_up_and_the_same_in_every_level);
+    TAP_RUN(test_policy_shared_child_is_looked_up_one_per_pattern);
     TAP_RUN(test_policy_shared_attributes_and_escape);
     TAP_RUN(test_policy_shared_on_bound_sets_and_exports);
     TAP_RUN(test_policy_shared_limits_and_utf8);
