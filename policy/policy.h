@@ -103,9 +103,10 @@ typedef struct {
 
 typedef struct pol_set pol_set; /* compiled, immutable, thread-safe to read */
 
-/* The most patterns pol_compile and pol_statements_bound try to expand
- * for one set (a pattern with ${group} counts once per group, with
- * ${child.id} once per child, with both once per pair). */
+/* The most patterns pol_compile and pol_statements_bound expand for one
+ * set: each pattern of the sources counts once, or with ${group} once
+ * per group, with ${child.id} once per child, with both once per
+ * (group, child) pair. */
 enum { POL_EXPANSIONS_MAX = 1 << 20 };
 
 /* Compiles the statements of sources (in order) with variables
