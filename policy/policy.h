@@ -209,10 +209,13 @@ pol_decision pol_decide_filter(const pol_set *set, pol_action action,
  * or exact id reading ${child.id} with another variable or twice
  * ("${group}-${child.id}"), a client id glob reading ${child.id}
  * ("gw-${child.id}-*"), and a '+' or '#' in a subscribe filter meeting
- * a ${child.id} level of a deny (a device's compiled set walks each
- * child's literal there too; the walk stops at the first child whose
- * deny meets the filter). Allow patterns never cost that: a '+' or '#'
- * is covered by no one child's pattern (devices/c1/# does not cover
+ * a ${child.id} level of a deny when the deny reads a variable again
+ * below that level or a child's pattern could pass POL_TOPIC_MAX (a
+ * device's compiled set walks each child's literal there too). When
+ * neither holds, as in "devices/${child.id}/secret", the children
+ * differ below only in name, and the first child that expands validly
+ * is walked for all of them. Allow patterns never cost that: a '+' or
+ * '#' is covered by no one child's pattern (devices/c1/# does not cover
  * devices/+/#), exactly as pol_compile's expansion decides.
  *
  * pol_set_statements, pol_decide_filter, pol_scope_grant and

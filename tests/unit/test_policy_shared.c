@@ -381,6 +381,42 @@ static void test_policy_shared_child_is_looked_up_one_per_pattern(void)
            decide(&f, &v, POL_SUBSCRIBE, "devices/+/cmd", NULL),
        "a gateway with no children has no ${child.id} pattern");
     fixture_close(&f);
+
+    /* A '+' meeting a deny's child level: a child whose pattern is too
+     * long to exist must not hide a later child whose pattern does. */
+    {
+        enum { LONG = POL_TOPIC_MAX - 4 };
+        const char *pair[2];
+        char *big = malloc(LONG + 1);
+
+        if (!ok(big != NULL &&
+                    fixture_open(&f,
+                                 "{\"statements\":["
+                                 "{\"effect\":\"deny\","
+                                 " \"actions\":[\"subscribe\"],"
+                                 " \"topics\":[\"d/${child.id}/x/y\"]},"
+                                 "{\"effect\":\"allow\","
+                                 " \"actions\":[\"subscribe\"],"
+                                 " \"topics\":[\"#\"]}]}"),
+                "a deny reading ${child.id} compiles shared")) {
+            free(big);
+            return;
+        }
+        memset(big, 'A', LONG);
+        big[LONG] = '\0';
+        pair[0] = big; /* "A..." sorts before "b" */
+        pair[1] = "b";
+        v = dev("gw1");
+        v.children = pair;
+        v.child_count = 2;
+        ok(!decide(&f, &v, POL_SUBSCRIBE, "d/+/x/y", &st) && st == 0,
+           "the long child's pattern is dropped, b's still denies");
+        v.child_count = 1;
+        ok(decide(&f, &v, POL_SUBSCRIBE, "d/+/x/y", NULL),
+           "with the long child alone nothing is denied");
+        fixture_close(&f);
+        free(big);
+    }
 }
 
 static void test_policy_shared_attributes_and_escape(void)
