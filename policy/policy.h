@@ -83,6 +83,9 @@ typedef struct {
     const json_t *attributes;      /* ${device.attributes.<key>}: object of strings */
     const char *const *groups;     /* ${group}: one pattern per group */
     size_t group_count;
+    const char *const *children;   /* ${child.id}: the connecting gateway's active
+                                    * children, sorted by strcmp, no duplicates */
+    size_t child_count;
 } pol_vars;
 
 /* One named, already validated policy document. */
@@ -196,7 +199,8 @@ enum {
     POL_USES_USERNAME = 4,
     POL_USES_CERT_CN = 8,
     POL_USES_GROUP = 16,
-    POL_USES_ATTRIBUTES = 32
+    POL_USES_ATTRIBUTES = 32,
+    POL_USES_CHILD = 64
 };
 unsigned pol_set_uses(const pol_set *set);
 
