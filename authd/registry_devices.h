@@ -114,13 +114,6 @@ typedef struct {
     registry_device_status status;
 } registry_child;
 
-enum {
-    /* Children read for one gateway at most: what the checker binds to
-     * ${child.id} and what a bundle carries. A gateway beyond it is
-     * refused (AD_ETOOBIG) rather than judged on part of its children. */
-    REGISTRY_CHILDREN_MAX = 1000000
-};
-
 /* Every child of gateway_id, sorted by id (strcmp), with its status,
  * read in one read transaction. *out (free() it) has *n entries; both
  * are zeroed first and left so on error. Errors: AD_ENOTFOUND (no such
