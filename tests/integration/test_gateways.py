@@ -15,6 +15,7 @@ import time
 import pytest
 
 from authd_harness import assert_error, enroll, uid
+from test_authctl import ctl, ctl_env, js, ok  # noqa: F401 (fixtures)
 from test_revocation import SseClient
 
 # A gateway publishes telemetry and reads commands for exactly its
@@ -195,6 +196,28 @@ def test_a_device_enrolled_under_an_enrollment_with_a_gateway_sits_behind_it(
     assert dev.id in [i["id"] for i in admin.list_all("/v1/devices/%s/children" % gw)]
     assert allowed(publish(authd, gw, "devices/%s/telemetry/t" % dev.id)), (
         "an enrolled child is the gateway's child at once")
+
+
+def test_authctl_adds_moves_and_lists_children(ctl, admin, gateway, make_enrollment):
+    gw, gw2 = gateway(), gateway()
+    kid = uid("ctl-ch-")
+    ok(ctl("device", "add", kid, "--gateway", gw))
+    assert admin.get("/v1/devices/" + kid).json["gateway"] == gw
+    out = ok(ctl("device", "children", gw)).stdout
+    assert kid in out and "active" in out, out
+    ok(ctl("device", "update", kid, "--gateway", gw2))
+    assert [i["id"] for i in js(ctl("--json", "device", "children", gw2))["items"]] == [kid]
+    assert js(ctl("--json", "device", "children", gw))["items"] == []
+    ok(ctl("device", "update", kid, "--no-gateway"))
+    assert "gateway" not in admin.get("/v1/devices/" + kid).json
+    p = ctl("device", "update", kid, "--gateway", gw, "--no-gateway")
+    assert p.returncode != 0, "the two options exclude each other"
+    p = ctl("device", "update", kid)
+    assert p.returncode != 0, "nothing to change is a usage error"
+    p = ctl("device", "add", uid("ctl-ch-"), "--gateway", uid("ghost-"))
+    assert p.returncode != 0 and "unknown_gateway" in p.stderr + p.stdout, p
+    enr = js(ctl("--json", "enroll", "create", "--gateway", gw))
+    assert enr["gateway"] == gw, enr
 
 
 # ------------------------------------------------------ ${child.id} ----
