@@ -539,3 +539,39 @@ def test_ten_thousand_children_decide_fast_and_one_change_rebuilds_one_entry(
     elapsed = time.monotonic() - t0
     assert r.status == 200, r
     assert elapsed < 1.0, "after a change: %.3fs" % elapsed
+
+
+# ---------------------------------------------------------- migrate ----
+
+def test_migrate_carries_the_children_indexes_into_postgresql(binary, tmp_path):
+    from authd_harness import Authd, pg_database_url
+    from test_migrate import run_authd
+
+    data = str(tmp_path / "node")
+    r = run_authd(binary, "init", "--data", data, "--store", "lmdb:")
+    assert r.returncode == 0, r.stderr
+    d = Authd(data, binary).start()
+    try:
+        admin = d.api(d.admin_key)
+        assert admin.put("/v1/policies/gw", GATEWAY_POLICY).status == 201
+        assert admin.put("/v1/policies/kid", CHILD_POLICY).status == 201
+        assert admin.post("/v1/devices", {"id": "gw-m", "policies": ["gw"]}).status == 201
+        for k in ("k1", "k2", "k3"):
+            assert admin.post("/v1/devices", {"id": k, "gateway": "gw-m",
+                                              "policies": ["kid"]}).status == 201
+        assert admin.patch("/v1/devices/k2", {"status": "suspended"}).status == 200
+        before = admin.list_all("/v1/devices/gw-m/children")
+    finally:
+        assert d.stop() == 0
+    r = run_authd(binary, "migrate", "--data", data, "--to", pg_database_url(uid("authd_gwm_")))
+    assert r.returncode == 0, "authd migrate: %s%s" % (r.stdout, r.stderr)
+    d2 = Authd(data, binary).start()
+    try:
+        admin2 = d2.api(d2.admin_key)
+        assert admin2.list_all("/v1/devices/gw-m/children") == before, "every child, same status"
+        assert allowed(publish(d2, "gw-m", "devices/k1/telemetry/x")), "active children carried"
+        assert not allowed(publish(d2, "gw-m", "devices/k2/telemetry/x")), "a suspended one is not"
+        assert admin2.patch("/v1/devices/k2", {"status": "active"}).status == 200
+        assert allowed(publish(d2, "gw-m", "devices/k2/telemetry/x"))
+    finally:
+        assert d2.stop() == 0
