@@ -693,6 +693,34 @@ static void test_on_behalf_of_only_from_the_childs_own_active_gateway(void)
     teardown(st);
 }
 
+static void test_registry_lists_a_gateways_children_with_their_status(void)
+{
+    store *st = gateway_setup();
+    registry_child *kids = NULL;
+    size_t n = 0;
+
+    ok(st != NULL, "a store with a gateway");
+    if (st == NULL)
+        return;
+    ok(set_status(st, "k2", DEVICE_SUSPENDED) == AD_OK, "k2 suspended");
+    ok(registry_gateway_children(st, "g1", &kids, &n) == AD_OK && n == 3,
+       "three children (%zu)", n);
+    ok(n == 3 && strcmp(kids[0].id, "k1") == 0 && strcmp(kids[1].id, "k2") == 0 &&
+           strcmp(kids[2].id, "k3") == 0,
+       "in id order");
+    ok(n == 3 && kids[0].status == DEVICE_ACTIVE &&
+           kids[1].status == DEVICE_SUSPENDED && kids[2].status == DEVICE_ACTIVE,
+       "each with its status");
+    free(kids);
+    ok(registry_gateway_children(st, "g2", &kids, &n) == AD_OK && n == 0 &&
+           kids == NULL,
+       "a gateway without children has none");
+    ok(registry_gateway_children(st, "nobody", &kids, &n) == AD_ENOTFOUND &&
+           kids == NULL && n == 0,
+       "no such device is AD_ENOTFOUND, nothing written");
+    teardown(st);
+}
+
 int main(void)
 {
     test_a_certificate_revoked_while_it_is_first_read_is_never_cached_as_valid();
@@ -706,5 +734,6 @@ int main(void)
     test_a_gateway_decides_for_its_active_children_exactly();
     test_a_child_suspended_while_its_gateway_is_read_is_never_cached();
     test_on_behalf_of_only_from_the_childs_own_active_gateway();
+    test_registry_lists_a_gateways_children_with_their_status();
     return tap_done();
 }
