@@ -587,6 +587,12 @@ ad_err devcache_use(devcache *dc, const char *id,
         if ((e = dev_load(dc, id, &rec, &extra)) != AD_OK)
             return e;
         race_point(dc);
+        /* An entry too big to cache (a gateway with a great many
+         * children) is answered from this read, which began after the
+         * last invalidation seen: reading again would cost as much and
+         * end the same way. */
+        if (!cache_fits(dc->devices, extra))
+            break;
         /* Cached: the next turn answers from the entry, under its lock.
          * Not cached: an invalidation of the device or of any policy
          * landed while we read, so what we read may predate it and is
@@ -599,7 +605,7 @@ ad_err devcache_use(devcache *dc, const char *id,
     /* A reader starved by a storm of invalidations (or by an entry
      * evicted as soon as it is cached) answers from a read that began
      * after the last invalidation it saw, without caching it. */
-    if ((e = dev_load(dc, id, &rec, &extra)) != AD_OK)
+    if (tries == 4 && (e = dev_load(dc, id, &rec, &extra)) != AD_OK)
         return e;
     view_borrow(&v, &rec);
     *result = fn(&v, arg);

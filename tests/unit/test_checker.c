@@ -13,6 +13,7 @@
 #include "../../authd/checker.h"
 #include "../../authd/registry_devices.h"
 #include "../../authd/store.h"
+#include "../../authd/util.h"
 #include "tap.h"
 
 #define SERIAL "0a0b0c0d"
@@ -693,6 +694,57 @@ static void test_on_behalf_of_only_from_the_childs_own_active_gateway(void)
     teardown(st);
 }
 
+/* Adds children big-0000.. of g1, n of them, in one import. */
+static int add_children(store *st, int n)
+{
+    registry_import_item *items = calloc((size_t)n, sizeof(*items));
+    registry_device_new d;
+    char id[32];
+    int i, good = items != NULL;
+
+    memset(&d, 0, sizeof(d));
+    d.gateway = "g1";
+    for (i = 0; good && i < n; i++) {
+        snprintf(id, sizeof(id), "big-%04d", i);
+        d.id = id;
+        util_strlcpy(items[i].id, id, sizeof(items[i].id));
+        registry_import_prepare(&items[i], &d, time(NULL));
+        good = items[i].e == AD_OK;
+    }
+    good = good && registry_devices_import(st, "t", items, (size_t)n) == AD_OK;
+    for (i = 0; items && i < n; i++)
+        registry_import_item_clear(&items[i]);
+    free(items);
+    return good;
+}
+
+static void test_a_gateway_too_big_to_cache_is_read_once_per_decision(void)
+{
+    store *st = gateway_setup();
+    checker *c = NULL;
+    checker_stats before, after;
+
+    /* 256 KiB: a device entry fits a shard, 2000 children do not. */
+    ok(st && add_children(st, 2000) &&
+           checker_open(st, &(checker_opts){30, 0, 256 << 10}, &c) == AD_OK,
+       "a gateway with 2000 children and a small cache");
+    if (c == NULL)
+        return;
+    watched = c;
+    ok(publish_as(c, "g1", "devices/big-1999/t") &&
+           !publish_as(c, "g1", "devices/big-2000/t"),
+       "it decides right without a cache entry");
+    checker_get_stats(c, &before);
+    ok(publish_as(c, "g1", "devices/big-0007/t"), "and again");
+    checker_get_stats(c, &after);
+    ok(after.devices.misses - before.devices.misses == 1,
+       "one store read per decision, not one per retry (%llu)",
+       (unsigned long long)(after.devices.misses - before.devices.misses));
+    watched = NULL;
+    checker_close(c);
+    teardown(st);
+}
+
 static void test_registry_lists_a_gateways_children_with_their_status(void)
 {
     store *st = gateway_setup();
@@ -735,5 +787,6 @@ int main(void)
     test_a_child_suspended_while_its_gateway_is_read_is_never_cached();
     test_on_behalf_of_only_from_the_childs_own_active_gateway();
     test_registry_lists_a_gateways_children_with_their_status();
+    test_a_gateway_too_big_to_cache_is_read_once_per_decision();
     return tap_done();
 }
