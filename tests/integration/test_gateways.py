@@ -196,6 +196,16 @@ def test_a_device_enrolled_under_an_enrollment_with_a_gateway_sits_behind_it(
     assert dev.id in [i["id"] for i in admin.list_all("/v1/devices/%s/children" % gw)]
     assert allowed(publish(authd, gw, "devices/%s/telemetry/t" % dev.id)), (
         "an enrolled child is the gateway's child at once")
+    # A gateway deleted after the enrollment was made: it refuses to
+    # create devices behind a gateway that is gone.
+    gone = gateway()
+    enr = make_enrollment(gateway=gone)
+    assert admin.delete("/v1/devices/" + gone).status == 204
+    did = uid("enr-ch-")
+    _, r = enroll(authd, enr["token"], did, devdir)
+    assert_error(r, 400, "unknown_gateway")
+    assert admin.get("/v1/devices/" + did).status == 404, "nothing was created"
+    assert admin.get("/v1/enrollments/" + enr["id"]).json["used"] == 0, "no use was spent"
 
 
 def test_authctl_adds_moves_and_lists_children(ctl, admin, gateway, make_enrollment):
