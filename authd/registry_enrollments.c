@@ -117,6 +117,19 @@ ad_err registry_enrollment_create(store *st, const char *actor,
                     "token_sha256", digest);
     if (rec == NULL)
         return AD_ENOMEM;
+    if (n->gateway) {
+        json_t *gw = NULL;
+
+        e = registry_record_get(st, STORE_DEVICES, n->gateway, &gw);
+        json_decref(gw);
+        if (e == AD_OK && json_object_set_new(rec, "gateway",
+                                              json_string(n->gateway)) != 0)
+            e = AD_ENOMEM;
+        if (e != AD_OK) {
+            json_decref(rec);
+            return e == AD_ENOTFOUND ? AD_EGATEWAY : e;
+        }
+    }
     /* The token is shown this once; only its hash is kept. */
     e = registry_hashed_create(st, &enrollments, actor, id, rec, token, view);
     json_decref(rec);

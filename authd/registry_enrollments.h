@@ -38,12 +38,15 @@ typedef struct {
     const char *name;       /* NULL: the id */
     const char *id_pattern; /* a glob of id characters, * and ? */
     const json_t *groups;   /* names, or NULL for none */
+    const char *gateway;    /* devices it creates sit behind this device
+                             * (a device id), or NULL */
     long long max_uses, expires_in, cert_days;
 } registry_enrollment_new;
 
 /* Creates an enrollment with a new id and token. *view (new reference) is
- * its public record plus "token", shown this once. On error *view is
- * NULL and nothing is written. */
+ * its public record plus "token", shown this once. A gateway must be an
+ * existing device (AD_EGATEWAY; checked again at each issuance). On
+ * error *view is NULL and nothing is written. */
 ad_err registry_enrollment_create(store *st, const char *actor,
                                   const registry_enrollment_new *n,
                                   json_t **view);

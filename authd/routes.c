@@ -111,6 +111,8 @@ static const http_route table[] = {
       route_token_key_rotate),
     R("POST", "/v1/devices/{}/secret", LISTEN_MAIN, ACCESS_ADMIN,
       route_device_secret),
+    R("GET", "/v1/devices/{}/children", LISTEN_MAIN, ACCESS_ADMIN,
+      route_device_children),
 
     /* revocation (§9) */
     R("POST", "/v1/certs/{}/revoke", LISTEN_MAIN, ACCESS_ADMIN,
