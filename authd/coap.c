@@ -332,6 +332,10 @@ static void log_request(const char *path, coap_pdu_t *resp, const char *actor)
     coap_pdu_code_t c = coap_pdu_get_code(resp);
     char safe[200];
 
+    /* One line per request, not per Block1 piece (a 16 KiB body in
+     * 16-byte pieces would be a thousand lines). */
+    if (c == COAP_RESPONSE_CODE(231))
+        return;
     log_line("info", "event=coap_request path=%s code=%d.%02d actor=%s", path,
              (int)c >> 5, (int)c & 31,
              actor[0] ? log_safe(actor, safe, sizeof(safe)) : "-");
