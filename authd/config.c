@@ -271,6 +271,10 @@ static ad_err check_limits(const config *cfg, char *err, size_t errlen)
         {"cache_memory_mb", offsetof(config, cache_memory_mb), 1, 1L << 20},
         {"import_body_max", offsetof(config, import_body_max), 65536,
          256L << 20},
+        {"coaps_max_sessions", offsetof(config, coaps_max_sessions), 1,
+         65536},
+        {"coaps_max_handshakes", offsetof(config, coaps_max_handshakes), 1,
+         4096},
     };
     size_t i;
 

@@ -371,3 +371,20 @@ def test_zz_daemon_is_healthy_after_everything(coapd):
 def test_coaps_is_off_by_default(authd):
     started = [l for l in authd.stderr().splitlines() if "event=started" in l]
     assert started and "coaps=off" in started[-1], started
+
+
+@pytest.mark.parametrize("flag,value", [("--coaps-max-sessions", "0"),
+                                        ("--coaps-max-handshakes", "0"),
+                                        ("--coaps-max-handshakes", "5000")])
+def test_coaps_limits_must_be_limits(binary, tmp_path, flag, value):
+    p = subprocess.run([binary, "serve", "--data", str(tmp_path / "d"), flag, value],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2, "0 would mean no bound in libcoap: %s" % p.stderr
+    assert flag[2:].replace("-", "_") in p.stderr, p.stderr
+
+
+def test_a_bad_coaps_address_stops_the_start(spawn_authd):
+    d = spawn_authd(extra_args=["--coaps", "localhost"], wait=False)
+    rc = d.proc.wait(60)
+    assert rc != 0, "a listener that cannot be opened is a start failure"
+    assert "coaps address localhost" in d.stderr(), d.stderr()[-2000:]
