@@ -85,8 +85,8 @@ def psk(enr, token=None):
     return ["-u", enr["id"], "-k", token if token is not None else enr["token"]]
 
 
-def sen(d, files, enr, device_id, client=GNUTLS, token=None, extra=()):
-    key, csr = make_csr(device_id)
+def sen(d, files, enr, device_id, client=GNUTLS, token=None, extra=(), kind="p256"):
+    key, csr = make_csr(device_id, kind)
     body = files(uid("csr-") + ".der", csr_der_from_pem(csr))
     out = os.path.join(files.dir, uid("p7-") + ".der")
     r = coap(d, "/est/sen", "-m", "post", "-t", "286", "-A", "281",
@@ -226,6 +226,17 @@ def test_sen_with_a_block_wise_request_body(coapd, cadmin, files):
     assert r.code == "2.04", "a CSR sent in 64-byte Block1 pieces is put together: %r" % r
     assert len(CODE.findall(r.log)) > 3 and "2.31" in CODE.findall(r.log), (
         "the request really went block-wise: %r" % r)
+    certs_of(coapd, files, r)
+
+
+def test_sen_with_an_rsa_4096_csr_in_blocks(coapd, cadmin, files):
+    """An RSA-4096 CSR (over 1 KiB) in 256-byte Block1 pieces; its
+    certificate (under 1 KiB with our EC CA) comes back in one answer."""
+    e = create_enrollment(cadmin)
+    r = sen(coapd, files, e, uid("rsa-"), kind="rsa4096", extra=("-b", "256"))
+    assert r.code == "2.04", r
+    assert "Block1:4/_/256" in r.log, "the CSR went up in five pieces: %r" % r
+    assert len(r.body) > 900, "the whole PKCS#7 arrived (%d bytes)" % len(r.body)
     certs_of(coapd, files, r)
 
 
