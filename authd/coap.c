@@ -45,6 +45,11 @@ enum {
      * next piece before its slot may be reused. */
     COAPS_SLOTS = 32,
     COAPS_SLOT_TTL = 60,
+    /* Certificates handed out recently, kept to answer a retransmitted
+     * request again (RFC 7252 §4.5) instead of issuing twice: the
+     * request's exchange lifetime is 247 s. */
+    COAPS_RECENT = 32,
+    COAPS_RECENT_TTL = 247,
     COAPS_SESSION_TIMEOUT = 120, /* seconds an idle DTLS session lives */
     COAPS_POLL_MS = 250          /* how often the thread sees stop */
 };
@@ -60,6 +65,17 @@ struct body_slot {
     time_t touched;
     size_t len;
     uint8_t buf[COAPS_BODY_MAX];
+};
+
+/* A 2.04 answered to a confirmable sen/sren, by session, peer and
+ * message id. */
+struct recent_answer {
+    const coap_session_t *sess;
+    coap_address_t peer;
+    coap_mid_t mid;
+    time_t at;
+    uint8_t *p7; /* the certs-only PKCS#7 answered */
+    size_t len;
 };
 
 struct coaps_server {
@@ -78,6 +94,8 @@ struct coaps_server {
     char psk[REGISTRY_ENR_TOKEN_MAX];
     coap_bin_const_t psk_bin;
     struct body_slot slots[COAPS_SLOTS];
+    struct recent_answer recent[COAPS_RECENT];
+    size_t recent_next; /* the ring's oldest entry */
 };
 
 /* ---- answers ----------------------------------------------------------- */
@@ -293,6 +311,10 @@ static int request_body(coaps_server *s, coap_resource_t *res,
             log_line("warn", "event=coap_body_evicted slots=%d",
                      (int)COAPS_SLOTS);
     }
+    /* A piece sent again (its 2.31 was lost) is answered again. */
+    if (sl != NULL && offset != 0 && offset + length == sl->len &&
+        total > offset + length)
+        return 0;
     if (sl == NULL || (offset != 0 && sl->len != offset))
         return 408; /* Request Entity Incomplete */
     if (offset == 0) {
@@ -320,6 +342,51 @@ static void slot_release(struct body_slot *sl)
         sl->res = NULL;
         sl->len = 0;
     }
+}
+
+static struct recent_answer *recent_find(coaps_server *s,
+                                         const coap_session_t *sess,
+                                         const coap_pdu_t *req)
+{
+    const coap_address_t *peer = coap_session_get_addr_remote(sess);
+    coap_mid_t mid = coap_pdu_get_mid(req);
+    time_t now = time(NULL);
+    size_t i;
+
+    if (coap_pdu_get_type(req) != COAP_MESSAGE_CON || peer == NULL)
+        return NULL;
+    for (i = 0; i < COAPS_RECENT; i++) {
+        struct recent_answer *r = &s->recent[i];
+
+        if (r->p7 != NULL && r->sess == sess && r->mid == mid &&
+            now - r->at < COAPS_RECENT_TTL &&
+            coap_address_equals(&r->peer, peer))
+            return r;
+    }
+    return NULL;
+}
+
+/* Remembers the answer p7 to a confirmable req, replacing the oldest. */
+static void recent_add(coaps_server *s, const coap_session_t *sess,
+                       const coap_pdu_t *req, const uint8_t *p7, size_t len)
+{
+    const coap_address_t *peer = coap_session_get_addr_remote(sess);
+    struct recent_answer *r;
+    uint8_t *copy;
+
+    if (coap_pdu_get_type(req) != COAP_MESSAGE_CON || peer == NULL ||
+        (copy = malloc(len)) == NULL)
+        return;
+    memcpy(copy, p7, len);
+    r = &s->recent[s->recent_next];
+    s->recent_next = (s->recent_next + 1) % COAPS_RECENT;
+    free(r->p7);
+    r->sess = sess;
+    coap_address_copy(&r->peer, peer);
+    r->mid = coap_pdu_get_mid(req);
+    r->at = time(NULL);
+    r->p7 = copy;
+    r->len = len;
 }
 
 static coaps_server *server_of(coap_session_t *sess)
@@ -356,10 +423,26 @@ static void post_enroll(coap_resource_t *res, coap_session_t *sess,
     size_t certlen = 0, bodylen, p7len = 0;
     ca_csr *csr = NULL;
     ca_issued iss;
+    struct recent_answer *again;
     ad_err e = AD_OK;
     int got;
 
     memset(&iss, 0, sizeof(iss));
+    /* A retransmission of a request already answered 2.04 (the answer was
+     * lost) gets the same answer: no second certificate, no second use. */
+    if ((again = recent_find(s, sess, req)) != NULL) {
+        uint8_t *copy = malloc(again->len);
+
+        if (copy == NULL) {
+            e = AD_ENOMEM;
+            goto out;
+        }
+        memcpy(copy, again->p7, again->len);
+        log_line("info", "event=coap_replayed path=%s mid=%d", path,
+                 (int)again->mid);
+        e = reply_p7(res, sess, req, query, resp, 204, copy, again->len, 1);
+        goto out;
+    }
     if (renew) {
         if (session_cert(sess, &cert, &certlen) != 0) {
             e = AD_ECLIENTCERT;
@@ -444,6 +527,8 @@ static void post_enroll(coap_resource_t *res, coap_session_t *sess,
         size_t lens[1] = {iss.der_len};
 
         e = ca_pkcs7_certs_only(ders, lens, 1, &p7, &p7len);
+        if (e == AD_OK)
+            recent_add(s, sess, req, p7, p7len);
         if (e == AD_OK) {
             /* RFC 9148 §5: a successful (re-)enrollment is 2.04. */
             e = reply_p7(res, sess, req, query, resp, 204, p7, p7len, 1);
@@ -714,6 +799,8 @@ void coaps_stop(coaps_server *s)
         coap_free_context(s->ctx);
     OPENSSL_cleanse(s->psk, sizeof(s->psk));
     OPENSSL_cleanse(s->unused_psk, sizeof(s->unused_psk));
+    for (size_t i = 0; i < COAPS_RECENT; i++)
+        free(s->recent[i].p7);
     free(s->crts);
     free(s);
     coap_cleanup();

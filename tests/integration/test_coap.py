@@ -399,3 +399,54 @@ def test_a_bad_coaps_address_stops_the_start(spawn_authd):
     rc = d.proc.wait(60)
     assert rc != 0, "a listener that cannot be opened is a start failure"
     assert "coaps address localhost" in d.stderr(), d.stderr()[-2000:]
+
+
+def dup_client():
+    """tests/integration/coaps_dup.c, built by meson (COAPS_DUP), or the
+    default build dir's when run by hand."""
+    path = os.environ.get("COAPS_DUP") or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "tests",
+        "integration", "coaps_dup")
+    assert os.access(path, os.X_OK), "coaps_dup is built with the tests (meson): %s" % path
+    return path
+
+
+def test_a_retransmitted_sen_is_answered_again_not_issued_twice(coapd, cadmin, files):
+    """A device whose 2.04 was lost sends the same request (same message
+    id) again: it gets the same certificate, and no second use or
+    certificate is spent (RFC 7252 §4.5 deduplication)."""
+    e = create_enrollment(cadmin, max_uses=1)
+    key, csr = make_csr(uid("dup-"))
+    body = files("d.der", csr_der_from_pem(csr))
+    seen = len(coapd.stderr())
+    p = run([dup_client(), "127.0.0.1", str(coapd.coap_port), e["id"], e["token"], body,
+             "whole"], check=False)
+    answers = re.findall(r"^ANSWER (\S+)", p.stdout, re.M)
+    assert answers[:1] == ["2.04"], "the first request is issued: %s %s" % (p.stdout, p.stderr)
+    time.sleep(0.3)
+    log = coapd.stderr()[seen:]
+    assert "event=coap_replayed path=/est/sen" in log, (
+        "the retransmission reached the server and was answered from the "
+        "recent answers: %s\n%s" % (p.stdout, log))
+    assert "4.03" not in answers, "not refused as used up: %r" % answers
+    assert cadmin.get("/v1/enrollments/" + e["id"]).json["used"] == 1, "one use only"
+    assert len(cadmin.list_all("/v1/certs?enrollment=" + e["id"])) == 1, "one certificate only"
+
+
+def test_a_block1_piece_sent_twice_is_not_a_broken_body(coapd, cadmin, files):
+    """A device whose 2.31 was lost sends that piece again; the body is
+    still put together right."""
+    e = create_enrollment(cadmin)
+    key, csr = make_csr(uid("dupb-"))
+    body = files("d.der", csr_der_from_pem(csr))
+    p = run([dup_client(), "127.0.0.1", str(coapd.coap_port), e["id"], e["token"], body,
+             "piece"], check=False)
+    answers = re.findall(r"^ANSWER (\S+)", p.stdout, re.M)
+    assert p.returncode == 0 and answers[-1] == "2.04", (
+        "the CSR is issued despite the repeated piece: %r %s" % (answers, p.stderr))
+    # 2.31 for each piece but the last, and for the repeated one.
+    pieces = (len(csr_der_from_pem(csr)) + 63) // 64
+    assert answers == ["2.31"] * pieces + ["2.04"], (
+        "every piece, the repeated one too, is answered 2.31 Continue, "
+        "never 4.08: %r" % answers)
+    assert cadmin.get("/v1/enrollments/" + e["id"]).json["used"] == 1
