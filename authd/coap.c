@@ -1,11 +1,13 @@
 /* See coap.h. One thread owns the libcoap context (libcoap contexts are
  * not thread-safe) and runs coap_io_process; handlers run on it. An
  * enrollment signs and waits for its durable commit on this thread, so
- * CoAP requests are served one at a time: the commit is the same group
- * commit the HTTP routes share, a few milliseconds, and a device whose
- * answer is late retransmits (CoAP's own retry) rather than being lost.
- * Handing issuance to a worker would need separate responses; the
- * benchmark (tests/bench/bench_coaps_enroll.py) measures what this costs. */
+ * CoAP requests are served one at a time (a few milliseconds each: the
+ * same group commit the HTTP routes use, without company). A device whose
+ * answer is late retransmits, CoAP's own retry, and a retransmission of a
+ * request already answered is answered again, not issued again. Handing
+ * issuance to worker threads would need separate responses;
+ * tests/bench/bench_coaps_enroll.py measures what serving in turn costs
+ * and docs/coap.md says what the next step would be. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
