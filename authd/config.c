@@ -63,7 +63,7 @@ static const struct opt opts[] = {
     LONG_OPT(compat_body_max, "1048576"),
     LONG_OPT(import_body_max, "16777216"),
     LONG_OPT(coaps_max_sessions, "256"),
-    LONG_OPT(coaps_max_handshakes, "32"),
+    LONG_OPT(coaps_max_handshakes, "64"),
     STR_OPT(token_audience, "authd"),
     STR_OPT(token_issuer, ""),
     BOOL_OPT(trust_cn_only, "false"),

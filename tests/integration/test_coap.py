@@ -450,3 +450,34 @@ def test_a_block1_piece_sent_twice_is_not_a_broken_body(coapd, cadmin, files):
         "every piece, the repeated one too, is answered 2.31 Continue, "
         "never 4.08: %r" % answers)
     assert cadmin.get("/v1/enrollments/" + e["id"]).json["used"] == 1
+
+
+def test_a_handshake_flood_does_not_lock_a_device_out(spawn_authd, files):
+    """24 clients holding handshakes open with a wrong key (each
+    retransmits for seconds) stay within the default 64 handshakes: a
+    device with the right key still enrolls during the flood. (Above the
+    cap the oldest handshakes are dropped, so a flood larger than
+    coaps_max_handshakes delays devices until it stops: docs/coap.md.)"""
+    port = free_ports(1)[0]
+    d = spawn_authd(extra_args=["--coaps", "127.0.0.1:%d" % port])
+    d.coap_port = port
+    admin = Api(d, d.admin_key)
+    e = create_enrollment(admin)
+    key, csr = make_csr(uid("fl-"))
+    body = files("f.der", csr_der_from_pem(csr))
+    flood = [subprocess.Popen([GNUTLS, "-B", "6", "-m", "post", "-t", "286", "-f", body,
+                               "-u", e["id"], "-k", e["token"][:-3] + "zzz",
+                               "coaps://127.0.0.1:%d/est/sen" % port],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(24)]
+    try:
+        time.sleep(1.0)
+        r = sen(d, files, e, uid("fl-ok-"))
+        assert r.code == "2.04", "the device enrolls during the flood: %r" % r
+    finally:
+        for p in flood:
+            p.wait(30)
+    assert d.proc.poll() is None
+    assert d.request("GET", "/healthz").status == 200
+    assert admin.get("/v1/enrollments/" + e["id"]).json["used"] == 1, (
+        "no wrong-key client got anything")
