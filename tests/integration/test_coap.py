@@ -213,6 +213,15 @@ def test_sen_wrong_content_format_is_415(coapd, cadmin, files):
     assert r.code == "4.15", "no content format is refused: %r" % r
 
 
+def test_sen_accepting_another_format_is_406(coapd, cadmin, files):
+    e = create_enrollment(cadmin)
+    key, csr = make_csr(uid("acc-"))
+    body = files("c.der", csr_der_from_pem(csr))
+    r = coap(coapd, "/est/sen", "-m", "post", "-t", "286", "-A", "0", "-f", body, *psk(e))
+    assert r.code == "4.06", "only certs-only PKCS#7 (281) is answered: %r" % r
+    assert cadmin.get("/v1/enrollments/" + e["id"]).json["used"] == 0, "nothing issued"
+
+
 def test_sen_oversized_body_is_413(coapd, cadmin, files):
     e = create_enrollment(cadmin)
     body = files("big.der", os.urandom(40000))
