@@ -13,6 +13,7 @@
 #include "registry_devices.h"
 #include "registry_enrollments.h"
 #include "routes.h"
+#include "tokens.h"
 #include "util.h"
 
 /* ---- shared helpers -------------------------------------------------- */
@@ -497,6 +498,7 @@ void route_enrollment_create(http_req *r)
     n.max_uses = max_uses;
     n.expires_in = expires_in;
     n.cert_days = cert_days;
+    n.seal_key = tokens_seal_key(r->app->tokens);
     e = registry_enrollment_create(r->app->st, r->actor, &n, &view);
     if (e != AD_OK)
         http_reply_error(r, e, e == AD_EGATEWAY ? "the gateway is no device"
