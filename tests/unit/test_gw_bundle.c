@@ -13,6 +13,7 @@
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 
+#include "../../authd/tok.h"
 #include "../../clients/gateway/gw_bundle.h"
 #include "../../common/codec.h"
 #include "tap.h"
@@ -485,6 +486,62 @@ static void test_many_children(void)
     json_decref(claims);
 }
 
+/* The daemon's signer (authd/tok.c tok_sign, which GET
+ * /v1/gateway/bundle uses) and this verifier agree: a bundle signed by a
+ * key ring opens against that ring's own JWKS, and tok_sign refuses
+ * what it must. */
+static void test_daemon_signer_output_opens(void)
+{
+    tok_ring *ring = NULL;
+    char *pem = tok_new_key_pem(), *p = payload(NOW, NOW + 60), *jws = NULL;
+    char *text = NULL, kid[TOK_KID_MAX], err[200] = "";
+    json_t *doc = NULL;
+    gw_jwks *own = NULL;
+    gw_bundle *b = NULL;
+    size_t len = 0;
+
+    ok(pem != NULL && tok_ring_new(&ring) == AD_OK &&
+           tok_ring_add(ring, "ring-1", pem, 1, NULL, 0) == AD_OK,
+       "a ring with one key");
+    ok(tok_sign(ring, GW_BUNDLE_TYP, p, strlen(p), (size_t)GW_BUNDLE_MAX, &jws,
+                &len, kid) == AD_OK &&
+           jws != NULL && len == strlen(jws) && strcmp(kid, "ring-1") == 0,
+       "tok_sign signs a bundle payload with the active key and says its kid");
+    doc = tok_ring_jwks(ring);
+    text = json_dumps(doc, JSON_COMPACT);
+    ok(gw_jwks_parse(text, strlen(text), &own, err, sizeof(err)) == AD_OK,
+       "the ring's JWKS parses (%s)", err);
+    ok(own != NULL && jws != NULL &&
+           gw_bundle_open(own, jws, len, NOW, NULL, &b, err, sizeof(err)) ==
+               AD_OK &&
+           strcmp(gw_bundle_kid(b), "ring-1") == 0,
+       "what the daemon signs, the gateway opens (%s)", err);
+    gw_bundle_free(b);
+    b = NULL;
+    free(jws);
+    jws = NULL;
+    ok(tok_sign(ring, "at+jwt", p, strlen(p), (size_t)GW_BUNDLE_MAX, &jws, NULL,
+                NULL) == AD_OK &&
+           gw_bundle_open(own, jws, strlen(jws), NOW, NULL, &b, err,
+                          sizeof(err)) == AD_EBADCRED &&
+           strstr(err, "typ") != NULL,
+       "a JWS of the same key under another typ is no bundle");
+    free(jws);
+    jws = NULL;
+    ok(tok_sign(ring, "bad\"typ", p, strlen(p), (size_t)GW_BUNDLE_MAX, &jws,
+                NULL, NULL) == AD_EFIELD && jws == NULL,
+       "a typ that would need escaping is refused");
+    ok(tok_sign(ring, GW_BUNDLE_TYP, p, strlen(p), 200, &jws, NULL, NULL) ==
+               AD_EFIELD && jws == NULL,
+       "a JWS over the caller's maximum is refused, not cut");
+    gw_jwks_free(own);
+    free(text);
+    json_decref(doc);
+    tok_ring_free(ring);
+    free(pem);
+    free(p);
+}
+
 int main(void)
 {
     json_t *keys;
@@ -507,6 +564,7 @@ int main(void)
     TAP_RUN(test_issuer_is_checked_when_given);
     TAP_RUN(test_jwks_parsing);
     TAP_RUN(test_many_children);
+    TAP_RUN(test_daemon_signer_output_opens);
 
     gw_jwks_free(jwks);
     EVP_PKEY_free(key1);
