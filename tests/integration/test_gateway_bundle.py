@@ -424,3 +424,34 @@ def test_expired_tampered_and_unknown_key_bundles_are_refused(fleet, bundle):
     p = gw_run("decide", "--bundle", write(fleet, "token.jws", fleet.token),
                "--jwks", fleet.jwks_path, *args)
     assert p.returncode == 2 and "typ" in p.stderr, "a token as a bundle: %r" % (p,)
+
+
+def test_a_gateway_with_10000_children_gets_its_bundle(authd, admin, fleet):
+    """The contract's scale: 10,000 children (imported in one request), a
+    bundle that carries them all and opens offline."""
+    import time
+    n = 10000
+    gw = uid("bbig-")
+    assert admin.post("/v1/devices", {"id": gw, "policies": [fleet.pol_gw]}).status == 201
+    kids = ["%s-c%05d" % (gw, i) for i in range(n)]
+    body = "".join(json.dumps({"id": k, "policies": [fleet.pol_child], "gateway": gw}) + "\n"
+                   for k in kids)
+    r = admin.post("/v1/devices:import", body,
+                   headers={"Content-Type": "application/x-ndjson"}, timeout=300)
+    assert r.status == 200 and r.json["created"] == n, "import: %r" % r
+    secret = admin.post("/v1/devices/%s/secret" % gw).json["secret"]
+    token = mint_basic(authd, gw, secret)
+    t0 = time.monotonic()
+    r = authd.request("GET", "/v1/gateway/bundle", token=token, timeout=300)
+    took = time.monotonic() - t0
+    assert r.status == 200, "the bundle of a gateway with %d children: %r" % (n, r)
+    path = write(fleet, "big.jws", r.json["bundle"])
+    p = gw_run("verify", "--bundle", path, "--jwks", fleet.jwks_path)
+    assert p.returncode == 0 and "children=%d" % n in p.stdout, "verify: %r" % (p,)
+    lines = "".join("%s publish devices/%s/telemetry/t\n%s publish devices/%s/telemetry/t\n"
+                    % (gw, k, k, k) for k in kids[::97])
+    p = gw_run("decide", "--bundle", path, "--jwks", fleet.jwks_path, "--batch", "-",
+               input=lines)
+    assert p.returncode == 0 and set(p.stdout.split("\n")[:-1]) == {"allow allowed"}, \
+        "the gateway and each child may publish the child's telemetry: %r" % (p.stdout[:500],)
+    print("bundle of %d children: %d bytes in %.2f s" % (n, len(r.json["bundle"]), took))
