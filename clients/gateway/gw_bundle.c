@@ -517,7 +517,8 @@ static ad_err read_payload(gw_bundle *b, int64_t now, const char *issuer,
                        "exp and iat must be integers");
     if (!(b->exp > now))
         return ad_errf(AD_EBADCRED, err, errlen, "expired");
-    if (b->iat > now && b->iat - now > GW_IAT_SKEW)
+    /* The difference in unsigned arithmetic: no overflow for any clock. */
+    if (b->iat > now && (uint64_t)b->iat - (uint64_t)now > GW_IAT_SKEW)
         return ad_errf(AD_EBADCRED, err, errlen, "issued in the future (iat)");
     if ((b->iss = json_string_value(json_object_get(c, "iss"))) == NULL)
         return ad_errf(AD_EBADCRED, err, errlen, "no iss");
