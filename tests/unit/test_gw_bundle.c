@@ -223,6 +223,18 @@ static void test_expired_bundle_is_refused(void)
     refused(jws, strlen(jws), "expired", "a bundle past its exp");
     refused(jws2, strlen(jws2), "expired", "a bundle at its exp exactly");
     refused(jws3, strlen(jws3), "iat", "a bundle issued an hour in the future");
+    {
+        /* A clock far in the past: iat - now does not fit in an int64. */
+        gw_bundle *b = NULL;
+        char err[200] = "";
+
+        ok(gw_bundle_open(jwks, jws3, strlen(jws3), INT64_MIN + 10, NULL, &b,
+                          err, sizeof(err)) == AD_EBADCRED &&
+               strstr(err, "iat") != NULL,
+           "with a clock at the start of time the bundle is from the future (%s)",
+           err);
+        gw_bundle_free(b);
+    }
     free(jws);
     free(p);
     free(jws2);
