@@ -290,6 +290,13 @@ int cache_put(cache *c, const char *key, const void *record, size_t extra,
     return 1;
 }
 
+int cache_fits(cache *c, size_t extra)
+{
+    /* As cache_put counts it, with a key of the longest kind we use. */
+    return sizeof(entry) + c->record_span + 512 + extra + MALLOC_OVERHEAD <=
+           c->shard_budget;
+}
+
 void cache_forget(cache *c, const char *key)
 {
     uint64_t h = key_hash(c, key);

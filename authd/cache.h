@@ -58,6 +58,10 @@ uint64_t cache_note(cache *c, const char *key);
 int cache_put(cache *c, const char *key, const void *record, size_t extra,
               uint64_t noted);
 
+/* Whether an entry that owns extra bytes could ever be inserted: 0 if
+ * it alone exceeds a shard's share of the budget. */
+int cache_fits(cache *c, size_t extra);
+
 /* Removes key and bumps its shard's generation, so that no load begun
  * before this call can insert. Call after the write that makes the
  * entry wrong has committed and before that write is acknowledged. */

@@ -190,6 +190,7 @@ static void connect_export(const dev_view *dv, const pol_vars *vars,
 struct decide_arg {
     checker *c;
     const char *device_id;
+    const char *gateway;   /* on behalf of device_id: its gateway */
     const check_request *req;
     const token_entry *tok;
     int bound_ok;
@@ -209,6 +210,13 @@ static int decide_locked(const dev_view *dv, void *arg)
     pol_decision dec;
     const char *subject;
 
+    /* Only a child's own gateway acts for it; an unknown child answers
+     * the same, so a gateway cannot probe the registry for ids. */
+    if (da->gateway &&
+        (dv->gateway == NULL || strcmp(dv->gateway, da->gateway) != 0)) {
+        check_result_deny(out, "not_gateway");
+        return 0;
+    }
     if (dv->status != DEVICE_ACTIVE) {
         check_result_deny(out, dv->status == DEVICE_SUSPENDED
                                    ? "device_suspended"
@@ -236,6 +244,8 @@ static int decide_locked(const dev_view *dv, void *arg)
     subject = req->action == POL_CONNECT
                   ? (req->client_id ? req->client_id : "")
                   : (req->topic ? req->topic : "");
+    if (da->gateway && req->action == POL_CONNECT)
+        subject = da->device_id;
     dec = pol_decide_bound(set, &vars, req->action, subject);
     /* A token session may do only what both its scope and the policy
      * allow; connect is the policy's alone. */
@@ -260,8 +270,9 @@ static int decide_locked(const dev_view *dv, void *arg)
     return 0;
 }
 
-/* Decides on an established device identity. */
-static void decide_for(checker *c, const char *device_id,
+/* Decides on an established device identity; or, with gateway, for
+ * device_id on behalf of that gateway (already found fit to act). */
+static void decide_for(checker *c, const char *device_id, const char *gateway,
                        const check_request *req, const token_entry *tok,
                        time_t now, check_result *out)
 {
@@ -273,6 +284,7 @@ static void decide_for(checker *c, const char *device_id,
     memset(&da, 0, sizeof(da));
     da.c = c;
     da.device_id = device_id;
+    da.gateway = gateway;
     da.req = req;
     da.tok = tok;
     da.out = out;
@@ -281,8 +293,9 @@ static void decide_for(checker *c, const char *device_id,
                   identity_bound_cert_valid(c->ids, tok, now);
     err = devcache_use(c->devices, device_id, decide_locked, &da, &unused);
     if (err != AD_OK) {
-        check_result_deny(out, err == AD_ENOTFOUND ? "unknown_device"
-                                                   : "store_error");
+        check_result_deny(out, err != AD_ENOTFOUND ? "store_error"
+                               : gateway           ? "not_gateway"
+                                                   : "unknown_device");
         return;
     }
     if (da.export) {
@@ -300,6 +313,65 @@ static void decide_for(checker *c, const char *device_id,
         out->ttl = out->expire_at > (int64_t)now
                        ? (long)(out->expire_at - (int64_t)now)
                        : 0;
+}
+
+struct gate_arg {
+    const token_entry *tok;
+    int bound_ok;
+    const char *reason; /* NULL: the gateway may act */
+};
+
+/* Whether the connecting device may act at all (under its cache lock):
+ * active, and its credential still its own. */
+static int gate_locked(const dev_view *dv, void *arg)
+{
+    struct gate_arg *ga = arg;
+
+    if (dv->status != DEVICE_ACTIVE)
+        ga->reason = dv->status == DEVICE_SUSPENDED ? "gateway_suspended"
+                                                    : "gateway_revoked";
+    else if (ga->tok && strcmp(ga->tok->incarnation, dv->incarnation) != 0)
+        ga->reason = "token_for_another_device";
+    else if (!ga->bound_ok)
+        ga->reason = "token_certificate_revoked";
+    return 0;
+}
+
+/* A decision for child on behalf of gateway, the connection's device:
+ * the gateway must be fit to act and be the child's gateway, and then
+ * the child decides as if it had connected itself, by its device id. */
+static void decide_on_behalf(checker *c, const char *gateway,
+                             const check_request *req, const token_entry *tok,
+                             time_t now, check_result *out)
+{
+    const char *child = req->on_behalf_of;
+    struct gate_arg ga;
+    check_request creq;
+    int unused;
+    ad_err err;
+
+    util_strlcpy(out->device, child, sizeof(out->device));
+    if (!util_device_id_valid(child)) {
+        check_result_deny(out, "not_gateway");
+        return;
+    }
+    memset(&ga, 0, sizeof(ga));
+    ga.tok = tok;
+    ga.bound_ok = tok == NULL || !tok->has_cnf ||
+                  identity_bound_cert_valid(c->ids, tok, now);
+    err = devcache_use(c->devices, gateway, gate_locked, &ga, &unused);
+    if (err != AD_OK || ga.reason) {
+        check_result_deny(out, err == AD_ENOTFOUND ? "unknown_device"
+                               : err != AD_OK      ? "store_error"
+                                                   : ga.reason);
+        return;
+    }
+    creq = *req;
+    creq.client_id = child;
+    creq.username = child;
+    creq.cert_cn = NULL;
+    creq.on_behalf_of = NULL;
+    decide_for(c, child, gateway, &creq, NULL, now, out);
 }
 
 void checker_check(checker *c, const check_request *req, time_t now,
@@ -421,7 +493,11 @@ void checker_check(checker *c, const check_request *req, time_t now,
      * client: authd writes CN=<device id> into every device cert. */
     if (have_cert && local.cert_cn == NULL)
         local.cert_cn = ce.device;
-    decide_for(c, device_id, &local, tok, now, out);
+    if (req->on_behalf_of) {
+        decide_on_behalf(c, device_id, &local, tok, now, out);
+        goto out;
+    }
+    decide_for(c, device_id, NULL, &local, tok, now, out);
     /* A plugin deciding locally for a token session needs the scope
      * too: it narrows the statements. */
     if (out->allow && tok && req->action == POL_CONNECT)
@@ -444,7 +520,7 @@ void checker_explain(checker *c, const char *device_id, pol_action action,
         req.client_id = subject;
     else
         req.topic = subject;
-    decide_for(c, device_id, &req, NULL, 0, out);
+    decide_for(c, device_id, NULL, &req, NULL, 0, out);
     out->ttl = 0;
 }
 

@@ -52,6 +52,8 @@ typedef struct {
     int want_emqx_acl;            /* fill check_result.emqx_acl */
     check_argon2 argon2;          /* a device secret that needs argon2id */
     const char *topic;            /* the topic or filter to decide on */
+    const char *on_behalf_of;     /* a child device the connecting device
+                                   * (its gateway) acts for, or NULL */
 } check_request;
 
 enum { CHECK_ID_MAX = 129 };
@@ -92,7 +94,12 @@ void checker_close(checker *c);
  * reason. Every credential in req must name the same device (one
  * connection, one identity): a token, a certificate however it is named
  * (fingerprint, serial, PEM, CN) and a non-empty username that disagree
- * are a deny. Free out with check_result_clear. */
+ * are a deny. With on_behalf_of, that device must be active and be the
+ * child's gateway ("not_gateway" otherwise, also for a child that does
+ * not exist), the child active, and the decision is the child's own:
+ * its policy, ${device.id} = ${username} = ${client_id} = the child,
+ * no ${cert.cn}, a connect's client id the child's id; out->device is
+ * the child. Free out with check_result_clear. */
 void checker_check(checker *c, const check_request *req, time_t now,
                    check_result *out);
 void check_result_clear(check_result *r);

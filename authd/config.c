@@ -34,6 +34,7 @@ static const struct opt opts[] = {
     STR_OPT(https, "127.0.0.1:8443"),
     STR_OPT(check_http, "127.0.0.1:8181"),
     STR_OPT(check_socket, ""),
+    STR_OPT(coaps, "off"),
     STR_OPT(public_url, ""),
     STR_OPT(config_file, ""),
     STR_OPT(device_uri_prefix, "urn:device:"),
@@ -62,6 +63,8 @@ static const struct opt opts[] = {
     LONG_OPT(request_timeout, "30"),
     LONG_OPT(compat_body_max, "1048576"),
     LONG_OPT(import_body_max, "16777216"),
+    LONG_OPT(coaps_max_sessions, "256"),
+    LONG_OPT(coaps_max_handshakes, "64"),
     STR_OPT(token_audience, "authd"),
     STR_OPT(token_issuer, ""),
     BOOL_OPT(trust_cn_only, "false"),
@@ -271,6 +274,10 @@ static ad_err check_limits(const config *cfg, char *err, size_t errlen)
          256L << 20},
         /* A gateway decides offline for at most this long: a year. */
         {"bundle_ttl", offsetof(config, bundle_ttl), 1, 366L * 86400},
+        {"coaps_max_sessions", offsetof(config, coaps_max_sessions), 1,
+         65536},
+        {"coaps_max_handshakes", offsetof(config, coaps_max_handshakes), 1,
+         4096},
     };
     size_t i;
 

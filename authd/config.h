@@ -20,6 +20,8 @@ typedef struct {
     char https[CONFIG_STR_MAX];
     char check_http[CONFIG_STR_MAX];
     char check_socket[CONFIG_STR_MAX];  /* unix socket path or "" */
+    char coaps[CONFIG_STR_MAX];         /* EST over CoAP/DTLS: ADDR:PORT
+                                         * (UDP) or "off" */
     char public_url[CONFIG_STR_MAX];    /* "" if unset */
     char config_file[CONFIG_STR_MAX];
     char device_uri_prefix[CONFIG_STR_MAX];
@@ -50,6 +52,8 @@ typedef struct {
     long request_timeout;               /* seconds for a whole request */
     long compat_body_max;               /* body limit of /compat/ routes */
     long import_body_max;               /* body limit of devices:import */
+    long coaps_max_sessions;            /* DTLS sessions kept at once */
+    long coaps_max_handshakes;          /* DTLS handshakes at once */
     char token_audience[CONFIG_STR_MAX];
     char token_issuer[CONFIG_STR_MAX];  /* "" = public_url or "authd" */
     long trust_cn_only;                 /* 1: CN-only connects allowed */

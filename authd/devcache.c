@@ -34,10 +34,20 @@ struct polset {
     size_t ngroups;
 };
 
+/* A gateway's active children, for ${child.id}: sorted ids (the index
+ * keeps them in byte order, which is strcmp's), in one block. */
+struct chlist {
+    atomic_int refs;
+    size_t n;
+    const char **ids; /* into the same block */
+};
+
 /* The per-device record: small and the same size for every device. */
 typedef struct {
     polset *set;
     json_t *attributes;
+    chlist *children;  /* NULL unless the set reads ${child.id} */
+    char *gateway;     /* the device's gateway, or NULL */
     uint8_t status;
     uint8_t secret_known;
     uint8_t secret_mac[32];
@@ -76,10 +86,18 @@ static void drop_set_slot(void *record)
     polset_release(*(polset **)record);
 }
 
+static void chlist_release(chlist *cl)
+{
+    if (cl != NULL && atomic_fetch_sub(&cl->refs, 1) == 1)
+        free(cl);
+}
+
 static void drop_dev_rec(void *record)
 {
     dev_rec *d = record;
 
+    chlist_release(d->children);
+    free(d->gateway);
     polset_release(d->set);
     json_decref(d->attributes);
     OPENSSL_cleanse(d->secret_mac, sizeof(d->secret_mac));
@@ -304,11 +322,80 @@ static size_t attributes_cost(const json_t *attrs)
     return n;
 }
 
+enum {
+    CHILDREN_PAGE = 1000,
+    /* Bounds what one gateway's entry holds; past it the load fails and
+     * every decision for the gateway is a deny, never a partial list. */
+    CHILDREN_MAX = REGISTRY_CHILDREN_MAX
+};
+
+/* Reads gateway id's active children from tx into one block: the
+ * array of pointers, then the ids. *cost is its size for the budget. */
+static ad_err children_load(store_txn *tx, const char *id, chlist **out,
+                            size_t *cost)
+{
+    json_t *all, *page = NULL, *v;
+    chlist *cl;
+    char after[REGISTRY_ID_MAX] = "";
+    size_t i, bytes = 0, n;
+    int more = 1;
+    char *p;
+    ad_err e = AD_OK;
+
+    *out = NULL;
+    *cost = 0;
+    if ((all = json_array()) == NULL)
+        return AD_ENOMEM;
+    while (more) {
+        if ((e = store_index_list(tx, STORE_IX_ACTIVE_CHILDREN, id, after,
+                                  CHILDREN_PAGE, &page, &more)) != AD_OK)
+            goto out;
+        if (json_array_size(all) + json_array_size(page) > CHILDREN_MAX) {
+            e = AD_ETOOBIG;
+            goto out;
+        }
+        json_array_foreach(page, i, v) {
+            bytes += json_string_length(v) + 1;
+            util_strlcpy(after, json_string_value(v), sizeof(after));
+        }
+        if (json_array_extend(all, page) != 0) {
+            e = AD_ENOMEM;
+            goto out;
+        }
+        json_decref(page);
+        page = NULL;
+    }
+    n = json_array_size(all);
+    *cost = sizeof(*cl) + (n + 1) * sizeof(char *) + bytes;
+    if ((cl = malloc(*cost)) == NULL) {
+        e = AD_ENOMEM;
+        goto out;
+    }
+    atomic_init(&cl->refs, 1);
+    cl->n = n;
+    cl->ids = (const char **)(void *)(cl + 1);
+    p = (char *)(cl->ids + n + 1);
+    json_array_foreach(all, i, v) {
+        size_t len = json_string_length(v) + 1;
+
+        memcpy(p, json_string_value(v), len);
+        cl->ids[i] = p;
+        p += len;
+    }
+    cl->ids[n] = NULL;
+    *out = cl;
+out:
+    json_decref(page);
+    json_decref(all);
+    return e;
+}
+
 /* The fields of a device record a decision needs. */
 typedef struct {
     const char *status, *incarnation;
     const char *policies, *groups; /* raw JSON text of the arrays */
     const char *attributes;        /* raw JSON text of the object */
+    const char *gateway;
 } dev_fields;
 
 static const char *raw_or(const jsonflat *f, const char *key,
@@ -333,6 +420,7 @@ static int fields_fast(const char *raw, size_t len, char *scratch,
     out->policies = raw_or(f, "policies", JSONFLAT_RAW, "[]");
     out->groups = raw_or(f, "groups", JSONFLAT_RAW, "[]");
     out->attributes = raw_or(f, "attributes", JSONFLAT_RAW, NULL);
+    out->gateway = raw_or(f, "gateway", JSONFLAT_STRING, NULL);
     return 0;
 }
 
@@ -380,6 +468,7 @@ static ad_err dev_load(devcache *dc, const char *id, dev_rec *rec,
         if (f.incarnation == NULL)
             f.incarnation = "";
         f.attributes = NULL;
+        f.gateway = json_string_value(json_object_get(device, "gateway"));
         if ((pj = array_text(json_object_get(device, "policies"))) == NULL ||
             (gj = array_text(json_object_get(device, "groups"))) == NULL)
             goto out;
@@ -402,6 +491,13 @@ static ad_err dev_load(devcache *dc, const char *id, dev_rec *rec,
     /* A status we did not write is not active: decisions deny. */
     rec->status = registry_device_status_parse(f.status);
     util_strlcpy(rec->incarnation, f.incarnation, sizeof(rec->incarnation));
+    if (f.gateway) {
+        if ((rec->gateway = strdup(f.gateway)) == NULL) {
+            e = AD_ENOMEM;
+            goto out;
+        }
+        *extra += strlen(f.gateway) + 1;
+    }
     if ((rec->set->uses & POL_USES_ATTRIBUTES) && device == NULL &&
         f.attributes != NULL)
         attrs = json_loads(f.attributes, 0, NULL);
@@ -409,6 +505,17 @@ static ad_err dev_load(devcache *dc, const char *id, dev_rec *rec,
         json_object_size(attrs) > 0) {
         rec->attributes = json_incref(attrs);
         *extra = attributes_cost(attrs);
+    }
+    /* A gateway's children are read in the same transaction as its
+     * record: every change of a child rewrites that record, so the
+     * device's invalidation is the children's too, and the shared set
+     * is not touched. */
+    if (rec->set->uses & POL_USES_CHILD) {
+        size_t cost;
+
+        if ((e = children_load(tx, id, &rec->children, &cost)) != AD_OK)
+            goto out;
+        *extra += cost;
     }
     e = AD_OK;
 out:
@@ -439,6 +546,8 @@ static void view_borrow(dev_view *v, const dev_rec *d)
     memcpy(v->incarnation, d->incarnation, sizeof(v->incarnation));
     v->set = d->set;
     v->attributes = d->attributes;
+    v->children = d->children;
+    v->gateway = d->gateway;
 }
 
 static int use_record(void *record, void *arg)
@@ -478,6 +587,12 @@ ad_err devcache_use(devcache *dc, const char *id,
         if ((e = dev_load(dc, id, &rec, &extra)) != AD_OK)
             return e;
         race_point(dc);
+        /* An entry too big to cache (a gateway with a great many
+         * children) is answered from this read, which began after the
+         * last invalidation seen: reading again would cost as much and
+         * end the same way. */
+        if (!cache_fits(dc->devices, extra))
+            break;
         /* Cached: the next turn answers from the entry, under its lock.
          * Not cached: an invalidation of the device or of any policy
          * landed while we read, so what we read may predate it and is
@@ -490,7 +605,7 @@ ad_err devcache_use(devcache *dc, const char *id,
     /* A reader starved by a storm of invalidations (or by an entry
      * evicted as soon as it is cached) answers from a read that began
      * after the last invalidation it saw, without caching it. */
-    if ((e = dev_load(dc, id, &rec, &extra)) != AD_OK)
+    if (tries == 4 && (e = dev_load(dc, id, &rec, &extra)) != AD_OK)
         return e;
     view_borrow(&v, &rec);
     *result = fn(&v, arg);
@@ -504,6 +619,10 @@ void dev_view_ref(const dev_view *v, dev_view *out)
     polset_ref(out->set);
     if (out->attributes)
         json_incref(out->attributes);
+    if (out->children)
+        atomic_fetch_add(&out->children->refs, 1);
+    /* Borrowed from the cache entry: not in a copy that outlives it. */
+    out->gateway = NULL;
 }
 
 static int take_view(const dev_view *v, void *arg)
@@ -524,8 +643,10 @@ void dev_view_release(dev_view *v)
 {
     polset_release(v->set);
     json_decref(v->attributes);
+    chlist_release(v->children);
     v->set = NULL;
     v->attributes = NULL;
+    v->children = NULL;
 }
 
 void dev_view_vars(const dev_view *v, const char *device_id,
@@ -540,6 +661,10 @@ void dev_view_vars(const dev_view *v, const char *device_id,
     out->attributes = v->attributes;
     out->groups = v->set->groups;
     out->group_count = v->set->ngroups;
+    if (v->children) {
+        out->children = v->children->ids;
+        out->child_count = v->children->n;
+    }
 }
 
 const pol_set *dev_view_policy(const dev_view *v)

@@ -26,6 +26,7 @@
 
 typedef struct devcache devcache;
 typedef struct polset polset;
+typedef struct chlist chlist;
 
 /* A device as one decision sees it, copied out of the cache: the set
  * and attributes are references (dev_view_release). */
@@ -34,6 +35,11 @@ typedef struct {
     char incarnation[REGISTRY_INCARNATION_MAX]; /* "" for old records */
     polset *set;
     json_t *attributes; /* NULL unless the set reads attributes */
+    chlist *children;   /* a gateway's active children: NULL unless the
+                         * set reads ${child.id} */
+    const char *gateway; /* the device's gateway or NULL: inside a
+                          * devcache_use callback only (NULL in a
+                          * dev_view_ref copy) */
 } dev_view;
 
 /* budget: bytes for device records; sets get a share of their own. */
@@ -62,8 +68,8 @@ ad_err devcache_use(devcache *dc, const char *id,
 void dev_view_ref(const dev_view *v, dev_view *out);
 
 /* Variables for deciding as device id (pol_vars of policy.h): the
- * device's groups and attributes from v, the connection's from the
- * arguments (NULL = unset). */
+ * device's groups, attributes and active children (sorted) from v, the
+ * connection's from the arguments (NULL = unset). */
 void dev_view_vars(const dev_view *v, const char *device_id,
                    const char *client_id, const char *username,
                    const char *cert_cn, pol_vars *out);

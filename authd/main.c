@@ -13,6 +13,7 @@
 #include "datadir.h"
 #include "events.h"
 #include "revocation.h"
+#include "coap.h"
 #include "http.h"
 #include "log.h"
 #include "migrate.h"
@@ -25,6 +26,7 @@ static const char usage[] =
     "usage: authd serve [--data DIR] [--http ADDR:PORT|off] "
     "[--https ADDR:PORT|off]\n"
     "                   [--check-http ADDR:PORT|off | --check-socket PATH]\n"
+    "                   [--coaps ADDR:PORT|off]\n"
     "                   [--public-url URL] [--config FILE] [--store URL]\n"
     "       authd init --data DIR [--store URL] [--ca-cert F --ca-key F] "
     "[--subject \"CN=..,O=..\"]\n"
@@ -129,6 +131,7 @@ static int cmd_serve(config *cfg, int argc, char **argv)
 {
     app a;
     http_server *srv = NULL;
+    coaps_server *coaps = NULL;
     rl *limits = NULL;
     rl_config rc_limits;
     int lock_fd = -1;
@@ -227,13 +230,25 @@ static int cmd_serve(config *cfg, int argc, char **argv)
                  ad_err_code(e), err);
         goto out;
     }
+    if (strcmp(cfg->coaps, "off") != 0) {
+        coaps_limits cl;
+
+        cl.max_sessions = (unsigned)cfg->coaps_max_sessions;
+        cl.max_handshakes = (unsigned)cfg->coaps_max_handshakes;
+        e = coaps_start(&a, cfg->coaps, &cl, &coaps, err, sizeof(err));
+        if (e != AD_OK) {
+            log_line("error", "event=start_failed code=%s message=\"%s\"",
+                     ad_err_code(e), err);
+            goto out;
+        }
+    }
     atomic_store(&a.ready, 1);
     log_line("info",
-             "event=started data=%s http=%s https=%s check=%s "
+             "event=started data=%s http=%s https=%s check=%s coaps=%s "
              "public_url=%s",
              cfg->data, cfg->http, cfg->https,
              cfg->check_socket[0] ? cfg->check_socket : cfg->check_http,
-             cfg->public_url[0] ? cfg->public_url : "-");
+             cfg->coaps, cfg->public_url[0] ? cfg->public_url : "-");
 
     for (unsigned ticks = 1;; ticks++) {
         /* Wake every second: caches that the change feed no longer keeps
@@ -275,6 +290,7 @@ out:
     /* Event streams end first, or their connections would hold the
      * listeners open. */
     events_shutdown(a.events);
+    coaps_stop(coaps);
     http_stop(srv, 10000);
     /* No change may reach the parts closed below. */
     if (a.st)

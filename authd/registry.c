@@ -82,6 +82,7 @@ static ad_err issue_device(store_txn *tx, struct issue_job *job,
 {
     const registry_issue *is = job->is;
     json_t *dev = NULL, *groups;
+    const char *gw;
     ad_err e;
 
     *created = 0;
@@ -113,8 +114,19 @@ static ad_err issue_device(store_txn *tx, struct issue_job *job,
         json_decref(dev);
         return AD_ENOMEM;
     }
+    /* A device born under an enrollment that names a gateway sits
+     * behind it: checked here, in the same write, so a gateway deleted
+     * since the enrollment was made refuses the issuance. */
+    gw = enr ? json_string_value(json_object_get(enr, "gateway")) : NULL;
+    if (gw && (strcmp(gw, is->device_id) == 0 ||
+               json_object_set_new(dev, "gateway", json_string(gw)) != 0)) {
+        json_decref(dev);
+        return AD_EGATEWAY;
+    }
     e = store_put(tx, STORE_DEVICES, is->device_id, dev, STORE_NOOVERWRITE);
     json_decref(dev);
+    if (e == AD_OK && gw && (e = registry_gateway_touch(tx, gw)) == AD_OK)
+        e = registry_child_link(tx, gw, is->device_id, 1);
     *created = e == AD_OK;
     return e;
 }

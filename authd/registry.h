@@ -74,6 +74,13 @@ typedef struct {
 ad_err registry_device_by_cert(store *st, const uint8_t *der, size_t len,
                                time_t now, registry_cert_owner *owner);
 
+enum {
+    /* Children read for one gateway at most: what the checker binds to
+     * ${child.id} and what a bundle carries. A gateway beyond it is
+     * refused (AD_ETOOBIG) rather than judged on part of its children. */
+    REGISTRY_CHILDREN_MAX = 1000000
+};
+
 /* Device status before issuing: AD_OK if absent or active, else
  * AD_ESUSPENDED / AD_EREVOKED. */
 ad_err registry_device_issuable(store *st, const char *device_id);

@@ -25,6 +25,21 @@ static int attributes_ok(const json_t *obj)
     return 1;
 }
 
+/* A gateway is named by a device id, and a device is not its own
+ * gateway. Whether it exists is checked inside the write. */
+static ad_err gateway_ok(const char *id, const char *gateway, char *why,
+                         size_t whylen)
+{
+    if (!util_device_id_valid(gateway))
+        return ad_errf(AD_EFIELD, why, whylen,
+                       "gateway must be a device id (1-128 bytes of "
+                       "[A-Za-z0-9._:-])");
+    if (strcmp(gateway, id) == 0)
+        return ad_errf(AD_EFIELD, why, whylen,
+                       "a device cannot be its own gateway");
+    return AD_OK;
+}
+
 /* The one set of rules for a new device, whether it comes alone or in an
  * import: checks d and builds the record to store (status active,
  * timestamps now, a new incarnation) into *out, a new reference. Errors:
@@ -34,6 +49,7 @@ static ad_err device_new_record(const registry_device_new *d, time_t t,
 {
     json_t *rec;
     char now[32];
+    ad_err e;
 
     *out = NULL;
     if (!util_device_id_valid(d->id))
@@ -45,6 +61,8 @@ static ad_err device_new_record(const registry_device_new *d, time_t t,
         return ad_errf(AD_EFIELD, why, whylen,
                        "groups and policies are arrays of names; "
                        "attributes is an object of strings");
+    if (d->gateway && (e = gateway_ok(d->id, d->gateway, why, whylen)) != AD_OK)
+        return e;
     util_time_rfc3339(t, now, sizeof(now));
     /* "o" steals: hand over a new reference either way. */
     rec = json_pack("{s:s, s:s, s:o, s:o, s:o, s:s, s:s}", "id", d->id,
@@ -57,7 +75,9 @@ static ad_err device_new_record(const registry_device_new *d, time_t t,
                     d->attributes ? json_deep_copy(d->attributes)
                                   : json_object(),
                     "created_at", now, "updated_at", now);
-    if (rec == NULL || registry_set_incarnation(rec) != AD_OK) {
+    if (rec == NULL || registry_set_incarnation(rec) != AD_OK ||
+        (d->gateway &&
+         json_object_set_new(rec, "gateway", json_string(d->gateway)) != 0)) {
         json_decref(rec);
         return ad_errf(AD_ENOMEM, why, whylen, "%s",
                        ad_err_message(AD_ENOMEM));
@@ -82,8 +102,13 @@ struct device_write {
 static ad_err device_create_write(store_txn *tx, void *arg)
 {
     struct device_write *w = arg;
+    const char *gw = json_string_value(json_object_get(w->patch, "gateway"));
     ad_err e = store_put(tx, STORE_DEVICES, w->id, w->patch, STORE_NOOVERWRITE);
 
+    /* The device is put first: an id that exists is AD_EEXISTS whatever
+     * its gateway. */
+    if (e == AD_OK && gw && (e = registry_gateway_touch(tx, gw)) == AD_OK)
+        e = registry_child_link(tx, gw, w->id, 1);
     if (e == AD_OK)
         e = store_audit(tx, w->actor, "device.create", w->id, NULL);
     return e;
@@ -109,6 +134,8 @@ ad_err registry_device_create(store *st, const char *actor,
     e = store_write(st, device_create_write, &w);
     if (e == AD_EEXISTS)
         snprintf(why, whylen, "the device already exists");
+    if (e == AD_EGATEWAY)
+        snprintf(why, whylen, "gateway \"%s\" is no device", d->gateway);
     if (e == AD_OK) {
         json_object_set_new(rec, "certs", json_array());
         *view = rec;
@@ -128,6 +155,8 @@ void registry_import_prepare(registry_import_item *it,
     it->e = device_new_record(d, now, &rec, it->why, sizeof(it->why));
     if (it->e == AD_OK && (it->record = json_dumps(rec, JSON_COMPACT)) == NULL)
         it->e = AD_ENOMEM;
+    if (it->e == AD_OK && d->gateway)
+        util_strlcpy(it->gateway, d->gateway, sizeof(it->gateway));
     json_decref(rec);
 }
 
@@ -144,27 +173,60 @@ struct import_write {
 static ad_err import_write(store_txn *tx, void *arg)
 {
     struct import_write *b = arg;
+    json_t *gateways, *gw = NULL;
+    const char *gid;
     size_t i;
-    ad_err e;
+    ad_err e = AD_OK;
 
+    /* The gateways that gain children, each touched once at the end: a
+     * thousand children of one gateway rewrite its record once. */
+    if ((gateways = json_object()) == NULL)
+        return AD_ENOMEM;
     for (i = 0; i < b->n; i++) {
         registry_import_item *it = &b->items[i];
 
         if (it->record == NULL)
             continue;
+        /* The gateway may be a device earlier in this import: the read
+         * sees this transaction's own writes. */
+        if (it->gateway[0] && json_object_get(gateways, it->gateway) == NULL) {
+            e = store_get(tx, STORE_DEVICES, it->gateway, &gw);
+            json_decref(gw);
+            gw = NULL;
+            if (e == AD_ENOTFOUND) {
+                it->e = AD_EGATEWAY;
+                snprintf(it->why, sizeof(it->why),
+                         "gateway \"%s\" is no device", it->gateway);
+                continue;
+            }
+            if (e != AD_OK)
+                goto out;
+        }
         e = store_put_text(tx, STORE_DEVICES, it->id, it->record,
                            strlen(it->record), STORE_NOOVERWRITE);
         if (e == AD_EEXISTS) {
             it->e = e;
+            e = AD_OK;
             continue;
+        }
+        if (e == AD_OK && it->gateway[0]) {
+            e = registry_child_link(tx, it->gateway, it->id, 1);
+            if (e == AD_OK &&
+                json_object_set_new(gateways, it->gateway, json_true()) != 0)
+                e = AD_ENOMEM;
         }
         if (e == AD_OK)
             e = store_audit(tx, b->actor, "device.create", it->id, b->detail);
         if (e != AD_OK)
-            return e;
+            goto out;
         it->e = AD_OK;
     }
-    return AD_OK;
+    json_object_foreach(gateways, gid, gw)
+        if ((e = registry_gateway_touch(tx, gid)) != AD_OK)
+            break;
+out:
+    json_decref(gateways);
+    return e;
 }
 
 ad_err registry_devices_import(store *st, const char *actor,
@@ -245,12 +307,47 @@ ad_err registry_devices_list(store *st, const registry_page *pg,
 
 /* ---- update -------------------------------------------------------------- */
 
+/* The gateway side of a device update (inside its write): when the
+ * device moves to another gateway or its status changes, the indexes
+ * follow and the old and the new gateway are touched. dev is the record
+ * as written; old_gw its gateway before ("" for none), cur its status
+ * before. */
+static ad_err children_follow(store_txn *tx, struct device_write *w,
+                              const json_t *dev, const char *old_gw,
+                              registry_device_status cur)
+{
+    const char *new_gw = json_string_value(json_object_get(dev, "gateway"));
+    registry_device_status now = registry_device_status_of(dev);
+    int moved = strcmp(old_gw, new_gw ? new_gw : "") != 0;
+    ad_err e;
+
+    if (!moved && now == cur)
+        return AD_OK;
+    if (moved && old_gw[0]) {
+        e = registry_child_unlink(tx, old_gw, w->id);
+        if (e == AD_OK)
+            e = registry_gateway_touch(tx, old_gw);
+        /* A gateway that is gone has no cache to drop. */
+        if (e != AD_OK && e != AD_EGATEWAY)
+            return e;
+    }
+    if (new_gw == NULL)
+        return AD_OK;
+    e = registry_gateway_touch(tx, new_gw);
+    if (e == AD_EGATEWAY)
+        snprintf(w->why, w->whylen, "gateway \"%s\" is no device", new_gw);
+    if (e == AD_OK)
+        e = registry_child_link(tx, new_gw, w->id, now == DEVICE_ACTIVE);
+    return e;
+}
+
 static ad_err device_update_write(store_txn *tx, void *arg)
 {
     struct device_write *w = arg;
-    json_t *dev = NULL;
+    json_t *dev = NULL, *pg;
     registry_device_status cur, want;
-    char now[32];
+    char now[32], old_gw[REGISTRY_ID_MAX];
+    const char *g;
     ad_err e;
 
     /* A retried write starts afresh. */
@@ -271,10 +368,19 @@ static ad_err device_update_write(store_txn *tx, void *arg)
         json_decref(dev);
         return AD_ECONFLICT;
     }
+    g = json_string_value(json_object_get(dev, "gateway"));
+    util_strlcpy(old_gw, g ? g : "", sizeof(old_gw));
     json_object_update_existing(dev, w->patch);
+    if ((pg = json_object_get(w->patch, "gateway")) != NULL &&
+        json_is_string(pg))
+        json_object_set(dev, "gateway", pg);
+    else if (pg != NULL)
+        json_object_del(dev, "gateway");
     util_time_rfc3339(time(NULL), now, sizeof(now));
     json_object_set_new(dev, "updated_at", json_string(now));
     e = store_put(tx, STORE_DEVICES, w->id, dev, 0);
+    if (e == AD_OK)
+        e = children_follow(tx, w, dev, old_gw, cur);
     if (e == AD_OK)
         e = store_audit(tx, w->actor,
                         want == DEVICE_SUSPENDED ? "device.suspend"
@@ -329,6 +435,11 @@ static ad_err patch_object(const registry_device_patch *p, json_t *patch,
         json_object_set_new(patch, "attributes",
                             json_deep_copy(p->attributes));
     }
+    /* "gateway": null in the patch (and the audit detail) clears it. */
+    if (p->set_gateway)
+        json_object_set_new(patch, "gateway", p->gateway
+                                                  ? json_string(p->gateway)
+                                                  : json_null());
     return AD_OK;
 }
 
@@ -349,7 +460,10 @@ ad_err registry_device_update(store *st, const char *actor, const char *id,
     w.whylen = whylen;
     if ((w.patch = json_object()) == NULL)
         return AD_ENOMEM;
-    e = patch_object(p, w.patch, why, whylen);
+    e = p->set_gateway && p->gateway ? gateway_ok(id, p->gateway, why, whylen)
+                                     : AD_OK;
+    if (e == AD_OK)
+        e = patch_object(p, w.patch, why, whylen);
     if (e == AD_OK)
         e = store_write(st, device_update_write, &w);
     if (e == AD_OK) {
@@ -363,13 +477,47 @@ ad_err registry_device_update(store *st, const char *actor, const char *id,
 
 /* ---- delete and revoke ---------------------------------------------------- */
 
+/* Inside a retiring write (delete, revoke): the device leaves its
+ * gateway's active children (and, deleted, its children), and the
+ * gateway is touched. dev is the record before the change. */
+static ad_err child_retire(store_txn *tx, const json_t *dev, const char *id,
+                           int deleted)
+{
+    const char *gw = json_string_value(json_object_get(dev, "gateway"));
+    ad_err e;
+
+    if (gw == NULL)
+        return AD_OK;
+    e = deleted ? registry_child_unlink(tx, gw, id)
+                : store_index_del(tx, STORE_IX_ACTIVE_CHILDREN, gw, id);
+    if (e == AD_ENOTFOUND)
+        e = AD_OK;
+    if (e == AD_OK)
+        e = registry_gateway_touch(tx, gw);
+    /* A gateway that is gone has no cache to drop. */
+    return e == AD_EGATEWAY ? AD_OK : e;
+}
+
 static ad_err device_delete_write(store_txn *tx, void *arg)
 {
     struct device_write *w = arg;
+    json_t *dev = NULL;
+    char first[REGISTRY_ID_MAX];
     ad_err e;
 
     json_array_clear(w->result); /* a retried write starts afresh */
-    e = store_del(tx, STORE_DEVICES, w->id);
+    if ((e = store_get(tx, STORE_DEVICES, w->id, &dev)) != AD_OK)
+        return e;
+    /* A gateway with children stays until they are moved or deleted. */
+    e = store_index_first(tx, STORE_IX_CHILDREN_BY_GATEWAY, w->id, first,
+                          sizeof(first));
+    if (e == AD_OK)
+        e = AD_ECONFLICT;
+    else if (e == AD_ENOTFOUND)
+        e = child_retire(tx, dev, w->id, 1);
+    json_decref(dev);
+    if (e == AD_OK)
+        e = store_del(tx, STORE_DEVICES, w->id);
 
     /* A deleted device is retired: its certificates are revoked
      * (cessationOfOperation), so they cannot come back to life if a
@@ -405,6 +553,8 @@ static ad_err device_revoke_write(store_txn *tx, void *arg)
                                            DEVICE_REVOKED)));
     json_object_set_new(dev, "updated_at", json_string(now));
     e = store_put(tx, STORE_DEVICES, w->id, dev, 0);
+    if (e == AD_OK)
+        e = child_retire(tx, dev, w->id, 0);
     json_decref(dev);
     if (e == AD_OK)
         e = registry_revoke_device_certs(tx, w->actor, w->id, w->reason,
@@ -471,6 +621,205 @@ ad_err registry_device_revoke(store *st, const char *actor, const char *id,
         json_array_append(*serials, json_object_get(v, "serial"));
     json_decref(list);
     return e;
+}
+
+/* ---- gateways -------------------------------------------------------------- */
+
+ad_err registry_gateway_touch(store_txn *tx, const char *gateway_id)
+{
+    json_t *gw = NULL;
+    json_int_t rev;
+    ad_err e;
+
+    /* Read inside the write: locked until the commit (PostgreSQL: FOR
+     * UPDATE), so two nodes changing children of one gateway serialise
+     * here, and each rewrite reaches every node's change feed. */
+    e = store_get(tx, STORE_DEVICES, gateway_id, &gw);
+    if (e == AD_ENOTFOUND)
+        return AD_EGATEWAY;
+    if (e != AD_OK)
+        return e;
+    rev = json_integer_value(json_object_get(gw, "children_rev"));
+    if (json_object_set_new(gw, "children_rev", json_integer(rev + 1)) != 0)
+        e = AD_ENOMEM;
+    if (e == AD_OK)
+        e = store_put(tx, STORE_DEVICES, gateway_id, gw, 0);
+    json_decref(gw);
+    /* What the gateway may do changed: brokers re-check its sessions. */
+    if (e == AD_OK)
+        e = registry_event(tx, "policy_changed", "device", gateway_id);
+    return e;
+}
+
+ad_err registry_child_link(store_txn *tx, const char *gateway_id,
+                           const char *child_id, int active)
+{
+    ad_err e = store_index_add(tx, STORE_IX_CHILDREN_BY_GATEWAY, gateway_id,
+                               child_id);
+
+    if (e != AD_OK)
+        return e;
+    if (active)
+        return store_index_add(tx, STORE_IX_ACTIVE_CHILDREN, gateway_id,
+                               child_id);
+    e = store_index_del(tx, STORE_IX_ACTIVE_CHILDREN, gateway_id, child_id);
+    return e == AD_ENOTFOUND ? AD_OK : e;
+}
+
+ad_err registry_child_unlink(store_txn *tx, const char *gateway_id,
+                             const char *child_id)
+{
+    ad_err e = store_index_del(tx, STORE_IX_ACTIVE_CHILDREN, gateway_id,
+                               child_id);
+
+    if (e == AD_OK || e == AD_ENOTFOUND)
+        e = store_index_del(tx, STORE_IX_CHILDREN_BY_GATEWAY, gateway_id,
+                            child_id);
+    return e == AD_ENOTFOUND ? AD_OK : e;
+}
+
+enum { CHILDREN_PAGE = 1000 };
+
+/* Up to limit children of gateway after `after`, each {"id","status"},
+ * from tx. The active children come from their own index, in one read
+ * for the page (a gateway's children are mostly active): only the
+ * others' records are read for their status. A child whose record is
+ * missing (never written so) is shown with status "unknown". */
+static ad_err children_page(store_txn *tx, const char *gateway_id,
+                            const char *after, size_t limit, json_t **items,
+                            int *more)
+{
+    json_t *ids = NULL, *active = NULL, *v, *dev;
+    size_t i, a = 0;
+    int unused;
+    ad_err e;
+
+    *items = NULL;
+    e = store_index_list(tx, STORE_IX_CHILDREN_BY_GATEWAY, gateway_id, after,
+                         limit, &ids, more);
+    /* Active children are a subset of all: those within this page are
+     * among the first `limit` active ones after `after`. */
+    if (e == AD_OK)
+        e = store_index_list(tx, STORE_IX_ACTIVE_CHILDREN, gateway_id, after,
+                             limit, &active, &unused);
+    if (e == AD_OK && (*items = json_array()) == NULL)
+        e = AD_ENOMEM;
+    json_array_foreach(ids, i, v) {
+        registry_device_status st = DEVICE_STATUS_BAD;
+        const char *id = json_string_value(v);
+
+        if (e != AD_OK)
+            break;
+        /* Both lists are in the same (byte) order: walk them together. */
+        while (a < json_array_size(active) &&
+               strcmp(json_string_value(json_array_get(active, a)), id) < 0)
+            a++;
+        if (a < json_array_size(active) &&
+            strcmp(json_string_value(json_array_get(active, a)), id) == 0) {
+            st = DEVICE_ACTIVE;
+        } else {
+            dev = NULL;
+            e = store_get(tx, STORE_DEVICES, id, &dev);
+            if (e == AD_OK)
+                st = registry_device_status_of(dev);
+            json_decref(dev);
+            if (e == AD_ENOTFOUND)
+                e = AD_OK;
+            if (e != AD_OK)
+                break;
+        }
+        e = json_array_append_new(*items,
+                                  json_pack("{s:O, s:s}", "id", v, "status",
+                                            registry_device_status_name(st))) ==
+                    0
+                ? AD_OK
+                : AD_ENOMEM;
+    }
+    json_decref(ids);
+    json_decref(active);
+    if (e != AD_OK) {
+        json_decref(*items);
+        *items = NULL;
+    }
+    return e;
+}
+
+ad_err registry_device_children(store *st, const char *gateway_id,
+                                const registry_page *pg, registry_list *out)
+{
+    store_txn *tx = NULL;
+    json_t *gw = NULL, *items = NULL;
+    int more = 0;
+    ad_err e;
+
+    memset(out, 0, sizeof(*out));
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        return e;
+    e = store_get(tx, STORE_DEVICES, gateway_id, &gw);
+    json_decref(gw);
+    if (e == AD_OK)
+        e = children_page(tx, gateway_id, pg->after, pg->limit, &items,
+                          &more);
+    store_read_end(tx);
+    if (e == AD_OK)
+        registry_list_set(out, items, more, "id");
+    return e;
+}
+
+ad_err registry_gateway_children(store *st, const char *gateway_id,
+                                 registry_child **out, size_t *n)
+{
+    store_txn *tx = NULL;
+    json_t *gw = NULL, *items = NULL, *v;
+    registry_child *list = NULL, *grown;
+    size_t cap = 0, count = 0, i;
+    char after[REGISTRY_ID_MAX] = "";
+    int more = 1;
+    ad_err e;
+
+    *out = NULL;
+    *n = 0;
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        return e;
+    e = store_get(tx, STORE_DEVICES, gateway_id, &gw);
+    json_decref(gw);
+    while (e == AD_OK && more) {
+        if ((e = children_page(tx, gateway_id, after, CHILDREN_PAGE, &items,
+                               &more)) != AD_OK)
+            break;
+        if (count + json_array_size(items) > REGISTRY_CHILDREN_MAX) {
+            e = AD_ETOOBIG;
+            break;
+        }
+        if (count + json_array_size(items) > cap) {
+            cap = cap ? 2 * cap : CHILDREN_PAGE;
+            if ((grown = realloc(list, cap * sizeof(*list))) == NULL) {
+                e = AD_ENOMEM;
+                break;
+            }
+            list = grown;
+        }
+        json_array_foreach(items, i, v) {
+            registry_child *c = &list[count++];
+
+            util_strlcpy(c->id, json_string_value(json_object_get(v, "id")),
+                         sizeof(c->id));
+            c->status = registry_device_status_parse(
+                json_string_value(json_object_get(v, "status")));
+            util_strlcpy(after, c->id, sizeof(after));
+        }
+        json_decref(items);
+        items = NULL;
+    }
+    json_decref(items);
+    store_read_end(tx);
+    if (e != AD_OK) {
+        free(list);
+        return e;
+    }
+    *out = list;
+    *n = count;
+    return AD_OK;
 }
 
 /* ---- the device secret ------------------------------------------------------ */

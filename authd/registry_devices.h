@@ -13,9 +13,11 @@
 enum { REGISTRY_WHY_MAX = 160 };
 
 /* A new device: its id (already checked by util_device_id_valid), and
- * optional names of groups and policies and string attributes. */
+ * optional names of groups and policies, string attributes and the id
+ * of the gateway it sits behind. */
 typedef struct {
     const char *id;
+    const char *gateway;      /* a device id, or NULL */
     const json_t *groups;     /* an array of names, or NULL */
     const json_t *policies;   /* an array of names, or NULL */
     const json_t *attributes; /* an object of strings, or NULL */
@@ -23,7 +25,7 @@ typedef struct {
 
 /* Creates an active device with a new incarnation. *view (new reference)
  * is its record with "certs": []. Errors: AD_EDEVID, AD_EFIELD (with a
- * message in why), AD_EEXISTS, AD_ESTORE; then *view is NULL and nothing
+ * message in why), AD_EGATEWAY (no such gateway), AD_EEXISTS, AD_ESTORE; then *view is NULL and nothing
  * is written. */
 ad_err registry_device_create(store *st, const char *actor,
                               const registry_device_new *d, json_t **view,
@@ -36,6 +38,7 @@ ad_err registry_device_create(store *st, const char *actor,
 typedef struct {
     char id[REGISTRY_ID_MAX]; /* the caller's: its device id, or "" */
     char *record;             /* the registry's; NULL when refused */
+    char gateway[REGISTRY_ID_MAX]; /* the registry's: "" for none */
     ad_err e;
     char why[REGISTRY_WHY_MAX]; /* "" for the code's own message */
 } registry_import_item;
@@ -46,8 +49,10 @@ void registry_import_prepare(registry_import_item *it,
 
 /* Writes every prepared item of items[0..n) in one transaction, each with
  * its audit entry (detail {"via": "import"}). An id that exists already
- * (in the registry or earlier in the import) is that item's AD_EEXISTS;
- * the others go on. Any other error is returned and nothing is written. */
+ * (in the registry or earlier in the import) is that item's AD_EEXISTS,
+ * a gateway that does not exist (in the registry or earlier in the
+ * import) its AD_EGATEWAY; the others go on. Each gateway that gained
+ * children is touched once (see registry_gateway_touch). Any other error is returned and nothing is written. */
 ad_err registry_devices_import(store *st, const char *actor,
                                registry_import_item *items, size_t n);
 
@@ -61,17 +66,21 @@ ad_err registry_device_get(store *st, const char *id, json_t **view);
 ad_err registry_devices_list(store *st, const registry_page *pg,
                              registry_list *out);
 
-/* A change to a device: what is NULL (or not set_status) stays. Only
- * active and suspended may be asked for as status. */
+/* A change to a device: what is NULL (or not set_status, set_gateway)
+ * stays. Only active and suspended may be asked for as status. */
 typedef struct {
     int set_status;
     registry_device_status status;
     const json_t *groups, *policies, *attributes;
+    int set_gateway;
+    const char *gateway; /* with set_gateway: the new gateway, NULL: none */
 } registry_device_patch;
 
 /* Applies p; *view (new reference) is the record afterwards. Suspending
  * and resuming record their events, and so does any change to what the
- * device may do. Errors: AD_EFIELD (why says which field), AD_ENOTFOUND,
+ * device may do. A change of gateway or of status touches the old and
+ * the new gateway (registry_gateway_touch) in the same write. Errors:
+ * AD_EFIELD (why says which field), AD_EGATEWAY, AD_ENOTFOUND,
  * AD_ECONFLICT (a revoked device stays revoked, in why), AD_ESTORE. */
 ad_err registry_device_update(store *st, const char *actor, const char *id,
                               const registry_device_patch *p, json_t **view,
@@ -79,7 +88,10 @@ ad_err registry_device_update(store *st, const char *actor, const char *id,
 
 /* Deletes the device and its secret and revokes its certificates
  * (cessationOfOperation), which stay on record. *revoked: how many.
- * AD_ENOTFOUND if there is no such device. */
+ * AD_ENOTFOUND if there is no such device, AD_ECONFLICT if it is the
+ * gateway of other devices (move or delete them first: a child must
+ * never point at a gateway that is gone, or at a new device that takes
+ * the id later). */
 ad_err registry_device_delete(store *st, const char *actor, const char *id,
                               size_t *revoked);
 
@@ -93,5 +105,27 @@ ad_err registry_device_revoke(store *st, const char *actor, const char *id,
  * there is no such device. */
 ad_err registry_device_secret_set(store *st, const char *actor,
                                   const char *id, const char *argon2id);
+
+/* ---- gateways ------------------------------------------------------------ */
+
+/* A child of a gateway, as the bundle and the children list show it. */
+typedef struct {
+    char id[REGISTRY_ID_MAX];
+    registry_device_status status;
+} registry_child;
+
+/* Every child of gateway_id, sorted by id (strcmp), with its status,
+ * read in one read transaction. *out (free() it) has *n entries; both
+ * are zeroed first and left so on error. Errors: AD_ENOTFOUND (no such
+ * device), AD_ETOOBIG (over REGISTRY_CHILDREN_MAX children), AD_ESTORE,
+ * AD_ENOMEM. */
+ad_err registry_gateway_children(store *st, const char *gateway_id,
+                                 registry_child **out, size_t *n);
+
+/* A page of a gateway's children as {"id","status"} items, in id order
+ * (GET /v1/devices/{id}/children). AD_ENOTFOUND if the gateway is no
+ * device. */
+ad_err registry_device_children(store *st, const char *gateway_id,
+                                const registry_page *pg, registry_list *out);
 
 #endif

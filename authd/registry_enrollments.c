@@ -1,8 +1,20 @@
 /* See registry_enrollments.h. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "registry_records.h"
+#include "seal.h"
 #include "util.h"
+
+/* The additional data a sealed token is bound to, so that a sealed token
+ * copied into another enrollment's record does not open there. */
+static void token_aad(const char *id, char *aad, size_t len)
+{
+    snprintf(aad, len, "enrollment-token:%s", id);
+}
 
 ad_err registry_enrollment_decode(const json_t *rec, registry_enrollment *out)
 {
@@ -80,10 +92,62 @@ ad_err registry_enrollment_get(store *st, const char *id,
     return e;
 }
 
-/* The public record: everything but the token's hash. */
+ad_err registry_enrollment_psk(store *st, const uint8_t *seal_key,
+                               const char *id, registry_enrollment *out,
+                               char token[REGISTRY_ENR_TOKEN_MAX])
+{
+    json_t *rec = NULL;
+    const char *sealed, *hash;
+    uint8_t *plain = NULL;
+    size_t n = 0;
+    char aad[REGISTRY_ID_MAX + 32], digest[65];
+    ad_err e;
+
+    memset(out, 0, sizeof(*out));
+    memset(token, 0, REGISTRY_ENR_TOKEN_MAX);
+    if (seal_key == NULL || id == NULL || strlen(id) >= REGISTRY_ID_MAX)
+        return AD_ENOTFOUND;
+    if ((e = registry_record_get(st, STORE_ENROLLMENTS, id, &rec)) != AD_OK)
+        goto out;
+    sealed = json_string_value(json_object_get(rec, "token_sealed"));
+    hash = json_string_value(json_object_get(rec, "token_sha256"));
+    if (sealed == NULL || hash == NULL) {
+        e = AD_ENOTFOUND;
+        goto out;
+    }
+    token_aad(id, aad, sizeof(aad));
+    if ((e = seal_open(seal_key, aad, sealed, &plain, &n)) != AD_OK)
+        goto out;
+    /* The sealed copy must be the token whose hash the record keeps. */
+    util_sha256_hex(plain, n, digest);
+    if (n == 0 || n >= REGISTRY_ENR_TOKEN_MAX || strlen((char *)plain) != n ||
+        !util_secret_equal(digest, hash)) {
+        e = AD_ECRYPTO;
+        goto out;
+    }
+    memcpy(token, plain, n);
+    e = registry_enrollment_decode(rec, out);
+out:
+    if (plain != NULL) {
+        OPENSSL_cleanse(plain, n);
+        free(plain);
+    }
+    if (e != AD_OK) {
+        memset(out, 0, sizeof(*out));
+        OPENSSL_cleanse(token, REGISTRY_ENR_TOKEN_MAX);
+    }
+    json_decref(rec);
+    return e;
+}
+
+/* The public record: everything but the token's hash and sealed copy. */
 static json_t *enrollment_view(const json_t *enrollment)
 {
-    return registry_view_without(enrollment, "token_sha256");
+    json_t *v = registry_view_without(enrollment, "token_sha256");
+
+    if (v)
+        json_object_del(v, "token_sealed");
+    return v;
 }
 
 static const registry_hashed_kind enrollments = {
@@ -117,8 +181,39 @@ ad_err registry_enrollment_create(store *st, const char *actor,
                     "token_sha256", digest);
     if (rec == NULL)
         return AD_ENOMEM;
-    /* The token is shown this once; only its hash is kept. */
+    if (n->gateway) {
+        json_t *gw = NULL;
+
+        e = registry_record_get(st, STORE_DEVICES, n->gateway, &gw);
+        json_decref(gw);
+        if (e == AD_OK && json_object_set_new(rec, "gateway",
+                                              json_string(n->gateway)) != 0)
+            e = AD_ENOMEM;
+        if (e != AD_OK) {
+            OPENSSL_cleanse(token, sizeof(token));
+            json_decref(rec);
+            return e == AD_ENOTFOUND ? AD_EGATEWAY : e;
+        }
+    }
+    if (n->seal_key != NULL) {
+        char aad[64], *sealed = NULL;
+
+        token_aad(id, aad, sizeof(aad));
+        e = seal_seal(n->seal_key, aad, token, strlen(token), &sealed);
+        if (e == AD_OK &&
+            json_object_set_new(rec, "token_sealed", json_string(sealed)) != 0)
+            e = AD_ENOMEM;
+        free(sealed);
+        if (e != AD_OK) {
+            OPENSSL_cleanse(token, sizeof(token));
+            json_decref(rec);
+            return e;
+        }
+    }
+    /* The token is shown this once; only its hash (and, with a seal key,
+     * its sealed copy) is kept. */
     e = registry_hashed_create(st, &enrollments, actor, id, rec, token, view);
+    OPENSSL_cleanse(token, sizeof(token));
     json_decref(rec);
     return e;
 }

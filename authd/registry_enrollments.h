@@ -19,6 +19,8 @@ typedef struct {
     long long used, max_uses;
 } registry_enrollment;
 
+enum { REGISTRY_ENR_TOKEN_MAX = 64 }; /* an "enr_..." token's length + 1 */
+
 /* Finds the enrollment a token ("enr_...") belongs to (by its SHA-256,
  * compared in constant time). AD_EBADCRED if none; *out is zeroed on
  * error. */
@@ -38,15 +40,35 @@ typedef struct {
     const char *name;       /* NULL: the id */
     const char *id_pattern; /* a glob of id characters, * and ? */
     const json_t *groups;   /* names, or NULL for none */
+    const char *gateway;    /* devices it creates sit behind this device
+                             * (a device id), or NULL */
     long long max_uses, expires_in, cert_days;
+    /* The cluster's seal key (tokens_seal_key), or NULL. With it the
+     * record also keeps the token sealed (AES-256-GCM, bound to the
+     * enrollment id), because DTLS-PSK needs the token itself on the
+     * server side: see registry_enrollment_psk and docs/coap.md. */
+    const uint8_t *seal_key;
 } registry_enrollment_new;
 
 /* Creates an enrollment with a new id and token. *view (new reference) is
- * its public record plus "token", shown this once. On error *view is
- * NULL and nothing is written. */
+ * its public record plus "token", shown this once. A gateway must be an
+ * existing device (AD_EGATEWAY; checked again at each issuance). On
+ * error *view is NULL and nothing is written. */
 ad_err registry_enrollment_create(store *st, const char *actor,
                                   const registry_enrollment_new *n,
                                   json_t **view);
+
+/* The enrollment id and its token, unsealed with seal_key, for the
+ * DTLS-PSK handshake of EST over CoAP (identity = id, key = token).
+ * token (REGISTRY_ENR_TOKEN_MAX bytes) receives the NUL-terminated token;
+ * the caller wipes it (OPENSSL_cleanse) after use. AD_ENOTFOUND if there
+ * is no such enrollment or it keeps no sealed token (created before
+ * sealing, or without a seal key), AD_ECRYPTO if the sealed token does
+ * not open or does not match the token's hash. On error *out and token
+ * are zeroed. */
+ad_err registry_enrollment_psk(store *st, const uint8_t *seal_key,
+                               const char *id, registry_enrollment *out,
+                               char token[REGISTRY_ENR_TOKEN_MAX]);
 
 /* The public record of enrollment id (AD_ENOTFOUND), and pages of them. */
 ad_err registry_enrollment_view_get(store *st, const char *id, json_t **view);

@@ -70,4 +70,23 @@ ad_err registry_hashed_get(store *st, const registry_hashed_kind *k,
 ad_err registry_hashed_list(store *st, const registry_hashed_kind *k,
                             const registry_page *pg, registry_list *out);
 
+/* ---- gateways (inside a write) ------------------------------------------- *
+ * The change feed reports records, not index entries: so whenever a
+ * gateway's set of children or a child's status changes, the write also
+ * rewrites the gateway's own record (a "children_rev" counter), and
+ * every node's caches of that gateway (its bound children) drop it. */
+
+/* Reads the gateway's record for update (locking it, across nodes),
+ * bumps its children_rev and records "policy_changed" for it, so broker
+ * plugins re-check its sessions. AD_EGATEWAY if there is no such
+ * device. */
+ad_err registry_gateway_touch(store_txn *tx, const char *gateway_id);
+
+/* Puts child under gateway in the children index (and in the active
+ * children index if active), or takes it out of both. */
+ad_err registry_child_link(store_txn *tx, const char *gateway_id,
+                           const char *child_id, int active);
+ad_err registry_child_unlink(store_txn *tx, const char *gateway_id,
+                             const char *child_id);
+
 #endif

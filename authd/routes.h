@@ -37,6 +37,8 @@ void route_device_list(http_req *r);
 void route_device_get(http_req *r);
 void route_device_patch(http_req *r);
 void route_device_delete(http_req *r);
+/* GET /v1/devices/{id}/children: a gateway's children, paged. */
+void route_device_children(http_req *r);
 void route_enrollment_create(http_req *r);
 void route_enrollment_list(http_req *r);
 void route_enrollment_get(http_req *r);

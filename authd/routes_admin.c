@@ -13,6 +13,7 @@
 #include "registry_devices.h"
 #include "registry_enrollments.h"
 #include "routes.h"
+#include "tokens.h"
 #include "util.h"
 
 /* ---- shared helpers -------------------------------------------------- */
@@ -68,7 +69,7 @@ static void text_make_utf8(char *s)
  * line of an import. Anything else is refused rather than dropped: a
  * misspelt "group" in a migrated fleet would otherwise vanish quietly. */
 static const char *const device_fields[] = {"id", "groups", "policies",
-                                            "attributes", NULL};
+                                            "attributes", "gateway", NULL};
 
 /* Reads a new device from a request body (POST /v1/devices or a line of
  * an import) into *d, which borrows from body. Errors: AD_EDEVID,
@@ -84,16 +85,22 @@ static ad_err device_of_body(const json_t *body, registry_device_new *d,
     d->groups = json_object_get(body, "groups");
     d->policies = json_object_get(body, "policies");
     d->attributes = json_object_get(body, "attributes");
+    d->gateway = NULL;
     if (!util_device_id_valid(d->id))
         return ad_errf(AD_EDEVID, why, whylen, "%s",
                        ad_err_message(AD_EDEVID));
+    if ((v = json_object_get(body, "gateway")) != NULL && !json_is_null(v)) {
+        if ((d->gateway = json_string_value(v)) == NULL)
+            return ad_errf(AD_EFIELD, why, whylen,
+                           "gateway must be a device id");
+    }
     json_object_foreach((json_t *)body, k, v) {
         for (i = 0; device_fields[i] && strcmp(device_fields[i], k) != 0; i++)
             ;
         if (device_fields[i] == NULL) {
             ad_errf(AD_EFIELD, why, whylen,
                     "unknown field \"%.64s\": a device takes id, groups, "
-                    "policies and attributes",
+                    "policies, attributes and gateway",
                     k);
             text_make_utf8(why);
             return AD_EFIELD;
@@ -158,6 +165,15 @@ void route_device_patch(http_req *r)
     p.groups = json_object_get(body, "groups");
     p.policies = json_object_get(body, "policies");
     p.attributes = json_object_get(body, "attributes");
+    if ((v = json_object_get(body, "gateway")) != NULL) {
+        p.set_gateway = 1;
+        p.gateway = json_string_value(v);
+        if (p.gateway == NULL && !json_is_null(v)) {
+            http_reply_error(r, AD_EFIELD,
+                             "gateway must be a device id, or null for none");
+            goto out;
+        }
+    }
     e = registry_device_update(r->app->st, r->actor, r->param[0], &p, &view,
                                msg, sizeof(msg));
     if (e != AD_OK)
@@ -166,6 +182,7 @@ void route_device_patch(http_req *r)
                                                    : NULL);
     else
         http_reply_json(r, 200, view);
+out:
     json_decref(body);
 }
 
@@ -176,11 +193,30 @@ void route_device_delete(http_req *r)
                                       &revoked);
 
     if (e != AD_OK) {
-        http_reply_error(r, e, e == AD_ENOTFOUND ? "no such device" : NULL);
+        http_reply_error(r, e, e == AD_ENOTFOUND ? "no such device"
+                               : e == AD_ECONFLICT
+                                   ? "the device is the gateway of other "
+                                     "devices: move or delete them first"
+                                   : NULL);
         return;
     }
     routes_count_revocations(r->app, revoked);
     http_reply_empty(r, 204);
+}
+
+void route_device_children(http_req *r)
+{
+    registry_page pg;
+    registry_list l;
+    ad_err e;
+
+    if (routes_page(r, &pg) != 0)
+        return;
+    e = registry_device_children(r->app->st, r->param[0], &pg, &l);
+    if (e == AD_ENOTFOUND)
+        http_reply_error(r, e, "no such device");
+    else
+        routes_reply_list(r, e, &l);
 }
 
 /* ---- devices: bulk import -------------------------------------------- */
@@ -404,7 +440,7 @@ void route_enrollment_create(http_req *r)
     json_t *body, *view = NULL;
     json_int_t max_uses, expires_in, cert_days;
     const char *name, *pattern;
-    const json_t *groups;
+    const json_t *groups, *gateway;
     char msg[160];
     ad_err e;
 
@@ -438,6 +474,12 @@ void route_enrollment_create(http_req *r)
         http_reply_error(r, AD_EFIELD, "groups must be an array of names");
         goto out;
     }
+    gateway = json_object_get(body, "gateway");
+    if (gateway && !json_is_null(gateway) &&
+        !util_device_id_valid(json_string_value(gateway))) {
+        http_reply_error(r, AD_EFIELD, "gateway must be a device id");
+        goto out;
+    }
     if (int_field(body, "max_uses", 1, 100000000, &max_uses) != 0 ||
         int_field(body, "expires_in", 86400, 10L * 365 * 86400, &expires_in) !=
             0 ||
@@ -452,12 +494,15 @@ void route_enrollment_create(http_req *r)
     n.name = name;
     n.id_pattern = pattern;
     n.groups = groups;
+    n.gateway = json_string_value(gateway);
     n.max_uses = max_uses;
     n.expires_in = expires_in;
     n.cert_days = cert_days;
+    n.seal_key = tokens_seal_key(r->app->tokens);
     e = registry_enrollment_create(r->app->st, r->actor, &n, &view);
     if (e != AD_OK)
-        http_reply_error(r, e, NULL);
+        http_reply_error(r, e, e == AD_EGATEWAY ? "the gateway is no device"
+                                                : NULL);
     else
         http_reply_json(r, 201, view);
 out:

@@ -1,7 +1,7 @@
 /* Handlers that hand out certificates: the CA's own certificates, factory
  * enrollment (/v1/enroll and EST simpleenroll), renewal over mTLS
- * (/v1/renew and EST simplereenroll) and server certificates. They all
- * end in issue_cert, which signs, commits durably, then answers. */
+ * (/v1/renew and EST simplereenroll) and server certificates. The rules
+ * of issuing are issue.c's; this file reads requests and writes answers. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "../common/codec.h"
-#include "log.h"
+#include "issue.h"
 #include "registry_enrollments.h"
 #include "routes.h"
 #include "util.h"
@@ -18,21 +18,6 @@ enum { MAX_SANS = 32 };
 
 /* How an issued certificate is returned. */
 typedef enum { ANSWER_JSON, ANSWER_PKCS7 } answer_form;
-
-/* Everything issue_cert needs besides the CSR. */
-struct issue_req {
-    const char *kind;          /* "device" or "server" */
-    const char *device_id;     /* device certs */
-    const char *enrollment_id; /* enrollments */
-    int create_device;
-    long days;
-    const char *const *dns;
-    size_t ndns;
-    const char *const *ips;
-    size_t nips;
-    const char *audit_action;
-    answer_form form;
-};
 
 static void reply_pkcs7(http_req *r, unsigned status,
                         const uint8_t *const *ders, const size_t *lens,
@@ -59,87 +44,34 @@ static void reply_pkcs7(http_req *r, unsigned status,
     free(b64);
 }
 
-/* Signs a certificate for csr as described by q, records it durably and
- * answers. The certificate leaves the process only after its commit. */
-static void issue_cert(http_req *r, const ca_csr *csr,
-                       const struct issue_req *q)
+/* Answers the outcome of an issue_* call: the error, or the certificate
+ * in form (which it frees). */
+static void reply_issued(http_req *r, ad_err e, const char *msg,
+                         ca_issued *iss, const char *device_id,
+                         answer_form form)
 {
-    app *a = r->app;
-    ca_issued iss;
-    ca_profile prof;
-    registry_issue rec;
-    char uri[CONFIG_STR_MAX + 160], msg[256], na[32];
-    char crl_url[CONFIG_STR_MAX + 16], ocsp_url[CONFIG_STR_MAX + 16];
-    time_t now = time(NULL);
-    int64_t not_after;
-    ad_err e;
+    char na[32];
 
-    memset(&prof, 0, sizeof(prof));
-    not_after = (int64_t)now + (int64_t)q->days * 86400;
-    /* Never outlive the issuing CA. */
-    if (not_after > ca_not_after(a->ca))
-        not_after = ca_not_after(a->ca);
-    prof.not_before = (int64_t)now - 60; /* tolerate small clock skew */
-    prof.not_after = not_after;
-    if (strcmp(q->kind, "server") == 0) {
-        prof.kind = CA_PROFILE_SERVER;
-        prof.common_name = q->ndns ? q->dns[0] : q->ips[0];
-        prof.dns = q->dns;
-        prof.dns_count = q->ndns;
-        prof.ips = q->ips;
-        prof.ip_count = q->nips;
-    } else {
-        prof.kind = CA_PROFILE_DEVICE;
-        prof.common_name = q->device_id;
-        snprintf(uri, sizeof(uri), "%s%s", a->cfg.device_uri_prefix,
-                 q->device_id);
-        prof.san_uri = uri;
-    }
-    if (a->cfg.public_url[0]) {
-        snprintf(crl_url, sizeof(crl_url), "%s/v1/crl", a->cfg.public_url);
-        snprintf(ocsp_url, sizeof(ocsp_url), "%s/v1/ocsp", a->cfg.public_url);
-        prof.crl_url = crl_url;
-        prof.ocsp_url = ocsp_url;
-    }
-    msg[0] = '\0';
-    e = ca_issue(a->ca, csr, &prof, &iss, msg, sizeof(msg));
     if (e != AD_OK) {
         http_reply_error(r, e, msg);
         return;
     }
-    memset(&rec, 0, sizeof(rec));
-    rec.actor = r->actor;
-    rec.kind = q->kind;
-    rec.enrollment_id = q->enrollment_id;
-    rec.device_id = q->device_id;
-    rec.create_device = q->create_device;
-    rec.cert = &iss;
-    rec.audit_action = q->audit_action;
-    rec.now = now;
-    e = registry_commit_issue(a->st, &rec);
-    if (e != AD_OK) {
-        http_metric_inc(a, METRIC_ENROLL_REFUSED);
-        http_reply_error(r, e, NULL);
-        ca_issued_free(&iss);
-        return;
-    }
-    http_metric_inc(a, METRIC_CERTS_ISSUED);
-    if (q->form == ANSWER_PKCS7) {
-        const uint8_t *ders[1] = {iss.der};
-        size_t lens[1] = {iss.der_len};
+    if (form == ANSWER_PKCS7) {
+        const uint8_t *ders[1] = {iss->der};
+        size_t lens[1] = {iss->der_len};
         reply_pkcs7(r, 200, ders, lens, 1);
     } else {
         buf_t out;
         char *text;
         size_t len;
 
-        util_time_rfc3339((time_t)iss.not_after, na, sizeof(na));
+        util_time_rfc3339((time_t)iss->not_after, na, sizeof(na));
         buf_init(&out, 64 * 1024);
         buf_append_str(&out, "{");
-        util_json_kv(&out, "device_id", q->device_id);
-        util_json_kv(&out, "serial", iss.serial_hex);
-        util_json_kv(&out, "certificate", iss.pem);
-        util_json_kv(&out, "chain", ca_chain_pem(a->ca));
+        util_json_kv(&out, "device_id", device_id);
+        util_json_kv(&out, "serial", iss->serial_hex);
+        util_json_kv(&out, "certificate", iss->pem);
+        util_json_kv(&out, "chain", ca_chain_pem(r->app->ca));
         util_json_kv(&out, "not_after", na);
         buf_append_str(&out, "}");
         text = buf_take(&out, &len);
@@ -149,7 +81,7 @@ static void issue_cert(http_req *r, const ca_csr *csr,
             http_reply_bytes(r, 201, "application/json", text, len);
         free(text);
     }
-    ca_issued_free(&iss);
+    ca_issued_free(iss);
 }
 
 /* ---- CA certificates ------------------------------------------------- */
@@ -271,50 +203,15 @@ static void enroll_with(http_req *r, const registry_enrollment *enr,
                         const ca_csr *csr, const char *device_id,
                         answer_form form)
 {
-    struct issue_req q;
-    const char *pattern = enr->id_pattern;
+    ca_issued iss;
     char msg[300];
     ad_err e;
 
     if (device_id == NULL)
         device_id = ca_csr_common_name(csr);
-    if (device_id == NULL) {
-        http_reply_error(r, AD_EDEVID,
-                         "no device_id given and the CSR has no CN");
-        return;
-    }
-    if (!util_device_id_valid(device_id)) {
-        http_reply_error(r, AD_EDEVID, NULL);
-        return;
-    }
-    if (!util_glob_match(pattern, device_id)) {
-        char safe[140];
-        snprintf(msg, sizeof(msg), "device id %s does not match %s",
-                 log_safe(device_id, safe, sizeof(safe)), pattern);
-        http_reply_error(r, AD_EPATTERN, msg);
-        return;
-    }
-    /* Cheap refusals before spending a signature; the writer checks all
-     * of this again atomically. */
-    e = registry_enrollment_usable(enr, time(NULL));
-    if (e == AD_OK)
-        e = registry_device_issuable(r->app->st, device_id);
-    if (e != AD_OK) {
-        http_metric_inc(r->app, METRIC_ENROLL_REFUSED);
-        http_reply_error(r, e, NULL);
-        return;
-    }
-    memset(&q, 0, sizeof(q));
-    q.kind = "device";
-    q.device_id = device_id;
-    q.enrollment_id = enr->id;
-    q.create_device = 1;
-    q.days = enr->cert_days;
-    if (q.days <= 0)
-        q.days = atomic_load(&r->app->cert_days);
-    q.audit_action = "cert.enroll";
-    q.form = form;
-    issue_cert(r, csr, &q);
+    e = issue_enroll(r->app, r->actor, enr, csr, device_id, &iss, msg,
+                     sizeof(msg));
+    reply_issued(r, e, msg, &iss, device_id, form);
 }
 
 void route_enroll(http_req *r)
@@ -399,43 +296,15 @@ void route_est_simpleenroll(http_req *r)
 static void renew_with(http_req *r, const ca_csr *csr, answer_form form,
                        int subject_must_match)
 {
-    registry_cert_owner owner;
-    registry_enrollment enr;
-    struct issue_req q;
-    const char *cn;
+    ca_issued iss;
+    char msg[300], device_id[REGISTRY_ID_MAX];
     ad_err e;
 
-    e = registry_device_by_cert(r->app->st, r->client_cert,
-                                r->client_cert_len, time(NULL), &owner);
-    if (e != AD_OK) {
-        http_reply_error(r, e,
-                         e == AD_EBADCRED
-                             ? "the client certificate is unknown, revoked "
-                               "or expired"
-                             : NULL);
-        return;
-    }
-    snprintf(r->actor, sizeof(r->actor), "device:%s", owner.device_id);
-    cn = ca_csr_common_name(csr);
-    if (subject_must_match && (cn == NULL || strcmp(cn, owner.device_id) != 0)) {
-        http_reply_error(r, AD_ESUBJECT,
-                         "the CSR subject must be CN=<device id>");
-        return;
-    }
-    memset(&q, 0, sizeof(q));
-    q.kind = "device";
-    q.device_id = owner.device_id;
-    q.days = atomic_load(&r->app->cert_days);
-    /* Keep the lifetime the device's enrollment chose, if it still
-     * exists; renewal does not consume an enrollment use. */
-    if (owner.enrollment_id[0] &&
-        registry_enrollment_get(r->app->st, owner.enrollment_id, &enr) ==
-            AD_OK &&
-        enr.cert_days > 0)
-        q.days = enr.cert_days;
-    q.audit_action = "cert.renew";
-    q.form = form;
-    issue_cert(r, csr, &q);
+    e = issue_renew(r->app, r->client_cert, r->client_cert_len, csr,
+                    subject_must_match, device_id, &iss, msg, sizeof(msg));
+    if (device_id[0])
+        snprintf(r->actor, sizeof(r->actor), "device:%s", device_id);
+    reply_issued(r, e, msg, &iss, device_id, form);
 }
 
 void route_renew(http_req *r)
@@ -501,7 +370,8 @@ void route_server_certs(http_req *r)
     const char *dns[MAX_SANS], *ips[MAX_SANS];
     int ndns, nips;
     ca_csr *csr = NULL;
-    struct issue_req q;
+    issue_req q;
+    ca_issued iss;
     char msg[256] = "";
     ad_err e;
 
@@ -538,8 +408,8 @@ void route_server_certs(http_req *r)
     q.ips = ips;
     q.nips = (size_t)nips;
     q.audit_action = "cert.server";
-    q.form = ANSWER_JSON;
-    issue_cert(r, csr, &q);
+    e = issue_cert(r->app, r->actor, csr, &q, &iss, msg, sizeof(msg));
+    reply_issued(r, e, msg, &iss, NULL, ANSWER_JSON);
 out:
     ca_csr_free(csr);
     json_decref(body);

@@ -66,6 +66,9 @@ static void decide(http_req *r, const check_request *req, time_t now,
  * *ok 0 if present but neither a string nor null. */
 typedef const char *(*field_getter)(const void *src, const char *key,
                                     int *ok);
+/* A boolean field: 1 or 0, -1 if absent or null, *ok 0 if of another
+ * type. */
+typedef int (*bool_getter)(const void *src, const char *key, int *ok);
 
 static const char *json_field(const void *src, const char *key, int *ok)
 {
@@ -73,6 +76,14 @@ static const char *json_field(const void *src, const char *key, int *ok)
 
     *ok = v == NULL || json_is_string(v) || json_is_null(v);
     return json_string_value(v);
+}
+
+static int json_bool(const void *src, const char *key, int *ok)
+{
+    const json_t *v = json_object_get((const json_t *)src, key);
+
+    *ok = v == NULL || json_is_boolean(v) || json_is_null(v);
+    return json_is_boolean(v) ? json_is_true(v) : -1;
 }
 
 static const char *flat_field(const void *src, const char *key, int *ok)
@@ -83,46 +94,133 @@ static const char *flat_field(const void *src, const char *key, int *ok)
     return f && f->type == JSONFLAT_STRING ? f->value : NULL;
 }
 
-/* Fills req from a /v1/check object; returns a message if malformed.
- * Strings point into src. */
-static const char *check_request_from(field_getter get, const void *src,
-                                      check_request *req)
+static int flat_bool(const void *src, const char *key, int *ok)
 {
-    static const char *const strings[] = {"client_id", "username", "password",
-                                          "cert_fingerprint", "cert_serial",
-                                          "topic", "action"};
-    const char *vals[sizeof(strings) / sizeof(strings[0])];
-    size_t i;
-    int ok;
+    const jsonflat_field *f = jsonflat_get((const jsonflat *)src, key);
 
-    memset(req, 0, sizeof(*req));
+    *ok = f == NULL || f->type == JSONFLAT_TRUE || f->type == JSONFLAT_FALSE ||
+          f->type == JSONFLAT_NULL;
+    return f && f->type == JSONFLAT_TRUE ? 1 : f && f->type == JSONFLAT_FALSE ? 0
+                                                                           : -1;
+}
+
+/* What one /v1/check object asks: an MQTT action, or a CoAP request
+ * that maps onto one or two of them (API §13): GET, observed or not, is
+ * subscribe and receive of the path as a topic, both of which must
+ * allow; PUT and POST are publish; DELETE is allowed only where publish
+ * is. */
+typedef struct {
+    check_request req;
+    int coap;
+    pol_action also; /* a second action that must allow too, or 0 */
+} check_ask;
+
+/* Fills ask from a /v1/check object; returns a message if malformed.
+ * Strings point into src. */
+static const char *check_ask_from(field_getter get, bool_getter getb,
+                                  const void *src, check_ask *ask)
+{
+    static const char *const strings[] = {
+        "client_id", "username", "password", "cert_fingerprint",
+        "cert_serial", "topic", "action", "on_behalf_of",
+        "protocol", "method", "path"};
+    const char *vals[sizeof(strings) / sizeof(strings[0])];
+    check_request *req = &ask->req;
+    size_t i;
+    int ok, observe;
+
+    memset(ask, 0, sizeof(*ask));
     for (i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
         vals[i] = get(src, strings[i], &ok);
         if (!ok)
             return "client_id, username, password, cert_fingerprint, "
-                   "cert_serial, topic and action are strings";
+                   "cert_serial, topic, action, on_behalf_of, protocol, "
+                   "method and path are strings";
     }
-    req->action = vals[6] ? pol_action_parse(vals[6]) : 0;
-    if (req->action == 0)
-        return "action must be connect, publish, subscribe or receive";
+    observe = getb(src, "observe", &ok);
+    if (!ok)
+        return "observe is a boolean";
     req->client_id = vals[0];
     req->username = opt(vals[1]);
     req->password = opt(vals[2]);
     req->cert_fingerprint = opt(vals[3]);
     req->cert_serial = opt(vals[4]);
-    req->topic = vals[5];
-    if (req->action != POL_CONNECT && req->topic == NULL)
-        return "topic is required for publish, subscribe and receive";
+    req->on_behalf_of = vals[7];
+    if (vals[7] && !util_device_id_valid(vals[7]))
+        return "on_behalf_of must be a device id";
+    if (vals[8] && strcmp(vals[8], "coap") != 0)
+        return "protocol must be \"coap\" (or absent for MQTT actions)";
+    if (vals[8] == NULL) {
+        if (vals[9] || vals[10] || observe >= 0)
+            return "method, path and observe go with \"protocol\":\"coap\"";
+        req->action = vals[6] ? pol_action_parse(vals[6]) : 0;
+        if (req->action == 0)
+            return "action must be connect, publish, subscribe or receive";
+        req->topic = vals[5];
+        if (req->action != POL_CONNECT && req->topic == NULL)
+            return "topic is required for publish, subscribe and receive";
+        return NULL;
+    }
+    /* CoAP: the method says what is done to the path; an action beside
+     * it would be a second, possibly contradicting, answer. */
+    ask->coap = 1;
+    if (vals[6] || vals[5])
+        return "a CoAP check has method and path, not action or topic";
+    if (vals[9] == NULL || vals[10] == NULL)
+        return "a CoAP check needs method and path";
+    if (vals[10][0] == '/')
+        return "path is the topic, without a leading '/'";
+    req->topic = vals[10];
+    if (strcmp(vals[9], "GET") == 0) {
+        req->action = POL_SUBSCRIBE;
+        ask->also = POL_RECEIVE;
+    } else if (observe == 1) {
+        return "observe goes with GET only";
+    } else if (strcmp(vals[9], "PUT") == 0 || strcmp(vals[9], "POST") == 0 ||
+               strcmp(vals[9], "DELETE") == 0) {
+        req->action = POL_PUBLISH;
+    } else {
+        return "method must be GET, PUT, POST or DELETE";
+    }
     return NULL;
 }
 
-static const char *check_request_of(const json_t *o, check_request *req)
+static const char *check_ask_of(const json_t *o, check_ask *ask)
 {
     if (!json_is_object(o)) {
-        memset(req, 0, sizeof(*req));
+        memset(ask, 0, sizeof(*ask));
         return "each check is a JSON object";
     }
-    return check_request_from(json_field, o, req);
+    return check_ask_from(json_field, json_bool, o, ask);
+}
+
+/* Decides what ask asks: its action, then the second one a CoAP GET
+ * needs, whose deny (or shorter ttl) is the answer. */
+static void decide_ask(http_req *r, const check_ask *ask, time_t now,
+                       check_result *res)
+{
+    check_request second;
+    check_result res2;
+
+    decide(r, &ask->req, now, res);
+    if (!res->allow || ask->also == 0 || res->deferred)
+        return;
+    second = ask->req;
+    second.action = ask->also;
+    decide(r, &second, now, &res2);
+    if (res2.deferred) {
+        check_result_clear(res);
+        *res = res2;
+        return;
+    }
+    if (!res2.allow) {
+        check_result_clear(res);
+        *res = res2;
+        return;
+    }
+    if (res2.ttl < res->ttl)
+        res->ttl = res2.ttl;
+    check_result_clear(&res2);
 }
 
 static json_t *check_answer(const check_result *res, pol_action action)
@@ -148,7 +246,7 @@ enum { FLAT_BODY_MAX = 4096 };
 void route_check(http_req *r)
 {
     json_t *body = NULL;
-    check_request req;
+    check_ask ask;
     check_result res;
     const char *bad;
     jsonflat flat;
@@ -159,19 +257,24 @@ void route_check(http_req *r)
     if (r->body_len <= FLAT_BODY_MAX &&
         jsonflat_parse(r->body, r->body_len, scratch, sizeof(scratch),
                        &flat) == 0) {
-        bad = check_request_from(flat_field, &flat, &req);
+        bad = check_ask_from(flat_field, flat_bool, &flat, &ask);
     } else {
         if ((body = http_body_object(r)) == NULL)
             return;
-        bad = check_request_of(body, &req);
+        bad = check_ask_of(body, &ask);
     }
     if (bad != NULL) {
         http_reply_error(r, AD_EFIELD, bad);
         json_decref(body);
         return;
     }
-    decide(r, &req, time(NULL), &res);
-    if (req.action != POL_CONNECT) {
+    decide_ask(r, &ask, time(NULL), &res);
+    if (res.deferred) {
+        check_result_clear(&res);
+        json_decref(body);
+        return;
+    }
+    if (ask.req.action != POL_CONNECT) {
         /* A fixed shape written directly. Safe without escaping: reasons
          * are static snake_case codes and device ids are restricted to
          * [A-Za-z0-9._:-]. */
@@ -183,7 +286,7 @@ void route_check(http_req *r)
                          res.ttl);
         http_reply_bytes(r, 200, "application/json", buf, (size_t)n);
     } else {
-        http_reply_json(r, 200, check_answer(&res, req.action));
+        http_reply_json(r, 200, check_answer(&res, ask.req.action));
     }
     check_result_clear(&res);
     json_decref(body);
@@ -206,9 +309,9 @@ void route_check_batch(http_req *r)
     }
     results = json_array();
     json_array_foreach(checks, i, c) {
-        check_request req;
+        check_ask ask;
         check_result res;
-        const char *bad = check_request_of(c, &req);
+        const char *bad = check_ask_of(c, &ask);
 
         if (bad) {
             /* One malformed check must not fail its neighbours. */
@@ -218,8 +321,14 @@ void route_check_batch(http_req *r)
                                             "error", bad));
             continue;
         }
-        decide(r, &req, now, &res);
-        json_array_append_new(results, check_answer(&res, req.action));
+        decide_ask(r, &ask, now, &res);
+        if (res.deferred) {
+            check_result_clear(&res);
+            json_decref(results);
+            json_decref(body);
+            return;
+        }
+        json_array_append_new(results, check_answer(&res, ask.req.action));
         check_result_clear(&res);
     }
     http_reply_json(r, 200, json_pack("{s:o}", "results", results));

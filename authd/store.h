@@ -44,6 +44,11 @@ typedef enum {
     STORE_IX_CERTS_BY_FPR,        /* sha256 hex of DER -> serial */
     STORE_IX_ENROLLMENT_TOKENS,   /* sha256 hex of token -> enrollment id */
     STORE_IX_APIKEY_HASHES,       /* sha256 hex of key -> api key id */
+    STORE_IX_CHILDREN_BY_GATEWAY, /* gateway device id -> child device id */
+    STORE_IX_ACTIVE_CHILDREN,     /* gateway device id -> child device id,
+                                   * only while the child is active: what
+                                   * ${child.id} binds, read without
+                                   * touching each child's record */
     STORE_IX__COUNT
 } store_index;
 

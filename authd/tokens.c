@@ -637,6 +637,11 @@ out:
     return e;
 }
 
+const uint8_t *tokens_seal_key(const tokens *t)
+{
+    return t->seal_key;
+}
+
 json_t *tokens_jwks(tokens *t)
 {
     struct ring_ref *r = ring_get(t);

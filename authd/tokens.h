@@ -77,6 +77,11 @@ ad_err tokens_rotate(tokens *t, char kid[TOK_KID_MAX], char *err,
                      size_t errlen);
 json_t *tokens_jwks(tokens *t);
 
+/* The cluster's seal key (SEAL_KEY_LEN bytes, owned by t), for the other
+ * records kept sealed in the store: enrollment tokens (see
+ * registry_enrollment_new.seal_key). */
+const uint8_t *tokens_seal_key(const tokens *t);
+
 /* Mints a token for device_id with scope (already granted) and, when
  * cnf is non-NULL, bound to that certificate thumbprint; incarnation
  * (private claim "authd_dev") ties it to this record of the device; acl is the

@@ -16,6 +16,7 @@
     X(AD_ECSRSIG, "bad_csr_signature", 400, "the CSR signature does not verify") \
     X(AD_EWEAKKEY, "weak_key", 400, "the key type or size is not accepted")  \
     X(AD_EDEVID, "invalid_device_id", 400, "device ids are 1-128 bytes of [A-Za-z0-9._:-]") \
+    X(AD_EGATEWAY, "unknown_gateway", 400, "the gateway must be an existing device other than the device itself") \
     X(AD_EPATTERN, "id_not_allowed", 403, "the device id does not match the enrollment's id_pattern") \
     X(AD_EUNAUTH, "unauthorized", 401, "a credential is required")          \
     X(AD_EBADCRED, "invalid_credential", 401, "the credential is not valid") \

@@ -82,12 +82,22 @@ typedef struct {
     node *child;
 } lit;
 
+/* The literal text around the one ${child.id} of a template that reads
+ * no other variable ("${$}" escapes undone): such a template is decided
+ * by looking the subject's middle up in the sorted children. */
+typedef struct {
+    const char *pre, *suf;
+    uint32_t pre_n, suf_n;
+    int ok;
+} affix;
+
 /* A level that reads variables (shared sets only): its text as written,
  * matched by expanding it with the decision's variables. */
 typedef struct {
     const char *t;
     uint32_t tn;
-    int uses_group;
+    unsigned uses; /* POL_USES_* */
+    affix aff;
     node *child;
 } tmpl;
 
@@ -103,6 +113,8 @@ struct node {
                       * node's prefix (see trie_finish) */
     uint8_t in_arena;   /* lits and tmpls have been moved to the arena */
     uint8_t tmpl_below; /* a template at or under this node */
+    uint8_t big;        /* building: lits unsorted, found through
+                         * set->bidx (see lit_child) */
     lit *lits;       /* sorted by (h, n, bytes); on the heap while
                       * building, moved into the arena by trie_freeze */
     tmpl *tmpls;     /* in statement order of their first pattern */
@@ -126,7 +138,9 @@ typedef struct {
     const char *t;
     uint32_t tn;
     uint32_t stmt;
-    int glob, uses_group;
+    int glob;
+    unsigned uses; /* POL_USES_* */
+    affix aff;     /* exact ids only */
 } tcid;
 
 typedef struct {
@@ -151,6 +165,10 @@ struct pol_set {
     tcid *tcids[2];                 /* client ids with variables */
     size_t ntcids[2], captcids[2];
     unsigned uses;                  /* POL_USES_* of those templates */
+    size_t expansions;              /* patterns tried by pol_compile */
+    struct bslot *bidx;             /* building: big nodes' literals */
+    size_t nbidx, capbidx;
+    int over_limit;                 /* ... more than POL_EXPANSIONS_MAX */
     int export_only;  /* pol_statements_bound: no tries */
 };
 
@@ -192,6 +210,17 @@ static int lit_order(const lit *a, const pol_span *l)
     if (a->h != l->h)
         return a->h < l->h ? -1 : 1;
     return lit_cmp(a->s, a->n, l->p, l->n);
+}
+
+static int lit_sort(const void *a, const void *b)
+{
+    const lit *y = b;
+    pol_span l;
+
+    l.p = y->s;
+    l.n = y->n;
+    l.h = y->h;
+    return lit_order(a, &l);
 }
 
 /* Binary search; *pos gets the insertion point when absent. */
@@ -254,16 +283,105 @@ typedef enum { LV_LIT, LV_PLUS, LV_HASH, LV_TMPL } lv_kind;
 
 typedef struct {
     lv_kind kind;
-    int uses_group; /* LV_TMPL */
+    unsigned uses;  /* LV_TMPL: POL_USES_* */
+    affix aff;      /* LV_TMPL */
     pol_span sp;    /* the literal's text, or the template's */
 } plevel;
+
+/* Building only: the literal children of nodes that have many of them
+ * (a gateway's node above its children's ids has one per child) are
+ * found through one open-addressing table of the set instead of a
+ * sorted array, whose insertions would move O(n) entries each; the
+ * arrays are sorted once, by trie_freeze. Small nodes, nearly all,
+ * keep the sorted array. */
+enum { BIG_LITS = 32 };
+
+struct bslot {
+    node *parent; /* NULL: empty */
+    uint32_t pos; /* into parent->lits */
+};
+
+static size_t bidx_slot(const pol_set *set, const node *parent, uint32_t h)
+{
+    uint64_t k = (uint64_t)(uintptr_t)parent * 0x9e3779b97f4a7c15ull ^ h;
+
+    return (size_t)(k ^ (k >> 29)) & (set->capbidx - 1);
+}
+
+static int bidx_add(pol_set *set, node *parent, uint32_t pos)
+{
+    size_t i;
+
+    if ((set->nbidx + 1) * 2 > set->capbidx) {
+        size_t ncap = set->capbidx ? set->capbidx * 2 : 256, old = set->capbidx;
+        struct bslot *o = set->bidx, *t = calloc(ncap, sizeof(*t));
+
+        if (t == NULL)
+            return -1;
+        set->bidx = t;
+        set->capbidx = ncap;
+        for (i = 0; i < old; i++) {
+            size_t j;
+
+            if (o[i].parent == NULL)
+                continue;
+            j = bidx_slot(set, o[i].parent, o[i].parent->lits[o[i].pos].h);
+            while (t[j].parent != NULL)
+                j = (j + 1) & (ncap - 1);
+            t[j] = o[i];
+        }
+        free(o);
+    }
+    i = bidx_slot(set, parent, parent->lits[pos].h);
+    while (set->bidx[i].parent != NULL)
+        i = (i + 1) & (set->capbidx - 1);
+    set->bidx[i].parent = parent;
+    set->bidx[i].pos = pos;
+    set->nbidx++;
+    return 0;
+}
+
+static node *big_child(pol_set *set, node *nd, const pol_span *l)
+{
+    size_t i = bidx_slot(set, nd, l->h);
+    node *next;
+
+    for (; set->bidx[i].parent != NULL; i = (i + 1) & (set->capbidx - 1)) {
+        const lit *c = &nd->lits[set->bidx[i].pos];
+
+        if (set->bidx[i].parent == nd && lit_order(c, l) == 0)
+            return c->child;
+    }
+    if ((next = node_new(set)) == NULL)
+        return NULL;
+    if (nd->nlits == nd->caplits) {
+        uint32_t ncap = nd->caplits * 2;
+        lit *p = realloc(nd->lits, ncap * sizeof(*p));
+
+        if (p == NULL)
+            return NULL;
+        nd->lits = p;
+        nd->caplits = ncap;
+    }
+    nd->lits[nd->nlits].s = l->p;
+    nd->lits[nd->nlits].n = l->n;
+    nd->lits[nd->nlits].h = l->h;
+    nd->lits[nd->nlits].child = next;
+    if (bidx_add(set, nd, nd->nlits) != 0)
+        return NULL;
+    nd->nlits++;
+    return next;
+}
 
 static node *lit_child(pol_set *set, node *nd, const pol_span *l)
 {
     size_t pos = 0;
-    node *next = lit_find(nd, l, &pos);
+    node *next;
+    uint32_t i;
 
-    if (next != NULL)
+    if (nd->big)
+        return big_child(set, nd, l);
+    if ((next = lit_find(nd, l, &pos)) != NULL)
         return next;
     if ((next = node_new(set)) == NULL)
         return NULL;
@@ -283,6 +401,12 @@ static node *lit_child(pol_set *set, node *nd, const pol_span *l)
     nd->lits[pos].h = l->h;
     nd->lits[pos].child = next;
     nd->nlits++;
+    if (nd->nlits == BIG_LITS) {
+        for (i = 0; i < nd->nlits; i++)
+            if (bidx_add(set, nd, i) != 0)
+                return NULL;
+        nd->big = 1;
+    }
     return next;
 }
 
@@ -310,7 +434,8 @@ static node *tmpl_child(pol_set *set, node *nd, const plevel *l)
     }
     nd->tmpls[k].t = l->sp.p;
     nd->tmpls[k].tn = l->sp.n;
-    nd->tmpls[k].uses_group = l->uses_group;
+    nd->tmpls[k].uses = l->uses;
+    nd->tmpls[k].aff = l->aff;
     nd->tmpls[k].child = next;
     nd->ntmpls++;
     return next;
@@ -406,6 +531,10 @@ static int trie_freeze(pol_set *set, node *nd)
 
     if (nd == NULL)
         return 0;
+    if (nd->big) {
+        qsort(nd->lits, nd->nlits, sizeof(lit), lit_sort);
+        nd->big = 0;
+    }
     /* Both arrays are allocated before either is moved, so that on
      * failure the node still owns its heap arrays (node_free). */
     for (i = 0; i < nd->nlits; i++)
@@ -505,6 +634,7 @@ void pol_set_free(pol_set *set)
         free(set->glob_lens[e]);
         free(set->tcids[e]);
     }
+    free(set->bidx);
     free(set->stmts);
     free(set->pats);
     free(set->cidstr);
@@ -569,7 +699,7 @@ static int add_pattern(pol_set *set, stmt *st, uint32_t si, pol_pat_kind kind,
             lv[i].kind = pol_span_is(sp[i], '#')   ? LV_HASH
                          : pol_span_is(sp[i], '+') ? LV_PLUS
                                                    : LV_LIT;
-            lv[i].uses_group = 0;
+            lv[i].uses = 0;
             lv[i].sp = sp[i];
         }
         return insert_levels(set, st, si, lv, count);
@@ -625,6 +755,41 @@ static int has_var(const char *t, size_t n)
     return 0;
 }
 
+/* Fills *aff when t reads ${child.id} once and nothing else but the
+ * "${$}" escape; aff->ok stays 0 otherwise. -1 if out of memory. */
+static int child_affix(pol_set *set, const char *t, size_t tn,
+                       pol_pat_kind kind, scratch *sc, affix *aff)
+{
+    size_t pre, post, n[2], cap;
+    const char *part[2];
+    char *buf;
+    int j;
+
+    memset(aff, 0, sizeof(*aff));
+    if (!pol_tmpl_child_split(t, tn, &pre, &post))
+        return 0;
+    for (j = 0; j < 2; j++) {
+        const char *p = j == 0 ? t : t + post;
+        size_t pn = j == 0 ? pre : tn - post;
+        char *s;
+
+        if ((buf = scratch_for(sc, pn, &cap)) == NULL)
+            return -1;
+        /* With no variables, only the escape expands. */
+        if (pol_tmpl_expand(p, pn, kind, NULL, NULL, buf, cap, &n[j]) != 1)
+            return 0;
+        if ((s = arena_strdup(set, buf, n[j])) == NULL)
+            return -1;
+        part[j] = s;
+    }
+    aff->pre = part[0];
+    aff->pre_n = (uint32_t)n[0];
+    aff->suf = part[1];
+    aff->suf_n = (uint32_t)n[1];
+    aff->ok = 1;
+    return 0;
+}
+
 /* Adds a topic pattern that reads variables to a shared set: its levels
  * without variables become literals (the "${$}" escape undone), the
  * others template children. It is not exported (pol_set_statements
@@ -644,9 +809,9 @@ static ad_err add_topic_template(pol_set *set, const stmt *st, uint32_t si,
     count = pol_split(copy, tn, sp, POL_LEVELS_MAX);
     if (count < 0)
         return AD_OK; /* as in add_pattern: deeper than any decision */
+    memset(lv, 0, (size_t)count * sizeof(lv[0]));
     for (i = 0; i < count; i++) {
         lv[i].sp = sp[i];
-        lv[i].uses_group = 0;
         if (pol_span_is(sp[i], '#')) {
             lv[i].kind = LV_HASH;
             continue;
@@ -668,7 +833,11 @@ static ad_err add_topic_template(pol_set *set, const stmt *st, uint32_t si,
             return AD_EFIELD;
         if (r == 0) {
             lv[i].kind = LV_TMPL;
-            lv[i].uses_group = pol_tmpl_uses_group(sp[i].p, sp[i].n);
+            lv[i].uses = pol_tmpl_uses(sp[i].p, sp[i].n);
+            if ((lv[i].uses & POL_USES_CHILD) &&
+                child_affix(set, sp[i].p, sp[i].n, POL_PAT_TOPIC, sc,
+                            &lv[i].aff) != 0)
+                return AD_ENOMEM;
             continue;
         }
         if ((s = arena_strdup(set, buf, n)) == NULL)
@@ -681,7 +850,7 @@ static ad_err add_topic_template(pol_set *set, const stmt *st, uint32_t si,
 }
 
 static ad_err add_cid_template(pol_set *set, const stmt *st, uint32_t si,
-                               const char *t, size_t tn)
+                               const char *t, size_t tn, scratch *sc)
 {
     int e = st->allow;
     tcid *c;
@@ -697,7 +866,12 @@ static ad_err add_cid_template(pol_set *set, const stmt *st, uint32_t si,
     c->stmt = si;
     /* A '*' that ends the text is the glob's: a variable ends in '}'. */
     c->glob = copy[tn - 1] == '*';
-    c->uses_group = pol_tmpl_uses_group(t, tn);
+    c->uses = pol_tmpl_uses(t, tn);
+    memset(&c->aff, 0, sizeof(c->aff));
+    /* Globs try each child (their cost is documented in policy.h). */
+    if ((c->uses & POL_USES_CHILD) && !c->glob &&
+        child_affix(set, copy, tn, POL_PAT_CLIENT_ID, sc, &c->aff) != 0)
+        return AD_ENOMEM;
     return AD_OK;
 }
 
@@ -721,20 +895,53 @@ static ad_err add_shared(pol_set *set, stmt *st, uint32_t si,
                                                            : AD_OK;
     set->uses |= pol_tmpl_uses(t, tn);
     if (kind == POL_PAT_CLIENT_ID)
-        return add_cid_template(set, st, si, t, tn);
+        return add_cid_template(set, st, si, t, tn, sc);
     return add_topic_template(set, st, si, t, tn, sc);
+}
+
+/* The value of the i-th group or child; NULL if there is none. */
+static const char *nth(const char *const *v, size_t count, long i)
+{
+    if (v == NULL || i < 0 || (size_t)i >= count)
+        return NULL;
+    return v[i];
+}
+
+/* One expansion of template t with bind, added to the set; an unset or
+ * hostile value leaves the pattern out (it matches nothing). */
+static ad_err add_expanded(pol_set *set, stmt *st, uint32_t si,
+                           pol_pat_kind kind, const char *t, size_t tn,
+                           const pol_vars *vars, const pol_bind *bind,
+                           scratch *sc)
+{
+    char *buf = sc->small;
+    size_t n;
+    int r;
+
+    r = pol_tmpl_expand(t, tn, kind, vars, bind, buf, sizeof(sc->small), &n);
+    if (r == -2) {
+        if (sc->big == NULL && (sc->big = malloc(POL_TOPIC_MAX + 1)) == NULL)
+            return AD_ENOMEM;
+        buf = sc->big;
+        r = pol_tmpl_expand(t, tn, kind, vars, bind, buf, POL_TOPIC_MAX + 1,
+                            &n);
+    }
+    if (r < 0)
+        return AD_EFIELD;
+    if (r == 0)
+        return AD_OK;
+    return add_pattern(set, st, si, kind, buf, n) != 0 ? AD_ENOMEM : AD_OK;
 }
 
 static ad_err add_patterns(pol_set *set, stmt *st, uint32_t si,
                            const json_t *arr, pol_pat_kind kind,
                            const pol_vars *vars, int shared, scratch *sc)
 {
-    char *buf;
-    size_t i, g, n, groups;
+    size_t i, g, c, groups, children;
     const char *t;
     size_t tn;
+    unsigned uses;
     ad_err e;
-    int r;
 
     for (i = 0; i < json_array_size(arr); i++) {
         const json_t *v = json_array_get(arr, i);
@@ -746,32 +953,35 @@ static ad_err add_patterns(pol_set *set, stmt *st, uint32_t si,
                 return e;
             continue;
         }
-        /* ${group} makes one pattern per group the device is in. */
-        groups = 1;
-        if (pol_tmpl_uses_group(t, tn))
+        /* ${group} makes one pattern per group the device is in,
+         * ${child.id} one per child of the gateway, and both one per
+         * (group, child) pair. */
+        uses = pol_tmpl_uses(t, tn);
+        groups = children = 1;
+        if (uses & POL_USES_GROUP)
             groups = vars ? vars->group_count : 0;
+        if (uses & POL_USES_CHILD)
+            children = vars ? vars->child_count : 0;
+        /* Bounded, because groups times children can be large: the
+         * shared set (pol_decide_bound) has no such limit. */
+        if ((children > 0 && groups > POL_EXPANSIONS_MAX / children) ||
+            groups * children > POL_EXPANSIONS_MAX - set->expansions) {
+            set->over_limit = 1;
+            return AD_EFIELD;
+        }
+        set->expansions += groups * children;
         for (g = 0; g < groups; g++) {
-            const char *group = NULL;
+            for (c = 0; c < children; c++) {
+                pol_bind bind;
 
-            if (vars != NULL && vars->groups != NULL && g < vars->group_count)
-                group = vars->groups[g];
-            buf = sc->small;
-            r = pol_tmpl_expand(t, tn, kind, vars, group, buf,
-                                sizeof(sc->small), &n);
-            if (r == -2) {
-                if (sc->big == NULL &&
-                    (sc->big = malloc(POL_TOPIC_MAX + 1)) == NULL)
-                    return AD_ENOMEM;
-                buf = sc->big;
-                r = pol_tmpl_expand(t, tn, kind, vars, group, buf,
-                                    POL_TOPIC_MAX + 1, &n);
+                bind.group = vars ? nth(vars->groups, vars->group_count,
+                                        (long)g) : NULL;
+                bind.child = vars ? nth(vars->children, vars->child_count,
+                                        (long)c) : NULL;
+                if ((e = add_expanded(set, st, si, kind, t, tn, vars, &bind,
+                                      sc)) != AD_OK)
+                    return e;
             }
-            if (r < 0)
-                return AD_EFIELD;
-            if (r == 0)
-                continue; /* unset or hostile: this pattern matches nothing */
-            if (add_pattern(set, st, si, kind, buf, n) != 0)
-                return AD_ENOMEM;
         }
     }
     return AD_OK;
@@ -806,14 +1016,19 @@ static ad_err compile_stmt(pol_set *set, const char *name, size_t idx,
     st->actions = sv->actions;
     st->tfirst = set->npats;
     st->cfirst = set->ncids;
-    if (sv->topics != NULL &&
-        (e = add_patterns(set, st, si, sv->topics, POL_PAT_TOPIC, vars,
-                          shared, sc)) != AD_OK)
+    if ((sv->topics != NULL &&
+         (e = add_patterns(set, st, si, sv->topics, POL_PAT_TOPIC, vars,
+                           shared, sc)) != AD_OK) ||
+        (sv->client_ids != NULL &&
+         (e = add_patterns(set, st, si, sv->client_ids, POL_PAT_CLIENT_ID,
+                           vars, shared, sc)) != AD_OK)) {
+        if (set->over_limit)
+            return ad_errf(e, err, errlen,
+                           "statement %zu: ${group} and ${child.id} expand "
+                           "to more than %d patterns", idx,
+                           POL_EXPANSIONS_MAX);
         return ad_errf(e, err, errlen, "statement %zu: cannot compile", idx);
-    if (sv->client_ids != NULL &&
-        (e = add_patterns(set, st, si, sv->client_ids, POL_PAT_CLIENT_ID,
-                          vars, shared, sc)) != AD_OK)
-        return ad_errf(e, err, errlen, "statement %zu: cannot compile", idx);
+    }
     return AD_OK;
 }
 
@@ -897,6 +1112,9 @@ static ad_err compile(const pol_source *sources, size_t n,
             goto out;
         }
     }
+    free(set->bidx); /* only building needed it */
+    set->bidx = NULL;
+    set->nbidx = set->capbidx = 0;
     *out = set;
     set = NULL;
 out:
@@ -1079,16 +1297,21 @@ json_t *pol_set_statements(const pol_set *set)
  * that bind the templates. Besides its node and level, each step
  * carries acc, the length the pattern's levels above have expanded to
  * (each with its '/'), because the expanded pattern must fit
- * POL_TOPIC_MAX; and grp, the group ${group} is bound to on this path
- * (-1: none yet), because a pattern reads one group throughout. */
+ * POL_TOPIC_MAX; and b, the group and the child ${group} and
+ * ${child.id} are bound to on this path (-1: none yet), because a
+ * pattern reads one group and one child throughout. */
 typedef struct {
     const pol_vars *vars;
     const pol_span *lv;
     size_t n;
 } walk;
 
+typedef struct {
+    long g, c; /* indexes into vars->groups and vars->children, or -1 */
+} bnd;
+
 typedef void walk_fn(const walk *w, const node *nd, size_t i, size_t acc,
-                     long grp, uint32_t *best);
+                     bnd b, uint32_t *best);
 
 static walk_fn walk_match, walk_covers;
 
@@ -1111,27 +1334,89 @@ static void take_hterm(const node *nd, size_t acc, uint32_t *best)
         set_min(best, nd->hterm);
 }
 
-static const char *group_at(const pol_vars *vars, long g)
+static pol_bind bind_of(const pol_vars *vars, bnd b)
 {
-    if (vars == NULL || vars->groups == NULL || g < 0 ||
-        (size_t)g >= vars->group_count)
-        return NULL;
-    return vars->groups[g];
+    pol_bind pb = {NULL, NULL};
+
+    if (vars != NULL) {
+        pb.group = nth(vars->groups, vars->group_count, b.g);
+        pb.child = nth(vars->children, vars->child_count, b.c);
+    }
+    return pb;
 }
 
-/* The bindings a template is tried with, [*g0, *g1): the path's own when
- * it reads no ${group} or the group is already bound, else each of the
- * device's groups (the patterns pol_compile makes, one per group). */
-static void tmpl_range(const walk *w, int uses_group, long grp, long *g0,
-                       long *g1)
+/* The values one variable is tried with, [*v0, *v1): the path's own
+ * when the template does not read it or it is already bound, else each
+ * of the identity's (the patterns pol_compile makes, one per value). */
+static void var_range(unsigned reads, long bound, size_t count, long *v0,
+                      long *v1)
 {
-    if (!uses_group || grp >= 0) {
-        *g0 = grp;
-        *g1 = grp + 1;
+    if (!reads || bound >= 0) {
+        *v0 = bound;
+        *v1 = bound + 1;
     } else {
-        *g0 = 0;
-        *g1 = w->vars != NULL ? (long)w->vars->group_count : 0;
+        *v0 = 0;
+        *v1 = (long)count;
     }
+}
+
+static size_t group_count(const pol_vars *vars)
+{
+    return vars != NULL ? vars->group_count : 0;
+}
+
+static size_t child_count(const pol_vars *vars)
+{
+    return vars != NULL ? vars->child_count : 0;
+}
+
+/* s[0..n) against the string z, in strcmp's order (unsigned bytes).
+ * s holds no NUL, so strncmp stops at the first difference or after n
+ * bytes, never reading past either string. */
+static int span_strcmp(const char *s, size_t n, const char *z)
+{
+    int c = strncmp(s, z, n);
+
+    if (c != 0)
+        return c;
+    return z[n] == '\0' ? 0 : -1;
+}
+
+/* The index of the child whose id is s[0..n), or -1: a binary search of
+ * the children, which the caller keeps sorted by strcmp (a NULL entry
+ * reads as "", which no pattern accepts). */
+static long child_find(const pol_vars *vars, const char *s, size_t n)
+{
+    size_t lo = 0, hi;
+
+    if (vars == NULL || vars->children == NULL)
+        return -1;
+    hi = vars->child_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const char *z = vars->children[mid] ? vars->children[mid] : "";
+        int c = span_strcmp(s, n, z);
+
+        if (c == 0)
+            return (long)mid;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return -1;
+}
+
+/* The child a template "<pre>${child.id}<suf>" must be bound to for its
+ * expansion to be s[0..n): the middle of s looked up, -1 if none. */
+static long affix_child(const pol_vars *vars, const affix *a, const char *s,
+                        size_t n)
+{
+    if (n < (size_t)a->pre_n + a->suf_n ||
+        memcmp(s, a->pre, a->pre_n) != 0 ||
+        memcmp(s + n - a->suf_n, a->suf, a->suf_n) != 0)
+        return -1;
+    return child_find(vars, s + a->pre_n, n - a->pre_n - a->suf_n);
 }
 
 static int is_share(const pol_span *l)
@@ -1139,79 +1424,138 @@ static int is_share(const pol_span *l)
     return l->n == 6 && memcmp(l->p, "$share", 6) == 0;
 }
 
+/* Walks fn into t's child if t, bound by b, expands to the subject's
+ * level i; 1 if it does. */
+static int tmpl_eq_one(const walk *w, const tmpl *t, size_t i, size_t acc,
+                       bnd b, uint32_t *best, walk_fn *fn)
+{
+    const pol_span *l = &w->lv[i];
+    pol_bind pb = bind_of(w->vars, b);
+
+    if (!pol_tmpl_compare(t->t, t->tn, POL_PAT_TOPIC, w->vars, &pb, l->p,
+                          l->n, 0, NULL))
+        return 0;
+    if (i == 0 && is_share(l)) {
+        /* An expansion starting "$share/" is dropped: here only the
+         * pattern that ends at this level is left. It meets a subject
+         * that ends here too, or (intersecting) whose next and last
+         * level is '#'. */
+        if (i + 1 == w->n ||
+            (fn != walk_match && fn != walk_covers && i + 2 == w->n &&
+             pol_span_is(w->lv[i + 1], '#')))
+            set_min(best, t->child->term);
+    } else {
+        fn(w, t->child, i + 1, acc + l->n + 1, b, best);
+    }
+    return 1;
+}
+
 /* Walks fn into each template child of nd that expands to the subject's
  * level i (a topic level, or a filter's literal one). */
 static void tmpl_walk_eq(const walk *w, const node *nd, size_t i, size_t acc,
-                         long grp, uint32_t *best, walk_fn *fn)
+                         bnd b, uint32_t *best, walk_fn *fn)
 {
     const pol_span *l = &w->lv[i];
     uint32_t k;
-    long g, g0, g1;
+    long g, c, g0, g1, c0, c1;
 
     for (k = 0; k < nd->ntmpls; k++) {
         const tmpl *t = &nd->tmpls[k];
+        int free_g = (t->uses & POL_USES_GROUP) && b.g < 0;
+        int free_c = (t->uses & POL_USES_CHILD) && b.c < 0;
 
         if (t->child->submin >= *best)
             continue;
-        tmpl_range(w, t->uses_group, grp, &g0, &g1);
-        for (g = g0; g < g1; g++) {
-            if (!pol_tmpl_compare(t->t, t->tn, POL_PAT_TOPIC, w->vars,
-                                  t->uses_group ? group_at(w->vars, g) : NULL,
-                                  l->p, l->n, 0, NULL))
+        var_range(t->uses & POL_USES_GROUP, b.g, group_count(w->vars), &g0,
+                  &g1);
+        var_range(t->uses & POL_USES_CHILD, b.c, child_count(w->vars), &c0,
+                  &c1);
+        if (free_c && t->aff.ok) {
+            /* The only child this level can be is looked up, so that a
+             * gateway's thousands of children cost a binary search. */
+            if ((c0 = affix_child(w->vars, &t->aff, l->p, l->n)) < 0)
                 continue;
-            if (i == 0 && is_share(l)) {
-                /* An expansion starting "$share/" is dropped: here only
-                 * the pattern that ends at this level is left. It meets
-                 * a subject that ends here too, or (intersecting) whose
-                 * next and last level is '#'. */
-                if (i + 1 == w->n ||
-                    (fn != walk_match && fn != walk_covers && i + 2 == w->n &&
-                     pol_span_is(w->lv[i + 1], '#')))
-                    set_min(best, t->child->term);
-            } else {
-                fn(w, t->child, i + 1, acc + l->n + 1, g, best);
-            }
-            /* Only one value of ${group} gives this text (its length
-             * fixes the group's), so another group is the same. */
-            break;
+            c1 = c0 + 1;
+            free_c = 0;
         }
+        for (g = g0; g < g1; g++) {
+            for (c = c0; c < c1; c++) {
+                bnd nb;
+
+                nb.g = g;
+                nb.c = c;
+                if (!tmpl_eq_one(w, t, i, acc, nb, best, fn))
+                    continue;
+                /* With one value free, only one gives this text (its
+                 * length fixes the value's, the rest being bound), so
+                 * another is the same. With both free, "a"+"bc" and
+                 * "ab"+"c" both give "abc" and bind the rest of the
+                 * pattern differently: each is walked. */
+                if (!(free_g && free_c))
+                    goto next;
+            }
+        }
+    next:;
     }
 }
 
 /* Walks fn into each template child of nd that has a valid expansion,
- * for a '+' or '#' in a filter, which meets any of them. */
+ * for a '+' or '#' in a filter, which meets any of them: with an
+ * unbound ${child.id}, each child in turn, as a device's compiled set
+ * holds one literal per child. */
 static void tmpl_walk_any(const walk *w, const node *nd, size_t i,
-                          size_t acc, long grp, uint32_t *best, walk_fn *fn)
+                          size_t acc, bnd b, uint32_t *best, walk_fn *fn)
 {
     uint32_t k;
-    long g, g0, g1;
+    long g, c, g0, g1, c0, c1;
     size_t len;
     int first;
 
     for (k = 0; k < nd->ntmpls; k++) {
         const tmpl *t = &nd->tmpls[k];
 
-        if (t->child->submin >= *best)
-            continue;
-        tmpl_range(w, t->uses_group, grp, &g0, &g1);
+        var_range(t->uses & POL_USES_GROUP, b.g, group_count(w->vars), &g0,
+                  &g1);
+        var_range(t->uses & POL_USES_CHILD, b.c, child_count(w->vars), &c0,
+                  &c1);
         for (g = g0; g < g1; g++) {
-            if (!pol_tmpl_measure(t->t, t->tn, POL_PAT_TOPIC, w->vars,
-                                  t->uses_group ? group_at(w->vars, g) : NULL,
-                                  &len, &first))
-                continue;
-            /* A '+' in the first level meets no '$' level; so it never
-             * meets "$share" either ('#' is never the first level). */
-            if (i == 0 && first == '$')
-                continue;
-            fn(w, t->child, i + 1, acc + len + 1, g, best);
+            for (c = c0; c < c1; c++) {
+                bnd nb;
+                pol_bind pb;
+
+                /* Nothing below can lower best any more. */
+                if (t->child->submin >= *best)
+                    goto next;
+                nb.g = g;
+                nb.c = c;
+                pb = bind_of(w->vars, nb);
+                if (!pol_tmpl_measure(t->t, t->tn, POL_PAT_TOPIC, w->vars,
+                                      &pb, &len, &first))
+                    continue;
+                /* A '+' in the first level meets no '$' level; so it
+                 * never meets "$share" either ('#' is never the first
+                 * level). */
+                if (i == 0 && first == '$')
+                    continue;
+                fn(w, t->child, i + 1, acc + len + 1, nb, best);
+                /* Bindings differ below only in length when nothing
+                 * below reads a variable: if no pattern below was too
+                 * long with this one, none reaches more with another,
+                 * so a deny's '+' meets 10,000 children in one walk. */
+                if (!t->child->tmpl_below &&
+                    (int64_t)acc + (int64_t)len + 1 + t->child->sublen <=
+                        POL_TOPIC_MAX)
+                    goto next;
+            }
         }
+    next:;
     }
 }
 
 /* Lowest statement among the patterns at or below nd that are valid
  * with these variables: what a '#' in a filter meets. */
 static void walk_below(const walk *w, const node *nd, size_t i, size_t acc,
-                       long grp, uint32_t *best)
+                       bnd b, uint32_t *best)
 {
     uint32_t k;
 
@@ -1224,15 +1568,15 @@ static void walk_below(const walk *w, const node *nd, size_t i, size_t acc,
     take_term(nd, acc, best);
     take_hterm(nd, acc, best);
     for (k = 0; k < nd->nlits; k++)
-        walk_below(w, nd->lits[k].child, i + 1, acc + nd->lits[k].n + 1, grp,
+        walk_below(w, nd->lits[k].child, i + 1, acc + nd->lits[k].n + 1, b,
                    best);
-    walk_below(w, nd->plus, i + 1, acc + 2, grp, best);
-    tmpl_walk_any(w, nd, i, acc, grp, best, walk_below);
+    walk_below(w, nd->plus, i + 1, acc + 2, b, best);
+    tmpl_walk_any(w, nd, i, acc, b, best, walk_below);
 }
 
 /* Lowest statement whose pattern matches the topic levels lv[i..n). */
 static void walk_match(const walk *w, const node *nd, size_t i, size_t acc,
-                       long grp, uint32_t *best)
+                       bnd b, uint32_t *best)
 {
     while (nd != NULL && nd->submin < *best) {
         take_hterm(nd, acc, best); /* never at the root: see pol_split */
@@ -1241,9 +1585,9 @@ static void walk_match(const walk *w, const node *nd, size_t i, size_t acc,
             return;
         }
         if (nd->plus != NULL && !dollar_first(w->lv, i))
-            walk_match(w, nd->plus, i + 1, acc + 2, grp, best);
+            walk_match(w, nd->plus, i + 1, acc + 2, b, best);
         if (nd->ntmpls > 0)
-            tmpl_walk_eq(w, nd, i, acc, grp, best, walk_match);
+            tmpl_walk_eq(w, nd, i, acc, b, best, walk_match);
         acc += w->lv[i].n + 1;
         nd = lit_find(nd, &w->lv[i], NULL);
         i++;
@@ -1252,7 +1596,7 @@ static void walk_match(const walk *w, const node *nd, size_t i, size_t acc,
 
 /* Lowest statement whose pattern covers the filter levels lv[i..n). */
 static void walk_covers(const walk *w, const node *nd, size_t i, size_t acc,
-                        long grp, uint32_t *best)
+                        bnd b, uint32_t *best)
 {
     while (nd != NULL && nd->submin < *best) {
         take_hterm(nd, acc, best);
@@ -1263,13 +1607,15 @@ static void walk_covers(const walk *w, const node *nd, size_t i, size_t acc,
         if (pol_span_is(w->lv[i], '#'))
             return; /* only a '#' covers a '#' */
         if (pol_span_is(w->lv[i], '+')) {
-            nd = nd->plus; /* a literal never covers '+', nor a template */
+            /* A literal never covers '+', nor a template: one child's
+             * pattern does not cover the level of every other. */
+            nd = nd->plus;
             acc += 2;
         } else {
             if (nd->plus != NULL && !dollar_first(w->lv, i))
-                walk_covers(w, nd->plus, i + 1, acc + 2, grp, best);
+                walk_covers(w, nd->plus, i + 1, acc + 2, b, best);
             if (nd->ntmpls > 0)
-                tmpl_walk_eq(w, nd, i, acc, grp, best, walk_covers);
+                tmpl_walk_eq(w, nd, i, acc, b, best, walk_covers);
             acc += w->lv[i].n + 1;
             nd = lit_find(nd, &w->lv[i], NULL);
         }
@@ -1279,7 +1625,7 @@ static void walk_covers(const walk *w, const node *nd, size_t i, size_t acc,
 
 /* Lowest statement whose pattern intersects the filter levels lv[i..n). */
 static void walk_intersects(const walk *w, const node *nd, size_t i,
-                            size_t acc, long grp, uint32_t *best)
+                            size_t acc, bnd b, uint32_t *best)
 {
     uint32_t k;
 
@@ -1290,7 +1636,7 @@ static void walk_intersects(const walk *w, const node *nd, size_t i,
             return;
         }
         if (pol_span_is(w->lv[i], '#')) {
-            walk_below(w, nd, i, acc, grp, best); /* all share a topic */
+            walk_below(w, nd, i, acc, b, best); /* all share a topic */
             return;
         }
         if (pol_span_is(w->lv[i], '+')) {
@@ -1300,16 +1646,16 @@ static void walk_intersects(const walk *w, const node *nd, size_t i,
                 if (!(i == 0 && nd->lits[k].n > 0 &&
                       nd->lits[k].s[0] == '$'))
                     walk_intersects(w, nd->lits[k].child, i + 1,
-                                    acc + nd->lits[k].n + 1, grp, best);
+                                    acc + nd->lits[k].n + 1, b, best);
             if (nd->ntmpls > 0)
-                tmpl_walk_any(w, nd, i, acc, grp, best, walk_intersects);
+                tmpl_walk_any(w, nd, i, acc, b, best, walk_intersects);
             nd = nd->plus;
             acc += 2;
         } else {
             if (nd->plus != NULL && !dollar_first(w->lv, i))
-                walk_intersects(w, nd->plus, i + 1, acc + 2, grp, best);
+                walk_intersects(w, nd->plus, i + 1, acc + 2, b, best);
             if (nd->ntmpls > 0)
-                tmpl_walk_eq(w, nd, i, acc, grp, best, walk_intersects);
+                tmpl_walk_eq(w, nd, i, acc, b, best, walk_intersects);
             acc += w->lv[i].n + 1;
             nd = lit_find(nd, &w->lv[i], NULL);
         }
@@ -1322,41 +1668,53 @@ static void walk_root(const node *root, const pol_vars *vars,
                       uint32_t *best)
 {
     walk w;
+    bnd b = {-1, -1};
 
     w.vars = vars;
     w.lv = lv;
     w.n = (size_t)count;
-    fn(&w, root, 0, 0, -1, best);
+    fn(&w, root, 0, 0, b, best);
 }
 
 /* Does the client id template c, expanded with vars, accept id[0..n)? */
 static int tcid_match(const tcid *c, const pol_vars *vars, const char *id,
                       size_t n)
 {
-    long g, g0 = -1, g1 = 0;
+    long g, g0, g1, h, h0, h1;
     size_t k;
 
-    if (c->uses_group) {
-        g0 = 0;
-        g1 = vars != NULL ? (long)vars->group_count : 0;
+    var_range(c->uses & POL_USES_GROUP, -1, group_count(vars), &g0, &g1);
+    var_range(c->uses & POL_USES_CHILD, -1, child_count(vars), &h0, &h1);
+    if ((c->uses & POL_USES_CHILD) && c->aff.ok) {
+        /* An exact id names its child: looked up, not searched for. */
+        if ((h0 = affix_child(vars, &c->aff, id, n)) < 0)
+            return 0;
+        h1 = h0 + 1;
     }
     for (g = g0; g < g1; g++) {
-        const char *gv = c->uses_group ? group_at(vars, g) : NULL;
+        for (h = h0; h < h1; h++) {
+            bnd b;
+            pol_bind pb;
 
-        if (!c->glob) {
-            if (pol_tmpl_compare(c->t, c->tn, POL_PAT_CLIENT_ID, vars, gv, id,
-                                 n, 0, NULL))
+            b.g = g;
+            b.c = h;
+            pb = bind_of(vars, b);
+            if (!c->glob) {
+                if (pol_tmpl_compare(c->t, c->tn, POL_PAT_CLIENT_ID, vars,
+                                     &pb, id, n, 0, NULL))
+                    return 1;
+                continue;
+            }
+            /* "P*" accepts ids starting with P. The expansion must be
+             * valid UTF-8 and at most POL_TOPIC_MAX bytes: P, a prefix
+             * of the (valid) id, must end on a character boundary of
+             * it. */
+            if (pol_tmpl_compare(c->t, c->tn - 1, POL_PAT_CLIENT_ID, vars,
+                                 &pb, id, n, 1, &k) &&
+                k < POL_TOPIC_MAX &&
+                (k == n || ((unsigned char)id[k] & 0xc0) != 0x80))
                 return 1;
-            continue;
         }
-        /* "P*" accepts ids starting with P. The expansion must be valid
-         * UTF-8 and at most POL_TOPIC_MAX bytes: P, a prefix of the
-         * (valid) id, must end on a character boundary of it. */
-        if (pol_tmpl_compare(c->t, c->tn - 1, POL_PAT_CLIENT_ID, vars, gv, id,
-                             n, 1, &k) &&
-            k < POL_TOPIC_MAX &&
-            (k == n || ((unsigned char)id[k] & 0xc0) != 0x80))
-            return 1;
     }
     return 0;
 }

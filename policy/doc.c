@@ -74,7 +74,7 @@ static int attr_key_valid(const char *k, size_t n)
 /* Resolves one variable name: -1 unknown, 0 unset, 1 set (*val, *vlen).
  * With vars NULL (validation) every known variable reads as "v". */
 static int var_value(const char *name, size_t n, const pol_vars *vars,
-                     const char *group, int validating, const char **val,
+                     const pol_bind *bind, int validating, const char **val,
                      size_t *vlen)
 {
     const char *v = NULL;
@@ -95,7 +95,9 @@ static int var_value(const char *name, size_t n, const pol_vars *vars,
     } else if (name_is(name, n, "cert.cn")) {
         v = vars ? vars->cert_cn : NULL;
     } else if (name_is(name, n, "group")) {
-        v = group;
+        v = bind ? bind->group : NULL;
+    } else if (name_is(name, n, "child.id")) {
+        v = bind ? bind->child : NULL;
     } else if (n > ATTR_PREFIX_LEN &&
                memcmp(name, attr_prefix, ATTR_PREFIX_LEN) == 0 &&
                attr_key_valid(name + ATTR_PREFIX_LEN, n - ATTR_PREFIX_LEN)) {
@@ -244,7 +246,7 @@ static int sink_end(sink *k, size_t *outn)
  * literal text go to the sink whole, so comparing costs one memcmp per
  * run rather than one per byte. */
 static int expand(const char *t, size_t tn, pol_pat_kind kind,
-                  const pol_vars *vars, const char *group, int validating,
+                  const pol_vars *vars, const pol_bind *bind, int validating,
                   sink *k, size_t *outn)
 {
     size_t i = 0, j;
@@ -259,7 +261,7 @@ static int expand(const char *t, size_t tn, pol_pat_kind kind,
             if (close == NULL)
                 return -1;
             j = (size_t)(close - (t + i + 2));
-            r = var_value(t + i + 2, j, vars, group, validating, &val, &vlen);
+            r = var_value(t + i + 2, j, vars, bind, validating, &val, &vlen);
             if (r <= 0)
                 return r;
             /* The "$" escape is ours and safe; every other value is
@@ -283,7 +285,7 @@ static int expand(const char *t, size_t tn, pol_pat_kind kind,
 }
 
 int pol_tmpl_expand(const char *t, size_t tn, pol_pat_kind kind,
-                    const pol_vars *vars, const char *group, char *out,
+                    const pol_vars *vars, const pol_bind *bind, char *out,
                     size_t cap, size_t *outn)
 {
     sink k;
@@ -292,12 +294,12 @@ int pol_tmpl_expand(const char *t, size_t tn, pol_pat_kind kind,
     k.mode = SINK_COPY;
     k.out = out;
     k.cap = cap;
-    return expand(t, tn, kind, vars, group, 0, &k, outn);
+    return expand(t, tn, kind, vars, bind, 0, &k, outn);
 }
 
 int pol_tmpl_compare(const char *t, size_t tn, pol_pat_kind kind,
-                     const pol_vars *vars, const char *group, const char *s,
-                     size_t n, int prefix, size_t *outn)
+                     const pol_vars *vars, const pol_bind *bind,
+                     const char *s, size_t n, int prefix, size_t *outn)
 {
     sink k;
     size_t dummy;
@@ -307,34 +309,23 @@ int pol_tmpl_compare(const char *t, size_t tn, pol_pat_kind kind,
     k.s = s;
     k.sn = n;
     k.prefix = prefix;
-    return expand(t, tn, kind, vars, group, 0, &k,
+    return expand(t, tn, kind, vars, bind, 0, &k,
                   outn ? outn : &dummy) == 1;
 }
 
 int pol_tmpl_measure(const char *t, size_t tn, pol_pat_kind kind,
-                     const pol_vars *vars, const char *group, size_t *outn,
-                     int *first)
+                     const pol_vars *vars, const pol_bind *bind,
+                     size_t *outn, int *first)
 {
     sink k;
 
     memset(&k, 0, sizeof(k));
     k.mode = SINK_MEASURE;
     k.first = -1;
-    if (expand(t, tn, kind, vars, group, 0, &k, outn) != 1)
+    if (expand(t, tn, kind, vars, bind, 0, &k, outn) != 1)
         return 0;
     *first = k.first;
     return 1;
-}
-
-int pol_tmpl_uses_group(const char *t, size_t tn)
-{
-    static const char g[] = "${group}";
-    size_t i;
-
-    for (i = 0; i + sizeof(g) - 1 <= tn; i++)
-        if (memcmp(t + i, g, sizeof(g) - 1) == 0)
-            return 1;
-    return 0;
 }
 
 /* The POL_USES_* bit of one variable name (0 for "$" and unknown ones). */
@@ -350,6 +341,8 @@ static unsigned var_uses(const char *name, size_t n)
         return POL_USES_CERT_CN;
     if (name_is(name, n, "group"))
         return POL_USES_GROUP;
+    if (name_is(name, n, "child.id"))
+        return POL_USES_CHILD;
     if (n > ATTR_PREFIX_LEN && memcmp(name, attr_prefix, ATTR_PREFIX_LEN) == 0)
         return POL_USES_ATTRIBUTES;
     return 0;
@@ -375,6 +368,35 @@ unsigned pol_tmpl_uses(const char *t, size_t tn)
         }
     }
     return u;
+}
+
+int pol_tmpl_child_split(const char *t, size_t tn, size_t *pre, size_t *post)
+{
+    static const char child[] = "child.id";
+    size_t i = 0, j;
+    int found = 0;
+
+    /* The same reading of "${...}" as expand(), so that the split is at
+     * the variable expand() would substitute. */
+    while (i < tn) {
+        if (t[i] == '$' && i + 1 < tn && t[i + 1] == '{') {
+            const char *close = memchr(t + i + 2, '}', tn - i - 2);
+
+            if (close == NULL)
+                return 0;
+            j = (size_t)(close - (t + i + 2));
+            if (name_is(t + i + 2, j, child)) {
+                if (found++)
+                    return 0;
+                *pre = i;
+                *post = i + j + 3;
+            }
+            i += j + 3;
+        } else {
+            i++;
+        }
+    }
+    return found == 1;
 }
 
 /* ---- validation ----------------------------------------------------- */

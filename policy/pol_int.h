@@ -58,15 +58,23 @@ static inline int pol_span_is(pol_span l, char c)
  * pattern is being checked (topics or client ids). */
 typedef enum { POL_PAT_TOPIC, POL_PAT_CLIENT_ID } pol_pat_kind;
 
+/* The values a template's one-at-a-time variables are bound to: one
+ * group for ${group}, one child for ${child.id} (NULL = unset). A
+ * pattern reads the same binding in every level. */
+typedef struct {
+    const char *group;
+    const char *child;
+} pol_bind;
+
 /* Expands the variables of template t[0..tn) into out (capacity cap,
- * NUL-terminated). group is the value of ${group} (NULL = unset).
- * Returns 1 and *outn on success, 0 if a variable is unset or its value
- * is hostile ('/', '+', '#', NUL, and '*' for client ids) or the result
- * is longer than POL_TOPIC_MAX, -1 if the template is malformed (unknown
- * variable), -2 if cap (<= POL_TOPIC_MAX) was too small: retry with a
- * buffer of POL_TOPIC_MAX + 1 bytes. */
+ * NUL-terminated). bind gives ${group} and ${child.id} (NULL = both
+ * unset). Returns 1 and *outn on success, 0 if a variable is unset or
+ * its value is hostile ('/', '+', '#', NUL, and '*' for client ids) or
+ * the result is longer than POL_TOPIC_MAX, -1 if the template is
+ * malformed (unknown variable), -2 if cap (<= POL_TOPIC_MAX) was too
+ * small: retry with a buffer of POL_TOPIC_MAX + 1 bytes. */
 int pol_tmpl_expand(const char *t, size_t tn, pol_pat_kind kind,
-                    const pol_vars *vars, const char *group, char *out,
+                    const pol_vars *vars, const pol_bind *bind, char *out,
                     size_t cap, size_t *outn);
 
 /* The same expansion compared with s[0..n) instead of copied, for
@@ -75,18 +83,21 @@ int pol_tmpl_expand(const char *t, size_t tn, pol_pat_kind kind,
  * *outn, which may be NULL), 0 if not or if it would not expand (unset,
  * hostile, too long, malformed). */
 int pol_tmpl_compare(const char *t, size_t tn, pol_pat_kind kind,
-                     const pol_vars *vars, const char *group, const char *s,
-                     size_t n, int prefix, size_t *outn);
+                     const pol_vars *vars, const pol_bind *bind,
+                     const char *s, size_t n, int prefix, size_t *outn);
 
 /* The same expansion only measured: 1 with its length (*outn) and first
  * byte (*first, -1 if empty) if it expands to valid UTF-8 of at most
  * POL_TOPIC_MAX bytes, else 0. */
 int pol_tmpl_measure(const char *t, size_t tn, pol_pat_kind kind,
-                     const pol_vars *vars, const char *group, size_t *outn,
-                     int *first);
+                     const pol_vars *vars, const pol_bind *bind,
+                     size_t *outn, int *first);
 
-/* 1 if the template uses ${group}. */
-int pol_tmpl_uses_group(const char *t, size_t tn);
+/* 1 if the template reads ${child.id} exactly once: it is t[0..*pre),
+ * the variable, then t[*post..tn). A shared set looks such a level up
+ * in the sorted children instead of trying each child. */
+int pol_tmpl_child_split(const char *t, size_t tn, size_t *pre,
+                         size_t *post);
 
 /* The POL_USES_* bits of the variables the template reads. */
 unsigned pol_tmpl_uses(const char *t, size_t tn);

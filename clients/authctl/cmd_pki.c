@@ -48,6 +48,7 @@ static const args_opt enroll_create_opts[] = {
     {"expires-in", ARG_VALUE, "S", "seconds until it expires"},
     {"group", ARG_MULTI, "G", "groups of the devices it creates"},
     {"cert-days", ARG_VALUE, "D", "lifetime of its certificates in days"},
+    {"gateway", ARG_VALUE, "ID", "the devices it creates sit behind gateway ID"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -65,6 +66,9 @@ static int enroll_create(ctl *c, const args *a)
                             json_string(args_get(a, "pattern")));
     if (args_has(a, "group"))
         json_object_set_new(body, "groups", multi(a, "group"));
+    if (args_get(a, "gateway"))
+        json_object_set_new(body, "gateway",
+                            json_string(args_get(a, "gateway")));
     if (int_opt(a, "max-uses", body, "max_uses") != 0 ||
         int_opt(a, "expires-in", body, "expires_in") != 0 ||
         int_opt(a, "cert-days", body, "cert_days") != 0)
@@ -366,7 +370,7 @@ static int token_rotate(ctl *c, const args *a)
 static const ctl_cmd cmds[] = {
     {"enroll", "create",
      "[--name N] [--pattern P] [--max-uses N] [--expires-in S] "
-     "[--group G]... [--cert-days D]",
+     "[--group G]... [--cert-days D] [--gateway ID]",
      "Creates an enrollment (a factory batch) and prints its token once.",
      "Unset fields take the server's defaults (one use, one day).",
      enroll_create_opts, 0, 0, enroll_create},

@@ -54,6 +54,7 @@ static const args_opt device_add_opts[] = {
     {"group", ARG_MULTI, "G", "put the device in group G"},
     {"policy", ARG_MULTI, "P", "attach policy P to the device itself"},
     {"attr", ARG_MULTI, "K=V", "set attribute K to V"},
+    {"gateway", ARG_VALUE, "ID", "the device sits behind gateway ID"},
     {NULL, 0, NULL, NULL},
 };
 
@@ -77,6 +78,12 @@ static int device_add(ctl *c, const args *a)
     body = json_pack("{s:s, s:o, s:o, s:O}", "id", a->pos[0], "groups",
                      multi(a, "group"), "policies", multi(a, "policy"),
                      "attributes", attrs);
+    if (body != NULL && args_get(a, "gateway") &&
+        json_object_set_new(body, "gateway",
+                            json_string(args_get(a, "gateway"))) != 0) {
+        json_decref(body);
+        body = NULL;
+    }
     if (body == NULL) {
         rc = ctl_fail("out of memory or an argument is not UTF-8");
         goto out;
@@ -157,6 +164,47 @@ static int device_suspend(ctl *c, const args *a)
 static int device_resume(ctl *c, const args *a)
 {
     return device_status(c, a, "active", "resumed device");
+}
+
+static const args_opt device_update_opts[] = {
+    {"gateway", ARG_VALUE, "ID", "move the device behind gateway ID"},
+    {"no-gateway", ARG_FLAG, NULL, "the device sits behind no gateway"},
+    {NULL, 0, NULL, NULL},
+};
+
+static int device_update(ctl *c, const args *a)
+{
+    static const char *const skip[] = {"certs", NULL};
+    json_t *body;
+    int rc;
+
+    if (args_get(a, "gateway") && args_has(a, "no-gateway"))
+        return ctl_usage(a, "--gateway and --no-gateway exclude each other");
+    if (!args_get(a, "gateway") && !args_has(a, "no-gateway"))
+        return ctl_usage(a, "nothing to change: give --gateway or --no-gateway");
+    body = args_has(a, "no-gateway")
+               ? json_pack("{s:n}", "gateway")
+               : json_pack("{s:s}", "gateway", args_get(a, "gateway"));
+    if (body == NULL)
+        return ctl_fail("out of memory or an argument is not UTF-8");
+    rc = simple(c, a, "PATCH", "/v1/devices/", a->pos[0], NULL, body, skip,
+                "updated device");
+    json_decref(body);
+    return rc;
+}
+
+static const args_opt device_children_opts[] = {CTL_OPT_LIMIT,
+                                                {NULL, 0, NULL, NULL}};
+
+static int device_children(ctl *c, const args *a)
+{
+    static const out_col cols[] = {{"ID", "id"}, {"STATUS", "status"}};
+    char path[API_PATH_MAX];
+
+    if (ctl_path(path, sizeof(path), "/v1/devices/", a->pos[0],
+                 "/children") != 0)
+        return ctl_usage(a, "the id is too long");
+    return ctl_list(c, a, path, NULL, cols, sizeof(cols) / sizeof(cols[0]));
 }
 
 static int device_rm(ctl *c, const args *a)
@@ -652,7 +700,8 @@ static int audit(ctl *c, const args *a)
 static const args_opt limit_opts[] = {CTL_OPT_LIMIT, {NULL, 0, NULL, NULL}};
 
 static const ctl_cmd cmds[] = {
-    {"device", "add", "ID [--group G]... [--policy P]... [--attr K=V]...",
+    {"device", "add",
+     "ID [--group G]... [--policy P]... [--attr K=V]... [--gateway ID]",
      "Creates a device in the registry.", NULL, device_add_opts, 1, 1,
      device_add},
     {"device", "list", "[--prefix P] [--limit N]",
@@ -666,6 +715,12 @@ static const ctl_cmd cmds[] = {
      "being active.", NULL, NULL, 1, 1, device_suspend},
     {"device", "resume", "ID", "Makes a suspended device active again.",
      NULL, NULL, 1, 1, device_resume},
+    {"device", "update", "ID --gateway GW | --no-gateway",
+     "Moves a device behind another gateway, or behind none.", NULL,
+     device_update_opts, 1, 1, device_update},
+    {"device", "children", "ID [--limit N]",
+     "Lists the devices behind gateway ID, with their status (every page "
+     "unless --limit).", NULL, device_children_opts, 1, 1, device_children},
     {"device", "rm", "ID",
      "Deletes a device (its certificates are revoked).", NULL, NULL, 1, 1,
      device_rm},

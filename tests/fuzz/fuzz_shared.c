@@ -1,8 +1,10 @@
 /* Fuzz target for shared policy sets: the input is NUL-separated parts,
  * a policy document, the variables (device id, client id, username,
- * cert CN, attributes "k" and "j", a group count and the groups) and
- * subjects. A valid document is compiled shared and, with those
- * variables, for the device; pol_decide_bound on the first must equal
+ * cert CN, attributes "k" and "j", a count byte and the groups, then
+ * the gateway's children) and subjects. The count byte's value mod 4 is
+ * the number of groups, its value / 4 mod 7 that of children (sorted
+ * and made unique here, as pol_vars requires). A valid document is
+ * compiled shared and, with those variables, for the device; pol_decide_bound on the first must equal
  * pol_decide on the second in every field, for every action on every
  * subject, and the shared set with no variables must decide as the set
  * compiled with none. A part "\x01" stands for an unset value. */
@@ -19,6 +21,7 @@ enum {
     INPUT_MAX = 64 * 1024,
     PARTS_MAX = 24,
     GROUPS_MAX = 3,
+    CHILDREN_MAX = 6,
     P_DOC = 0, P_ID, P_CID, P_USER, P_CN, P_ATTR_K, P_ATTR_J, P_NGROUPS,
     P_GROUPS /* then the groups, then the subjects */
 };
@@ -35,6 +38,11 @@ static int same(pol_decision a, pol_decision b)
            strcmp(a.reason, b.reason) == 0 &&
            ((a.policy == NULL) == (b.policy == NULL)) &&
            (a.policy == NULL || strcmp(a.policy, b.policy) == 0);
+}
+
+static int strcmp_p(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 static const char *value(char *const *part, const size_t *len, size_t n,
@@ -63,7 +71,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *buf = NULL, *part[PARTS_MAX], err[256];
     size_t len[PARTS_MAX], nparts = 0, i, ngroups = 0, first_subject;
-    const char *groups[GROUPS_MAX];
+    size_t nkids = 0, nchildren = 0;
+    const char *groups[GROUPS_MAX], *children[CHILDREN_MAX];
     json_t *doc = NULL, *attrs = NULL;
     pol_set *shared = NULL, *bound = NULL, *none = NULL;
     pol_source src;
@@ -115,13 +124,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                             json_stringn_nocheck(part[P_ATTR_J],
                                                  len[P_ATTR_J]));
     v.attributes = attrs;
-    if (nparts > P_NGROUPS && len[P_NGROUPS] > 0)
-        ngroups = (size_t)(unsigned char)part[P_NGROUPS][0] % (GROUPS_MAX + 1);
+    if (nparts > P_NGROUPS && len[P_NGROUPS] > 0) {
+        unsigned char c = (unsigned char)part[P_NGROUPS][0];
+
+        ngroups = c % (GROUPS_MAX + 1);
+        nkids = (size_t)(c / (GROUPS_MAX + 1)) % (CHILDREN_MAX + 1);
+    }
     for (i = 0; i < ngroups; i++)
         groups[i] = value(part, len, nparts, P_GROUPS + i);
     v.groups = groups;
     v.group_count = ngroups;
-    first_subject = P_GROUPS + ngroups;
+    /* The children: strings (an unset part is skipped), sorted, unique. */
+    for (i = 0; i < nkids; i++) {
+        const char *c = value(part, len, nparts, P_GROUPS + ngroups + i);
+
+        if (c != NULL)
+            children[nchildren++] = c;
+    }
+    qsort(children, nchildren, sizeof(children[0]), strcmp_p);
+    v.child_count = 0;
+    for (i = 0; i < nchildren; i++)
+        if (v.child_count == 0 ||
+            strcmp(children[v.child_count - 1], children[i]) != 0)
+            children[v.child_count++] = children[i];
+    v.children = children;
+    first_subject = P_GROUPS + ngroups + nkids;
 
     CHECK(pol_compile_shared(&src, 1, &shared, err, sizeof(err)) == AD_OK);
     CHECK(pol_compile(&src, 1, &v, &bound, err, sizeof(err)) == AD_OK);

@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "../../authd/checker.h"
+#include "../../authd/registry_devices.h"
 #include "../../authd/store.h"
+#include "../../authd/util.h"
 #include "tap.h"
 
 #define SERIAL "0a0b0c0d"
@@ -454,6 +456,323 @@ static void test_a_small_budget_holds_any_fleet_by_evicting_cold_devices(void)
     teardown(st);
 }
 
+/* ---- gateways ------------------------------------------------------------ */
+
+/* The daemon's change feed, as much of it as a gateway needs: a changed
+ * device record drops that device's entry (changes.c does the same). */
+static checker *watched;
+
+static void watch_devices(void *arg, const store_change *ch)
+{
+    (void)arg;
+    if (watched && ch->kind == STORE_CHANGE_RECORD &&
+        ch->table == STORE_DEVICES)
+        checker_forget_device(watched, ch->key);
+}
+
+/* A store with policies "gw" (publish devices/${child.id}/t for each
+ * child) and "kid" (publish devices/${device.id}/own), a gateway "g1"
+ * and "g2", and children k1..k3 of g1, all made through the registry. */
+static store *gateway_setup(void)
+{
+    store *st = NULL;
+    char err[256] = "", why[REGISTRY_WHY_MAX];
+    json_t *gdoc, *kdoc, *pol, *view = NULL;
+    const char *kids[] = {"k1", "k2", "k3"};
+    registry_device_new d;
+    size_t i;
+    int good = 1;
+
+    snprintf(dir, sizeof(dir), "/tmp/authd-test-checker-XXXXXX");
+    if (mkdtemp(dir) == NULL || store_open(dir, 64, &st, err, sizeof(err)) != AD_OK) {
+        tap_diag("store: %s", err);
+        return NULL;
+    }
+    store_watch(st, watch_devices, NULL);
+    gdoc = json_pack("{s:[{s:s, s:[s], s:[s]}]}", "statements", "effect",
+                     "allow", "actions", "publish", "topics",
+                     "devices/${child.id}/t");
+    kdoc = json_pack("{s:[{s:s, s:[s], s:[s]}]}", "statements", "effect",
+                     "allow", "actions", "publish", "topics",
+                     "devices/${device.id}/own");
+    good &= put(st, STORE_POLICIES, "gw",
+                json_pack("{s:s, s:o}", "name", "gw", "document", gdoc), NULL);
+    good &= put(st, STORE_POLICIES, "kid",
+                json_pack("{s:s, s:o}", "name", "kid", "document", kdoc), NULL);
+    pol = json_pack("[s]", "gw");
+    memset(&d, 0, sizeof(d));
+    d.policies = pol;
+    d.id = "g1";
+    good &= registry_device_create(st, "t", &d, &view, why, sizeof(why)) == AD_OK;
+    json_decref(view);
+    d.id = "g2";
+    good &= registry_device_create(st, "t", &d, &view, why, sizeof(why)) == AD_OK;
+    json_decref(view);
+    json_decref(pol);
+    pol = json_pack("[s]", "kid");
+    d.policies = pol;
+    d.gateway = "g1";
+    for (i = 0; i < 3; i++) {
+        d.id = kids[i];
+        good &= registry_device_create(st, "t", &d, &view, why,
+                                       sizeof(why)) == AD_OK;
+        json_decref(view);
+    }
+    json_decref(pol);
+    if (!good) {
+        tap_diag("gateway setup failed: %s", why);
+        teardown(st);
+        return NULL;
+    }
+    return st;
+}
+
+static ad_err set_status(store *st, const char *id, registry_device_status s)
+{
+    registry_device_patch p;
+    json_t *view = NULL;
+    char why[REGISTRY_WHY_MAX];
+    ad_err e;
+
+    memset(&p, 0, sizeof(p));
+    p.set_status = 1;
+    p.status = s;
+    e = registry_device_update(st, "t", id, &p, &view, why, sizeof(why));
+    json_decref(view);
+    return e;
+}
+
+static ad_err move_to(store *st, const char *id, const char *gateway)
+{
+    registry_device_patch p;
+    json_t *view = NULL;
+    char why[REGISTRY_WHY_MAX];
+    ad_err e;
+
+    memset(&p, 0, sizeof(p));
+    p.set_gateway = 1;
+    p.gateway = gateway;
+    e = registry_device_update(st, "t", id, &p, &view, why, sizeof(why));
+    json_decref(view);
+    return e;
+}
+
+static void test_a_gateway_decides_for_its_active_children_exactly(void)
+{
+    store *st = gateway_setup();
+    checker *c = NULL;
+    checker_stats before, after;
+
+    ok(st && checker_open(st, &(checker_opts){30, 0, 0}, &c) == AD_OK,
+       "a checker over a store with a gateway");
+    if (c == NULL)
+        return;
+    watched = c;
+    ok(publish_as(c, "g1", "devices/k1/t") && publish_as(c, "g1", "devices/k3/t"),
+       "the gateway publishes for each of its children");
+    ok(!publish_as(c, "g1", "devices/g2/t") && !publish_as(c, "g1", "devices/k4/t"),
+       "and for nobody else");
+    ok(!publish_as(c, "g2", "devices/k1/t"), "another gateway has no right to them");
+    ok(publish_as(c, "k1", "devices/k1/own"), "a child has its own entry");
+    checker_get_stats(c, &before);
+    ok(set_status(st, "k2", DEVICE_SUSPENDED) == AD_OK, "k2 suspended");
+    ok(!publish_as(c, "g1", "devices/k2/t"),
+       "a suspended child drops out of the gateway's rights at once");
+    ok(publish_as(c, "g1", "devices/k1/t"), "its siblings stay");
+    ok(publish_as(c, "k1", "devices/k1/own"), "k1's entry was untouched");
+    checker_get_stats(c, &after);
+    ok(after.sets.misses == before.sets.misses,
+       "a child's change compiles no policy set (%llu set misses -> %llu)",
+       (unsigned long long)before.sets.misses,
+       (unsigned long long)after.sets.misses);
+    ok(after.devices.misses - before.devices.misses == 1,
+       "only the gateway's entry was read again (%llu)",
+       (unsigned long long)(after.devices.misses - before.devices.misses));
+    ok(set_status(st, "k2", DEVICE_ACTIVE) == AD_OK &&
+           publish_as(c, "g1", "devices/k2/t"),
+       "resumed, it is back at once");
+    ok(move_to(st, "k3", "g2") == AD_OK, "k3 moved to g2");
+    ok(!publish_as(c, "g1", "devices/k3/t") && publish_as(c, "g2", "devices/k3/t"),
+       "a moved child is the new gateway's, not the old one's");
+    watched = NULL;
+    checker_close(c);
+    teardown(st);
+}
+
+/* Race: the child leaves while the gateway's entry is being loaded. */
+struct child_race {
+    store *st;
+    int fired;
+};
+
+static void child_race_hook(void *arg)
+{
+    struct child_race *r = arg;
+
+    if (r->fired++ == 0 && set_status(r->st, "k1", DEVICE_SUSPENDED) != AD_OK)
+        tap_diag("the racing suspension failed");
+}
+
+static void test_a_child_suspended_while_its_gateway_is_read_is_never_cached(void)
+{
+    store *st = gateway_setup();
+    checker *c = NULL;
+    struct child_race r = {st, 0};
+
+    ok(st && checker_open(st, &(checker_opts){30, 0, 0}, &c) == AD_OK,
+       "a checker over a store with a gateway");
+    if (c == NULL)
+        return;
+    watched = c;
+    checker_set_race_hook(c, child_race_hook, &r);
+    publish_as(c, "g1", "devices/k1/t");
+    checker_set_race_hook(c, NULL, NULL);
+    ok(r.fired >= 1, "the suspension committed between the read and the insert");
+    ok(!publish_as(c, "g1", "devices/k1/t"),
+       "the gateway's children are not cached from before the suspension");
+    watched = NULL;
+    checker_close(c);
+    teardown(st);
+}
+
+static int behalf(checker *c, const char *gateway, const char *child,
+                  const char *topic, const char **reason, char *device)
+{
+    check_request req;
+    check_result res;
+    int allow;
+
+    memset(&req, 0, sizeof(req));
+    req.action = POL_PUBLISH;
+    req.username = gateway;
+    req.topic = topic;
+    req.on_behalf_of = child;
+    checker_check(c, &req, time(NULL), &res);
+    allow = res.allow;
+    *reason = res.reason;
+    if (device)
+        snprintf(device, CHECK_ID_MAX, "%s", res.device);
+    check_result_clear(&res);
+    return allow;
+}
+
+static void test_on_behalf_of_only_from_the_childs_own_active_gateway(void)
+{
+    store *st = gateway_setup();
+    checker *c = NULL;
+    const char *why = "";
+    char dev[CHECK_ID_MAX] = "";
+
+    ok(st && checker_open(st, &(checker_opts){30, 0, 0}, &c) == AD_OK,
+       "a checker over a store with a gateway");
+    if (c == NULL)
+        return;
+    watched = c;
+    ok(behalf(c, "g1", "k1", "devices/k1/own", &why, dev) &&
+           strcmp(dev, "k1") == 0,
+       "the gateway acts for its child with the child's policy (%s, %s)",
+       why, dev);
+    ok(!behalf(c, "g1", "k1", "devices/k1/t", &why, NULL),
+       "the gateway's own rights are not the child's (%s)", why);
+    ok(!behalf(c, "g2", "k1", "devices/k1/own", &why, NULL) &&
+           strcmp(why, "not_gateway") == 0,
+       "another gateway may not (%s)", why);
+    ok(!behalf(c, "g1", "nobody", "devices/nobody/own", &why, NULL) &&
+           strcmp(why, "not_gateway") == 0,
+       "an unknown child answers as a stranger does (%s)", why);
+    ok(set_status(st, "k1", DEVICE_SUSPENDED) == AD_OK &&
+           !behalf(c, "g1", "k1", "devices/k1/own", &why, NULL) &&
+           strcmp(why, "device_suspended") == 0,
+       "a suspended child is denied (%s)", why);
+    ok(set_status(st, "k1", DEVICE_ACTIVE) == AD_OK &&
+           set_status(st, "g1", DEVICE_SUSPENDED) == AD_OK &&
+           !behalf(c, "g1", "k1", "devices/k1/own", &why, NULL) &&
+           strcmp(why, "gateway_suspended") == 0,
+       "a suspended gateway acts for nobody (%s)", why);
+    watched = NULL;
+    checker_close(c);
+    teardown(st);
+}
+
+/* Adds children big-0000.. of g1, n of them, in one import. */
+static int add_children(store *st, int n)
+{
+    registry_import_item *items = calloc((size_t)n, sizeof(*items));
+    registry_device_new d;
+    char id[32];
+    int i, good = items != NULL;
+
+    memset(&d, 0, sizeof(d));
+    d.gateway = "g1";
+    for (i = 0; good && i < n; i++) {
+        snprintf(id, sizeof(id), "big-%04d", i);
+        d.id = id;
+        util_strlcpy(items[i].id, id, sizeof(items[i].id));
+        registry_import_prepare(&items[i], &d, time(NULL));
+        good = items[i].e == AD_OK;
+    }
+    good = good && registry_devices_import(st, "t", items, (size_t)n) == AD_OK;
+    for (i = 0; items && i < n; i++)
+        registry_import_item_clear(&items[i]);
+    free(items);
+    return good;
+}
+
+static void test_a_gateway_too_big_to_cache_is_read_once_per_decision(void)
+{
+    store *st = gateway_setup();
+    checker *c = NULL;
+    checker_stats before, after;
+
+    /* 256 KiB: a device entry fits a shard, 2000 children do not. */
+    ok(st && add_children(st, 2000) &&
+           checker_open(st, &(checker_opts){30, 0, 256 << 10}, &c) == AD_OK,
+       "a gateway with 2000 children and a small cache");
+    if (c == NULL)
+        return;
+    watched = c;
+    ok(publish_as(c, "g1", "devices/big-1999/t") &&
+           !publish_as(c, "g1", "devices/big-2000/t"),
+       "it decides right without a cache entry");
+    checker_get_stats(c, &before);
+    ok(publish_as(c, "g1", "devices/big-0007/t"), "and again");
+    checker_get_stats(c, &after);
+    ok(after.devices.misses - before.devices.misses == 1,
+       "one store read per decision, not one per retry (%llu)",
+       (unsigned long long)(after.devices.misses - before.devices.misses));
+    watched = NULL;
+    checker_close(c);
+    teardown(st);
+}
+
+static void test_registry_lists_a_gateways_children_with_their_status(void)
+{
+    store *st = gateway_setup();
+    registry_child *kids = NULL;
+    size_t n = 0;
+
+    ok(st != NULL, "a store with a gateway");
+    if (st == NULL)
+        return;
+    ok(set_status(st, "k2", DEVICE_SUSPENDED) == AD_OK, "k2 suspended");
+    ok(registry_gateway_children(st, "g1", &kids, &n) == AD_OK && n == 3,
+       "three children (%zu)", n);
+    ok(n == 3 && strcmp(kids[0].id, "k1") == 0 && strcmp(kids[1].id, "k2") == 0 &&
+           strcmp(kids[2].id, "k3") == 0,
+       "in id order");
+    ok(n == 3 && kids[0].status == DEVICE_ACTIVE &&
+           kids[1].status == DEVICE_SUSPENDED && kids[2].status == DEVICE_ACTIVE,
+       "each with its status");
+    free(kids);
+    ok(registry_gateway_children(st, "g2", &kids, &n) == AD_OK && n == 0 &&
+           kids == NULL,
+       "a gateway without children has none");
+    ok(registry_gateway_children(st, "nobody", &kids, &n) == AD_ENOTFOUND &&
+           kids == NULL && n == 0,
+       "no such device is AD_ENOTFOUND, nothing written");
+    teardown(st);
+}
+
 int main(void)
 {
     test_a_certificate_revoked_while_it_is_first_read_is_never_cached_as_valid();
@@ -464,5 +783,10 @@ int main(void)
     test_devices_with_the_same_policies_share_one_compiled_set();
     test_a_device_costs_the_same_small_memory_whatever_its_policy();
     test_a_small_budget_holds_any_fleet_by_evicting_cold_devices();
+    test_a_gateway_decides_for_its_active_children_exactly();
+    test_a_child_suspended_while_its_gateway_is_read_is_never_cached();
+    test_on_behalf_of_only_from_the_childs_own_active_gateway();
+    test_registry_lists_a_gateways_children_with_their_status();
+    test_a_gateway_too_big_to_cache_is_read_once_per_decision();
     return tap_done();
 }

@@ -550,6 +550,186 @@ static void test_long_values_and_many_groups(void)
     json_decref(d);
 }
 
+/* A gateway's policy: each child's topics, and connect as a child. */
+static const char gateway_policy[] =
+    "{\"statements\":["
+    "{\"effect\":\"deny\",\"actions\":[\"publish\",\"subscribe\"],"
+    "\"topics\":[\"devices/${child.id}/telemetry/secret\"]},"
+    "{\"effect\":\"allow\",\"actions\":[\"publish\",\"subscribe\"],"
+    "\"topics\":[\"devices/${child.id}/telemetry/#\"]},"
+    "{\"effect\":\"allow\",\"actions\":[\"connect\"],"
+    "\"client_ids\":[\"${child.id}\"]}]}";
+
+enum { GW_CHILDREN = 10000 };
+
+/* Both ways a gateway is decided: its own compiled set and the shared
+ * set bound to its children. 1 if both allow, 0 if both deny, -1 if
+ * they disagree (a bug either way). */
+static int gw_allows(const pol_set *own, const pol_set *shared,
+                     const pol_vars *v, pol_action a, const char *subject)
+{
+    pol_decision x = pol_decide(own, a, subject),
+                 y = pol_decide_bound(shared, v, a, subject);
+
+    if (x.allow != y.allow || x.statement != y.statement ||
+        strcmp(x.reason, y.reason) != 0)
+        return -1;
+    return x.allow;
+}
+
+static void test_child_id_expands_per_child_of_a_gateway(void)
+{
+    json_t *d = doc(gateway_policy), *sts;
+    char (*names)[12] = calloc(GW_CHILDREN, sizeof(*names));
+    const char **kids = calloc(GW_CHILDREN, sizeof(char *));
+    const char **groups = calloc(200, sizeof(char *));
+    pol_source src = {"gw", d};
+    pol_vars v = {0};
+    pol_set *own = NULL, *shared = NULL, *r = NULL;
+    char err[256] = "";
+    size_t i;
+
+    if (!ok(d && names && kids && groups, "set up"))
+        goto out;
+    /* Zero-padded, so the order they are made in is strcmp's. */
+    for (i = 0; i < GW_CHILDREN; i++) {
+        snprintf(names[i], sizeof(names[i]), "dev-%05zu", i);
+        kids[i] = names[i];
+    }
+    v.device_id = "gw1";
+    v.children = kids;
+    v.child_count = GW_CHILDREN;
+    own = compile1(d, "gw", &v);
+    ok(own != NULL &&
+           pol_compile_shared(&src, 1, &shared, err, sizeof(err)) == AD_OK,
+       "a gateway policy compiles for the gateway and shared (%s)", err);
+    ok(pol_set_uses(shared) == POL_USES_CHILD,
+       "the shared set reports that it reads ${child.id}");
+    ok(pol_set_uses(own) == 0, "a bound set reads no variable");
+    ok(gw_allows(own, shared, &v, POL_PUBLISH,
+                 "devices/dev-04242/telemetry/temp") == 1 &&
+           gw_allows(own, shared, &v, POL_PUBLISH,
+                     "devices/dev-00000/telemetry") == 1 &&
+           gw_allows(own, shared, &v, POL_PUBLISH,
+                     "devices/dev-09999/telemetry/a/b") == 1,
+       "a gateway publishes for any of its 10,000 children");
+    ok(gw_allows(own, shared, &v, POL_PUBLISH,
+                 "devices/dev-10000/telemetry/temp") == 0 &&
+           gw_allows(own, shared, &v, POL_PUBLISH,
+                     "devices/gw1/telemetry/temp") == 0,
+       "not for a device that is not its child, nor for itself");
+    ok(gw_allows(own, shared, &v, POL_PUBLISH,
+                 "devices/dev-0424/telemetry/temp") == 0 &&
+           gw_allows(own, shared, &v, POL_PUBLISH,
+                     "devices/dev-042420/telemetry/temp") == 0 &&
+           gw_allows(own, shared, &v, POL_PUBLISH,
+                     "devices//telemetry/temp") == 0,
+       "nor for a prefix of a child's id, an extension of one, or none");
+    ok(gw_allows(own, shared, &v, POL_PUBLISH,
+                 "devices/dev-00007/telemetry/secret") == 0 &&
+           pol_decide_bound(shared, &v, POL_PUBLISH,
+                            "devices/dev-00007/telemetry/secret")
+                   .statement == 0,
+       "the child's deny wins, and is named");
+    ok(gw_allows(own, shared, &v, POL_SUBSCRIBE,
+                 "devices/dev-00001/telemetry/t/#") == 1 &&
+           gw_allows(own, shared, &v, POL_SUBSCRIBE,
+                     "devices/dev-00001/telemetry/+/x") == 1,
+       "subscribe within one child's telemetry is covered");
+    ok(gw_allows(own, shared, &v, POL_SUBSCRIBE,
+                 "devices/dev-00001/telemetry/#") == 0,
+       "but not where it meets the child's deny");
+    ok(gw_allows(own, shared, &v, POL_SUBSCRIBE,
+                 "devices/+/telemetry/#") == 0 &&
+           gw_allows(own, shared, &v, POL_SUBSCRIBE,
+                     "devices/+/telemetry/t") == 0 &&
+           gw_allows(own, shared, &v, POL_SUBSCRIBE, "devices/#") == 0,
+       "test_subscribe_filter_must_be_covered: a '+' or '#' for the child "
+       "is covered by no single child's pattern");
+    ok(gw_allows(own, shared, &v, POL_SUBSCRIBE,
+                 "devices/dev-00007/telemetry/+") == 0 &&
+           pol_decide(own, POL_SUBSCRIBE, "devices/dev-00007/telemetry/+")
+                   .statement == 0,
+       "a '+' that meets the child's deny is refused by the deny");
+    ok(gw_allows(own, shared, &v, POL_CONNECT, "dev-00042") == 1 &&
+           gw_allows(own, shared, &v, POL_CONNECT, "dev-0004") == 0 &&
+           gw_allows(own, shared, &v, POL_CONNECT, "dev-10000") == 0,
+       "connect under a child's id, and only a child's");
+
+    /* The export a broker gets: 10,000 patterns per statement, split
+     * into statements of 256, deciding as the set does. */
+    sts = pol_statements_bound(&src, 1, &v);
+    ok(json_array_size(sts) == 3 * ((GW_CHILDREN + 255) / 256),
+       "each statement exports as %d statements of at most 256 patterns "
+       "(got %zu)", (GW_CHILDREN + 255) / 256, json_array_size(sts));
+    json_decref(sts);
+    r = recompile(own);
+    ok(r != NULL && allows(r, POL_PUBLISH, "devices/dev-09999/telemetry/t") &&
+           !allows(r, POL_PUBLISH, "devices/dev-09999/telemetry/secret") &&
+           pol_decide(r, POL_PUBLISH, "devices/dev-09999/telemetry/secret")
+                   .statement == 0 &&
+           !allows(r, POL_PUBLISH, "devices/dev-1/telemetry/t") &&
+           allows(r, POL_CONNECT, "dev-05000"),
+       "the split export decides and explains as the gateway's set");
+    pol_set_free(r);
+    r = NULL;
+
+    /* Hostile children: no level, wildcard or glob is injected. */
+    {
+        static const char *const bad[] = {"#", "+", "a/b", "x*"};
+
+        v.children = bad;
+        v.child_count = 4;
+        pol_set_free(own);
+        own = compile1(d, "gw", &v);
+        ok(gw_allows(own, shared, &v, POL_PUBLISH,
+                     "devices/a/b/telemetry/t") == 0 &&
+               gw_allows(own, shared, &v, POL_PUBLISH,
+                         "devices/q/telemetry/t") == 0 &&
+               gw_allows(own, shared, &v, POL_CONNECT, "x*") == 0 &&
+               gw_allows(own, shared, &v, POL_CONNECT, "xy") == 0,
+           "a child id with '/', '+', '#' (or '*' for a client id) gives "
+           "no pattern");
+        ok(gw_allows(own, shared, &v, POL_PUBLISH,
+                     "devices/x*/telemetry/t") == 1,
+           "but '*' is an ordinary character in a topic");
+    }
+
+    /* Groups times children is bounded: past POL_EXPANSIONS_MAX the
+     * compile fails loudly rather than taking all memory. */
+    json_decref(d);
+    d = doc("{\"statements\":[{\"effect\":\"allow\","
+            "\"actions\":[\"publish\"],"
+            "\"topics\":[\"${group}/${child.id}\"]}]}");
+    src.doc = d;
+    for (i = 0; i < 200; i++)
+        groups[i] = names[i];
+    v.children = kids;
+    v.child_count = GW_CHILDREN;
+    v.groups = groups;
+    v.group_count = 200;
+    pol_set_free(own);
+    own = NULL;
+    err[0] = '\0';
+    ok(pol_compile(&src, 1, &v, &own, err, sizeof(err)) == AD_EFIELD &&
+           own == NULL && strstr(err, "more than") != NULL,
+       "200 groups x 10,000 children is refused (%s)", err);
+    ok(pol_statements_bound(&src, 1, &v) == NULL,
+       "and so is its export");
+    v.group_count = 2;
+    own = compile1(d, "p", &v);
+    ok(own != NULL && allows(own, POL_PUBLISH, "dev-00001/dev-00002") &&
+           !allows(own, POL_PUBLISH, "dev-00002/dev-00001"),
+       "2 groups x 10,000 children make the cross product");
+out:
+    pol_set_free(own);
+    pol_set_free(shared);
+    free(names);
+    free(kids);
+    free(groups);
+    json_decref(d);
+}
+
 /* ---- validation ----------------------------------------------------- */
 
 static void test_validation_errors_name_the_statement(void)
@@ -601,6 +781,16 @@ static void test_validation_errors_name_the_statement(void)
          "\"publish\"],\"topics\":[\"a\"]}]}", "duplicate action"},
         {"{\"statements\":[{\"effect\":\"allow\",\"actions\":[\"publish\"],"
          "\"topics\":[\"a\"],\"index\":\"x\"}]}", "\"index\""},
+        {"{\"statements\":[{\"effect\":\"allow\",\"actions\":[\"publish\"],"
+         "\"topics\":[\"d/${child}\"]}]}", "unknown or unterminated"},
+        {"{\"statements\":[{\"effect\":\"allow\",\"actions\":[\"publish\"],"
+         "\"topics\":[\"d/${child.ids}\"]}]}", "unknown or unterminated"},
+        {"{\"statements\":[{\"effect\":\"allow\",\"actions\":[\"connect\"],"
+         "\"client_ids\":[\"${children}\"]}]}", "unknown or unterminated"},
+        {"{\"statements\":[{\"effect\":\"allow\",\"actions\":[\"publish\"],"
+         "\"topics\":[\"d/${child.id}#\"]}]}", "invalid topic filter"},
+        {"{\"statements\":[{\"effect\":\"allow\",\"actions\":[\"connect\"],"
+         "\"client_ids\":[\"*${child.id}\"]}]}", "only allowed at the end"},
     };
     char err[256], deep[2 * 130 + 128];
     size_t i;
@@ -629,8 +819,11 @@ static void test_validation_errors_name_the_statement(void)
     json_decref(d);
     d = doc("{\"statements\":[{\"effect\":\"deny\",\"actions\":[\"receive\"],"
             "\"topics\":[\"x/${device.attributes.room-1}/${group}/+\","
-            "\"${username}/${cert.cn}/${client_id}\"],"
-            "\"policy\":\"p\",\"index\":4}]}");
+            "\"${username}/${cert.cn}/${client_id}\","
+            "\"gw/${child.id}/+\",\"g/${group}-${child.id}/#\"],"
+            "\"policy\":\"p\",\"index\":4},"
+            "{\"effect\":\"allow\",\"actions\":[\"connect\"],"
+            "\"client_ids\":[\"${child.id}\",\"gw-${child.id}-*\"]}]}");
     ok(pol_doc_validate(d, err, sizeof(err)) == AD_OK,
        "every variable and the export keys are accepted");
     json_decref(d);
@@ -986,6 +1179,7 @@ int main(void)
     TAP_RUN(test_explicit_deny_beats_any_allow);
     TAP_RUN(test_connect_client_id_globs);
     TAP_RUN(test_long_values_and_many_groups);
+    TAP_RUN(test_child_id_expands_per_child_of_a_gateway);
     TAP_RUN(test_validation_errors_name_the_statement);
     TAP_RUN(test_action_names_round_trip);
     TAP_RUN(test_exported_statements_decide_identically);

@@ -298,6 +298,127 @@ static void test_policy_shared_group_is_the_same_in_every_level(void)
     fixture_close(&f);
 }
 
+static void test_policy_shared_child_is_looked_up_one_per_pattern(void)
+{
+    /* Sorted by strcmp, as pol_vars requires; two are hostile. */
+    static const char *const kids[] = {"a/b", "c*", "c1", "c2", "c3"};
+    static const char *const groups[] = {"a", "ab"};
+    static const char *const odd[] = {"bc", "c"};
+    fixture f;
+    pol_vars v = dev("gw1");
+    int st = -2;
+
+    if (!ok(fixture_open(&f,
+                         "{\"statements\":["
+                         "{\"effect\":\"deny\",\"actions\":[\"publish\"],"
+                         " \"topics\":[\"devices/${child.id}/secret\"]},"
+                         "{\"effect\":\"allow\","
+                         " \"actions\":[\"publish\",\"subscribe\"],"
+                         " \"topics\":[\"devices/${child.id}/telemetry/#\","
+                         "  \"pair/${child.id}/x/${child.id}\","
+                         "  \"mix/${group}${child.id}/${child.id}\"]},"
+                         "{\"effect\":\"allow\",\"actions\":[\"connect\"],"
+                         " \"client_ids\":[\"gw-${child.id}\","
+                         "  \"${child.id}-*\"]},"
+                         "{\"effect\":\"deny\",\"actions\":[\"subscribe\"],"
+                         " \"topics\":[\"devices/${child.id}/cmd\"]},"
+                         "{\"effect\":\"allow\",\"actions\":[\"subscribe\"],"
+                         " \"topics\":[\"devices/+/cmd\","
+                         "  \"devices/+/other\"]}]}"),
+            "a gateway policy reading ${child.id} compiles shared"))
+        return;
+    ok(pol_set_uses(f.shared) == (POL_USES_CHILD | POL_USES_GROUP),
+       "the set reads ${child.id} and ${group}");
+    v.children = kids;
+    v.child_count = 5;
+    ok(decide(&f, &v, POL_PUBLISH, "devices/c2/telemetry/t", &st) && st == 1,
+       "a child's telemetry is allowed by the statement that names it");
+    ok(!decide(&f, &v, POL_PUBLISH, "devices/c4/telemetry/t", NULL),
+       "an id that is no child of the gateway is not");
+    ok(!decide(&f, &v, POL_PUBLISH, "devices/c/telemetry/t", NULL),
+       "nor a prefix of a child's id");
+    ok(!decide(&f, &v, POL_PUBLISH, "devices/c2/secret", &st) && st == 0,
+       "the deny naming the child wins");
+    ok(!decide(&f, &v, POL_PUBLISH, "devices/a/telemetry/t", NULL) &&
+           !decide(&f, &v, POL_PUBLISH, "devices/b/telemetry/t", NULL),
+       "a child id with '/' injects no level: it matches nothing");
+    ok(decide(&f, &v, POL_PUBLISH, "devices/c*/telemetry/t", NULL),
+       "'*' is an ordinary character in a topic");
+    ok(decide(&f, &v, POL_PUBLISH, "pair/c3/x/c3", NULL),
+       "the same child in both levels is one pattern");
+    ok(!decide(&f, &v, POL_PUBLISH, "pair/c3/x/c1", NULL),
+       "two children in one pattern are not");
+    ok(!decide(&f, &v, POL_SUBSCRIBE, "devices/+/telemetry/#", NULL),
+       "a '+' for the child is covered by no one child's pattern");
+    ok(decide(&f, &v, POL_SUBSCRIBE, "devices/c1/telemetry/#", NULL),
+       "one child's subtree is");
+    ok(!decide(&f, &v, POL_SUBSCRIBE, "devices/+/cmd", &st) && st == 3,
+       "a '+' meets the deny of some child");
+    ok(decide(&f, &v, POL_SUBSCRIBE, "devices/+/other", NULL),
+       "but not where no child's deny reaches");
+    ok(decide(&f, &v, POL_CONNECT, "gw-c2", NULL),
+       "connect as a child through the exact id");
+    ok(!decide(&f, &v, POL_CONNECT, "gw-c4", NULL) &&
+           !decide(&f, &v, POL_CONNECT, "gw-", NULL) &&
+           !decide(&f, &v, POL_CONNECT, "gw-c", NULL),
+       "not as a stranger, nobody or a prefix of a child");
+    ok(!decide(&f, &v, POL_CONNECT, "gw-c*", NULL) &&
+           !decide(&f, &v, POL_CONNECT, "c*-x", NULL),
+       "a child id with '*' gives no client id pattern");
+    ok(decide(&f, &v, POL_CONNECT, "c3-anything", NULL),
+       "a glob with the child tries each child");
+    v.groups = groups;
+    v.group_count = 2;
+    v.children = odd;
+    v.child_count = 2;
+    ok(decide(&f, &v, POL_PUBLISH, "mix/abc/bc", NULL) &&
+           decide(&f, &v, POL_PUBLISH, "mix/abc/c", NULL),
+       "\"abc\" is a+bc and ab+c: both bindings are followed");
+    ok(!decide(&f, &v, POL_PUBLISH, "mix/abc/x", NULL),
+       "and neither gives x");
+    v.child_count = 0;
+    ok(!decide(&f, &v, POL_PUBLISH, "devices/c1/telemetry/t", NULL) &&
+           decide(&f, &v, POL_SUBSCRIBE, "devices/+/cmd", NULL),
+       "a gateway with no children has no ${child.id} pattern");
+    fixture_close(&f);
+
+    /* A '+' meeting a deny's child level: a child whose pattern is too
+     * long to exist must not hide a later child whose pattern does. */
+    {
+        enum { LONG = POL_TOPIC_MAX - 4 };
+        const char *pair[2];
+        char *big = malloc(LONG + 1);
+
+        if (!ok(big != NULL &&
+                    fixture_open(&f,
+                                 "{\"statements\":["
+                                 "{\"effect\":\"deny\","
+                                 " \"actions\":[\"subscribe\"],"
+                                 " \"topics\":[\"d/${child.id}/x/y\"]},"
+                                 "{\"effect\":\"allow\","
+                                 " \"actions\":[\"subscribe\"],"
+                                 " \"topics\":[\"#\"]}]}"),
+                "a deny reading ${child.id} compiles shared")) {
+            free(big);
+            return;
+        }
+        memset(big, 'A', LONG);
+        big[LONG] = '\0';
+        pair[0] = big; /* "A..." sorts before "b" */
+        pair[1] = "b";
+        v = dev("gw1");
+        v.children = pair;
+        v.child_count = 2;
+        ok(!decide(&f, &v, POL_SUBSCRIBE, "d/+/x/y", &st) && st == 0,
+           "the long child's pattern is dropped, b's still denies");
+        v.child_count = 1;
+        ok(decide(&f, &v, POL_SUBSCRIBE, "d/+/x/y", NULL),
+           "with the long child alone nothing is denied");
+        fixture_close(&f);
+        free(big);
+    }
+}
+
 static void test_policy_shared_attributes_and_escape(void)
 {
     fixture f;
@@ -501,12 +622,17 @@ static const char *const tmpl_levels[] = {
     "${device.id}", "${group}", "${device.attributes.k}", "p${device.id}",
     "${group}-${device.id}", "${client_id}", "${username}", "${cert.cn}",
     "${group}${group}", "${device.id}${device.attributes.k}",
-    "${device.attributes.j}", "$${device.id}", "${$}${device.id}"};
+    "${device.attributes.j}", "$${device.id}", "${$}${device.id}",
+    "${child.id}", "${child.id}", "c-${child.id}", "${child.id}-x",
+    "${group}${child.id}", "${child.id}${device.id}", "${$}${child.id}",
+    "${child.id}${child.id}"};
 static const char *const cid_pats[] = {
     "${device.id}", "${device.id}-*", "${group}*", "c1", "c*", "*",
     "${$}x", "${device.attributes.k}", "${username}${device.id}",
     "${device.id}${device.attributes.k}*", "${group}-${device.id}",
-    "${client_id}"};
+    "${client_id}", "${child.id}", "gw-${child.id}", "${child.id}-*",
+    "${group}-${child.id}", "${child.id}${device.attributes.k}",
+    "${$}${child.id}", "${child.id}${child.id}*"};
 /* Values: ordinary, hostile, empty, UTF-8 halves that only join into a
  * character side by side, '$' starts, and lengths near the limit. */
 static const char *values[] = {
@@ -583,11 +709,49 @@ static json_t *rand_doc(void)
     return json_pack("{s:o}", "statements", sts);
 }
 
+enum { KIDS_MAX = 24 };
+
 typedef struct {
     pol_vars v;
     const char *groups[3];
+    const char *children[KIDS_MAX];
     json_t *attrs;
 } rvars;
+
+static int strcmp_p(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A gateway's children: none, a few values (hostile ones included), or
+ * now and then many, sorted by strcmp without duplicates as pol_vars
+ * requires. */
+static void rand_children(rvars *r)
+{
+    static const char *const many[] = {
+        "c00", "c01", "c02", "c03", "c04", "c05", "c06", "c07", "c08",
+        "c09", "c1", "c10", "c11", "c12", "c2", "d1", "g1"};
+    size_t n = 0, i, o = 0;
+    uint32_t k = rnd(8);
+
+    if (k == 0) {
+        for (i = 0; i < sizeof(many) / sizeof(many[0]); i++)
+            if (rnd(3))
+                r->children[n++] = many[i];
+    }
+    for (i = k == 0 ? 2 : k < 4 ? k : 0; i > 0; i--) {
+        const char *c = val();
+
+        if (c != NULL && n < KIDS_MAX)
+            r->children[n++] = c;
+    }
+    qsort(r->children, n, sizeof(r->children[0]), strcmp_p);
+    for (i = 0; i < n; i++)
+        if (o == 0 || strcmp(r->children[o - 1], r->children[i]) != 0)
+            r->children[o++] = r->children[i];
+    r->v.children = r->children;
+    r->v.child_count = o;
+}
 
 static void rand_vars(rvars *r)
 {
@@ -613,6 +777,16 @@ static void rand_vars(rvars *r)
     for (g = 0; g < r->v.group_count; g++)
         r->groups[g] = val();
     r->v.groups = r->groups;
+    rand_children(r);
+}
+
+static const char *rand_child(const rvars *r)
+{
+    const char *c = r->v.child_count
+                        ? r->children[rnd((uint32_t)r->v.child_count)]
+                        : NULL;
+
+    return c ? c : "c1";
 }
 
 /* A level for a subject: often a value of these variables, so that the
@@ -622,8 +796,12 @@ static const char *subject_level(const rvars *r, int wild, int last)
     static const char *const lits[] = {"a", "b", "", "$x", "$SYS",
                                        "\xc3\xa9", "$share", "d1", "x*",
                                        "g1", "p", "pd1", "$d1", "g1-d1",
-                                       "g1g1", "c1", "${device.id}"};
-    uint32_t k = rnd(12);
+                                       "g1g1", "c1", "${device.id}", "c-c1",
+                                       "c1-x", "g1c1", "c1c1", "c1d1",
+                                       "c0", "c10"};
+    static char buf[4][64];
+    static unsigned turn;
+    uint32_t k = rnd(15);
 
     if (wild && k == 0)
         return "+";
@@ -640,7 +818,26 @@ static const char *subject_level(const rvars *r, int wild, int last)
         return g ? g : "g1";
     }
     case 8: return r->v.username ? r->v.username : "u";
-    default: return r->v.client_id ? r->v.client_id : "c1";
+    case 9: return r->v.client_id ? r->v.client_id : "c1";
+    case 10:
+    case 11: return rand_child(r);
+    case 12: {
+        /* A child with a template's text around it, or cut short. */
+        static const char *const fmt[] = {"c-%.40s", "%.40s-x", "%.40sd1",
+                                          "g1%.40s", "%.3s", "$%.40s"};
+        char *b = buf[turn++ % 4];
+
+        snprintf(b, sizeof(buf[0]), PICK(fmt), rand_child(r));
+        return b;
+    }
+    default: {
+        const char *g = r->v.group_count ? r->groups[0] : NULL;
+        char *b = buf[turn++ % 4];
+
+        snprintf(b, sizeof(buf[0]), "%.30s%.30s", g ? g : "g1",
+                 rand_child(r));
+        return b;
+    }
     }
 }
 
@@ -659,7 +856,11 @@ static char *rand_subject(const rvars *r, pol_action a)
 
         if (rnd(3) == 0 && r->v.group_count && r->groups[0] != NULL)
             snprintf(s, cap, "%s-%s", r->groups[0],
-                     r->v.device_id ? r->v.device_id : "");
+                     rnd(2) ? rand_child(r)
+                     : r->v.device_id ? r->v.device_id : "");
+        else if (rnd(3) == 0)
+            snprintf(s, cap, "%s%s%s", rnd(2) ? "gw-" : "", rand_child(r),
+                     suf);
         else
             snprintf(s, cap, "%s%s", base, suf);
         return s;
@@ -686,6 +887,7 @@ static char *rand_subject(const rvars *r, pol_action a)
 static long diff_docs, diff_skipped, diff_decisions, diff_failures;
 static long diff_allowed, diff_denied; /* by a statement, not by default */
 static long diff_exports;
+static long diff_child_mattered; /* a decision the children changed */
 
 static void differential_one(json_t *doc)
 {
@@ -735,6 +937,14 @@ static void differential_one(json_t *doc)
                 s = pol_decide_bound(shared, &r.v, (pol_action)a, subj);
                 b = pol_decide(bound, (pol_action)a, subj);
                 diff_decisions++;
+                if (r.v.child_count > 0) {
+                    pol_vars orphan = r.v;
+
+                    orphan.child_count = 0;
+                    diff_child_mattered +=
+                        !same(b, pol_decide_bound(shared, &orphan,
+                                                  (pol_action)a, subj));
+                }
                 diff_allowed += b.allow;
                 diff_denied += !b.allow && b.statement >= 0;
                 if (!same(s, b) && diff_failures++ < 5) {
@@ -743,7 +953,8 @@ static void differential_one(json_t *doc)
                     tap_diag("differ: %s \"%.80s\" doc %s",
                              pol_action_name((pol_action)a), subj, text);
                     tap_diag("  vars id=%.20s cid=%.20s user=%.20s cn=%.20s "
-                             "groups=%zu [%.20s %.20s %.20s]",
+                             "groups=%zu [%.20s %.20s %.20s] children=%zu "
+                             "[%.20s %.20s]",
                              r.v.device_id ? r.v.device_id : "(null)",
                              r.v.client_id ? r.v.client_id : "(null)",
                              r.v.username ? r.v.username : "(null)",
@@ -751,7 +962,10 @@ static void differential_one(json_t *doc)
                              r.v.group_count,
                              r.v.group_count > 0 && r.groups[0] ? r.groups[0] : "-",
                              r.v.group_count > 1 && r.groups[1] ? r.groups[1] : "-",
-                             r.v.group_count > 2 && r.groups[2] ? r.groups[2] : "-");
+                             r.v.group_count > 2 && r.groups[2] ? r.groups[2] : "-",
+                             r.v.child_count,
+                             r.v.child_count > 0 ? r.children[0] : "-",
+                             r.v.child_count > 1 ? r.children[1] : "-");
                     show("shared", s);
                     show("device", b);
                     free(text);
@@ -796,12 +1010,13 @@ static void test_policy_shared_random_differential(void)
     }
     tap_diag("differential: %ld documents (%ld refused by validation), "
              "%ld decisions, %ld allowed, %ld denied by a statement, "
-             "%ld exports",
+             "%ld exports, %ld decided otherwise without the children",
              diff_docs, diff_skipped, diff_decisions, diff_allowed,
-             diff_denied, diff_exports);
+             diff_denied, diff_exports, diff_child_mattered);
     ok(diff_docs >= 2000 && diff_decisions >= 500000 &&
            diff_allowed >= diff_decisions / 50 &&
-           diff_denied >= diff_decisions / 50,
+           diff_denied >= diff_decisions / 50 &&
+           diff_child_mattered >= diff_decisions / 400,
        "enough random documents and decisions were compared");
     ok(diff_failures == 0,
        "pol_decide_bound on the shared set equals pol_decide on the "
@@ -817,6 +1032,7 @@ int main(void)
     TAP_RUN(test_policy_shared_deny_templates_meet_wildcards);
     TAP_RUN(test_policy_shared_hostile_values_match_nothing);
     TAP_RUN(test_policy_shared_group_is_the_same_in_every_level);
+    TAP_RUN(test_policy_shared_child_is_looked_up_one_per_pattern);
     TAP_RUN(test_policy_shared_attributes_and_escape);
     TAP_RUN(test_policy_shared_on_bound_sets_and_exports);
     TAP_RUN(test_policy_shared_limits_and_utf8);
