@@ -40,6 +40,7 @@ typedef struct app {
     /* When the store's change feed went down (0: it is up); the main
      * loop's own (changes_tick). */
     time_t feed_down_since;
+    atomic_int bundle_builds;     /* gateway bundles being built now */
     atomic_long cert_days;        /* SIGHUP may change these two */
     atomic_long server_cert_days;
 } app;

@@ -598,6 +598,31 @@ out:
     return e;
 }
 
+ad_err checker_device_statements(checker *c, const char *device_id,
+                                 registry_device_status *status,
+                                 json_t **statements)
+{
+    dev_view dv;
+    pol_vars vars;
+    json_t *sts;
+    ad_err e;
+
+    *statements = NULL;
+    if ((e = devcache_get(c->devices, device_id, &dv)) != AD_OK)
+        return e;
+    dev_view_vars(&dv, device_id, device_id, device_id, NULL, &vars);
+    sts = dev_view_policy(&dv) == NULL ? json_array()
+                                       : dev_view_statements(&dv, &vars);
+    if (sts == NULL) {
+        e = AD_ENOMEM;
+    } else {
+        *status = dv.status;
+        *statements = sts;
+    }
+    dev_view_release(&dv);
+    return e;
+}
+
 ad_err checker_cert_status(checker *c, const char *serial_hex, int *revoked,
                            int64_t *revoked_at, int *reason)
 {

@@ -19,6 +19,7 @@
 
 #include "../policy/policy.h"
 #include "cache.h"
+#include "registry.h"
 #include "store.h"
 
 typedef struct checker checker;
@@ -150,6 +151,18 @@ ad_err checker_grant_scope(checker *c, const char *device_id,
                            const char *requested, char **granted,
                            json_t **acl, char incarnation[17], char *err,
                            size_t errlen);
+
+/* What a gateway bundle carries for device_id (docs/gateway-bundles.md):
+ * its status, and its statements substituted as for a connect as
+ * itself with client id = username = the device id and no cert.cn
+ * (what on_behalf_of binds for a child), ${group} and attributes its
+ * own, and ${child.id} its active children: the export a broker gets on
+ * an allowed connect. A device whose documents do not compile gets no
+ * statements (the daemon denies it everything). *statements is a new
+ * array. AD_ENOTFOUND, AD_ESTORE, AD_ENOMEM; then nothing is written. */
+ad_err checker_device_statements(checker *c, const char *device_id,
+                                 registry_device_status *status,
+                                 json_t **statements);
 
 /* A certificate's revocation status by serial (lowercase hex as issued):
  * AD_OK with *revoked (and *revoked_at, *reason: a CRLReason code) set,

@@ -51,6 +51,7 @@ static const struct opt opts[] = {
     LONG_OPT(check_ttl, "30"),
     LONG_OPT(cache_memory_mb, "256"),
     LONG_OPT(token_ttl, "3600"),
+    LONG_OPT(bundle_ttl, "86400"),
     LONG_OPT(crl_hours, "168"),
     LONG_OPT(rate_fail_burst, "10"),
     LONG_OPT(rate_source_burst, "100"),
@@ -271,6 +272,8 @@ static ad_err check_limits(const config *cfg, char *err, size_t errlen)
         {"cache_memory_mb", offsetof(config, cache_memory_mb), 1, 1L << 20},
         {"import_body_max", offsetof(config, import_body_max), 65536,
          256L << 20},
+        /* A gateway decides offline for at most this long: a year. */
+        {"bundle_ttl", offsetof(config, bundle_ttl), 1, 366L * 86400},
         {"coaps_max_sessions", offsetof(config, coaps_max_sessions), 1,
          65536},
         {"coaps_max_handshakes", offsetof(config, coaps_max_handshakes), 1,

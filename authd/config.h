@@ -38,6 +38,7 @@ typedef struct {
     long check_ttl;                     /* seconds brokers may cache allows */
     long cache_memory_mb;               /* the check path's caches, MiB */
     long token_ttl;                     /* access token lifetime, seconds */
+    long bundle_ttl;                    /* gateway bundle lifetime, seconds */
     long crl_hours;                     /* CRL validity (nextUpdate) */
     /* Abuse limits (docs/api.md §3). */
     long rate_fail_burst;               /* per device: failures before

@@ -114,6 +114,11 @@ static const http_route table[] = {
     R("GET", "/v1/devices/{}/children", LISTEN_MAIN, ACCESS_ADMIN,
       route_device_children),
 
+    /* gateways (§12): the offline bundle; the handler takes the
+     * gateway's client certificate or its access token */
+    R("GET", "/v1/gateway/bundle", LISTEN_MAIN, ACCESS_HANDLER,
+      route_gateway_bundle),
+
     /* revocation (§9) */
     R("POST", "/v1/certs/{}/revoke", LISTEN_MAIN, ACCESS_ADMIN,
       route_cert_revoke),

@@ -85,6 +85,9 @@ void route_token_revoke(http_req *r);
 void route_token_key_rotate(http_req *r);
 void route_device_secret(http_req *r);
 
+/* routes_gateway.c: GET /v1/gateway/bundle (gateway mTLS or token). */
+void route_gateway_bundle(http_req *r);
+
 /* routes_revoke.c */
 void route_cert_revoke(http_req *r);
 void route_device_revoke(http_req *r);

@@ -211,16 +211,22 @@ void route_introspect(http_req *r)
 
 void route_token_revoke(http_req *r)
 {
-    json_t *body;
+    json_t *body, *sub;
     const char *jti;
     ad_err e;
 
     if ((body = http_body_object(r)) == NULL)
         return;
     jti = json_string_value(json_object_get(body, "jti"));
+    /* Optional: the token's device, recorded so that its gateway's
+     * bundle carries the jti (found in the token cache if not given). */
+    sub = json_object_get(body, "sub");
     if (jti == NULL || *jti == '\0' || strlen(jti) >= 64) {
         http_reply_error(r, AD_EFIELD, "jti (string, < 64 bytes) is required");
-    } else if ((e = tokens_revoke(r->app->tokens, r->actor, jti)) != AD_OK) {
+    } else if (sub != NULL && !util_device_id_valid(json_string_value(sub))) {
+        http_reply_error(r, AD_EFIELD, "sub, if given, is a device id");
+    } else if ((e = tokens_revoke_sub(r->app->tokens, r->actor, jti,
+                                      json_string_value(sub))) != AD_OK) {
         http_reply_error(r, e, NULL);
     } else {
         http_reply_json(r, 200, json_pack("{s:s, s:b}", "jti", jti, "revoked", 1));

@@ -563,54 +563,40 @@ static void put_value(outbuf *o, const json_t *v, int depth)
 
 /* ---- minting ------------------------------------------------------ */
 
-ad_err tok_mint(tok_ring *ring, const json_t *claims, char **jwt)
+/* hdr.payload.signature into a new malloc()ed string of at most max
+ * bytes: the signing input is hdr (already base64url) and the base64url
+ * of payload[0..plen), signed with k under the ring's read lock, which
+ * the caller holds and this releases (*locked = 0) as soon as the key
+ * is no longer needed. The one ES256 signer of the daemon: access tokens
+ * and gateway bundles both come through here. */
+static ad_err sign_compact(tok_ring *ring, int *locked, const tok_key *k,
+                           const char *hdr, size_t hlen,
+                           const uint8_t *payload, size_t plen, size_t max,
+                           char **out, size_t *out_len)
 {
-    char payload[PAYLOAD_RAW_MAX];
     uint8_t digest[SHA256_DIGEST_LENGTH], rs[SIG_LEN];
-    size_t plen, pos, total;
-    const tok_key *k;
+    size_t pos, total;
     const BIGNUM *r, *s;
     ECDSA_SIG *sig = NULL;
     char *buf = NULL;
-    outbuf o = {NULL, 0, 0, 0};
-    int locked = 0;
     ad_err e = AD_EFIELD;
 
-    *jwt = NULL;
-    if (ring == NULL || !json_is_object(claims))
-        goto out;
-    /* Into a bounded stack buffer: claims too large for a TOK_JWT_MAX
-     * token are refused here rather than minted unusable. */
-    o.p = payload;
-    o.cap = sizeof(payload);
-    put_value(&o, claims, 0);
-    if (o.failed)
-        goto out;
-    plen = o.len;
-
-    pthread_rwlock_rdlock(&ring->lock);
-    locked = 1;
-    if ((k = ring->active) == NULL) {
-        e = AD_ENOTREADY;
-        goto out;
-    }
-    total = k->hdr_len + 1 + codec_b64_encoded_len(plen, CODEC_B64_URL) + 1 +
+    total = hlen + 1 + codec_b64_encoded_len(plen, CODEC_B64_URL) + 1 +
             SIG_B64_LEN;
-    if (total > TOK_JWT_MAX)
+    if (total > max)
         goto out;
     if ((buf = malloc(total + 1)) == NULL) {
         e = AD_ENOMEM;
         goto out;
     }
-    memcpy(buf, k->hdr, k->hdr_len);
-    pos = k->hdr_len;
+    memcpy(buf, hdr, hlen);
+    pos = hlen;
     buf[pos++] = '.';
-    pos += codec_b64_encode((const uint8_t *)payload, plen, buf + pos,
-                            CODEC_B64_URL);
+    pos += codec_b64_encode(payload, plen, (char *)buf + pos, CODEC_B64_URL);
     SHA256((const uint8_t *)buf, pos, digest);
     sig = ECDSA_do_sign(digest, sizeof(digest), k->ec);
     pthread_rwlock_unlock(&ring->lock);
-    locked = 0;
+    *locked = 0;
     if (sig == NULL) {
         e = AD_ECRYPTO;
         goto out;
@@ -625,16 +611,104 @@ ad_err tok_mint(tok_ring *ring, const json_t *claims, char **jwt)
     buf[pos++] = '.';
     pos += codec_b64_encode(rs, SIG_LEN, buf + pos, CODEC_B64_URL);
     buf[pos] = '\0';
-    *jwt = buf;
+    *out = buf;
+    if (out_len != NULL)
+        *out_len = pos;
     buf = NULL;
     e = AD_OK;
 out:
-    if (locked)
-        pthread_rwlock_unlock(&ring->lock);
     if (e == AD_ECRYPTO)
         ERR_clear_error();
     ECDSA_SIG_free(sig);
     free(buf);
+    return e;
+}
+
+ad_err tok_mint(tok_ring *ring, const json_t *claims, char **jwt)
+{
+    char payload[PAYLOAD_RAW_MAX];
+    const tok_key *k;
+    outbuf o = {NULL, 0, 0, 0};
+    int locked = 0;
+    ad_err e = AD_EFIELD;
+
+    *jwt = NULL;
+    if (ring == NULL || !json_is_object(claims))
+        goto out;
+    /* Into a bounded stack buffer: claims too large for a TOK_JWT_MAX
+     * token are refused here rather than minted unusable. */
+    o.p = payload;
+    o.cap = sizeof(payload);
+    put_value(&o, claims, 0);
+    if (o.failed)
+        goto out;
+
+    pthread_rwlock_rdlock(&ring->lock);
+    locked = 1;
+    if ((k = ring->active) == NULL) {
+        e = AD_ENOTREADY;
+        goto out;
+    }
+    e = sign_compact(ring, &locked, k, k->hdr, k->hdr_len,
+                     (const uint8_t *)payload, o.len, TOK_JWT_MAX, jwt, NULL);
+out:
+    if (locked)
+        pthread_rwlock_unlock(&ring->lock);
+    return e;
+}
+
+/* A typ goes into the header verbatim: the same characters as a kid. */
+static int typ_ok(const char *typ)
+{
+    return kid_ok(typ);
+}
+
+ad_err tok_sign(tok_ring *ring, const char *typ, const char *payload,
+                size_t plen, size_t max, char **jws, size_t *jws_len,
+                char kid[TOK_KID_MAX])
+{
+    static const char h1[] = "{\"alg\":\"ES256\",\"typ\":\"";
+    static const char h2[] = "\",\"kid\":\"";
+    static const char h3[] = "\"}";
+    uint8_t raw[sizeof(h1) + sizeof(h2) + sizeof(h3) + 2 * TOK_KID_MAX];
+    char hdr[HDR_B64_MAX * 2];
+    size_t n = 0, tl, hlen;
+    const tok_key *k;
+    int locked = 0;
+    ad_err e = AD_EFIELD;
+
+    *jws = NULL;
+    if (jws_len != NULL)
+        *jws_len = 0;
+    if (kid != NULL)
+        kid[0] = '\0';
+    if (ring == NULL || typ == NULL || !typ_ok(typ) || payload == NULL)
+        return AD_EFIELD;
+    tl = strlen(typ);
+    pthread_rwlock_rdlock(&ring->lock);
+    locked = 1;
+    if ((k = ring->active) == NULL) {
+        e = AD_ENOTREADY;
+        goto out;
+    }
+    memcpy(raw, h1, sizeof(h1) - 1);
+    n += sizeof(h1) - 1;
+    memcpy(raw + n, typ, tl);
+    n += tl;
+    memcpy(raw + n, h2, sizeof(h2) - 1);
+    n += sizeof(h2) - 1;
+    memcpy(raw + n, k->kid, k->kid_len);
+    n += k->kid_len;
+    memcpy(raw + n, h3, sizeof(h3) - 1);
+    n += sizeof(h3) - 1;
+    hlen = codec_b64_encode(raw, n, hdr, CODEC_B64_URL);
+    if (kid != NULL)
+        memcpy(kid, k->kid, k->kid_len + 1);
+    e = sign_compact(ring, &locked, k, hdr, hlen, (const uint8_t *)payload,
+                     plen, max, jws, jws_len);
+out:
+    if (locked)
+        pthread_rwlock_unlock(&ring->lock);
     return e;
 }
 

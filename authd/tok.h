@@ -43,6 +43,19 @@ json_t *tok_ring_jwks(tok_ring *ring);
  * "typ":"at+jwt","kid":<active kid>}. *jwt is malloc()ed. */
 ad_err tok_mint(tok_ring *ring, const json_t *claims, char **jwt);
 
+/* Signs payload[0..plen) (any bytes; the caller serializes its JSON)
+ * as a compact JWS with the active key: header {"alg":"ES256","typ":typ,
+ * "kid":<active kid>}, for JWS that are not access tokens (typ
+ * "authd-bundle+jwt" for gateway bundles, so that neither passes for the
+ * other). typ is 1-63 printable ASCII characters without quotes or
+ * backslashes. *jws (malloc()ed) is at most max bytes, its length in
+ * *jws_len if non-NULL, the kid used in kid if non-NULL. AD_EFIELD for a
+ * bad typ or a result over max, AD_ENOTREADY with no active key; on
+ * error *jws is NULL. */
+ad_err tok_sign(tok_ring *ring, const char *typ, const char *payload,
+                size_t plen, size_t max, char **jws, size_t *jws_len,
+                char kid[TOK_KID_MAX]);
+
 /* What verification requires besides a good signature. */
 typedef struct {
     const char *issuer;   /* "iss" must equal this */

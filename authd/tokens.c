@@ -686,6 +686,7 @@ int tokens_is_revoked(tokens *t, const char *jti)
 struct revoke_write {
     const char *actor;
     const char *jti;
+    const char *sub; /* the token's device, when known, or NULL */
     int64_t keep_until;
 };
 
@@ -701,6 +702,13 @@ static ad_err revoke_write(store_txn *tx, void *arg)
                     "keep_until", (json_int_t)w->keep_until);
     if (rec == NULL)
         return AD_ENOMEM;
+    /* The subject, so that a gateway's bundle carries the revoked jtis
+     * of its own devices (records from before it have none: bundles
+     * carry those to every gateway, to be safe). */
+    if (w->sub != NULL && json_object_set_new(rec, "sub", json_string(w->sub)) != 0) {
+        json_decref(rec);
+        return AD_ENOMEM;
+    }
     e = store_put(tx, STORE_REVOKED_JTIS, w->jti, rec, 0);
     json_decref(rec);
     if (e == AD_OK)
@@ -710,15 +718,49 @@ static ad_err revoke_write(store_txn *tx, void *arg)
     return e;
 }
 
+/* The subject of a validated token with this jti still in the cache,
+ * copied into sub; 0 if none is (a scan of every shard: revocation is
+ * an admin's rare call). */
+static int cached_sub_of(tokens *t, const char *jti, char sub[129])
+{
+    token_entry *e;
+    size_t i, b;
+    int found = 0;
+
+    for (i = 0; i < SHARDS && !found; i++) {
+        pthread_mutex_lock(&t->shards[i].lock);
+        for (b = 0; b < BUCKETS && !found; b++)
+            for (e = t->shards[i].buckets[b]; e != NULL && !found; e = e->next)
+                if (strcmp(e->jti, jti) == 0) {
+                    util_strlcpy(sub, e->sub, 129);
+                    found = 1;
+                }
+        pthread_mutex_unlock(&t->shards[i].lock);
+    }
+    return found;
+}
+
 ad_err tokens_revoke(tokens *t, const char *actor, const char *jti)
 {
+    return tokens_revoke_sub(t, actor, jti, NULL);
+}
+
+ad_err tokens_revoke_sub(tokens *t, const char *actor, const char *jti,
+                         const char *sub)
+{
     struct revoke_write w;
+    char cached[129];
     ad_err e;
 
     if (jti == NULL || *jti == '\0' || strlen(jti) >= 64)
         return AD_EFIELD;
+    if (sub != NULL && !util_device_id_valid(sub))
+        return AD_EFIELD;
     w.actor = actor;
     w.jti = jti;
+    w.sub = sub;
+    if (sub == NULL && cached_sub_of(t, jti, cached))
+        w.sub = cached;
     /* No token outlives ttl, so the entry may go after that. */
     w.keep_until = (int64_t)time(NULL) + t->ttl;
     e = store_write(t->st, revoke_write, &w);
@@ -1050,4 +1092,97 @@ ad_err tokens_validate(tokens *t, const char *jwt, int64_t now,
     }
     *out = e;
     return AD_OK;
+}
+
+/* ---- gateway bundles ------------------------------------------------------ */
+
+ad_err tokens_sign_json(tokens *t, const char *typ, const json_t *payload,
+                        size_t max, char **jws, size_t *jws_len,
+                        char kid[TOK_KID_MAX])
+{
+    struct ring_ref *r;
+    char *text;
+    ad_err e;
+
+    *jws = NULL;
+    if (jws_len != NULL)
+        *jws_len = 0;
+    /* Compact, in insertion order: what is signed is what is sent. */
+    if ((text = json_dumps(payload, JSON_COMPACT | JSON_PRESERVE_ORDER)) ==
+        NULL)
+        return AD_ENOMEM;
+    r = ring_get(t);
+    e = tok_sign(r->ring, typ, text, strlen(text), max, jws, jws_len, kid);
+    ring_put(r);
+    free(text);
+    return e;
+}
+
+const char *tokens_issuer(const tokens *t)
+{
+    return t->issuer;
+}
+
+/* Is id among the sorted ids[0..n)? */
+static int in_sorted(const char *const *ids, size_t n, const char *id)
+{
+    size_t lo = 0, hi = n, mid;
+    int c;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        c = strcmp(ids[mid], id);
+        if (c == 0)
+            return 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+ad_err tokens_revoked_for(tokens *t, const char *const *subs, size_t n,
+                          int64_t now, size_t max, json_t *out)
+{
+    store_txn *tx = NULL;
+    json_t *items = NULL, *v, *ku;
+    const char *after = NULL, *jti, *sub;
+    char cursor[64] = "";
+    size_t i;
+    int more = 1;
+    ad_err e = AD_OK;
+
+    while (more && e == AD_OK) {
+        if ((e = store_read_begin(t->st, &tx)) != AD_OK)
+            break;
+        e = store_list(tx, STORE_REVOKED_JTIS, "", after, 1000, &items, &more);
+        store_read_end(tx);
+        if (e != AD_OK)
+            break;
+        json_array_foreach(items, i, v) {
+            jti = json_string_value(json_object_get(v, "jti"));
+            sub = json_string_value(json_object_get(v, "sub"));
+            ku = json_object_get(v, "keep_until");
+            if (jti == NULL)
+                continue;
+            util_strlcpy(cursor, jti, sizeof(cursor));
+            /* A token past keep_until has expired anyway. */
+            if (json_is_integer(ku) && json_integer_value(ku) < now)
+                continue;
+            if (sub != NULL && !in_sorted(subs, n, sub))
+                continue;
+            if (json_array_size(out) >= max) {
+                e = AD_ETOOBIG;
+                break;
+            }
+            if (json_array_append_new(out, json_string(jti)) != 0)
+                e = AD_ENOMEM;
+        }
+        after = cursor;
+        json_decref(items);
+        items = NULL;
+    }
+    json_decref(items);
+    return e;
 }

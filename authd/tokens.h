@@ -97,13 +97,39 @@ ad_err tokens_validate(tokens *t, const char *jwt, int64_t now,
                        token_entry **out, char *err, size_t errlen);
 void token_release(token_entry *e);
 
-/* Revokes a jti (durably; it stays revoked until its exp passes). */
+/* Revokes a jti (durably; it stays revoked until its exp passes). The
+ * record names the token's device when a validated token with that jti
+ * is still in the cache. */
 ad_err tokens_revoke(tokens *t, const char *actor, const char *jti);
+/* The same, naming the token's device sub (a device id; NULL: as
+ * tokens_revoke finds it), so that the gateway bundles of that device
+ * carry the jti. AD_EFIELD for an invalid jti or sub. */
+ad_err tokens_revoke_sub(tokens *t, const char *actor, const char *jti,
+                         const char *sub);
 int tokens_is_revoked(tokens *t, const char *jti);
 /* The change feed: a jti revoked by a write on any node; or "read the
  * whole revoked list again" after changes may have been missed. Revoked
  * jtis are only ever added, so both only add. */
 void tokens_note_revoked(tokens *t, const char *jti);
 ad_err tokens_reload_revoked(tokens *t);
+
+/* Signs payload (serialized compact, members in order) as a compact JWS
+ * with the current signing key and its kid (tok_sign: header typ as
+ * given). *jws malloc()ed, at most max bytes; the kid used into kid if
+ * non-NULL. AD_EFIELD if larger than max, AD_ENOTREADY with no key. */
+ad_err tokens_sign_json(tokens *t, const char *typ, const json_t *payload,
+                        size_t max, char **jws, size_t *jws_len,
+                        char kid[TOK_KID_MAX]);
+
+/* The "iss" tokens carry. */
+const char *tokens_issuer(const tokens *t);
+
+/* Appends to out (an array) the revoked jtis that may still be live at
+ * now (keep_until not passed) whose recorded subject is one of the
+ * sorted ids subs[0..n), or that record no subject (revoked before
+ * subjects were recorded, or with none known): a gateway refuses those
+ * too, to be safe. AD_ETOOBIG past max entries; AD_ESTORE. */
+ad_err tokens_revoked_for(tokens *t, const char *const *subs, size_t n,
+                          int64_t now, size_t max, json_t *out);
 
 #endif
