@@ -26,7 +26,18 @@ typedef struct {
     const char *key;     /* broker API key (Bearer), or NULL */
     long timeout_ms;         /* a whole request to one node */
     long connect_timeout_ms; /* connecting to one node; 0: timeout_ms */
+    size_t answer_max;       /* most bytes of one check answer; 0:
+                              * CC_ANSWER_MAX_DEFAULT */
 } cc_config;
+
+/* A connect answer carries the device's statements with every variable
+ * expanded: a gateway whose policy reads ${child.id} gets one pattern per
+ * child and statement (about 80 bytes per child under three such
+ * statements, so 8 MB for 100,000 children). policy/ expands at most
+ * POL_EXPANSIONS_MAX (1,048,576) patterns per set, about 30-60 MB of
+ * answer; the default is sized for that. The buffer grows only as far
+ * as an answer goes and is freed after each check. */
+#define CC_ANSWER_MAX_DEFAULT ((size_t)64 << 20)
 
 typedef struct cc cc;
 

@@ -39,6 +39,7 @@ enum {
      * the next one is asked, so a failover stays well under a second. */
     DEFAULT_CONNECT_TIMEOUT_MS_MANY = 300,
     DEFAULT_CACHE_TTL = 300,
+    ANSWER_MAX_MB_MAX = 1024,
     KICK_LIST_MAX = 100000
 };
 
@@ -544,6 +545,7 @@ static int parse_options(plugin *p, struct mosquitto_opt *options,
 {
     urls nodes;
     char err[256];
+    long answer_mb = (long)(CC_ANSWER_MAX_DEFAULT >> 20);
     int i;
 
     p->cfg.timeout_ms = DEFAULT_TIMEOUT_MS;
@@ -566,6 +568,8 @@ static int parse_options(plugin *p, struct mosquitto_opt *options,
             bad = parse_long(v, 1, 600000, &p->cfg.connect_timeout_ms);
         else if (strcmp(k, "cache_ttl") == 0)
             bad = parse_long(v, 1, 86400 * 366, &p->cache_ttl);
+        else if (strcmp(k, "answer_max_mb") == 0)
+            bad = parse_long(v, 1, ANSWER_MAX_MB_MAX, &answer_mb);
         else
             continue; /* options of other plugins share the namespace */
         if (bad) {
@@ -574,6 +578,7 @@ static int parse_options(plugin *p, struct mosquitto_opt *options,
             return -1;
         }
     }
+    p->cfg.answer_max = (size_t)answer_mb << 20;
     if (p->cfg.url == NULL) {
         mosquitto_log_printf(MOSQ_LOG_ERR, "authd: plugin_opt_url is required");
         return -1;
