@@ -7,11 +7,12 @@ and loses a child's rights within a second of that child's suspension
 its other children keep theirs."""
 
 import json
+import os
 import time
 
 import pytest
 
-from mqtt_env import Client, console_session
+from mqtt_env import CONNACK_NOT_AUTHORIZED, Broker, Client, console_session
 
 IMPORT_CHUNK = 50000  # lines per POST /v1/devices:import (the route takes 100,000)
 QUIET = 1.0           # how long "nothing arrives" is watched for
@@ -147,3 +148,73 @@ def test_suspending_a_child_removes_it_from_the_live_gateway_session_within_one_
             console.close()
     finally:
         c.close()
+
+
+# ------------------------------------------------- over the answer bound ----
+
+@pytest.fixture(scope="module")
+def small_broker(world, workdir, broker):
+    """A second broker on the same authd whose plugin takes check answers
+    of at most 1 MiB (plugin_opt_answer_max_mb 1)."""
+    b = Broker(broker.binary, broker.plugin, world, os.path.join(workdir, "broker-1mb"),
+               plugin_opts=["plugin_opt_url http://127.0.0.1:%d" % world.authd.check_port,
+                            "plugin_opt_answer_max_mb 1"])
+    b.start()
+    yield b
+    b.stop_and_check()
+
+
+def import_children(admin, gw, ids):
+    body = "".join(json.dumps({"id": i, "gateway": gw}) + "\n" for i in ids)
+    r = admin.post("/v1/devices:import", body,
+                   headers={"Content-Type": "application/x-ndjson"})
+    assert r.status == 200 and r.json["failed"] == [], "POST /v1/devices:import: %r" % r
+
+
+def test_a_gateway_grown_past_the_answer_bound_is_refused_not_left_on_its_old_grant(
+        small_broker, world, admin, gateway_policy):
+    """A live gateway session whose re-check answer no longer fits the
+    plugin's bound must fail closed: before, the oversized answer was
+    taken for an outage and the stale grant kept serving, so a child
+    suspended meanwhile stayed the gateway's until cache_ttl."""
+    b = small_broker
+    gw = "gw-3"
+    r = admin.post("/v1/devices", {"id": gw, "policies": ["e2e-gateway"]})
+    assert r.status == 201, r
+    r = admin.post("/v1/devices/%s/secret" % gw)
+    assert r.status == 201, r
+    g = Gateway(gw, r.json["secret"], 10000, "e-%05d")
+    import_children(admin, gw, [g.child(i) for i in range(1, 10001)])
+    c, rc, _ = gateway_session(b, g)
+    try:
+        assert rc == 0, "10,000 children (0.8 MB) fit 1 MiB: %s" % b.log()[-2000:]
+        _, console = console_session(b, world)
+        try:
+            assert console.subscribe("devices/+/telemetry/#") == 1
+            assert delivered(console, c, "devices/e-00777/telemetry/x", b"before")
+            # 5,000 more children: the next answer is about 1.2 MB.
+            import_children(admin, gw, [g.child(i) for i in range(10001, 15001)])
+            seen = len(b.log())
+            t0 = time.monotonic()
+            r = admin.patch("/v1/devices/e-00777", {"status": "suspended"})
+            assert r.status == 200, r
+            left = 1.0 - (time.monotonic() - t0)
+            if left > 0:
+                time.sleep(left)
+            assert not delivered(console, c, "devices/e-00777/telemetry/x", b"after"), (
+                "a suspended child is not left on the gateway's old grant")
+            assert not delivered(console, c, "devices/e-00778/telemetry/x", b"other"), (
+                "a gateway whose answer cannot be read is refused everything (fail closed)")
+            assert c.wait_disconnected(2) is not None, "and disconnected"
+            log = b.log()[seen:]
+            assert "plugin_opt_answer_max_mb" in log, (
+                "the log says which bound refused it:\n%s" % log[-3000:])
+        finally:
+            console.close()
+    finally:
+        c.close()
+    again, rc, _ = gateway_session(b, g)
+    again.close()
+    assert rc == CONNACK_NOT_AUTHORIZED, "it cannot connect again through this broker"
+    assert "unreachable" not in b.log(), (
+        "an answer over the bound is no outage:\n%s" % b.log()[-3000:])
