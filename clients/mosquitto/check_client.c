@@ -301,8 +301,11 @@ static json_t *ask(cc *c, size_t i, char *err, size_t errlen)
     if (rc != CURLE_OK) {
         if (rc == CURLE_FILESIZE_EXCEEDED)
             c->overflow = 1;
-        snprintf(err, errlen, "%s%s", curl_easy_strerror(rc),
-                 c->overflow ? " (answer over plugin_opt_answer_max_mb)" : "");
+        if (c->overflow)
+            snprintf(err, errlen, "the answer is over %zu MiB "
+                     "(plugin_opt_answer_max_mb)", c->cfg.answer_max >> 20);
+        else
+            snprintf(err, errlen, "%s", curl_easy_strerror(rc));
         return NULL;
     }
     curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
@@ -324,8 +327,10 @@ static json_t *ask(cc *c, size_t i, char *err, size_t errlen)
 }
 
 /* Asks the nodes in urls_order until one answers. Any failure moves on:
- * a check changes nothing on authd, so it may be repeated elsewhere. On
- * NULL err holds "URL: why" for each node tried. */
+ * a check changes nothing on authd, so it may be repeated elsewhere.
+ * Except an answer over the bound: that node answered, and any other
+ * would send the same, so the search stops there with c->overflow set.
+ * On NULL err holds "URL: why" for each node tried. */
 static json_t *ask_nodes(cc *c, char *err, size_t errlen)
 {
     size_t order[URLS_MAX], n, k, used = 0;
@@ -339,7 +344,10 @@ static json_t *ask_nodes(cc *c, char *err, size_t errlen)
             urls_good(&c->nodes, order[k]);
             break;
         }
-        urls_bad(&c->nodes, order[k], urls_now_ms(), NODE_HOLD_MS);
+        if (c->overflow)
+            urls_good(&c->nodes, order[k]);
+        else
+            urls_bad(&c->nodes, order[k], urls_now_ms(), NODE_HOLD_MS);
         if (c->nodes.n == 1)
             w = snprintf(err, errlen, "%s", why);
         else
@@ -347,6 +355,8 @@ static json_t *ask_nodes(cc *c, char *err, size_t errlen)
                          used ? "; " : "", c->nodes.url[order[k]], why);
         if (w > 0)
             used = (size_t)w + used >= errlen ? errlen - 1 : used + (size_t)w;
+        if (c->overflow)
+            break;
     }
     return ans;
 }
@@ -381,8 +391,12 @@ cc_result cc_connect(cc *c, const char *client_id, const char *username,
     }
     curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    if ((ans = ask_nodes(c, err, errlen)) == NULL)
+    c->overflow = 0;
+    if ((ans = ask_nodes(c, err, errlen)) == NULL) {
+        if (c->overflow)
+            res = CC_UNUSABLE;
         goto out;
+    }
     result = json_string_value(json_object_get(ans, "result"));
     copy_str(out->device, sizeof(out->device),
              json_string_value(json_object_get(ans, "device")));
@@ -397,6 +411,9 @@ cc_result cc_connect(cc *c, const char *client_id, const char *username,
         goto out;
     }
     out->expire_at = (int64_t)json_integer_value(json_object_get(ans, "expire_at"));
+    /* From here authd has allowed: what fails is this plugin's use of
+     * the answer, never a reason to keep an older grant. */
+    res = CC_UNUSABLE;
     if (cc_compile_statements(json_object_get(ans, "statements"), &out->policy,
                               err, errlen) != 0)
         goto out;

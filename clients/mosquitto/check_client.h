@@ -44,7 +44,12 @@ typedef struct cc cc;
 typedef enum {
     CC_ALLOW = 0,
     CC_DENY = 1,       /* authd answered deny */
-    CC_UNREACHABLE = 2 /* no answer, a non-200 status, or a bad body */
+    CC_UNREACHABLE = 2, /* no answer, a non-200 status, or a bad body */
+    /* authd answered, but the answer is over cfg.answer_max or its
+     * statements do not compile: no outage (another node would answer
+     * the same), and nothing to decide with, so the caller fails closed
+     * for this client. */
+    CC_UNUSABLE = 3
 } cc_result;
 
 /* What an allowed connect grants: the device's statements compiled as
@@ -87,8 +92,10 @@ int cc_target(void *curl, const char *base, const char *path, char *url,
  * fingerprint (lowercase hex SHA-256 of the certificate DER) may be NULL.
  * On CC_ALLOW *out holds the grant (release with cc_grant_clear); on
  * CC_DENY out->reason (and out->device when known) says why; on
- * CC_UNREACHABLE (no node gave a usable answer) err says what failed at
- * each node tried. out is zeroed on entry. */
+ * CC_UNREACHABLE (no node answered) err says what failed at each node
+ * tried; on CC_UNUSABLE err says why the answer could not be used (and
+ * out->device names the device when it was read). out is zeroed on
+ * entry. */
 cc_result cc_connect(cc *c, const char *client_id, const char *username,
                      const char *password, const char *fingerprint,
                      cc_grant *out, char *err, size_t errlen);

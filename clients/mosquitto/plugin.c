@@ -139,6 +139,20 @@ static cc_result fetch(plugin *p, sess *s, time_t now, char *reason,
         return r;
     }
     note_up(p);
+    if (r == CC_UNUSABLE) {
+        /* authd answered; this client cannot be decided here. Per
+         * client, not an outage: the operator must raise the bound. */
+        mosquitto_log_printf(MOSQ_LOG_WARNING,
+                             "authd: client %s (device %s): the check answer "
+                             "cannot be used: %s",
+                             s->client_id ? s->client_id : "",
+                             g.device[0] ? g.device
+                             : s->grant.device[0] ? s->grant.device
+                                                  : "not yet known",
+                             err);
+        snprintf(reason, rlen, "answer_unusable");
+        return r;
+    }
     snprintf(reason, rlen, "%s", g.reason[0] ? g.reason : "denied");
     if (r == CC_ALLOW) {
         cc_grant_clear(&s->grant);
@@ -184,12 +198,17 @@ static void refresh(plugin *p, sess *s, time_t now)
     if (now < s->retry_at ||
         (p->outage && !atomic_load_explicit(&p->stream_up, memory_order_relaxed)))
         return;
-    if (fetch(p, s, now, reason, sizeof(reason)) == CC_DENY) {
+    switch (fetch(p, s, now, reason, sizeof(reason))) {
+    case CC_DENY:
+    case CC_UNUSABLE: /* fail closed: the old grant is stale */
         mosquitto_log_printf(MOSQ_LOG_NOTICE,
                              "authd: client %s (device %s) refused on re-check: %s",
                              s->client_id ? s->client_id : "",
                              s->grant.device, reason);
         flag_kick(p, s);
+        break;
+    default:
+        break;
     }
 }
 
@@ -314,7 +333,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
     r = fetch(p, s, now, reason, sizeof(reason));
     if (r != CC_ALLOW) {
         /* An outage is logged once (note_down), not per client. */
-        if (r == CC_DENY)
+        if (r == CC_DENY || r == CC_UNUSABLE)
             mosquitto_log_printf(MOSQ_LOG_NOTICE,
                                  "authd: client %s refused at connect: %s",
                                  cid ? cid : "", reason);
@@ -355,7 +374,7 @@ static sess *connect_late(plugin *p, struct mosquitto *client, time_t now)
     sess_put(p->sessions, s);
     r = fetch(p, s, now, reason, sizeof(reason));
     if (r != CC_ALLOW) {
-        if (r == CC_DENY)
+        if (r == CC_DENY || r == CC_UNUSABLE)
             mosquitto_log_printf(MOSQ_LOG_NOTICE,
                                  "authd: client %s refused at its first ACL check: %s",
                                  s->client_id ? s->client_id : "", reason);

@@ -203,9 +203,9 @@ def test_a_gateway_grown_past_the_answer_bound_is_refused_not_left_on_its_old_gr
                 time.sleep(left)
             assert not delivered(console, c, "devices/e-00777/telemetry/x", b"after"), (
                 "a suspended child is not left on the gateway's old grant")
-            assert not delivered(console, c, "devices/e-00778/telemetry/x", b"other"), (
-                "a gateway whose answer cannot be read is refused everything (fail closed)")
-            assert c.wait_disconnected(2) is not None, "and disconnected"
+            assert c.wait_disconnected(2) is not None, (
+                "a gateway whose answer cannot be used is refused everything and "
+                "disconnected (fail closed)")
             log = b.log()[seen:]
             assert "plugin_opt_answer_max_mb" in log, (
                 "the log says which bound refused it:\n%s" % log[-3000:])
