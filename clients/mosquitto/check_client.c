@@ -15,7 +15,6 @@
 
 enum {
     URL_MAX = URLS_LEN_MAX + 64, /* a node's URL and a path */
-    ANSWER_MAX = 1 << 20,   /* a connect answer carries a device's statements */
     DOC_STATEMENTS_MAX = 256, /* pol_doc_validate's limit per document */
     /* A node that failed is asked again (when the current one fails)
      * after this long; until then a check does not wait on it. */
@@ -29,7 +28,7 @@ struct cc {
     CURL *curl;
     struct curl_slist *headers;
     char url[URL_MAX];
-    buf_t answer;           /* answer being read, at most ANSWER_MAX - 1 */
+    buf_t answer;           /* answer being read, at most cfg.answer_max - 1 */
     int overflow;
 };
 
@@ -125,7 +124,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *arg)
     cc *c = arg;
     size_t n = size * nmemb;
 
-    if (n > ANSWER_MAX - 1 - buf_len(&c->answer))
+    if (n > c->cfg.answer_max - 1 - buf_len(&c->answer))
         c->overflow = 1;
     if (buf_append(&c->answer, p, n) != 0)
         return 0; /* aborts the transfer */
@@ -141,7 +140,9 @@ int cc_open(const cc_config *cfg, cc **out)
     *out = NULL;
     if (c == NULL)
         return -1;
-    buf_init(&c->answer, ANSWER_MAX - 1);
+    c->cfg.answer_max = cfg->answer_max > 1 ? cfg->answer_max
+                                            : CC_ANSWER_MAX_DEFAULT;
+    buf_init(&c->answer, c->cfg.answer_max - 1);
     c->url_buf = dup_or_null(cfg->url);
     c->cacert_buf = dup_or_null(cfg->cacert);
     c->key_buf = dup_or_null(cfg->key);
@@ -167,6 +168,10 @@ int cc_open(const cc_config *cfg, cc **out)
     curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, c->headers);
     curl_easy_setopt(c->curl, CURLOPT_POST, 1L);
     curl_easy_setopt(c->curl, CURLOPT_TIMEOUT_MS, c->cfg.timeout_ms);
+    /* An answer announced bigger than the bound is refused before its
+     * body is read; one without a length is stopped by on_body. */
+    curl_easy_setopt(c->curl, CURLOPT_MAXFILESIZE_LARGE,
+                     (curl_off_t)(c->cfg.answer_max - 1));
     curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, c);
     *out = c;
@@ -294,8 +299,13 @@ static json_t *ask(cc *c, size_t i, char *err, size_t errlen)
     }
     rc = curl_easy_perform(c->curl);
     if (rc != CURLE_OK) {
-        snprintf(err, errlen, "%s%s", curl_easy_strerror(rc),
-                 c->overflow ? " (answer too large)" : "");
+        if (rc == CURLE_FILESIZE_EXCEEDED)
+            c->overflow = 1;
+        if (c->overflow)
+            snprintf(err, errlen, "the answer is over %zu MiB "
+                     "(plugin_opt_answer_max_mb)", c->cfg.answer_max >> 20);
+        else
+            snprintf(err, errlen, "%s", curl_easy_strerror(rc));
         return NULL;
     }
     curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &status);
@@ -317,8 +327,10 @@ static json_t *ask(cc *c, size_t i, char *err, size_t errlen)
 }
 
 /* Asks the nodes in urls_order until one answers. Any failure moves on:
- * a check changes nothing on authd, so it may be repeated elsewhere. On
- * NULL err holds "URL: why" for each node tried. */
+ * a check changes nothing on authd, so it may be repeated elsewhere.
+ * Except an answer over the bound: that node answered, and any other
+ * would send the same, so the search stops there with c->overflow set.
+ * On NULL err holds "URL: why" for each node tried. */
 static json_t *ask_nodes(cc *c, char *err, size_t errlen)
 {
     size_t order[URLS_MAX], n, k, used = 0;
@@ -332,7 +344,10 @@ static json_t *ask_nodes(cc *c, char *err, size_t errlen)
             urls_good(&c->nodes, order[k]);
             break;
         }
-        urls_bad(&c->nodes, order[k], urls_now_ms(), NODE_HOLD_MS);
+        if (c->overflow)
+            urls_good(&c->nodes, order[k]);
+        else
+            urls_bad(&c->nodes, order[k], urls_now_ms(), NODE_HOLD_MS);
         if (c->nodes.n == 1)
             w = snprintf(err, errlen, "%s", why);
         else
@@ -340,6 +355,8 @@ static json_t *ask_nodes(cc *c, char *err, size_t errlen)
                          used ? "; " : "", c->nodes.url[order[k]], why);
         if (w > 0)
             used = (size_t)w + used >= errlen ? errlen - 1 : used + (size_t)w;
+        if (c->overflow)
+            break;
     }
     return ans;
 }
@@ -374,8 +391,12 @@ cc_result cc_connect(cc *c, const char *client_id, const char *username,
     }
     curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c->curl, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    if ((ans = ask_nodes(c, err, errlen)) == NULL)
+    c->overflow = 0;
+    if ((ans = ask_nodes(c, err, errlen)) == NULL) {
+        if (c->overflow)
+            res = CC_UNUSABLE;
         goto out;
+    }
     result = json_string_value(json_object_get(ans, "result"));
     copy_str(out->device, sizeof(out->device),
              json_string_value(json_object_get(ans, "device")));
@@ -390,6 +411,9 @@ cc_result cc_connect(cc *c, const char *client_id, const char *username,
         goto out;
     }
     out->expire_at = (int64_t)json_integer_value(json_object_get(ans, "expire_at"));
+    /* From here authd has allowed: what fails is this plugin's use of
+     * the answer, never a reason to keep an older grant. */
+    res = CC_UNUSABLE;
     if (cc_compile_statements(json_object_get(ans, "statements"), &out->policy,
                               err, errlen) != 0)
         goto out;

@@ -26,14 +26,30 @@ typedef struct {
     const char *key;     /* broker API key (Bearer), or NULL */
     long timeout_ms;         /* a whole request to one node */
     long connect_timeout_ms; /* connecting to one node; 0: timeout_ms */
+    size_t answer_max;       /* most bytes of one check answer; 0:
+                              * CC_ANSWER_MAX_DEFAULT */
 } cc_config;
+
+/* A connect answer carries the device's statements with every variable
+ * expanded: a gateway whose policy reads ${child.id} gets one pattern per
+ * child and statement (about 80 bytes per child under three such
+ * statements, so 8 MB for 100,000 children). policy/ expands at most
+ * POL_EXPANSIONS_MAX (1,048,576) patterns per set, about 30-60 MB of
+ * answer; the default is sized for that. The buffer grows only as far
+ * as an answer goes and is freed after each check. */
+#define CC_ANSWER_MAX_DEFAULT ((size_t)64 << 20)
 
 typedef struct cc cc;
 
 typedef enum {
     CC_ALLOW = 0,
     CC_DENY = 1,       /* authd answered deny */
-    CC_UNREACHABLE = 2 /* no answer, a non-200 status, or a bad body */
+    CC_UNREACHABLE = 2, /* no answer, a non-200 status, or a bad body */
+    /* authd answered, but the answer is over cfg.answer_max or its
+     * statements do not compile: no outage (another node would answer
+     * the same), and nothing to decide with, so the caller fails closed
+     * for this client. */
+    CC_UNUSABLE = 3
 } cc_result;
 
 /* What an allowed connect grants: the device's statements compiled as
@@ -76,8 +92,10 @@ int cc_target(void *curl, const char *base, const char *path, char *url,
  * fingerprint (lowercase hex SHA-256 of the certificate DER) may be NULL.
  * On CC_ALLOW *out holds the grant (release with cc_grant_clear); on
  * CC_DENY out->reason (and out->device when known) says why; on
- * CC_UNREACHABLE (no node gave a usable answer) err says what failed at
- * each node tried. out is zeroed on entry. */
+ * CC_UNREACHABLE (no node answered) err says what failed at each node
+ * tried; on CC_UNUSABLE err says why the answer could not be used (and
+ * out->device names the device when it was read). out is zeroed on
+ * entry. */
 cc_result cc_connect(cc *c, const char *client_id, const char *username,
                      const char *password, const char *fingerprint,
                      cc_grant *out, char *err, size_t errlen);

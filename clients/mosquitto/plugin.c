@@ -39,6 +39,7 @@ enum {
      * the next one is asked, so a failover stays well under a second. */
     DEFAULT_CONNECT_TIMEOUT_MS_MANY = 300,
     DEFAULT_CACHE_TTL = 300,
+    ANSWER_MAX_MB_MAX = 1024,
     KICK_LIST_MAX = 100000
 };
 
@@ -138,6 +139,20 @@ static cc_result fetch(plugin *p, sess *s, time_t now, char *reason,
         return r;
     }
     note_up(p);
+    if (r == CC_UNUSABLE) {
+        /* authd answered; this client cannot be decided here. Per
+         * client, not an outage: the operator must raise the bound. */
+        mosquitto_log_printf(MOSQ_LOG_WARNING,
+                             "authd: client %s (device %s): the check answer "
+                             "cannot be used: %s",
+                             s->client_id ? s->client_id : "",
+                             g.device[0] ? g.device
+                             : s->grant.device[0] ? s->grant.device
+                                                  : "not yet known",
+                             err);
+        snprintf(reason, rlen, "answer_unusable");
+        return r;
+    }
     snprintf(reason, rlen, "%s", g.reason[0] ? g.reason : "denied");
     if (r == CC_ALLOW) {
         cc_grant_clear(&s->grant);
@@ -183,12 +198,17 @@ static void refresh(plugin *p, sess *s, time_t now)
     if (now < s->retry_at ||
         (p->outage && !atomic_load_explicit(&p->stream_up, memory_order_relaxed)))
         return;
-    if (fetch(p, s, now, reason, sizeof(reason)) == CC_DENY) {
+    switch (fetch(p, s, now, reason, sizeof(reason))) {
+    case CC_DENY:
+    case CC_UNUSABLE: /* fail closed: the old grant is stale */
         mosquitto_log_printf(MOSQ_LOG_NOTICE,
                              "authd: client %s (device %s) refused on re-check: %s",
                              s->client_id ? s->client_id : "",
                              s->grant.device, reason);
         flag_kick(p, s);
+        break;
+    default:
+        break;
     }
 }
 
@@ -313,7 +333,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
     r = fetch(p, s, now, reason, sizeof(reason));
     if (r != CC_ALLOW) {
         /* An outage is logged once (note_down), not per client. */
-        if (r == CC_DENY)
+        if (r == CC_DENY || r == CC_UNUSABLE)
             mosquitto_log_printf(MOSQ_LOG_NOTICE,
                                  "authd: client %s refused at connect: %s",
                                  cid ? cid : "", reason);
@@ -354,7 +374,7 @@ static sess *connect_late(plugin *p, struct mosquitto *client, time_t now)
     sess_put(p->sessions, s);
     r = fetch(p, s, now, reason, sizeof(reason));
     if (r != CC_ALLOW) {
-        if (r == CC_DENY)
+        if (r == CC_DENY || r == CC_UNUSABLE)
             mosquitto_log_printf(MOSQ_LOG_NOTICE,
                                  "authd: client %s refused at its first ACL check: %s",
                                  s->client_id ? s->client_id : "", reason);
@@ -544,6 +564,7 @@ static int parse_options(plugin *p, struct mosquitto_opt *options,
 {
     urls nodes;
     char err[256];
+    long answer_mb = (long)(CC_ANSWER_MAX_DEFAULT >> 20);
     int i;
 
     p->cfg.timeout_ms = DEFAULT_TIMEOUT_MS;
@@ -566,6 +587,8 @@ static int parse_options(plugin *p, struct mosquitto_opt *options,
             bad = parse_long(v, 1, 600000, &p->cfg.connect_timeout_ms);
         else if (strcmp(k, "cache_ttl") == 0)
             bad = parse_long(v, 1, 86400 * 366, &p->cache_ttl);
+        else if (strcmp(k, "answer_max_mb") == 0)
+            bad = parse_long(v, 1, ANSWER_MAX_MB_MAX, &answer_mb);
         else
             continue; /* options of other plugins share the namespace */
         if (bad) {
@@ -574,6 +597,7 @@ static int parse_options(plugin *p, struct mosquitto_opt *options,
             return -1;
         }
     }
+    p->cfg.answer_max = (size_t)answer_mb << 20;
     if (p->cfg.url == NULL) {
         mosquitto_log_printf(MOSQ_LOG_ERR, "authd: plugin_opt_url is required");
         return -1;
