@@ -295,7 +295,10 @@ static void test_malformed_parts_are_refused(void)
     uint8_t out[8];
     size_t got = 99;
 
-    t = malloc(n + 4);
+    if ((t = malloc(n + 4)) == NULL || jws == NULL) {
+        printf("Bail out! out of memory\n");
+        exit(1);
+    }
     snprintf(t, n + 4, "%s.x", jws);
     refused(t, TOKEN_TYPS, 0, "three dot-separated parts", "four parts");
     t[n + 1] = '\0';
