@@ -19,15 +19,17 @@
 #include <openssl/sha.h>
 
 #include "../common/codec.h"
+#include "../common/jws.h"
+
+/* Kids are read by common/jws, which bounds them the same way. */
+_Static_assert((int)TOK_KID_MAX == (int)JWS_KID_MAX, "a kid has one maximum");
 
 enum {
-    COORD_LEN = 32,    /* a P-256 scalar or coordinate */
-    SIG_LEN = 64,      /* JWS ES256 signature: r||s (RFC 7518 §3.4) */
-    SIG_B64_LEN = 86,  /* its base64url form, unpadded */
+    COORD_LEN = JWS_COORD_LEN,   /* a P-256 scalar or coordinate */
+    SIG_LEN = JWS_SIG_LEN,       /* JWS ES256 signature: r||s (RFC 7518 §3.4) */
+    SIG_B64_LEN = JWS_SIG_B64_LEN, /* its base64url form, unpadded */
     /* Our own header with the longest kid is 102 bytes (136 encoded). */
     HDR_B64_MAX = 144,
-    /* Foreign headers are parsed up to this size; real ones are ~100. */
-    HDR_RAW_MAX = 1024,
     /* No payload can be larger and still fit in TOK_JWT_MAX. */
     PAYLOAD_RAW_MAX = TOK_JWT_MAX / 4 * 3,
     /* A rotation adds one key; 64 live keys is years of rotations. */
@@ -723,62 +725,6 @@ static int str_eq(const json_t *v, const char *s)
            memcmp(json_string_value(v), s, n) == 0;
 }
 
-/* Decodes and checks a header we did not mint ourselves: alg ES256
- * exactly, typ at+jwt or JWT if present, no crit (we understand no
- * extensions, so must refuse any marked critical), and a kid, which is
- * copied out. */
-static ad_err parse_header(const char *h, size_t hlen, char kid[TOK_KID_MAX],
-                           size_t *kid_len, char *err, size_t errlen)
-{
-    uint8_t raw[HDR_RAW_MAX];
-    json_t *hdr = NULL, *v;
-    size_t n;
-    ad_err e = AD_EBADCRED;
-
-    if (codec_b64_decode(h, hlen, raw, sizeof(raw), &n, CODEC_B64_URL) != 0) {
-        ad_errf(e, err, errlen, "the header is not base64url or too long");
-        goto out;
-    }
-    /* Duplicates refused: {"alg":"ES256","alg":"none"} must not mean
-     * different things to different parsers. */
-    if ((hdr = json_loadb((const char *)raw, n, JSON_REJECT_DUPLICATES,
-                          NULL)) == NULL ||
-        !json_is_object(hdr)) {
-        ad_errf(e, err, errlen, "the header is not a JSON object");
-        goto out;
-    }
-    if (!str_eq(json_object_get(hdr, "alg"), "ES256")) {
-        ad_errf(e, err, errlen, "alg is not ES256");
-        goto out;
-    }
-    v = json_object_get(hdr, "typ");
-    if (v != NULL && !str_eq(v, "at+jwt") && !str_eq(v, "JWT")) {
-        ad_errf(e, err, errlen, "typ is not at+jwt");
-        goto out;
-    }
-    if (json_object_get(hdr, "crit") != NULL) {
-        ad_errf(e, err, errlen, "crit is not supported");
-        goto out;
-    }
-    v = json_object_get(hdr, "kid");
-    if (!json_is_string(v)) {
-        ad_errf(e, err, errlen, "no kid");
-        goto out;
-    }
-    n = json_string_length(v);
-    if (n == 0 || n >= TOK_KID_MAX) {
-        ad_errf(e, err, errlen, "unknown kid");
-        goto out;
-    }
-    memcpy(kid, json_string_value(v), n);
-    kid[n] = '\0';
-    *kid_len = n;
-    e = AD_OK;
-out:
-    json_decref(hdr);
-    return e;
-}
-
 /* A NumericDate claim (integer or real) as a double; seconds since the
  * epoch are exact in a double far beyond any real date. */
 static int claim_time(const json_t *claims, const char *name, int *present,
@@ -834,16 +780,15 @@ static ad_err check_claims(const json_t *c, const tok_expect *x, char *err,
 ad_err tok_verify(tok_ring *ring, const char *jwt, const tok_expect *expect,
                   json_t **claims, char *err, size_t errlen)
 {
+    /* Our typ, and the generic one some clients of RFC 7519 write. */
+    static const char *const typs[] = {"at+jwt", "JWT", NULL};
     uint8_t payload[PAYLOAD_RAW_MAX], rs[SIG_LEN];
-    uint8_t digest[SHA256_DIGEST_LENGTH];
     char kid[TOK_KID_MAX];
-    const char *d1, *d2;
-    size_t n, hlen, plen, slen, kid_len = 0, got;
+    size_t n, plen, kid_len = 0;
+    jws_parts parts;
     const tok_key *k;
-    ECDSA_SIG *sig = NULL;
-    BIGNUM *r = NULL, *s = NULL;
     json_t *c = NULL;
-    int locked = 0, rc;
+    int locked = 0;
     ad_err e = AD_EBADCRED;
 
     if (claims != NULL)
@@ -854,28 +799,20 @@ ad_err tok_verify(tok_ring *ring, const char *jwt, const tok_expect *expect,
         return ad_errf(AD_EINTERNAL, err, errlen, "no ring or expectations");
     if (jwt == NULL || (n = strnlen(jwt, TOK_JWT_MAX + 1)) == 0)
         return ad_errf(e, err, errlen, "no token");
-    if (n > TOK_JWT_MAX)
-        return ad_errf(e, err, errlen, "the token is longer than %d bytes",
-                       TOK_JWT_MAX);
-
-    /* Exactly three parts: header.payload.signature. */
-    if ((d1 = memchr(jwt, '.', n)) == NULL ||
-        (d2 = memchr(d1 + 1, '.', n - (size_t)(d1 + 1 - jwt))) == NULL ||
-        memchr(d2 + 1, '.', n - (size_t)(d2 + 1 - jwt)) != NULL)
-        return ad_errf(e, err, errlen, "the token is not three dot-separated parts");
-    hlen = (size_t)(d1 - jwt);
-    plen = (size_t)(d2 - d1 - 1);
-    slen = n - (size_t)(d2 + 1 - jwt);
+    if ((e = jws_split(jwt, n, TOK_JWT_MAX, "token", &parts, err, errlen)) !=
+        AD_OK)
+        return e;
 
     /* The header first, so that "alg":"none" and friends are reported as
      * such. The key found is used under this read lock until verified. */
     pthread_rwlock_rdlock(&ring->lock);
     locked = 1;
-    if ((k = find_header(ring, jwt, hlen)) == NULL) {
+    if ((k = find_header(ring, parts.hdr, parts.hdr_len)) == NULL) {
         /* Not a header we mint: parse it in full, without the lock. */
         pthread_rwlock_unlock(&ring->lock);
         locked = 0;
-        if ((e = parse_header(jwt, hlen, kid, &kid_len, err, errlen)) != AD_OK)
+        if ((e = jws_header(&parts, typs, 0, kid, &kid_len, err, errlen)) !=
+            AD_OK)
             goto out;
         e = AD_EBADCRED;
         pthread_rwlock_rdlock(&ring->lock);
@@ -886,46 +823,16 @@ ad_err tok_verify(tok_ring *ring, const char *jwt, const tok_expect *expect,
         }
     }
 
-    if (slen != SIG_B64_LEN) {
-        ad_errf(e, err, errlen, "the signature is not 64 bytes");
+    /* The payload is decoded (not parsed) before the signature is
+     * checked, so a token whose payload is not base64url says so. */
+    if ((e = jws_sig_decode(&parts, rs, err, errlen)) != AD_OK ||
+        (e = jws_payload(&parts, payload, sizeof(payload), &plen, err,
+                         errlen)) != AD_OK ||
+        (e = jws_verify(&parts, rs, k->ec, err, errlen)) != AD_OK)
         goto out;
-    }
-    if (codec_b64_decode(d2 + 1, slen, rs, sizeof(rs), &got, CODEC_B64_URL) !=
-            0 ||
-        got != SIG_LEN) {
-        ad_errf(e, err, errlen, "the signature is not base64url");
-        goto out;
-    }
-    if (codec_b64_decode(d1 + 1, plen, payload, sizeof(payload), &plen,
-                         CODEC_B64_URL) != 0) {
-        ad_errf(e, err, errlen, "the payload is not base64url");
-        goto out;
-    }
-
-    if ((sig = ECDSA_SIG_new()) == NULL ||
-        (r = BN_bin2bn(rs, COORD_LEN, NULL)) == NULL ||
-        (s = BN_bin2bn(rs + COORD_LEN, COORD_LEN, NULL)) == NULL) {
-        e = AD_ENOMEM;
-        goto out;
-    }
-    /* ECDSA_do_verify refuses these too; saying so costs nothing and
-     * does not rest on that. */
-    if (BN_is_zero(r) || BN_is_zero(s)) {
-        ad_errf(e, err, errlen, "bad signature");
-        goto out;
-    }
-    ECDSA_SIG_set0(sig, r, s);
-    r = s = NULL;
-    SHA256((const uint8_t *)jwt, (size_t)(d2 - jwt), digest);
-
-    rc = ECDSA_do_verify(digest, sizeof(digest), sig, k->ec);
     pthread_rwlock_unlock(&ring->lock);
     locked = 0;
-    if (rc != 1) {
-        ERR_clear_error();
-        ad_errf(e, err, errlen, "bad signature");
-        goto out;
-    }
+    e = AD_EBADCRED;
 
     /* Only signed claims are parsed. Duplicates are refused so that no
      * other parser can read a different exp or aud from the same bytes. */
@@ -944,9 +851,6 @@ ad_err tok_verify(tok_ring *ring, const char *jwt, const tok_expect *expect,
 out:
     if (locked)
         pthread_rwlock_unlock(&ring->lock);
-    BN_free(r);
-    BN_free(s);
-    ECDSA_SIG_free(sig);
     json_decref(c);
     return e;
 }

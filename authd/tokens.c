@@ -769,11 +769,18 @@ ad_err tokens_revoke_sub(tokens *t, const char *actor, const char *jti,
     return e;
 }
 
-static ad_err load_revoked(tokens *t)
+/* Called by walk_revoked for each entry with a jti; a result other than
+ * AD_OK ends the walk with it. */
+typedef ad_err (*revoked_fn)(const char *jti, const json_t *entry, void *ctx);
+
+/* Walks every STORE_REVOKED_JTIS entry that has a jti, in key order, a
+ * page of 1000 per read transaction so that no transaction stays open
+ * for the whole list. Returns AD_OK, the store's error, or fn's. */
+static ad_err walk_revoked(tokens *t, revoked_fn fn, void *ctx)
 {
     store_txn *tx = NULL;
     json_t *items = NULL, *v;
-    const char *after = NULL;
+    const char *after = NULL, *jti;
     char cursor[64] = "";
     size_t i;
     int more = 1;
@@ -787,17 +794,29 @@ static ad_err load_revoked(tokens *t)
         if (e != AD_OK)
             break;
         json_array_foreach(items, i, v) {
-            const char *jti = json_string_value(json_object_get(v, "jti"));
-            if (jti) {
-                revoked_add_mem(t, jti);
-                util_strlcpy(cursor, jti, sizeof(cursor));
-            }
+            if ((jti = json_string_value(json_object_get(v, "jti"))) == NULL)
+                continue;
+            util_strlcpy(cursor, jti, sizeof(cursor));
+            if ((e = fn(jti, v, ctx)) != AD_OK)
+                break;
         }
         after = cursor;
         json_decref(items);
         items = NULL;
     }
     return e;
+}
+
+static ad_err add_revoked(const char *jti, const json_t *entry, void *ctx)
+{
+    (void)entry;
+    revoked_add_mem(ctx, jti);
+    return AD_OK;
+}
+
+static ad_err load_revoked(tokens *t)
+{
+    return walk_revoked(t, add_revoked, t);
 }
 
 void tokens_note_revoked(tokens *t, const char *jti)
@@ -1142,47 +1161,41 @@ static int in_sorted(const char *const *ids, size_t n, const char *id)
     return 0;
 }
 
+/* What tokens_revoked_for selects and where it puts it. */
+typedef struct {
+    const char *const *subs;
+    size_t n, max;
+    int64_t now;
+    json_t *out;
+} revoked_for_ctx;
+
+static ad_err add_revoked_for(const char *jti, const json_t *entry, void *ctx)
+{
+    const revoked_for_ctx *c = ctx;
+    const json_t *ku = json_object_get(entry, "keep_until");
+    const char *sub = json_string_value(json_object_get(entry, "sub"));
+
+    /* A token past keep_until has expired anyway. */
+    if (json_is_integer(ku) && json_integer_value(ku) < c->now)
+        return AD_OK;
+    if (sub != NULL && !in_sorted(c->subs, c->n, sub))
+        return AD_OK;
+    if (json_array_size(c->out) >= c->max)
+        return AD_ETOOBIG;
+    if (json_array_append_new(c->out, json_string(jti)) != 0)
+        return AD_ENOMEM;
+    return AD_OK;
+}
+
 ad_err tokens_revoked_for(tokens *t, const char *const *subs, size_t n,
                           int64_t now, size_t max, json_t *out)
 {
-    store_txn *tx = NULL;
-    json_t *items = NULL, *v, *ku;
-    const char *after = NULL, *jti, *sub;
-    char cursor[64] = "";
-    size_t i;
-    int more = 1;
-    ad_err e = AD_OK;
+    revoked_for_ctx c;
 
-    while (more && e == AD_OK) {
-        if ((e = store_read_begin(t->st, &tx)) != AD_OK)
-            break;
-        e = store_list(tx, STORE_REVOKED_JTIS, "", after, 1000, &items, &more);
-        store_read_end(tx);
-        if (e != AD_OK)
-            break;
-        json_array_foreach(items, i, v) {
-            jti = json_string_value(json_object_get(v, "jti"));
-            sub = json_string_value(json_object_get(v, "sub"));
-            ku = json_object_get(v, "keep_until");
-            if (jti == NULL)
-                continue;
-            util_strlcpy(cursor, jti, sizeof(cursor));
-            /* A token past keep_until has expired anyway. */
-            if (json_is_integer(ku) && json_integer_value(ku) < now)
-                continue;
-            if (sub != NULL && !in_sorted(subs, n, sub))
-                continue;
-            if (json_array_size(out) >= max) {
-                e = AD_ETOOBIG;
-                break;
-            }
-            if (json_array_append_new(out, json_string(jti)) != 0)
-                e = AD_ENOMEM;
-        }
-        after = cursor;
-        json_decref(items);
-        items = NULL;
-    }
-    json_decref(items);
-    return e;
+    c.subs = subs;
+    c.n = n;
+    c.max = max;
+    c.now = now;
+    c.out = out;
+    return walk_revoked(t, add_revoked_for, &c);
 }

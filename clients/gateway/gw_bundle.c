@@ -1,8 +1,9 @@
-/* Offline gateway bundles: JWKS parsing, ES256 compact-JWS verification
- * with OpenSSL's EVP interface, the bundle's payload read into one
- * compiled policy set per active device, and decisions with policy/ as
- * the daemon makes them. Written apart from the daemon's tok.c because a
- * gateway holds only public keys from a JWKS, never a key ring. */
+/* Offline gateway bundles: JWKS parsing, the bundle's payload read into
+ * one compiled policy set per active device, and decisions with policy/
+ * as the daemon makes them. The compact JWS itself (ES256) is checked by
+ * common/jws, the same code that checks the daemon's access tokens; what
+ * is the gateway's own is the JWKS (a gateway holds only public keys,
+ * never a key ring) and the payload. */
 #include "gw_bundle.h"
 
 #include <stdlib.h>
@@ -11,18 +12,17 @@
 
 #include <openssl/bn.h>
 #include <openssl/ec.h>
-#include <openssl/ecdsa.h>
 #include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/obj_mac.h>
 
 #include "../../common/codec.h"
+#include "../../common/jws.h"
+
+/* Kids are read by common/jws, which bounds them the same way. */
+_Static_assert((int)GW_KID_MAX == (int)JWS_KID_MAX, "a kid has one maximum");
 
 enum {
-    COORD_LEN = 32,       /* a P-256 coordinate or scalar */
-    SIG_LEN = 64,         /* r||s (RFC 7518 §3.4) */
-    SIG_B64_LEN = 86,     /* its unpadded base64url */
-    HDR_RAW_MAX = 1024,   /* a real header is ~80 bytes */
+    COORD_LEN = JWS_COORD_LEN, /* a P-256 coordinate */
     DEVICE_ID_MAX = 128,  /* the registry's device id limit */
     DOC_STATEMENTS_MAX = 256, /* pol_doc_validate's limit per document */
     SERIAL_MAX = 64,      /* hex digits of a certificate serial */
@@ -32,7 +32,7 @@ enum {
 typedef struct {
     char kid[GW_KID_MAX];
     size_t kid_len;
-    EVP_PKEY *pkey;
+    EC_KEY *ec; /* public only; ECDSA_do_verify just reads it */
 } jwk;
 
 struct gw_jwks {
@@ -96,28 +96,25 @@ static int coord(const json_t *v, uint8_t out[COORD_LEN])
            got == COORD_LEN;
 }
 
-/* The public key at (x, y) on P-256; NULL if the point is not on the
- * curve (EC_KEY_set_public_key_affine_coordinates checks it). */
-static EVP_PKEY *p256_public(const uint8_t x[COORD_LEN],
-                             const uint8_t y[COORD_LEN])
+/* The public key at (x, y) on P-256, as common/jws verifies with it;
+ * NULL if the point is not on the curve
+ * (EC_KEY_set_public_key_affine_coordinates checks it). */
+static EC_KEY *p256_public(const uint8_t x[COORD_LEN],
+                           const uint8_t y[COORD_LEN])
 {
-    EC_KEY *ec = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1);
+    EC_KEY *ec = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1), *ret = NULL;
     BIGNUM *bx = BN_bin2bn(x, COORD_LEN, NULL);
     BIGNUM *by = BN_bin2bn(y, COORD_LEN, NULL);
-    EVP_PKEY *pkey = NULL, *ret = NULL;
 
     if (ec == NULL || bx == NULL || by == NULL ||
         EC_KEY_set_public_key_affine_coordinates(ec, bx, by) != 1 ||
-        EC_KEY_check_key(ec) != 1 || (pkey = EVP_PKEY_new()) == NULL ||
-        EVP_PKEY_assign_EC_KEY(pkey, ec) != 1)
+        EC_KEY_check_key(ec) != 1)
         goto out;
-    ec = NULL; /* owned by pkey now */
-    ret = pkey;
-    pkey = NULL;
+    ret = ec;
+    ec = NULL;
 out:
     if (ret == NULL)
         ERR_clear_error();
-    EVP_PKEY_free(pkey);
     EC_KEY_free(ec);
     BN_free(bx);
     BN_free(by);
@@ -184,7 +181,7 @@ ad_err gw_jwks_parse(const char *text, size_t len, gw_jwks **out, char *err,
             ad_errf(e, err, errlen, "more than %d keys", GW_JWKS_KEYS_MAX);
             goto out;
         }
-        if ((j->keys[j->n].pkey = p256_public(x, y)) == NULL) {
+        if ((j->keys[j->n].ec = p256_public(x, y)) == NULL) {
             ad_errf(e, err, errlen, "key %s is not a point on P-256", kid);
             goto out;
         }
@@ -208,7 +205,7 @@ void gw_jwks_free(gw_jwks *jwks)
     if (jwks == NULL)
         return;
     for (i = 0; i < jwks->n; i++)
-        EVP_PKEY_free(jwks->keys[i].pkey);
+        EC_KEY_free(jwks->keys[i].ec);
     free(jwks);
 }
 
@@ -225,89 +222,6 @@ static const jwk *find_kid(const gw_jwks *jwks, const char *kid, size_t n)
         if (jwks->keys[i].kid_len == n && memcmp(jwks->keys[i].kid, kid, n) == 0)
             return &jwks->keys[i];
     return NULL;
-}
-
-/* ---- the signature ------------------------------------------------ */
-
-/* The header: alg ES256 exactly (never "none", never HMAC), our typ, no
- * crit (we understand no extension, so must refuse any marked critical),
- * and a kid of jwks. */
-static ad_err check_header(const gw_jwks *jwks, const char *h, size_t hlen,
-                           const jwk **key, char *err, size_t errlen)
-{
-    uint8_t raw[HDR_RAW_MAX];
-    json_t *hdr = NULL, *v;
-    size_t n;
-    ad_err e = AD_EBADCRED;
-
-    if (codec_b64_decode(h, hlen, raw, sizeof(raw), &n, CODEC_B64_URL) != 0) {
-        ad_errf(e, err, errlen, "the header is not base64url or too long");
-        goto out;
-    }
-    /* Duplicates refused: {"alg":"ES256","alg":"none"} must not mean two
-     * things to two parsers. */
-    if ((hdr = json_loadb((const char *)raw, n, JSON_REJECT_DUPLICATES,
-                          NULL)) == NULL ||
-        !json_is_object(hdr)) {
-        ad_errf(e, err, errlen, "the header is not a JSON object");
-        goto out;
-    }
-    if (!str_eq(json_object_get(hdr, "alg"), "ES256")) {
-        ad_errf(e, err, errlen, "alg is not ES256");
-        goto out;
-    }
-    if (!str_eq(json_object_get(hdr, "typ"), GW_BUNDLE_TYP)) {
-        ad_errf(e, err, errlen, "typ is not " GW_BUNDLE_TYP);
-        goto out;
-    }
-    if (json_object_get(hdr, "crit") != NULL) {
-        ad_errf(e, err, errlen, "crit is not supported");
-        goto out;
-    }
-    v = json_object_get(hdr, "kid");
-    if (!json_is_string(v) ||
-        (*key = find_kid(jwks, json_string_value(v), json_string_length(v))) ==
-            NULL) {
-        ad_errf(e, err, errlen, "unknown kid");
-        goto out;
-    }
-    e = AD_OK;
-out:
-    json_decref(hdr);
-    return e;
-}
-
-/* Verifies the r||s signature sig over input[0..n) with key. JWS carries
- * the two integers side by side; OpenSSL's EVP verifier wants them as a
- * DER ECDSA-Sig-Value, so they are re-encoded first. */
-static int sig_ok(const jwk *key, const uint8_t sig[SIG_LEN],
-                  const char *input, size_t n)
-{
-    ECDSA_SIG *es = ECDSA_SIG_new();
-    BIGNUM *r = BN_bin2bn(sig, COORD_LEN, NULL);
-    BIGNUM *s = BN_bin2bn(sig + COORD_LEN, COORD_LEN, NULL);
-    EVP_MD_CTX *ctx = NULL;
-    unsigned char *der = NULL;
-    int derlen, ok = 0;
-
-    if (es == NULL || r == NULL || s == NULL || BN_is_zero(r) || BN_is_zero(s))
-        goto out;
-    ECDSA_SIG_set0(es, r, s);
-    r = s = NULL;
-    if ((derlen = i2d_ECDSA_SIG(es, &der)) <= 0 ||
-        (ctx = EVP_MD_CTX_new()) == NULL ||
-        EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, key->pkey) != 1)
-        goto out;
-    ok = EVP_DigestVerify(ctx, der, (size_t)derlen, (const uint8_t *)input,
-                          n) == 1;
-out:
-    ERR_clear_error();
-    OPENSSL_free(der);
-    EVP_MD_CTX_free(ctx);
-    ECDSA_SIG_free(es);
-    BN_free(r);
-    BN_free(s);
-    return ok;
 }
 
 /* ---- the payload -------------------------------------------------- */
@@ -564,9 +478,13 @@ ad_err gw_bundle_open(const gw_jwks *jwks, const char *jws, size_t len,
                       int64_t now, const char *issuer, gw_bundle **out,
                       char *err, size_t errlen)
 {
-    const char *d1, *d2;
-    size_t hlen, plen, slen, got;
-    uint8_t sig[SIG_LEN], *payload = NULL;
+    /* Required, so that no other JWS the same keys sign (an access
+     * token, typ "at+jwt") can pass for a bundle. */
+    static const char *const typs[] = {GW_BUNDLE_TYP, NULL};
+    char kid[GW_KID_MAX];
+    size_t kid_len, got;
+    uint8_t sig[JWS_SIG_LEN], *payload = NULL;
+    jws_parts parts;
     const jwk *key = NULL;
     gw_bundle *b = NULL;
     ad_err e = AD_EBADCRED;
@@ -576,41 +494,20 @@ ad_err gw_bundle_open(const gw_jwks *jwks, const char *jws, size_t len,
         err[0] = '\0';
     if (jwks == NULL || jws == NULL || len == 0)
         return ad_errf(e, err, errlen, "no bundle or no JWKS");
-    if (len > GW_BUNDLE_MAX)
-        return ad_errf(e, err, errlen, "the bundle is longer than %d bytes",
-                       GW_BUNDLE_MAX);
-    /* Exactly three parts and nothing else: codec_b64_decode refuses any
-     * byte outside the alphabet, so junk before or after cannot hide in a
-     * part. */
-    if ((d1 = memchr(jws, '.', len)) == NULL ||
-        (d2 = memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - jws))) == NULL ||
-        memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - jws)) != NULL)
-        return ad_errf(e, err, errlen, "the bundle is not three dot-separated parts");
-    hlen = (size_t)(d1 - jws);
-    plen = (size_t)(d2 - d1 - 1);
-    slen = len - (size_t)(d2 + 1 - jws);
-
-    if ((e = check_header(jwks, jws, hlen, &key, err, errlen)) != AD_OK)
+    if ((e = jws_split(jws, len, GW_BUNDLE_MAX, "bundle", &parts, err,
+                       errlen)) != AD_OK ||
+        (e = jws_header(&parts, typs, 1, kid, &kid_len, err, errlen)) != AD_OK)
         goto out;
-    e = AD_EBADCRED;
-    if (slen != SIG_B64_LEN ||
-        codec_b64_decode(d2 + 1, slen, sig, sizeof(sig), &got, CODEC_B64_URL) !=
-            0 ||
-        got != SIG_LEN) {
-        ad_errf(e, err, errlen, "the signature is not 64 bytes of base64url");
+    if ((key = find_kid(jwks, kid, kid_len)) == NULL) {
+        e = ad_errf(AD_EBADCRED, err, errlen, "unknown kid");
         goto out;
     }
     /* The signature before the payload is even decoded: nothing unsigned
      * is parsed. */
-    if (!sig_ok(key, sig, jws, (size_t)(d2 - jws))) {
-        ad_errf(e, err, errlen, "bad signature");
+    if ((e = jws_sig_decode(&parts, sig, err, errlen)) != AD_OK ||
+        (e = jws_verify(&parts, sig, key->ec, err, errlen)) != AD_OK ||
+        (e = jws_payload_alloc(&parts, &payload, &got, err, errlen)) != AD_OK)
         goto out;
-    }
-    if (codec_b64_decode_alloc(d1 + 1, plen, codec_b64_decoded_max(plen),
-                               &payload, &got, CODEC_B64_URL) != 0) {
-        ad_errf(e, err, errlen, "the payload is not base64url");
-        goto out;
-    }
     if ((b = calloc(1, sizeof(*b))) == NULL) {
         e = AD_ENOMEM;
         goto out;
@@ -620,7 +517,7 @@ ad_err gw_bundle_open(const gw_jwks *jwks, const char *jws, size_t len,
      * another exp or another status. */
     if ((b->claims = json_loadb((const char *)payload, got,
                                 JSON_REJECT_DUPLICATES, NULL)) == NULL) {
-        ad_errf(e, err, errlen, "the payload is not JSON");
+        e = ad_errf(AD_EBADCRED, err, errlen, "the payload is not JSON");
         goto out;
     }
     if ((e = read_payload(b, now, issuer, err, errlen)) != AD_OK)
