@@ -21,9 +21,11 @@
 #include "registry.h"
 #include "routes.h"
 #include "tokens.h"
+#include "version.h"
 
 static const char usage[] =
-    "usage: authd serve [--data DIR] [--http ADDR:PORT|off] "
+    "usage: authd --version\n"
+    "       authd serve [--data DIR] [--http ADDR:PORT|off] "
     "[--https ADDR:PORT|off]\n"
     "                   [--check-http ADDR:PORT|off | --check-socket PATH]\n"
     "                   [--coaps ADDR:PORT|off]\n"
@@ -318,6 +320,10 @@ int main(int argc, char **argv)
         strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("authd %s\n", AD_VERSION);
+        return 0;
     }
     cmd = argv[1];
     if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "init") != 0 &&

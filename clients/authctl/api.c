@@ -17,6 +17,7 @@
 #include "ctl.h"
 #include "out.h"
 #include "urls.h"
+#include "version.h"
 
 enum {
     BEARER_MAX = 1024,
@@ -222,7 +223,7 @@ static void set_options(api *a, const char *method, const char *url,
     curl_easy_setopt(a->curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(a->curl, CURLOPT_CONNECTTIMEOUT_MS, a->connect_ms);
     curl_easy_setopt(a->curl, CURLOPT_TIMEOUT, a->timeout);
-    curl_easy_setopt(a->curl, CURLOPT_USERAGENT, "authctl/" AUTHCTL_VERSION);
+    curl_easy_setopt(a->curl, CURLOPT_USERAGENT, "authctl/" AD_VERSION);
     curl_easy_setopt(a->curl, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(a->curl, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(a->curl, CURLOPT_WRITEFUNCTION, on_data);

@@ -10,6 +10,7 @@
 
 #include "ctl.h"
 #include "pki.h"
+#include "version.h"
 
 enum { ARGV_MAX = 512, KEY_FILE_MAX = 4096, DEFAULT_TIMEOUT = 60,
        DEFAULT_PAGE = 100 };
@@ -140,7 +141,8 @@ static void help_main(FILE *f, const table t[3])
           "\nexit status: 0 success, 1 refused by the server (its message\n"
           "goes to stderr) or a local failure, 2 usage error, 3 cannot\n"
           "reach the server (connection refused, TLS failure, timeout).\n"
-          "\n'authctl COMMAND [SUBCOMMAND] --help' describes one command.\n",
+          "\n'authctl COMMAND [SUBCOMMAND] --help' describes one command;\n"
+          "'authctl --version' prints the version.\n",
           f);
 }
 
@@ -210,6 +212,10 @@ int main(int argc, char **argv)
     memset(&c, 0, sizeof(c));
     memset(&a, 0, sizeof(a));
     load_tables(t);
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        printf("authd %s\n", AD_VERSION);
+        return CTL_OK;
+    }
     if (argc > ARGV_MAX) {
         fprintf(stderr, "authctl: too many arguments\n");
         return CTL_USAGE;

@@ -14,6 +14,7 @@
 
 #include "../../common/codec.h"
 #include "gw_bundle.h"
+#include "version.h"
 
 enum {
     EXIT_ALLOW = 0,
@@ -27,7 +28,8 @@ enum {
 };
 
 static const char usage_text[] =
-    "usage: authd-gw decide --bundle FILE --jwks FILE [--device ID]\n"
+    "usage: authd-gw --version\n"
+    "       authd-gw decide --bundle FILE --jwks FILE [--device ID]\n"
     "                       [--now UNIX] [--issuer ISS] ACTION SUBJECT\n"
     "       authd-gw decide --bundle FILE --jwks FILE [--now UNIX]\n"
     "                       [--issuer ISS] --batch FILE|-\n"
@@ -244,6 +246,10 @@ int main(int argc, char **argv)
     cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         fputs(usage_text, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("authd %s\n", AD_VERSION);
         return 0;
     }
     if (strcmp(cmd, "decide") != 0 && strcmp(cmd, "verify") != 0)
