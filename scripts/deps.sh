@@ -10,7 +10,8 @@ build_pkgs=(gcc pkg-config meson ninja-build libssl-dev libmicrohttpd-dev
 test_pkgs=(curl python3 python3-pytest python3-cryptography python3-jwt
   clang libclang-rt-14-dev valgrind wrk golang-cfssl nginx-light lmdb-utils
   mosquitto mosquitto-clients python3-paho-mqtt libjwt-dev
-  haproxy postgresql-15 postgresql-client-15 libcoap3-bin)
+  haproxy postgresql-15 postgresql-client-15 libcoap3-bin
+  debhelper dpkg-dev fakeroot man-db groff-base systemd)
 
 want=("${build_pkgs[@]}")
 [ "${1:-build}" = test ] && want+=("${test_pkgs[@]}")
