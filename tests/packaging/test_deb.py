@@ -129,9 +129,13 @@ def test_control_data(unpacked):
     assert re.search(r"adduser --system --group .*authd", postinst.replace("\\\n", " "))
     assert "/var/lib/authd" in postinst
     assert "authd.service" in postinst, "dh_installsystemd did not add the unit"
-    r = subprocess.run(["sh", "-n", os.path.join(ctl, "postinst")], capture_output=True,
-                       text=True, timeout=10)
-    assert r.returncode == 0, r.stderr
+    # Removal stops the service (debhelper writes no stop for --no-start).
+    with open(os.path.join(ctl, "prerm"), encoding="utf-8") as f:
+        assert "stop authd.service" in f.read()
+    for script in ("postinst", "prerm", "postrm"):
+        r = subprocess.run(["sh", "-n", os.path.join(ctl, script)],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, (script, r.stderr)
 
 
 def test_installed_config_loads_and_man_pages_render(unpacked, tmp_path):
