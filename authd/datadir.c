@@ -722,7 +722,7 @@ static ad_err join_write(store_txn *tx, void *arg)
     if (e == AD_OK)
         e = store_index_add(tx, STORE_IX_APIKEY_HASHES, jr->digest, id);
     if (e == AD_OK)
-        e = store_audit(tx, "join", "apikey.copy", id, NULL);
+        e = store_audit(tx, "cli:join", "apikey.copy", id, NULL);
     return e;
 }
 
