@@ -390,7 +390,7 @@ static ad_err init_admin_key(const config *cfg, store *st, FILE *log,
 
     if (exists(cfg->data, "admin.key"))
         return AD_OK;
-    e = registry_apikey_create(st, "init", "admin", "admin", &view, err,
+    e = registry_apikey_create(st, "cli:init", "admin", "admin", &view, err,
                                errlen);
     if (e != AD_OK)
         return e;
