@@ -479,7 +479,26 @@ char *store_audit_canonical(const json_t *entry)
 {
     /* Sorted keys and no spaces: one text per entry whatever order its
      * members were written in; jansson writes UTF-8 as is. */
-    return json_dumps(entry, JSON_COMPACT | JSON_SORT_KEYS);
+    char *text = json_dumps(entry, JSON_COMPACT | JSON_SORT_KEYS), *p;
+
+    /* jansson writes \u001F, most others (Python's json) \u001f: lower
+     * case, so that anyone can recompute the form. Outside strings JSON
+     * has no backslash; inside, each one starts an escape. */
+    for (p = text; p && *p; p++) {
+        if (*p != '\\')
+            continue;
+        if (*++p == '\0')
+            break;
+        if (*p == 'u') {
+            int i;
+
+            for (i = 1; i <= 4 && p[i]; i++)
+                if (p[i] >= 'A' && p[i] <= 'F')
+                    p[i] = (char)(p[i] - 'A' + 'a');
+            p += i - 1;
+        }
+    }
+    return text;
 }
 
 ad_err store_audit_hash(const json_t *entry, char hex[STORE_AUDIT_HASH_HEX])

@@ -255,6 +255,11 @@ def test_the_chain_holds_and_an_edited_or_deleted_entry_is_found(
     ids = [uid("chain-") for _ in range(6)]
     for did in ids:
         create_device(api, did)
+    # The canonical form is the same text in C and in Python, also for
+    # non-ASCII, control characters and slashes.
+    r = api.patch("/v1/devices/" + ids[0],
+                  {"attributes": {"k": "\u00e9\u2028\u0001\u001f/\"x\\"}})
+    assert r.status == 200, r
     entries = api.list_all("/v1/audit", limit=3)
     check_chain(entries)
     n = len(entries)
