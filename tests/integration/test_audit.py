@@ -9,6 +9,7 @@ import calendar
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -220,6 +221,7 @@ def lmdb_entries_edit(store_dir, edit):
     old = store_dir + ".old"
     os.rename(store_dir, old)
     os.rename(fresh, store_dir)
+    shutil.rmtree(old)
 
 
 def pg_sql(data, sql):
@@ -279,6 +281,52 @@ def test_the_chain_holds_and_an_edited_or_deleted_entry_is_found(
     d.start()
     r = api.get("/v1/audit/verify")
     assert r.status == 200 and r.json == {"ok": False, "first_bad": bad}, r
+
+
+def strip_prev_hash(data, seqs):
+    """Writes entries seqs back without prev_hash, as an older authd wrote
+    them (a stopped daemon's store)."""
+    if BACKEND == "postgres":
+        pg_sql(data, "UPDATE audit SET doc = (doc::jsonb - 'prev_hash')::text "
+                     "WHERE seq IN (%s)" % ",".join(str(x) for x in seqs))
+        return
+
+    def edit(entries):
+        out = []
+        for seq, text in entries:
+            if seq in seqs:
+                e = json.loads(text)
+                del e["prev_hash"]
+                text = json.dumps(e)
+            out.append((seq, text))
+        return out
+    lmdb_entries_edit(os.path.join(data, "store"), edit)
+
+
+def test_a_log_from_before_the_chain_is_chained_from_its_next_entry(
+        spawn_authd, binary):
+    d = spawn_authd()
+    api = d.api(d.admin_key)
+    for _ in range(3):
+        create_device(api, uid("old-"))
+    old = api.list_all("/v1/audit", limit=100)
+    d.stop_and_check()
+    strip_prev_hash(d.data, [e["seq"] for e in old])
+    d.start()
+    create_device(api, uid("new-"))
+    entries = api.list_all("/v1/audit", limit=100)
+    assert "prev_hash" not in entries[len(old) - 1]
+    assert entries[len(old)]["prev_hash"] == entry_hash(entries[len(old) - 1]), (
+        "the first chained entry covers the last older one")
+    r = api.get("/v1/audit/verify")
+    assert r.json == {"ok": True, "entries": len(entries), "unchained": len(old),
+                      "head": entry_hash(entries[-1])}, r.json
+    # Once the chain has started, an entry without prev_hash is a change.
+    create_device(api, uid("new-"))
+    d.stop_and_check()
+    strip_prev_hash(d.data, [len(old) + 1])
+    rc, out = verify_cli(binary, d.data)
+    assert rc == 1 and out == {"ok": False, "first_bad": len(old) + 1}, out
 
 
 def test_concurrent_enrollments_keep_the_chain(spawn_authd, binary, tmp_path):
