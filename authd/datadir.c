@@ -390,7 +390,7 @@ static ad_err init_admin_key(const config *cfg, store *st, FILE *log,
 
     if (exists(cfg->data, "admin.key"))
         return AD_OK;
-    e = registry_apikey_create(st, "init", "admin", "admin", &view, err,
+    e = registry_apikey_create(st, "cli:init", "admin", "admin", &view, err,
                                errlen);
     if (e != AD_OK)
         return e;
@@ -722,7 +722,7 @@ static ad_err join_write(store_txn *tx, void *arg)
     if (e == AD_OK)
         e = store_index_add(tx, STORE_IX_APIKEY_HASHES, jr->digest, id);
     if (e == AD_OK)
-        e = store_audit(tx, "join", "apikey.copy", id, NULL);
+        e = store_audit(tx, "cli:join", "apikey.copy", id, NULL);
     return e;
 }
 

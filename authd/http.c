@@ -443,19 +443,24 @@ static api_role role_of(const char *s)
 api_role http_bearer_role(http_req *r)
 {
     const char *key = bearer_of(r);
-    char id[REGISTRY_APIKEY_ID_MAX], role[REGISTRY_ROLE_MAX];
+    char id[REGISTRY_APIKEY_ID_MAX], name[REGISTRY_APIKEY_NAME_MAX],
+        role[REGISTRY_ROLE_MAX];
     api_role out;
 
     r->bearer_err = AD_EBADCRED;
     if (key == NULL)
         return ROLE_NONE;
     if ((r->bearer_err = registry_apikey_authenticate(r->app->st, key, id,
-                                                      role)) != AD_OK)
+                                                      name, role)) != AD_OK)
         return ROLE_NONE;
     r->bearer_err = AD_EBADCRED; /* if the role is none of ours */
     out = role_of(role);
-    if (out != ROLE_NONE)
-        snprintf(r->actor, sizeof(r->actor), "apikey:%s", id);
+    /* The name says who, the id which key (names may repeat): the actor
+     * form of docs/audit.md. Names and ids are bounded to fit. */
+    if (out != ROLE_NONE &&
+        snprintf(r->actor, sizeof(r->actor), "apikey:%s/%s", name, id) >=
+            (int)sizeof(r->actor))
+        out = ROLE_NONE;
     return out;
 }
 

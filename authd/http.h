@@ -61,8 +61,9 @@ typedef struct http_req {
     const char *body;                   /* NUL-terminated, may be "" */
     size_t body_len;
 
-    /* Who is calling: "apikey:<id>", "device:<id>", "enrollment:<id>"... */
-    char actor[192];
+    /* Who is calling: "apikey:<name>/<id>", "device:<id>",
+     * "enrollment:<id>"... (docs/audit.md) */
+    char actor[208];
     api_role role;
     /* Why http_bearer_role said ROLE_NONE: AD_EBADCRED, or the store's
      * error when it could not tell (AD_EUNAVAIL: 503, not a bad key). */

@@ -37,6 +37,8 @@ static const char usage[] =
     "       authd admin-key --data DIR [--name N] "
     "[--role admin|broker|provisioner]\n"
     "       authd migrate --data DIR --to postgres://... (offline)\n"
+    "       authd audit verify --data DIR   (exit 0: the chain holds, 1: "
+    "not)\n"
     "The store URL is lmdb: (DIR/store), lmdb:PATH or postgres://...; init,\n"
     "join and migrate remember it in DIR/store.url.\n"
     "Every option may also come from the config file (key = value) and\n"
@@ -100,6 +102,36 @@ static int cmd_migrate(config *cfg)
         return e == AD_ECONFLICT ? 3 : e == AD_EBADREQ ? 2 : 1;
     }
     printf("data directory %s now uses the new store\n", cfg->data);
+    return 0;
+}
+
+/* Checks the audit log's hash chain from the store itself (the daemon
+ * may run: LMDB readers and PostgreSQL sessions do not disturb it). */
+static int cmd_audit_verify(config *cfg)
+{
+    char err[512] = "";
+    store *st = NULL;
+    store_audit_check c;
+    ad_err e;
+
+    e = datadir_open_store(cfg, &st, err, sizeof(err));
+    if (e == AD_OK)
+        e = store_audit_verify(st, &c);
+    store_close(st);
+    if (e != AD_OK) {
+        fprintf(stderr, "authd audit verify: %s\n",
+                err[0] ? err : ad_err_message(e));
+        return 2;
+    }
+    if (!c.ok) {
+        printf("{\"ok\":false,\"first_bad\":%llu}\n",
+               (unsigned long long)c.first_bad);
+        return 1;
+    }
+    printf("{\"ok\":true,\"entries\":%llu,\"unchained\":%llu,"
+           "\"head\":\"%s\"}\n",
+           (unsigned long long)c.entries, (unsigned long long)c.unchained,
+           c.head);
     return 0;
 }
 
@@ -326,9 +358,19 @@ int main(int argc, char **argv)
         return 0;
     }
     cmd = argv[1];
+    /* "audit verify": one command of two words. */
+    if (strcmp(cmd, "audit") == 0) {
+        if (argc < 3 || strcmp(argv[2], "verify") != 0) {
+            fprintf(stderr, "authd audit: the command is `audit verify`\n%s",
+                    usage);
+            return 2;
+        }
+        argv++;
+        argc--;
+    }
     if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "init") != 0 &&
         strcmp(cmd, "join") != 0 && strcmp(cmd, "admin-key") != 0 &&
-        strcmp(cmd, "migrate") != 0) {
+        strcmp(cmd, "migrate") != 0 && strcmp(cmd, "audit") != 0) {
         fprintf(stderr, "authd: unknown command %s\n%s", cmd, usage);
         return 2;
     }
@@ -353,6 +395,8 @@ int main(int argc, char **argv)
         rc = cmd_admin_key(&cfg);
     else if (strcmp(cmd, "migrate") == 0)
         rc = cmd_migrate(&cfg);
+    else if (strcmp(cmd, "audit") == 0)
+        rc = cmd_audit_verify(&cfg);
     else
         rc = cmd_serve(&cfg, argc - 2, argv + 2);
     OPENSSL_cleanup();

@@ -568,15 +568,16 @@ ad_err registry_event(store_txn *tx, const char *type, const char *key,
 
 ad_err registry_apikey_authenticate(store *st, const char *key,
                                     char id[REGISTRY_APIKEY_ID_MAX],
+                                    char name[REGISTRY_APIKEY_NAME_MAX],
                                     char role[REGISTRY_ROLE_MAX])
 {
-    const char *hash, *r;
+    const char *hash, *r, *n;
     store_txn *tx = NULL;
     json_t *rec = NULL;
     char digest[65];
     ad_err e;
 
-    id[0] = role[0] = '\0';
+    id[0] = name[0] = role[0] = '\0';
     if (strncmp(key, "ak_", 3) != 0 || strlen(key) > 200)
         return AD_EBADCRED;
     /* Keys are 256-bit random, so a plain SHA-256 is a safe lookup key;
@@ -591,10 +592,13 @@ ad_err registry_apikey_authenticate(store *st, const char *key,
     if (e == AD_OK) {
         hash = json_string_value(json_object_get(rec, "hash"));
         r = json_string_value(json_object_get(rec, "role"));
-        if (hash == NULL || r == NULL || !util_secret_equal(digest, hash))
+        n = json_string_value(json_object_get(rec, "name"));
+        if (hash == NULL || r == NULL || !util_secret_equal(digest, hash)) {
             e = AD_EBADCRED;
-        else
+        } else {
             util_strlcpy(role, r, REGISTRY_ROLE_MAX);
+            util_strlcpy(name, n ? n : "", REGISTRY_APIKEY_NAME_MAX);
+        }
     }
     if (e == AD_ENOTFOUND)
         e = AD_EBADCRED;
@@ -790,24 +794,142 @@ ad_err registry_apikey_delete(store *st, const char *actor, const char *id)
     return registry_hashed_delete(st, &apikeys, actor, id);
 }
 
+/* since/until: RFC 3339 UTC or Unix seconds. */
+static int audit_time_arg(const char *s, time_t *t)
+{
+    uint64_t n;
+
+    if (s[0] >= '0' && s[0] <= '9' && strchr(s, '-') == NULL) {
+        if (codec_parse_u64(s, (uint64_t)INT32_MAX * 4, &n) != 0)
+            return -1;
+        *t = (time_t)n;
+        return 0;
+    }
+    return util_parse_rfc3339(s, t);
+}
+
+static int audit_match(const json_t *it, const registry_audit_filter *f,
+                       const time_t *since, const time_t *until)
+{
+    const char *action = json_string_value(json_object_get(it, "action"));
+    const char *s;
+    time_t t;
+
+    if (f->action) {
+        size_t n = strlen(f->action);
+
+        if (action == NULL)
+            return 0;
+        /* "device.*": the object's every verb. */
+        if (n >= 2 && strcmp(f->action + n - 2, ".*") == 0
+                ? strncmp(action, f->action, n - 1) != 0
+                : strcmp(action, f->action) != 0)
+            return 0;
+    }
+    if (f->actor) {
+        size_t n = strlen(f->actor);
+
+        /* "apikey:ops" also names every key called ops
+         * ("apikey:ops/k_..."). */
+        s = json_string_value(json_object_get(it, "actor"));
+        if (s == NULL ||
+            (strcmp(s, f->actor) != 0 &&
+             (strchr(f->actor, '/') != NULL || strncmp(s, f->actor, n) != 0 ||
+              s[n] != '/')))
+            return 0;
+    }
+    if (f->target && ((s = json_string_value(json_object_get(it, "target"))) ==
+                          NULL ||
+                      strcmp(s, f->target) != 0))
+        return 0;
+    if (since || until) {
+        s = json_string_value(json_object_get(it, "time"));
+        if (s == NULL || util_parse_rfc3339(s, &t) != 0)
+            return 0;
+        if ((since && t < *since) || (until && t >= *until))
+            return 0;
+    }
+    return 1;
+}
+
+/* Entries read from the store at a time while filtering. */
+enum { AUDIT_CHUNK = 500 };
+
 ad_err registry_audit_list(store *st, const registry_page *pg,
+                           const registry_audit_filter *f,
                            registry_list *out, char *err, size_t errlen)
 {
-    uint64_t after = 0;
+    uint64_t cur = 0;
+    time_t since = 0, until = 0;
     store_txn *tx = NULL;
-    json_t *items = NULL;
-    int more = 0;
+    json_t *items = NULL, *chunk = NULL, *it;
+    size_t examined = 0, i;
+    int more = 0, done = 0, full = 0;
     ad_err e;
 
     out->items = out->next = NULL;
-    if (pg->after && codec_parse_u64(pg->after, UINT64_MAX - 1, &after) != 0)
+    if (pg->after && codec_parse_u64(pg->after, UINT64_MAX - 1, &cur) != 0)
         return ad_errf(AD_EBADREQ, err, errlen,
                        "after must be an audit seq number");
-    e = store_read_begin(st, &tx);
-    if (e == AD_OK)
-        e = store_audit_list(tx, after, pg->limit, &items, &more);
+    if (f->since && audit_time_arg(f->since, &since) != 0)
+        return ad_errf(AD_EBADREQ, err, errlen,
+                       "since must be RFC 3339 UTC or Unix seconds");
+    if (f->until && audit_time_arg(f->until, &until) != 0)
+        return ad_errf(AD_EBADREQ, err, errlen,
+                       "until must be RFC 3339 UTC or Unix seconds");
+    if ((items = json_array()) == NULL)
+        return AD_ENOMEM;
+    if ((e = store_read_begin(st, &tx)) != AD_OK)
+        goto out;
+    /* Newest first reads from the end; either way at most SCAN_MAX
+     * entries, so one request costs the same on a log of any size. */
+    while (!full && !done && examined < REGISTRY_AUDIT_SCAN_MAX) {
+        size_t want = REGISTRY_AUDIT_SCAN_MAX - examined, n;
+
+        if (want > AUDIT_CHUNK)
+            want = AUDIT_CHUNK;
+        json_decref(chunk);
+        chunk = NULL;
+        if (f->desc && pg->after && cur <= 1) {
+            done = 1; /* nothing is older than seq 1 */
+            break;
+        }
+        e = f->desc ? store_audit_rlist(tx, cur, want, &chunk, &more)
+                    : store_audit_list(tx, cur, want, &chunk, &more);
+        if (e != AD_OK)
+            goto out;
+        n = json_array_size(chunk);
+        json_array_foreach(chunk, i, it) {
+            examined++;
+            cur = (uint64_t)json_integer_value(json_object_get(it, "seq"));
+            if (audit_match(it, f, f->since ? &since : NULL,
+                            f->until ? &until : NULL) &&
+                json_array_append(items, it) != 0) {
+                e = AD_ENOMEM;
+                goto out;
+            }
+            if (json_array_size(items) >= pg->limit) {
+                full = 1;
+                done = i + 1 == n && !more;
+                break;
+            }
+        }
+        if (!full && !more)
+            done = 1;
+    }
+    out->items = items;
+    items = NULL;
+    if (done || cur == 0) {
+        out->next = json_null();
+    } else {
+        char buf[32];
+
+        snprintf(buf, sizeof(buf), "%llu", (unsigned long long)cur);
+        out->next = json_string(buf);
+    }
+out:
     store_read_end(tx);
-    if (e == AD_OK)
-        registry_list_set(out, items, more, "seq");
+    json_decref(chunk);
+    json_decref(items);
     return e;
 }

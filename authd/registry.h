@@ -93,11 +93,16 @@ ad_err registry_apikey_create(store *st, const char *actor, const char *name,
                               const char *role, json_t **view, char *err,
                               size_t errlen);
 
-/* Finds the API key a bearer secret ("ak_...") belongs to: its id and
- * role name. AD_EBADCRED if it is no key of ours. */
-enum { REGISTRY_APIKEY_ID_MAX = 64, REGISTRY_ROLE_MAX = 16 };
+/* Finds the API key a bearer secret ("ak_...") belongs to: its id, name
+ * and role name. AD_EBADCRED if it is no key of ours. */
+enum {
+    REGISTRY_APIKEY_ID_MAX = 64,
+    REGISTRY_APIKEY_NAME_MAX = 129,
+    REGISTRY_ROLE_MAX = 16
+};
 ad_err registry_apikey_authenticate(store *st, const char *key,
                                     char id[REGISTRY_APIKEY_ID_MAX],
+                                    char name[REGISTRY_APIKEY_NAME_MAX],
                                     char role[REGISTRY_ROLE_MAX]);
 
 /* The certificates of a device or an enrollment are indexed by values
@@ -200,9 +205,25 @@ ad_err registry_apikeys_list(store *st, const registry_page *pg,
 /* AD_ENOTFOUND if there is no such key. */
 ad_err registry_apikey_delete(store *st, const char *actor, const char *id);
 
-/* A page of the audit log after sequence number pg->after (decimal; NULL
- * for the start). AD_EBADREQ (with a message) if after is not one. */
+/* Which audit entries to list (docs/audit.md). action, actor, target:
+ * equal to it (action "device.*": every verb of an object; actor
+ * "apikey:NAME": every key of that name); since,
+ * until: RFC 3339 UTC or Unix seconds, since <= time < until; NULL for
+ * any. desc: newest first. */
+typedef struct {
+    const char *action, *actor, *target, *since, *until;
+    int desc;
+} registry_audit_filter;
+/* Entries one request examines at most: a filter that matches little
+ * answers fewer than limit items (maybe none) and a next cursor to go
+ * on from; a client pages until next is null. */
+enum { REGISTRY_AUDIT_SCAN_MAX = 10000 };
+/* A page of the audit log in f's order after sequence number pg->after
+ * (decimal, the previous page's next; NULL for the start: the oldest, or
+ * with desc the newest). AD_EBADREQ (with a message) if after, since or
+ * until is not valid. */
 ad_err registry_audit_list(store *st, const registry_page *pg,
+                           const registry_audit_filter *f,
                            registry_list *out, char *err, size_t errlen);
 
 #endif

@@ -847,7 +847,7 @@ static ad_err secret_write(store_txn *tx, void *arg)
     e = store_put(tx, STORE_DEVICE_SECRETS, w->id, rec, 0);
     json_decref(rec);
     if (e == AD_OK)
-        e = store_audit(tx, w->actor, "device.secret", w->id, NULL);
+        e = store_audit(tx, w->actor, "device.set_secret", w->id, NULL);
     return e;
 }
 

@@ -84,6 +84,8 @@ static const http_route table[] = {
     R("DELETE", "/v1/apikeys/{}", LISTEN_MAIN, ACCESS_ADMIN,
       route_apikey_delete),
     R("GET", "/v1/audit", LISTEN_MAIN, ACCESS_ADMIN, route_audit_list),
+    R("GET", "/v1/audit/verify", LISTEN_MAIN, ACCESS_ADMIN,
+      route_audit_verify),
 
     /* policies and groups (§5, §6) */
     R("POST", "/v1/policies/explain", LISTEN_MAIN, ACCESS_ADMIN,

@@ -49,6 +49,7 @@ void route_apikey_create(http_req *r);
 void route_apikey_list(http_req *r);
 void route_apikey_delete(http_req *r);
 void route_audit_list(http_req *r);
+void route_audit_verify(http_req *r);
 
 /* Reads ?limit and ?after into *pg (no prefix). On error replies and
  * returns -1. */

@@ -622,14 +622,45 @@ void route_audit_list(http_req *r)
 {
     registry_page pg;
     registry_list l;
+    registry_audit_filter f;
+    const char *order = http_query(r, "order");
     char msg[96] = "";
     ad_err e;
 
     if (routes_page(r, &pg) != 0)
         return;
-    e = registry_audit_list(r->app->st, &pg, &l, msg, sizeof(msg));
+    memset(&f, 0, sizeof(f));
+    if (order && strcmp(order, "asc") != 0 && strcmp(order, "desc") != 0) {
+        http_reply_error(r, AD_EBADREQ, "order must be asc or desc");
+        return;
+    }
+    f.desc = order && strcmp(order, "desc") == 0;
+    f.action = http_query(r, "action");
+    f.actor = http_query(r, "actor");
+    f.target = http_query(r, "target");
+    f.since = http_query(r, "since");
+    f.until = http_query(r, "until");
+    e = registry_audit_list(r->app->st, &pg, &f, &l, msg, sizeof(msg));
     if (e != AD_OK && msg[0])
         http_reply_error(r, e, msg);
     else
         routes_reply_list(r, e, &l);
+}
+
+void route_audit_verify(http_req *r)
+{
+    store_audit_check c;
+    ad_err e = store_audit_verify(r->app->st, &c);
+
+    if (e != AD_OK)
+        http_reply_error(r, e, NULL);
+    else if (c.ok)
+        http_reply_json(r, 200, json_pack("{s:b, s:I, s:I, s:s}", "ok", 1,
+                                          "entries", (json_int_t)c.entries,
+                                          "unchained",
+                                          (json_int_t)c.unchained, "head",
+                                          c.head));
+    else
+        http_reply_json(r, 200, json_pack("{s:b, s:I}", "ok", 0, "first_bad",
+                                          (json_int_t)c.first_bad));
 }

@@ -407,7 +407,7 @@ void route_server_certs(http_req *r)
     q.ndns = (size_t)ndns;
     q.ips = ips;
     q.nips = (size_t)nips;
-    q.audit_action = "cert.server";
+    q.audit_action = "cert.issue_server";
     e = issue_cert(r->app, r->actor, csr, &q, &iss, msg, sizeof(msg));
     reply_issued(r, e, msg, &iss, NULL, ANSWER_JSON);
 out:

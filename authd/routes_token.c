@@ -237,7 +237,7 @@ void route_token_revoke(http_req *r)
 void route_token_key_rotate(http_req *r)
 {
     char kid[TOK_KID_MAX], why[160] = "";
-    ad_err e = tokens_rotate(r->app->tokens, kid, why, sizeof(why));
+    ad_err e = tokens_rotate(r->app->tokens, r->actor, kid, why, sizeof(why));
 
     if (e != AD_OK) {
         http_reply_error(r, e, why);

@@ -212,6 +212,39 @@ ad_err store_audit(store_txn *tx, const char *actor, const char *action,
 /* Audit entries with seq > after, up to limit, oldest first. */
 ad_err store_audit_list(store_txn *tx, uint64_t after, size_t limit,
                         json_t **items, int *more);
+/* Audit entries with seq < before (0: from the newest), up to limit,
+ * newest first: a "newest N" question reads only N entries. */
+ad_err store_audit_rlist(store_txn *tx, uint64_t before, size_t limit,
+                         json_t **items, int *more);
+
+/* The hash chain (docs/audit.md): every entry the writer appends carries
+ * prev_hash, the hex SHA-256 of the previous entry's canonical form (the
+ * entry object with all its members, keys sorted, compact, UTF-8); the
+ * first entry's is 64 zeros. Entries written before the chain existed
+ * have none: the chain starts at the first entry that has one, whose
+ * prev_hash covers the entry before it. */
+enum { STORE_AUDIT_HASH_HEX = 65 };
+#define STORE_AUDIT_ZERO_HASH \
+    "0000000000000000000000000000000000000000000000000000000000000000"
+/* The canonical text of entry (malloc'd, NULL on failure). */
+char *store_audit_canonical(const json_t *entry);
+/* hex := SHA-256 of entry's canonical form. */
+ad_err store_audit_hash(const json_t *entry, char hex[STORE_AUDIT_HASH_HEX]);
+/* Checks the whole chain from one read snapshot, oldest first, entry by
+ * entry: seq numbers must run 1, 2, 3, ... without a gap, and from the
+ * first entry that carries prev_hash on every entry must carry the hash
+ * of the one before it. *ok = 1 and *entries = how many there are (and
+ * head = the hash of the newest, which an operator may write down: the
+ * newest entry is proven by no successor), or *ok = 0 and *first_bad =
+ * the seq of the first entry not proven: missing, or changed (its
+ * successor's prev_hash does not match it), or without prev_hash after
+ * the chain started. */
+typedef struct {
+    int ok;
+    uint64_t entries, first_bad, unchained;
+    char head[STORE_AUDIT_HASH_HEX];
+} store_audit_check;
+ad_err store_audit_verify(store *st, store_audit_check *out);
 
 /* Appends an event {id,time,type,data} to the event log behind
  * GET /v1/events, in the same transaction as the change it reports. Ids

@@ -47,6 +47,8 @@ typedef struct {
                     const char *target, const json_t *detail);
     ad_err (*audit_list)(store_txn *tx, uint64_t after, size_t limit,
                          json_t **items, int *more);
+    ad_err (*audit_rlist)(store_txn *tx, uint64_t before, size_t limit,
+                          json_t **items, int *more);
     ad_err (*event_append)(store_txn *tx, const char *type,
                            const json_t *data);
     ad_err (*event_list)(store_txn *tx, uint64_t after, size_t limit,

@@ -1083,25 +1083,52 @@ out:
     return e;
 }
 
+/* prev := the hash of the newest audit entry (the chain's zeros if
+ * there is none), read in the writer's own transaction. */
+static ad_err audit_prev_hash(ltxn *tx, char prev[STORE_AUDIT_HASH_HEX])
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    json_t *last = NULL;
+    ad_err e = AD_OK;
+    int rc;
+
+    memcpy(prev, STORE_AUDIT_ZERO_HASH, STORE_AUDIT_HASH_HEX);
+    if ((rc = mdb_cursor_open(tx->txn, LS(tx)->audit, &cur)) != 0)
+        return map_mdb(rc);
+    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    if (rc == 0 && (e = decode(&v, &last)) == AD_OK)
+        e = store_audit_hash(last, prev);
+    else if (rc != 0 && rc != MDB_NOTFOUND)
+        e = map_mdb(rc);
+    json_decref(last);
+    mdb_cursor_close(cur);
+    return e;
+}
+
 static ad_err l_audit(store_txn *btx, const char *actor, const char *action,
                       const char *target, const json_t *detail)
 {
     ltxn *tx = (ltxn *)btx;
     uint64_t seq;
     json_t *entry = NULL;
-    char *text = NULL, when[32];
+    char *text = NULL, when[32], prev[STORE_AUDIT_HASH_HEX];
     ad_err e;
 
     if ((e = log_next(tx, LS(tx)->audit, &seq)) != AD_OK)
         return e;
+    /* The single writer holds the log: the newest entry stays newest
+     * until this transaction commits. */
+    if ((e = audit_prev_hash(tx, prev)) != AD_OK)
+        return e;
     util_time_rfc3339(time(NULL), when, sizeof(when));
-    entry = json_pack("{s:I, s:s, s:s, s:s, s:s?, s:O?}", "seq",
+    entry = json_pack("{s:I, s:s, s:s, s:s, s:s?, s:O?, s:s}", "seq",
                       (json_int_t)seq, "time", when, "actor",
                       actor ? actor : "system", "action", action, "target",
-                      target, "detail", detail);
+                      target, "detail", detail, "prev_hash", prev);
     if (entry == NULL)
         return AD_ENOMEM;
-    text = json_dumps(entry, JSON_COMPACT);
+    text = store_audit_canonical(entry);
     json_decref(entry);
     if (text == NULL)
         return AD_ENOMEM;
@@ -1115,6 +1142,63 @@ static ad_err l_audit_list(store_txn *tx, uint64_t after, size_t limit,
 {
     return log_list((ltxn *)tx, LS((ltxn *)tx)->audit, after, limit, items,
                     more);
+}
+
+/* Entries with numbers < before (0: all), newest first. */
+static ad_err l_audit_rlist(store_txn *btx, uint64_t before, size_t limit,
+                            json_t **items, int *more)
+{
+    ltxn *tx = (ltxn *)btx;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    unsigned char kb[8];
+    json_t *arr;
+    ad_err e = AD_OK;
+    int rc;
+
+    arr = json_array();
+    if (arr == NULL)
+        return AD_ENOMEM;
+    if (before == 1)
+        goto out;
+    if ((rc = mdb_cursor_open(tx->txn, LS(tx)->audit, &cur)) != 0) {
+        e = map_mdb(rc);
+        goto out;
+    }
+    if (before == 0) {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    } else {
+        /* The first key >= before, then one back; none >= before: the
+         * last one is below it. */
+        seq_key(before, kb);
+        k.mv_size = sizeof(kb);
+        k.mv_data = kb;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+             : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST)
+                                  : rc;
+    }
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
+        json_t *rec;
+
+        if (json_array_size(arr) >= limit) {
+            *more = 1;
+            break;
+        }
+        if ((e = decode(&v, &rec)) != AD_OK)
+            goto out;
+        json_array_append_new(arr, rec);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        e = map_mdb(rc);
+out:
+    if (cur)
+        mdb_cursor_close(cur);
+    if (e == AD_OK)
+        *items = arr;
+    else
+        json_decref(arr);
+    return e;
 }
 
 static ad_err l_audit_put(store_txn *btx, uint64_t seq, const char *text,
@@ -1215,6 +1299,7 @@ static const store_ops lmdb_ops = {
     .index_del = l_index_del,
     .audit = l_audit,
     .audit_list = l_audit_list,
+    .audit_rlist = l_audit_rlist,
     .event_append = l_event_append,
     .event_list = l_event_list,
     .table_scan = l_table_scan,

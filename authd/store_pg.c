@@ -54,7 +54,8 @@ enum {
     G_IX_LIST = TK__COUNT * STORE_TABLE__COUNT,
     G_IX_LIST_LOCK, G_IX_FIRST, G_IX_FIRST_LOCK, G_IX_ADD, G_IX_DEL1,
     G_IX_DELALL, G_IX_SCAN, G_AUDIT_LIST, G_EVENT_LIST, G_AUDIT_INS,
-    G_EVENT_INS, G_NOTIFY, G_AUDIT_PUT, G_EVENT_PUT, STMT__COUNT
+    G_EVENT_INS, G_NOTIFY, G_AUDIT_PUT, G_EVENT_PUT, G_AUDIT_LOCK,
+    G_AUDIT_HEAD, G_AUDIT_RLIST, STMT__COUNT
 };
 #define STMT_WORDS ((STMT__COUNT + 63) / 64)
 
@@ -91,14 +92,9 @@ static const char *const global_sql[STMT__COUNT - G_IX_LIST] = {
     "LIMIT $2::bigint",
     "SELECT doc FROM events WHERE id > $1::bigint ORDER BY id "
     "LIMIT $2::bigint",
-    /* The counter row stays locked until COMMIT: numbers follow commit
-     * order across nodes. Entries arrive without their number; it is
-     * put first, as LMDB writes it. */
-    "WITH c AS (UPDATE counters SET v = v + $1::bigint WHERE name = 'audit' "
-    "RETURNING v), i AS (INSERT INTO audit (seq, doc) SELECT "
-    "c.v - $1::bigint + u.o, '{\"seq\":' || (c.v - $1::bigint + u.o) || ',' "
-    "|| substr(u.d, 2) FROM c, unnest($2::text[]) WITH ORDINALITY AS u(d, o)) "
-    "SELECT v FROM c",
+    /* Entries numbered and chained already (see audit_chain). */
+    "INSERT INTO audit (seq, doc) SELECT $1::bigint + u.o - 1, u.d FROM "
+    "unnest($2::text[]) WITH ORDINALITY AS u(d, o)",
     "WITH c AS (UPDATE counters SET v = v + $1::bigint WHERE name = 'events' "
     "RETURNING v), i AS (INSERT INTO events (id, doc) SELECT "
     "c.v - $1::bigint + u.o, '{\"id\":' || (c.v - $1::bigint + u.o) || ',' "
@@ -112,6 +108,15 @@ static const char *const global_sql[STMT__COUNT - G_IX_LIST] = {
     "WITH i AS (INSERT INTO events (id, doc) VALUES ($1::bigint, $2) "
     "ON CONFLICT (id) DO NOTHING) UPDATE counters SET v = greatest(v, "
     "$1::bigint) WHERE name = 'events'",
+    /* The counter row stays locked until COMMIT: numbers follow commit
+     * order across nodes, and so does the chain: the next statement (a
+     * new snapshot, read committed) sees the newest entry, which stays
+     * newest until this transaction ends. */
+    "UPDATE counters SET v = v + $1::bigint WHERE name = 'audit'",
+    "SELECT (SELECT v FROM counters WHERE name = 'audit'), "
+    "(SELECT doc FROM audit ORDER BY seq DESC LIMIT 1)",
+    "SELECT doc FROM audit WHERE seq < $1::bigint ORDER BY seq DESC "
+    "LIMIT $2::bigint",
 };
 
 /* ---- schema ---------------------------------------------------------- *
@@ -179,6 +184,7 @@ typedef struct pstore {
     size_t nchg, capchg;
     int chg_lost;
     buf_t audit_arr, event_arr; /* PG array literals "{...}" */
+    json_t *audit_pending;      /* the batch's audit entries, unnumbered */
     size_t naudit, nevent;
     int batch_retry, batch_lost; /* a statement hit 40001/40P01, or EOF */
 
@@ -1061,11 +1067,23 @@ static ad_err p_audit(store_txn *btx, const char *actor, const char *action,
     ptxn *tx = (ptxn *)btx;
     char when[32];
 
+    json_t *entry;
+    ad_err e;
+
     util_time_rfc3339(time(NULL), when, sizeof(when));
-    return buffer_entry(&tx->s->audit_arr, &tx->s->naudit,
-                        json_pack("{s:s, s:s, s:s, s:s?, s:O?}", "time", when,
-                                  "actor", actor ? actor : "system", "action",
-                                  action, "target", target, "detail", detail));
+    entry = json_pack("{s:s, s:s, s:s, s:s?, s:O?}", "time", when, "actor",
+                      actor ? actor : "system", "action", action, "target",
+                      target, "detail", detail);
+    if (entry == NULL || json_array_append(tx->s->audit_pending, entry) != 0) {
+        json_decref(entry);
+        return AD_ENOMEM;
+    }
+    /* Buffered as text too: it bounds what a batch holds. */
+    e = buffer_entry(&tx->s->audit_arr, &tx->s->naudit, entry);
+    if (e != AD_OK)
+        json_array_remove(tx->s->audit_pending,
+                          json_array_size(tx->s->audit_pending) - 1);
+    return e;
 }
 
 static ad_err p_event_append(store_txn *btx, const char *type,
@@ -1102,6 +1120,15 @@ static ad_err p_audit_list(store_txn *tx, uint64_t after, size_t limit,
                            json_t **items, int *more)
 {
     return log_list((ptxn *)tx, G_AUDIT_LIST, after, limit, items, more);
+}
+
+static ad_err p_audit_rlist(store_txn *tx, uint64_t before, size_t limit,
+                            json_t **items, int *more)
+{
+    /* before 0 (from the newest) as a bound above every seq. */
+    return log_list((ptxn *)tx, G_AUDIT_RLIST,
+                    before == 0 ? (uint64_t)INT64_MAX : before, limit, items,
+                    more);
 }
 
 static ad_err p_event_list(store_txn *tx, uint64_t after, size_t limit,
@@ -1421,6 +1448,7 @@ static void batch_reset(pstore *s)
     buf_append_byte(&s->audit_arr, '{');
     buf_append_byte(&s->event_arr, '{');
     s->naudit = s->nevent = 0;
+    json_array_clear(s->audit_pending);
     s->batch_retry = s->batch_lost = 0;
 }
 
@@ -1438,6 +1466,75 @@ static int log_send(pstore *s, int id, buf_t *arr, size_t count, int blind)
     v[1] = buf_str(arr);
     return pipe_send(s, &s->wc, id, NULL, id == G_EVENT_INS ? 3 : 2, v, NULL,
                      blind);
+}
+
+/* Numbers and chains the batch's audit entries and queues their insert:
+ * takes the audit counter's row lock (held until COMMIT), reads the
+ * counter and the newest entry in a new statement, which sees every
+ * entry committed before the lock was ours, then hashes on from there.
+ * Returns B_OK or how the batch fails. */
+static int audit_chain(pstore *s)
+{
+    char n[32], first[32], prev[STORE_AUDIT_HASH_HEX];
+    const char *v[2] = {n, NULL};
+    PGresult *r = NULL;
+    json_t *last = NULL, *entry;
+    uint64_t top;
+    size_t i;
+    int why, blind_failed, rc = B_FAILED;
+
+    snprintf(n, sizeof(n), "%zu", s->naudit);
+    if (pipe_send(s, &s->wc, G_AUDIT_LOCK, NULL, 1, v, NULL, 1) != 0 ||
+        pipe_send(s, &s->wc, G_AUDIT_HEAD, NULL, 0, NULL, NULL, 0) != 0) {
+        pipe_abandon(s, &s->wc);
+        return B_LOST;
+    }
+    if ((why = pipe_collect(s, &s->wc, &r, &blind_failed)) != R_OK)
+        return why_batch(why);
+    if (r == NULL || PQntuples(r) != 1 || PQgetisnull(r, 0, 0))
+        goto out;
+    top = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    if (top < s->naudit)
+        goto out;
+    memcpy(prev, STORE_AUDIT_ZERO_HASH, sizeof(prev));
+    if (!PQgetisnull(r, 0, 1)) {
+        last = json_loads(PQgetvalue(r, 0, 1), 0, NULL);
+        if (last == NULL || store_audit_hash(last, prev) != AD_OK)
+            goto out;
+    }
+    buf_truncate(&s->audit_arr, 0);
+    buf_append_byte(&s->audit_arr, '{');
+    json_array_foreach(s->audit_pending, i, entry) {
+        char *text;
+
+        if (json_object_set_new(entry, "seq",
+                                json_integer((json_int_t)(top - s->naudit +
+                                                          1 + i))) != 0 ||
+            json_object_set_new(entry, "prev_hash", json_string(prev)) != 0)
+            goto out;
+        if ((text = store_audit_canonical(entry)) == NULL)
+            goto out;
+        arr_append(&s->audit_arr, i, text);
+        free(text);
+        if (store_audit_hash(entry, prev) != AD_OK)
+            goto out;
+    }
+    if (buf_append_byte(&s->audit_arr, '}') != 0 || buf_failed(&s->audit_arr))
+        goto out;
+    snprintf(first, sizeof(first), "%llu",
+             (unsigned long long)(top - s->naudit + 1));
+    v[0] = first;
+    v[1] = buf_str(&s->audit_arr);
+    if (pipe_send(s, &s->wc, G_AUDIT_INS, NULL, 2, v, NULL, 1) != 0) {
+        pipe_abandon(s, &s->wc);
+        rc = B_LOST;
+        goto out;
+    }
+    rc = B_OK;
+out:
+    json_decref(last);
+    PQclear(r);
+    return rc;
 }
 
 /* Runs the batch once in one transaction. *commit_sent is set once the
@@ -1526,6 +1623,9 @@ static int run_batch(pstore *s, store_pending *batch, int n,
         buf_truncate(&s->audit_arr, mal);
         buf_truncate(&s->event_arr, mel);
         s->naudit = ma;
+        while (json_array_size(s->audit_pending) > ma)
+            json_array_remove(s->audit_pending,
+                              json_array_size(s->audit_pending) - 1);
         s->nevent = me;
         if (savepoints) {
             if ((why = simple(&s->wc, "ROLLBACK TO SAVEPOINT w")) != R_OK) {
@@ -1562,8 +1662,8 @@ static int run_batch(pstore *s, store_pending *batch, int n,
      * insert, whose last id the notification carries, or else with the
      * NOTIFY and the COMMIT. Either way in the order audit, events, so
      * that nodes lock the two counters in one order. */
-    if (log_send(s, G_AUDIT_INS, &s->audit_arr, s->naudit, 1) != 0)
-        goto lost;
+    if (s->naudit > 0 && (why = audit_chain(s)) != B_OK)
+        return why;
     if (s->nevent > 0) {
         PGresult *r;
 
@@ -1836,6 +1936,7 @@ static void p_close(store *base)
     batch_reset(s);
     free(s->chg);
     buf_free(&s->audit_arr);
+    json_decref(s->audit_pending);
     buf_free(&s->event_arr);
     pthread_cond_destroy(&s->pool_free);
     pthread_mutex_destroy(&s->pool_lock);
@@ -1876,9 +1977,10 @@ ad_err store_pg_open(const char *url, const store_options *opt, store **out,
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_cond_init(&s->pool_free, NULL);
     buf_init(&s->audit_arr, PG_BATCH_BUF_MAX);
+    s->audit_pending = json_array();
     buf_init(&s->event_arr, PG_BATCH_BUF_MAX);
     s->max_conns = opt && opt->read_conns ? opt->read_conns : 8;
-    if ((s->url = strdup(url)) == NULL) {
+    if (s->audit_pending == NULL || (s->url = strdup(url)) == NULL) {
         e = AD_ENOMEM;
         goto fail;
     }
@@ -1960,6 +2062,7 @@ static const store_ops pg_ops = {
     .index_del = p_index_del,
     .audit = p_audit,
     .audit_list = p_audit_list,
+    .audit_rlist = p_audit_rlist,
     .event_append = p_event_append,
     .event_list = p_event_list,
     .table_scan = p_table_scan,

@@ -440,6 +440,7 @@ struct keys_write {
     json_t *recs;
     const char *signing;
     int first; /* the store must hold no key ring yet */
+    const char *actor; /* a rotation: audited as token_key.rotate */
 };
 
 static ad_err keys_write(store_txn *tx, void *arg)
@@ -474,6 +475,8 @@ static ad_err keys_write(store_txn *tx, void *arg)
         e = store_put(tx, STORE_META, KEYS_RECORD, ring,
                       w->first ? STORE_NOOVERWRITE : 0);
     json_decref(ring);
+    if (e == AD_OK && w->actor)
+        e = store_audit(tx, w->actor, "token_key.rotate", w->signing, NULL);
     return e;
 }
 
@@ -588,8 +591,8 @@ out:
     return e;
 }
 
-ad_err tokens_rotate(tokens *t, char kid[TOK_KID_MAX], char *err,
-                     size_t errlen)
+ad_err tokens_rotate(tokens *t, const char *actor, char kid[TOK_KID_MAX],
+                     char *err, size_t errlen)
 {
     struct keys_write w;
     json_t *rec = NULL;
@@ -615,6 +618,7 @@ ad_err tokens_rotate(tokens *t, char kid[TOK_KID_MAX], char *err,
         goto out;
     }
     w.signing = kid;
+    w.actor = actor ? actor : "system";
     /* The new key and the new signing kid in one write: every node,
      * reloading after it, finds the signing key among the keys. */
     e = store_write(t->st, keys_write, &w);

@@ -71,10 +71,11 @@ ad_err tokens_reload(tokens *t);
 
 /* Generates a key, stores it sealed and makes it the signing key of the
  * whole cluster in one store write, then reloads; old keys keep
- * verifying. kid gets its id ("" on error). AD_ECONFLICT when the ring
+ * verifying, audited as token_key.rotate by actor (NULL: "system").
+ * kid gets its id ("" on error). AD_ECONFLICT when the ring
  * is full (64 keys). */
-ad_err tokens_rotate(tokens *t, char kid[TOK_KID_MAX], char *err,
-                     size_t errlen);
+ad_err tokens_rotate(tokens *t, const char *actor, char kid[TOK_KID_MAX],
+                     char *err, size_t errlen);
 json_t *tokens_jwks(tokens *t);
 
 /* The cluster's seal key (SEAL_KEY_LEN bytes, owned by t), for the other

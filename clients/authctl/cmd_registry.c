@@ -2,10 +2,13 @@
  * policies, API keys and the audit log. Each command is one request (or
  * one paged list) and prints a table, a record, or the server's JSON. */
 #include <errno.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "../../common/buf.h"
 #include "ctl.h"
@@ -675,24 +678,170 @@ static int apikey_rm(ctl *c, const args *a)
 /* ---- audit ------------------------------------------------------------ */
 
 static const args_opt audit_opts[] = {
-    {"after", ARG_VALUE, "SEQ", "entries after sequence number SEQ"},
+    {"after", ARG_VALUE, "SEQ", "entries after sequence number SEQ (in the "
+                                "listing's order)"},
+    {"action", ARG_VALUE, "A", "only action A (device.create; device.* for "
+                               "every verb of an object)"},
+    {"actor", ARG_VALUE, "A", "only actor A (apikey:NAME, device:ID, ...)"},
+    {"target", ARG_VALUE, "T", "only entries about T"},
+    {"since", ARG_VALUE, "S", "only from time S on (RFC 3339 UTC or Unix "
+                              "seconds)"},
+    {"until", ARG_VALUE, "U", "only before time U"},
+    {"desc", ARG_FLAG, NULL, "newest first"},
+    {"follow", ARG_FLAG, NULL, "then print new entries as they come, until "
+                               "interrupted"},
     CTL_OPT_LIMIT,
     {NULL, 0, NULL, NULL},
 };
 
+static const out_col audit_cols[] = {
+    {"SEQ", "seq"}, {"TIME", "time"}, {"ACTOR", "actor"},
+    {"ACTION", "action"}, {"TARGET", "target"}, {"DETAIL", "detail"},
+};
+#define AUDIT_NCOLS (sizeof(audit_cols) / sizeof(audit_cols[0]))
+
+/* How often --follow asks for new entries. */
+enum { AUDIT_FOLLOW_MS = 500 };
+
+static volatile sig_atomic_t audit_stop;
+
+static void audit_on_signal(int sig)
+{
+    (void)sig;
+    audit_stop = 1;
+}
+
+/* path := /v1/audit with the filters of a (and order=desc if desc). */
+static int audit_path(const args *a, int desc, char *path, size_t len)
+{
+    static const char *const keys[] = {"action", "actor", "target", "since",
+                                       "until"};
+    size_t i;
+
+    snprintf(path, len, "/v1/audit");
+    for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (api_query_add(path, len, keys[i], args_get(a, keys[i])) != 0)
+            return -1;
+    return desc ? api_query_add(path, len, "order", "desc") : 0;
+}
+
+/* One entry on one line: NDJSON with --json, else the table's columns. */
+static void audit_line(const ctl *c, const json_t *it)
+{
+    char cell[512];
+    size_t i;
+
+    if (c->json) {
+        char *text = json_dumps(it, JSON_COMPACT);
+
+        if (text)
+            puts(text);
+        free(text);
+    } else {
+        for (i = 0; i < AUDIT_NCOLS; i++)
+            printf("%s%s", out_value(json_object_get(it, audit_cols[i].field),
+                                     cell, sizeof(cell)),
+                   i + 1 < AUDIT_NCOLS ? "  " : "\n");
+    }
+    fflush(stdout);
+}
+
+/* The newest entry's seq (0 if the log is empty) into *head. */
+static int audit_head(ctl *c, uint64_t *head)
+{
+    json_t *j = NULL, *it;
+    int rc = api_json(c->api, "GET", "/v1/audit?order=desc&limit=1", NULL, &j);
+
+    *head = 0;
+    it = json_array_get(json_object_get(j, "items"), 0);
+    if (rc == CTL_OK && it)
+        *head = (uint64_t)json_integer_value(json_object_get(it, "seq"));
+    json_decref(j);
+    return rc;
+}
+
+/* Polls for entries after *head that match the filters and prints them
+ * until SIGINT or SIGTERM. Each round first reads the newest seq, so the
+ * next round starts after every entry this one examined, matching or
+ * not. */
+static int audit_follow(ctl *c, const args *a, uint64_t head)
+{
+    struct sigaction sa;
+    char path[API_PATH_MAX], num[32];
+    int rc = CTL_OK;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = audit_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    if (audit_path(a, 0, path, sizeof(path)) != 0)
+        return ctl_usage(a, "the filters are too long");
+    while (!audit_stop) {
+        struct timespec ts = {0, AUDIT_FOLLOW_MS * 1000000L};
+        uint64_t top, last = head;
+        json_t *all = NULL, *it;
+        size_t i;
+
+        if ((rc = audit_head(c, &top)) != CTL_OK)
+            break;
+        if (top > head) {
+            snprintf(num, sizeof(num), "%llu", (unsigned long long)head);
+            if ((rc = api_list(c->api, path, num, c->page_size, 0, &all)) !=
+                CTL_OK)
+                break;
+            json_array_foreach(json_object_get(all, "items"), i, it) {
+                audit_line(c, it);
+                last = (uint64_t)json_integer_value(json_object_get(it, "seq"));
+            }
+            json_decref(all);
+            head = last > top ? last : top;
+        }
+        nanosleep(&ts, NULL); /* cut short by the signal */
+    }
+    return audit_stop ? CTL_OK : rc;
+}
+
 static int audit(ctl *c, const args *a)
 {
-    static const out_col cols[] = {
-        {"SEQ", "seq"}, {"TIME", "time"}, {"ACTOR", "actor"},
-        {"ACTION", "action"}, {"TARGET", "target"}, {"DETAIL", "detail"},
-    };
     const char *after = args_get(a, "after");
-    long seq;
+    int desc = args_has(a, "desc"), follow = args_has(a, "follow");
+    char path[API_PATH_MAX], err[128];
+    uint64_t head = 0;
+    json_t *all = NULL, *items, *it;
+    long seq, limit;
+    size_t i;
+    int rc;
 
     if (after && args_parse_long(after, 0, 1L << 62, &seq) != 0)
         return ctl_usage(a, "--after takes an audit sequence number");
-    return ctl_list(c, a, "/v1/audit", after, cols,
-                    sizeof(cols) / sizeof(cols[0]));
+    if (args_long(a, "limit", 1, 1000000000L, 0, &limit, err, sizeof(err)) !=
+        0)
+        return ctl_usage(a, "%s", err);
+    if (audit_path(a, desc, path, sizeof(path)) != 0)
+        return ctl_usage(a, "the filters are too long");
+    /* Read before the listing: following starts after every entry the
+     * listing could have seen. */
+    if (follow && (rc = audit_head(c, &head)) != CTL_OK)
+        return rc;
+    if (!follow)
+        return ctl_list(c, a, path, after, audit_cols, AUDIT_NCOLS);
+    /* Following: what is there first (as asked), then one line per new
+     * entry; with --json every entry is one line of JSON. */
+    if (limit > 0 || after || desc) {
+        if ((rc = api_list(c->api, path, after, c->page_size, limit, &all)) !=
+            CTL_OK)
+            return rc;
+        items = json_object_get(all, "items");
+        json_array_foreach(items, i, it) {
+            audit_line(c, it);
+            seq = (long)json_integer_value(json_object_get(it, "seq"));
+            if (!desc && (uint64_t)seq > head)
+                head = (uint64_t)seq;
+        }
+        json_decref(all);
+    }
+    return audit_follow(c, a, head);
 }
 
 /* ---- the table -------------------------------------------------------- */
@@ -769,9 +918,18 @@ static const ctl_cmd cmds[] = {
      NULL, limit_opts, 0, 0, apikey_list},
     {"apikey", "rm", "ID", "Deletes an API key.", NULL, NULL, 1, 1,
      apikey_rm},
-    {"audit", NULL, "[--after SEQ] [--limit N]",
+    {"audit", NULL,
+     "[--action A] [--actor A] [--target T] [--since S] [--until U] "
+     "[--desc] [--after SEQ] [--limit N] [--follow]",
      "Prints the audit log: issuance, revocation, enrollment use, admin "
-     "changes.", NULL, audit_opts, 0, 0, audit},
+     "changes.",
+     "Filters are exact (--action device.* takes every verb of an object; "
+     "--actor apikey:NAME every key of that name); --since/--until take "
+     "RFC 3339 UTC or Unix seconds. --follow prints the entries asked for "
+     "(none without --limit, --after or --desc), then each new matching "
+     "entry as one line (one JSON object per line with --json) until "
+     "SIGINT. docs/audit.md describes the entries.",
+     audit_opts, 0, 0, audit},
 };
 
 const ctl_cmd *cmd_registry_table(size_t *n)

@@ -148,7 +148,7 @@ static void *rotator_main(struct worker *me)
         struct timespec pause = {0, 100 * 1000 * 1000};
         json_t *jwks;
 
-        if (tokens_rotate(tk, kid, err, sizeof(err)) != AD_OK) {
+        if (tokens_rotate(tk, "system", kid, err, sizeof(err)) != AD_OK) {
             tap_diag("rotate: %s", err);
             me->errors++;
         }

@@ -240,6 +240,126 @@ static void test_store_audit_is_numbered_in_order(void)
     store_close(s);
 }
 
+/* Writers on one or more handles (nodes), each write one audit entry;
+ * every FAIL_EVERY-th write fails after appending its entry, which must
+ * then not be in the log (nor in the chain). */
+enum { CHAIN_THREADS = 8, CHAIN_EACH = 25, CHAIN_FAIL_EVERY = 5 };
+
+struct chain_ctx {
+    store *s;
+    int thread, ok, failed_as_asked;
+};
+
+static ad_err chain_write(store_txn *tx, void *arg)
+{
+    int *n = arg;
+    char target[32];
+    ad_err e;
+
+    snprintf(target, sizeof(target), "t%d", *n);
+    e = store_audit(tx, "apikey:chain/k_1", "device.update", target, NULL);
+    if (e == AD_OK && *n % CHAIN_FAIL_EVERY == 0)
+        return AD_ECONFLICT;
+    return e;
+}
+
+static void *chain_main(void *arg)
+{
+    struct chain_ctx *c = arg;
+    int i, n;
+
+    for (i = 0; i < CHAIN_EACH; i++) {
+        ad_err e;
+
+        n = c->thread * CHAIN_EACH + i + 1;
+        e = store_write(c->s, chain_write, &n);
+        if (e == AD_OK)
+            c->ok++;
+        else if (e == AD_ECONFLICT && n % CHAIN_FAIL_EVERY == 0)
+            c->failed_as_asked++;
+    }
+    return NULL;
+}
+
+/* Runs the writers over nodes[0..nnodes-1], then checks the chain. */
+static void audit_chain_under_writers(store **nodes, int nnodes)
+{
+    pthread_t th[CHAIN_THREADS];
+    struct chain_ctx c[CHAIN_THREADS];
+    store_audit_check before, after;
+    store_txn *tx = NULL;
+    json_t *items = NULL, *it;
+    int i, oks = 0, fails = 0, more = 0, prev_ok = 1;
+    size_t k;
+    char h[STORE_AUDIT_HASH_HEX];
+    ad_err e;
+
+    ok(store_audit_verify(nodes[0], &before) == AD_OK && before.ok,
+       "the chain holds before");
+    for (i = 0; i < CHAIN_THREADS; i++) {
+        c[i] = (struct chain_ctx){nodes[i % nnodes], i, 0, 0};
+        pthread_create(&th[i], NULL, chain_main, &c[i]);
+    }
+    for (i = 0; i < CHAIN_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        oks += c[i].ok;
+        fails += c[i].failed_as_asked;
+    }
+    ok(oks + fails == CHAIN_THREADS * CHAIN_EACH &&
+           fails == CHAIN_THREADS * CHAIN_EACH / CHAIN_FAIL_EVERY,
+       "every write committed or failed as asked (%d, %d)", oks, fails);
+    e = store_audit_verify(nodes[nnodes - 1], &after);
+    ok(e == AD_OK && after.ok,
+       "the chain holds after %d concurrent writers on %d node(s) (first "
+       "bad %llu)",
+       CHAIN_THREADS, nnodes, (unsigned long long)after.first_bad);
+    ok(after.entries == before.entries + (uint64_t)oks,
+       "one entry per committed write, none of a failed one: %llu + %d = "
+       "%llu",
+       (unsigned long long)before.entries, oks,
+       (unsigned long long)after.entries);
+    store_read_begin(nodes[0], &tx);
+    store_audit_rlist(tx, 0, 3, &items, &more);
+    it = json_array_get(items, 0);
+    ok(json_array_size(items) == 3 && more &&
+           (uint64_t)json_integer_value(json_object_get(it, "seq")) ==
+               after.entries,
+       "newest first starts at the newest entry");
+    ok(store_audit_hash(it, h) == AD_OK && strcmp(h, after.head) == 0,
+       "head is the newest entry's hash");
+    json_array_foreach(items, k, it) {
+        json_t *older = json_array_get(items, k + 1);
+
+        if (older && (json_integer_value(json_object_get(older, "seq")) !=
+                          json_integer_value(json_object_get(it, "seq")) - 1 ||
+                      store_audit_hash(older, h) != AD_OK ||
+                      strcmp(h, json_string_value(json_object_get(
+                                    it, "prev_hash"))) != 0))
+            prev_ok = 0;
+    }
+    ok(prev_ok, "each entry's prev_hash is the hash of the one before");
+    json_decref(items);
+    store_audit_rlist(tx, 3, 10, &items, &more);
+    ok(json_array_size(items) == 2 &&
+           json_integer_value(json_object_get(json_array_get(items, 0),
+                                              "seq")) == 2 &&
+           !more,
+       "before=3 gives 2 and 1");
+    json_decref(items);
+    store_audit_rlist(tx, 1, 10, &items, &more);
+    ok(json_array_size(items) == 0 && !more, "nothing is before 1");
+    json_decref(items);
+    store_read_end(tx);
+}
+
+static void test_store_audit_chain_holds_under_concurrent_writers(void)
+{
+    store *s = open_store();
+
+    audit_chain_under_writers(&s, 1);
+    store_close(s);
+}
+
 /* ---- group commit ------------------------------------------------------ */
 
 enum { WRITERS = 16, WRITES_EACH = 50 };
@@ -1018,6 +1138,7 @@ static void run_common(void)
     TAP_RUN(test_store_list_pages_by_prefix_and_cursor);
     TAP_RUN(test_store_index_keeps_sorted_unique_values);
     TAP_RUN(test_store_audit_is_numbered_in_order);
+    TAP_RUN(test_store_audit_chain_holds_under_concurrent_writers);
     TAP_RUN(test_store_concurrent_writes_share_commits_and_lose_nothing);
     TAP_RUN(test_store_watcher_hears_each_change_before_write_returns);
     TAP_RUN(test_store_changes_are_heard_in_the_order_of_their_last_change);
@@ -1576,8 +1697,18 @@ static void test_store_pg_url_password_never_in_errors(void)
        "nor does a refused connection's: %s", err);
 }
 
+static void test_store_pg_audit_chain_holds_across_nodes(void)
+{
+    store *nodes[2] = {open_node(), open_node()};
+
+    audit_chain_under_writers(nodes, 2);
+    store_close(nodes[0]);
+    store_close(nodes[1]);
+}
+
 static void run_pg_only(void)
 {
+    TAP_RUN(test_store_pg_audit_chain_holds_across_nodes);
     TAP_RUN(test_store_pg_second_node_hears_changes_in_their_order);
     TAP_RUN(test_store_pg_second_node_hears_the_first_within_a_second);
     TAP_RUN(test_store_pg_nooverwrite_holds_across_nodes);
