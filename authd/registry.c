@@ -5,6 +5,7 @@
 #include <openssl/crypto.h>
 
 #include "../common/codec.h"
+#include "registry_policies.h"
 #include "registry_records.h"
 #include "util.h"
 
@@ -123,7 +124,15 @@ static ad_err issue_device(store_txn *tx, struct issue_job *job,
         json_decref(dev);
         return AD_EGATEWAY;
     }
-    e = store_put(tx, STORE_DEVICES, is->device_id, dev, STORE_NOOVERWRITE);
+    /* The enrollment's groups are read (and, in PostgreSQL, locked) in
+     * this write: a group deleted since the enrollment was made refuses
+     * the issuance rather than leaving a dangling name. */
+    e = registry_refs_check(tx, NULL, groups, NULL, 0);
+    if (e == AD_OK)
+        e = store_put(tx, STORE_DEVICES, is->device_id, dev,
+                      STORE_NOOVERWRITE);
+    if (e == AD_OK)
+        e = registry_refs_follow(tx, 1, is->device_id, NULL, dev);
     json_decref(dev);
     if (e == AD_OK && gw && (e = registry_gateway_touch(tx, gw)) == AD_OK)
         e = registry_child_link(tx, gw, is->device_id, 1);

@@ -150,6 +150,25 @@ static json_t *enrollment_view(const json_t *enrollment)
     return v;
 }
 
+/* AD_EUNKGROUP unless each of groups (NULL: none) is a group. */
+static ad_err enrollment_groups_exist(store *st, const json_t *groups)
+{
+    json_t *v, *rec = NULL;
+    size_t i;
+    ad_err e;
+
+    json_array_foreach(groups, i, v) {
+        if (!json_is_string(v))
+            continue;
+        e = registry_record_get(st, STORE_GROUPS, json_string_value(v), &rec);
+        json_decref(rec);
+        rec = NULL;
+        if (e != AD_OK)
+            return e == AD_ENOTFOUND ? AD_EUNKGROUP : e;
+    }
+    return AD_OK;
+}
+
 static const registry_hashed_kind enrollments = {
     STORE_ENROLLMENTS, STORE_IX_ENROLLMENT_TOKENS, "token_sha256", "token",
     "enrollment.create", "enrollment.delete", enrollment_view};
@@ -181,6 +200,14 @@ ad_err registry_enrollment_create(store *st, const char *actor,
                     "token_sha256", digest);
     if (rec == NULL)
         return AD_ENOMEM;
+    /* Checked here for a quick answer; the device an enrollment makes is
+     * checked again in the issuing write, which holds the reference. */
+    e = enrollment_groups_exist(st, n->groups);
+    if (e != AD_OK) {
+        OPENSSL_cleanse(token, sizeof(token));
+        json_decref(rec);
+        return e;
+    }
     if (n->gateway) {
         json_t *gw = NULL;
 
