@@ -189,6 +189,7 @@ def test_key_file_is_read_and_a_missing_credential_is_refused(ctl, authd, tmp_pa
 
 def test_device_add_show_suspend_resume_rm(ctl, admin):
     dev, grp = uid("ctl-dev-"), uid("ctl-grp-")
+    ok(ctl("group", "put", grp))  # devices may name existing groups only
     p = ok(ctl("device", "add", dev, "--group", grp, "--attr", "room=12",
                "--attr", "floor=2"))
     assert dev in p.stdout and "room=12" in p.stdout, p.stdout
@@ -263,6 +264,9 @@ def test_device_secret_is_printed_once_and_only_by_the_secret_command(ctl, authd
 
 def test_group_put_show_list_rm(ctl, admin):
     grp, pol = uid("ctl-g-"), uid("ctl-p-")
+    refused(ctl("group", "put", grp, "--policy", pol), "unknown_policy")
+    assert admin.put("/v1/policies/" + pol, {"statements": [
+        {"effect": "allow", "actions": ["publish"], "topics": ["g/x"]}]}).status == 201
     ok(ctl("group", "put", grp, "--policy", pol))
     assert js(ctl("--json", "group", "show", grp))["policies"] == [pol]
     assert grp in ok(ctl("group", "list")).stdout
@@ -319,6 +323,7 @@ def test_policy_test_prints_the_decision_and_the_deciding_statement(ctl):
 
 def test_enroll_create_list_show_rm(ctl, admin):
     name, grp = uid("ctl-batch-"), uid("ctl-eg-")
+    ok(ctl("group", "put", grp))  # enrollments may name existing groups only
     enr = js(ctl("--json", "enroll", "create", "--name", name, "--pattern", "CTL-*",
                  "--max-uses", "5", "--expires-in", "600", "--group", grp,
                  "--cert-days", "30"))
