@@ -6,6 +6,7 @@ and the files `provision` and `cert server` write, judged by openssl."""
 
 import json
 import os
+import uuid
 import stat
 import subprocess
 
@@ -462,6 +463,36 @@ def test_cert_server_writes_a_key_and_a_server_auth_cert_that_verify(ctl, tmp_pa
     refused(ctl("cert", "server", "--ip", "not-an-ip", "--out", tmp_path / "x"))
 
 
+def test_cert_server_keeps_existing_files_unless_force(ctl, tmp_path):
+    out = tmp_path / "broker"
+    ok(ctl("cert", "server", "--dns", "broker.example", "--out", out))
+    before = {n: (out / n).read_bytes() for n in ("key.pem", "cert.pem", "chain.pem")}
+    p = refused(ctl("cert", "server", "--dns", "broker.example", "--out", out), "--force")
+    assert "key.pem" in p.stderr, p.stderr
+    assert {n: (out / n).read_bytes() for n in before} == before, "nothing was replaced"
+    # One file alone is enough to refuse.
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "chain.pem").write_text("keep me")
+    refused(ctl("cert", "server", "--dns", "broker.example", "--out", lone), "chain.pem")
+    assert (lone / "chain.pem").read_text() == "keep me"
+    ok(ctl("cert", "server", "--dns", "broker.example", "--out", out, "--force"))
+    assert (out / "key.pem").read_bytes() != before["key.pem"], "--force replaces"
+
+
+def test_enroll_update_changes_budget_expiry_and_groups(ctl, admin):
+    grp = uid("ctl-ug-")
+    enr = js(ctl("--json", "enroll", "create", "--max-uses", "2", "--expires-in", "86400"))
+    usage(ctl("enroll", "update", enr["id"]))
+    refused(ctl("enroll", "update", enr["id"], "--group", grp), "unknown_group")
+    ok(ctl("group", "put", grp))
+    got = js(ctl("--json", "enroll", "update", enr["id"], "--max-uses", "7",
+                 "--expires-in", "172800", "--group", grp))
+    assert got["max_uses"] == 7 and got["groups"] == [grp], got
+    assert got["expires_at"] > enr["expires_at"], (got, enr)
+    assert "token" not in got and "token_sha256" not in got
+
+
 # --------------------------------------------------------- revocation ----
 
 def test_revoke_cert_shows_in_cert_show_and_the_crl(ctl, enrolled, tmp_path):
@@ -500,9 +531,12 @@ def test_token_rotate_key_adds_a_jwks_key_and_token_revoke_is_accepted(ctl, auth
     kid = js(ctl("--json", "token", "rotate-key"))["kid"]
     kids = [k["kid"] for k in authd.request("GET", "/v1/jwks").json["keys"]]
     assert kid in kids, "the new key is published"
-    jti = uid("jti-")
+    jti = uuid.uuid4().hex  # the shape authd mints: 32 lowercase hex digits
     assert "revoked token " + jti in ok(ctl("token", "revoke", jti)).stdout
-    refused(ctl("token", "revoke", "x" * 200))
+    # A malformed jti (a typo, a whole token pasted) never reaches the server.
+    for bad in ("x" * 200, uid("jti-"), jti[:-1], jti.upper(), jti + "0", "eyJhbGciOi.x.y"):
+        p = usage(ctl("token", "revoke", bad))
+        assert "32 lowercase hex" in p.stderr, p.stderr
 
 
 def test_apikey_create_prints_the_key_once_and_rm_disables_it(ctl, authd):
