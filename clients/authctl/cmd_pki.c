@@ -330,6 +330,7 @@ static const args_opt revoke_opts[] = {
     {"reason", ARG_VALUE, "R",
      "an RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, "
      "superseded, cessationOfOperation, ... (default unspecified)"},
+    CTL_OPT_YES,
     {NULL, 0, NULL, NULL},
 };
 
@@ -348,11 +349,15 @@ static int revoke(ctl *c, const args *a, const char *prefix, const char *done)
 
 static int revoke_cert(ctl *c, const args *a)
 {
+    if (!ctl_confirm(a, "Revoke certificate", a->pos[0]))
+        return ctl_fail("not confirmed: nothing was revoked");
     return revoke(c, a, "/v1/certs/", "revoked certificate");
 }
 
 static int revoke_device(ctl *c, const args *a)
 {
+    if (!ctl_confirm(a, "Revoke (finally) device", a->pos[0]))
+        return ctl_fail("not confirmed: nothing was revoked");
     return revoke(c, a, "/v1/devices/", "revoked device");
 }
 
@@ -467,11 +472,14 @@ static const ctl_cmd cmds[] = {
      "--ip) is the subject CN. Existing files in DIR are kept (exit 1) "
      "unless --force.",
      cert_server_opts, 0, 0, cert_server},
-    {"revoke", "cert", "SERIAL [--reason R]", "Revokes one certificate.",
-     NULL, revoke_opts, 1, 1, revoke_cert},
-    {"revoke", "device", "ID [--reason R]",
-     "Revokes a device: all its certificates and tokens; final.", NULL,
-     revoke_opts, 1, 1, revoke_device},
+    {"revoke", "cert", "SERIAL [--reason R] [--yes]",
+     "Revokes one certificate.",
+     "On a terminal it asks first unless --yes; with stdin not a terminal "
+     "(scripts) it does not ask.", revoke_opts, 1, 1, revoke_cert},
+    {"revoke", "device", "ID [--reason R] [--yes]",
+     "Revokes a device: all its certificates and tokens; final.",
+     "On a terminal it asks first unless --yes; with stdin not a terminal "
+     "(scripts) it does not ask.", revoke_opts, 1, 1, revoke_device},
     {"token", "revoke", "JTI", "Revokes one access token by its jti.", NULL,
      NULL, 1, 1, token_revoke},
     {"token", "rotate-key", "",

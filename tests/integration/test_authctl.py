@@ -564,3 +564,83 @@ def test_audit_lists_admin_changes_with_paging(ctl):
     assert [e["seq"] for e in after["items"]] == [seq], "--after starts past that seq"
     assert "device.create" in ok(ctl("audit", "--after", seq - 1, "--limit", "1")).stdout
     usage(ctl("audit", "--after", "yesterday"))
+
+
+# ------------------------------------------------ safety rails (§14) ----
+
+def on_pty(ctl_env, argv, answer):
+    """Runs authctl with stdin (and stdout, stderr) on a pseudo-terminal,
+    types answer when it asks, and returns (exit status, output)."""
+    import pty
+    import select
+    import time as _time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes authctl
+        try:
+            os.execve(authctl_bin(), [authctl_bin()] + [str(a) for a in argv], ctl_env)
+        finally:
+            os._exit(127)
+    out = b""
+    sent = False
+    deadline = _time.monotonic() + 60
+    while _time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if fd in r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        if not sent and b"[y/N]" in out:
+            os.write(fd, answer.encode() + b"\r")
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def test_destructive_commands_ask_on_a_terminal(ctl, ctl_env, admin, enrolled):
+    dev = uid("ctl-ask-")
+    ok(ctl("device", "add", dev))
+    code, out = on_pty(ctl_env, ["device", "rm", dev], "n")
+    assert "[y/N]" in out and code == 1, (code, out)
+    assert admin.get("/v1/devices/" + dev).status == 200, "'n' aborts"
+    code, out = on_pty(ctl_env, ["device", "rm", dev], "y")
+    assert code == 0 and "deleted device" in out, (code, out)
+    assert admin.get("/v1/devices/" + dev).status == 404, "'y' proceeds"
+
+    d, _ = enrolled()
+    code, out = on_pty(ctl_env, ["revoke", "cert", d.serial], "")
+    assert code == 1 and admin.get("/v1/certs/" + d.serial).json["status"] == "valid", out
+    code, out = on_pty(ctl_env, ["revoke", "device", d.id], "no")
+    assert code == 1 and admin.get("/v1/devices/" + d.id).json["status"] == "active", out
+    code, out = on_pty(ctl_env, ["revoke", "cert", d.serial, "--yes"], "y")
+    assert code == 0 and "[y/N]" not in out, "--yes does not ask: %r" % out
+    assert admin.get("/v1/certs/" + d.serial).json["status"] == "revoked"
+    code, out = on_pty(ctl_env, ["revoke", "device", d.id], "yes")
+    assert code == 0 and admin.get("/v1/devices/" + d.id).json["status"] == "revoked", out
+    # Not a terminal (a script): no question, as before.
+    other = uid("ctl-ask-")
+    ok(ctl("device", "add", other))
+    p = ok(ctl("device", "rm", other, input=""))
+    assert "[y/N]" not in p.stderr
+
+
+def test_device_show_and_policy_test_mark_missing_names(ctl, admin):
+    pol, grp, dev = uid("ctl-mp-"), uid("ctl-mg-"), uid("ctl-md-")
+    assert admin.put("/v1/policies/" + pol, {"statements": [
+        {"effect": "allow", "actions": ["publish"], "topics": ["m/x"]}]}).status == 201
+    assert admin.put("/v1/groups/" + grp, {"policies": []}).status == 201
+    ok(ctl("device", "add", dev, "--policy", pol, "--group", grp))
+    assert "(missing)" not in ok(ctl("device", "show", dev)).stdout
+    refused(ctl("policy", "rm", pol), "in_use")
+    ok(ctl("policy", "rm", pol, "--force"))
+    refused(ctl("group", "rm", grp), "in_use")
+    ok(ctl("group", "rm", grp, "--force"))
+    out = ok(ctl("device", "show", dev)).stdout
+    assert "policy %s (missing)" % pol in out and "group %s (missing)" % grp in out, out
+    out = ok(ctl("policy", "test", dev, "publish", "m/x")).stdout
+    assert "deny" in out and "policy %s (missing)" % pol in out, out
