@@ -6,17 +6,18 @@ and the files `provision` and `cert server` write, judged by openssl."""
 
 import json
 import os
-import uuid
+import re
 import stat
 import subprocess
+import uuid
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from authd_harness import (SANITIZER_MARKERS, authd_bin, free_ports, load_cert,
-                           run, uid)
+from authd_harness import (SANITIZER_MARKERS, authd_bin, create_enrollment, free_ports,
+                           load_cert, run, uid)
 
 SUBCOMMANDS = [
     "device add", "device list", "device show", "device suspend",
@@ -644,3 +645,38 @@ def test_device_show_and_policy_test_mark_missing_names(ctl, admin):
     assert "policy %s (missing)" % pol in out and "group %s (missing)" % grp in out, out
     out = ok(ctl("policy", "test", dev, "publish", "m/x")).stdout
     assert "deny" in out and "policy %s (missing)" % pol in out, out
+
+
+def test_provision_finishes_requests_in_flight_on_sigint(ctl_env, admin, tmp_path):
+    import signal
+    import time as _time
+
+    count = 5000
+    enr = create_enrollment(admin, max_uses=count, id_pattern="INT-*")
+    out = tmp_path / "batch"
+    p = subprocess.Popen(
+        [authctl_bin(), "provision", "--enrollment-token", enr["token"], "--count",
+         str(count), "--prefix", "INT-" + uid() + "-", "--out", str(out),
+         "--parallel", "4"],
+        env=ctl_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = _time.monotonic() + 60
+    while _time.monotonic() < deadline:
+        if out.exists() and sum((d / "cert.pem").exists() for d in out.iterdir()) >= 10:
+            break
+        _time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 1, "an interrupted batch exits non-zero: %d\n%s" % (p.returncode, stderr)
+    assert "interrupted" in stderr, stderr
+    m = re.search(r"enrolled (\d+), skipped (\d+), failed (\d+), not attempted (\d+)", stdout)
+    assert m, "the summary is printed: %r" % stdout
+    enrolled, _, failed, not_attempted = (int(x) for x in m.groups())
+    assert failed == 0 and enrolled >= 10 and not_attempted > 0, stdout
+    dirs = list(out.iterdir())
+    complete = [d for d in dirs if (d / "cert.pem").exists()]
+    # Every request in flight was finished: no key whose certificate was
+    # issued is left without it, and the server counted exactly these.
+    assert len(complete) == enrolled, (len(complete), stdout)
+    assert all((d / "cert.pem").exists() for d in dirs if (d / "key.pem").exists()), (
+        "a key.pem without its cert.pem: a request was cut")
+    assert admin.get("/v1/enrollments/" + enr["id"]).json["used"] == enrolled
