@@ -148,3 +148,59 @@ def test_create_racing_delete_never_leaves_a_dangling_reference(admin):
         else:
             assert_error(c, 400, "unknown_policy")
             assert d.status == 204
+
+
+def test_a_store_from_before_the_indexes_gets_them_at_start(spawn_authd):
+    """A data dir written by a daemon without the reference indexes (made
+    here by copying an LMDB store without them and without the marker)
+    is indexed once when authd starts."""
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    from authd_harness import BACKEND
+
+    if BACKEND != "lmdb" or not shutil.which("mdb_dump") or not shutil.which("mdb_load"):
+        pytest.skip("needs the LMDB backend and lmdb-utils")
+    d = spawn_authd()
+    api = d.api(d.admin_key)
+    pol = policy(api)
+    grp = group(api, [pol])
+    did = uid("iold-")
+    assert api.post("/v1/devices", {"id": did, "policies": [pol], "groups": [grp]}).status == 201
+    d.stop_and_check()
+    store = os.path.join(d.data, "store")
+    dump = subprocess.run(["mdb_dump", "-a", "-p", store], capture_output=True,
+                          text=True, check=True).stdout
+    # Drop the three index databases and the marker, as an old store was.
+    kept = []
+    sections = dump.split("VERSION=")
+    for sec in sections[1:]:
+        name = [l for l in sec.splitlines() if l.startswith("database=")]
+        if name and name[0].split("=", 1)[1] in (
+                "ix_devices_by_policy", "ix_devices_by_group", "ix_groups_by_policy"):
+            continue
+        lines = sec.splitlines()
+        if name and name[0] == "database=meta":
+            i, filtered = 0, []
+            while i < len(lines):
+                if lines[i] == " refs_index":
+                    i += 2  # the key and its value
+                    continue
+                filtered.append(lines[i])
+                i += 1
+            lines = filtered
+        kept.append("VERSION=" + "\n".join(lines) + "\n")
+    assert len(kept) == len(sections) - 4, "the three indexes were found"
+    old = "".join(kept)
+    assert "refs_index" not in old
+    for f in os.listdir(store):
+        os.unlink(os.path.join(store, f))
+    subprocess.run(["mdb_load", "-f", "/dev/stdin", store], input=old, text=True, check=True)
+    d2 = spawn_authd(data_dir=d.data)
+    api2 = d2.api(d.admin_key)
+    assert_error(api2.delete("/v1/policies/" + pol), 409, "in_use")
+    assert_error(api2.delete("/v1/groups/" + grp), 409, "in_use")
+    assert did in api2.delete("/v1/groups/" + grp).json["error"]["message"]
