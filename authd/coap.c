@@ -425,6 +425,7 @@ static void post_enroll(coap_resource_t *res, coap_session_t *sess,
     size_t certlen = 0, bodylen, p7len = 0;
     ca_csr *csr = NULL;
     ca_issued iss;
+    int reused = 0;
     struct recent_answer *again;
     ad_err e = AD_OK;
     int got;
@@ -521,8 +522,8 @@ static void post_enroll(coap_resource_t *res, coap_session_t *sess,
                          sizeof(msg));
         }
         if (e == AD_OK)
-            e = issue_enroll(s->app, actor, &enr, csr, NULL, &iss, msg,
-                             sizeof(msg));
+            e = issue_enroll(s->app, actor, &enr, csr, NULL, &iss, &reused,
+                             msg, sizeof(msg));
     }
     if (e == AD_OK) {
         const uint8_t *ders[1] = {iss.der};

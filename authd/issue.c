@@ -1,6 +1,10 @@
 /* See issue.h. The certificate leaves this module only after its commit. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <time.h>
 
 #include "http.h"
@@ -14,6 +18,42 @@ static void set_msg(char *msg, size_t msglen, const char *text)
         util_strlcpy(msg, text, msglen);
 }
 
+/* A recorded certificate (its PEM) as a ca_issued. */
+static ad_err issued_of_pem(const char *pem, ca_issued *out)
+{
+    BIO *b = BIO_new_mem_buf(pem, -1);
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    unsigned char *der = NULL;
+    ca_cert_info info;
+    int n = x ? i2d_X509(x, &der) : -1;
+    ad_err e = AD_ECRYPTO;
+
+    memset(out, 0, sizeof(*out));
+    BIO_free(b);
+    X509_free(x);
+    if (n <= 0 || ca_cert_inspect(der, (size_t)n, &info) != AD_OK)
+        goto out;
+    out->der = malloc((size_t)n);
+    out->pem = strdup(pem);
+    if (out->der == NULL || out->pem == NULL) {
+        e = AD_ENOMEM;
+        ca_issued_free(out);
+        goto out;
+    }
+    memcpy(out->der, der, (size_t)n);
+    out->der_len = (size_t)n;
+    util_strlcpy(out->serial_hex, info.serial_hex, sizeof(out->serial_hex));
+    memcpy(out->sha256, info.sha256, sizeof(out->sha256));
+    out->not_before = info.not_before;
+    out->not_after = info.not_after;
+    e = ca_serial_from_hex(info.serial_hex, out->serial, &out->serial_len);
+    if (e != AD_OK)
+        ca_issued_free(out);
+out:
+    OPENSSL_free(der);
+    return e;
+}
+
 ad_err issue_cert(app *a, const char *actor, const ca_csr *csr,
                   const issue_req *q, ca_issued *out, char *msg,
                   size_t msglen)
@@ -24,6 +64,7 @@ ad_err issue_cert(app *a, const char *actor, const ca_csr *csr,
     char uri[CONFIG_STR_MAX + 160];
     char crl_url[CONFIG_STR_MAX + 16], ocsp_url[CONFIG_STR_MAX + 16];
     time_t now = time(NULL);
+    char reused_serial[CA_SERIAL_HEX_MAX], *reused_pem = NULL;
     int64_t not_after;
     ad_err e;
 
@@ -68,13 +109,33 @@ ad_err issue_cert(app *a, const char *actor, const ca_csr *csr,
     rec.cert = &iss;
     rec.audit_action = q->audit_action;
     rec.now = now;
+    if (q->reused != NULL) {
+        *q->reused = 0;
+        rec.reused_serial = reused_serial;
+        rec.reused_pem = &reused_pem;
+    }
+    reused_serial[0] = '\0';
     e = registry_commit_issue(a->st, &rec);
     if (e != AD_OK) {
         http_metric_inc(a, METRIC_ENROLL_REFUSED);
         set_msg(msg, msglen, "");
         ca_issued_free(&iss);
+        free(reused_pem);
         return e;
     }
+    if (reused_serial[0]) {
+        /* A replay: the certificate just signed was never recorded and
+         * is dropped; the one on record is handed out again. */
+        ca_issued_free(&iss);
+        e = issued_of_pem(reused_pem, &iss);
+        free(reused_pem);
+        if (e != AD_OK)
+            return e;
+        *q->reused = 1;
+        *out = iss;
+        return AD_OK;
+    }
+    free(reused_pem);
     http_metric_inc(a, METRIC_CERTS_ISSUED);
     *out = iss;
     return AD_OK;
@@ -82,7 +143,7 @@ ad_err issue_cert(app *a, const char *actor, const ca_csr *csr,
 
 ad_err issue_enroll(app *a, const char *actor, const registry_enrollment *enr,
                     const ca_csr *csr, const char *device_id, ca_issued *out,
-                    char *msg, size_t msglen)
+                    int *reused, char *msg, size_t msglen)
 {
     issue_req q;
     const char *pattern = enr->id_pattern;
@@ -109,6 +170,9 @@ ad_err issue_enroll(app *a, const char *actor, const registry_enrollment *enr,
     /* Cheap refusals before spending a signature; the writer checks all
      * of this again atomically. */
     e = registry_enrollment_usable(enr, time(NULL));
+    /* A used-up enrollment may still answer a replay: the writer decides. */
+    if (e == AD_EENRUSED)
+        e = AD_OK;
     if (e == AD_OK)
         e = registry_device_issuable(a->st, device_id);
     if (e != AD_OK) {
@@ -124,6 +188,7 @@ ad_err issue_enroll(app *a, const char *actor, const registry_enrollment *enr,
     if (q.days <= 0)
         q.days = atomic_load(&a->cert_days);
     q.audit_action = "cert.enroll";
+    q.reused = reused;
     return issue_cert(a, actor, csr, &q, out, msg, msglen);
 }
 

@@ -25,6 +25,11 @@ typedef struct {
     const char *const *ips;
     size_t nips;
     const char *audit_action;  /* "cert.enroll", "cert.renew", ... */
+    /* Enrollment only, may be NULL: set to 1 when the device already
+     * held a valid certificate of this enrollment for the CSR's key,
+     * which is then *out (no use spent, nothing written but the audit
+     * entry); 0 for a new certificate. */
+    int *reused;
 } issue_req;
 
 /* Signs a certificate for csr as q describes and commits it (with the
@@ -45,7 +50,7 @@ ad_err issue_cert(app *a, const char *actor, const ca_csr *csr,
  * AD_EENRUSED, AD_ESUSPENDED, AD_EREVOKED. */
 ad_err issue_enroll(app *a, const char *actor, const registry_enrollment *enr,
                     const ca_csr *csr, const char *device_id, ca_issued *out,
-                    char *msg, size_t msglen);
+                    int *reused, char *msg, size_t msglen);
 
 /* Renewal by the holder of cert_der (the certificate the client
  * authenticated with): it must be a current certificate of an active

@@ -19,6 +19,7 @@
 #include "migrate.h"
 #include "ratelimit.h"
 #include "registry.h"
+#include "registry_policies.h"
 #include "routes.h"
 #include "tokens.h"
 #include "version.h"
@@ -199,6 +200,9 @@ static int cmd_serve(config *cfg, int argc, char **argv)
         e = datadir_check_permissions(cfg->data, err, sizeof(err));
     if (e == AD_OK)
         e = datadir_load(&a, err, sizeof(err));
+    /* A store from before the reference indexes gets them once. */
+    if (e == AD_OK && (e = registry_refs_build(a.st)) != AD_OK)
+        snprintf(err, sizeof(err), "building the reference indexes failed");
     if (e != AD_OK) {
         log_line("error", "event=start_failed code=%s message=\"%s\"",
                  ad_err_code(e), err[0] ? err : ad_err_message(e));

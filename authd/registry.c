@@ -3,8 +3,11 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "../common/codec.h"
+#include "registry_policies.h"
 #include "registry_records.h"
 #include "util.h"
 
@@ -17,7 +20,95 @@ struct issue_job {
     char fpr[65];
     char ixval[16 + CA_SERIAL_HEX_MAX]; /* issue-time-ordered index value */
     char now[32];
+    unsigned char *spki; /* DER SubjectPublicKeyInfo of the new cert */
+    int spki_len;
 };
+
+/* Candidates looked at for a replayed enrollment: a device re-enrolled
+ * more often than this under one enrollment gets a new certificate. */
+#define REPLAY_SCAN_MAX 256
+
+/* DER SubjectPublicKeyInfo of a certificate (PEM or DER), malloc()ed. */
+static int cert_spki(const char *pem, const uint8_t *der, size_t der_len,
+                     unsigned char **out)
+{
+    X509 *x = NULL;
+    int n = -1;
+
+    *out = NULL;
+    if (pem != NULL) {
+        BIO *b = BIO_new_mem_buf(pem, -1);
+
+        x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+        BIO_free(b);
+    } else {
+        const unsigned char *p = der;
+
+        x = d2i_X509(NULL, &p, (long)der_len);
+    }
+    if (x != NULL)
+        n = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), out);
+    X509_free(x);
+    return n;
+}
+
+/* Inside the issuing write: whether the device (which exists) holds a
+ * valid, unexpired certificate of this enrollment for the same key. If
+ * so its serial and PEM go to the caller and AD_OK is returned;
+ * AD_ENOTFOUND otherwise. */
+static ad_err issue_replay(store_txn *tx, struct issue_job *job)
+{
+    const registry_issue *is = job->is;
+    json_t *vals = NULL, *v, *cert = NULL;
+    char na_now[32];
+    size_t i;
+    int more = 0;
+    ad_err e, found = AD_ENOTFOUND;
+
+    if (is->reused_serial == NULL || is->reused_pem == NULL ||
+        job->spki == NULL)
+        return AD_ENOTFOUND;
+    util_time_rfc3339(is->now, na_now, sizeof(na_now));
+    e = store_index_list(tx, STORE_IX_CERTS_BY_DEVICE, is->device_id, NULL,
+                         REPLAY_SCAN_MAX, &vals, &more);
+    if (e != AD_OK)
+        return e == AD_ENOTFOUND ? AD_ENOTFOUND : e;
+    json_array_foreach(vals, i, v) {
+        const char *ixv = json_string_value(v), *pem, *enr, *st, *na;
+        unsigned char *spki = NULL;
+        int n;
+
+        if (ixv == NULL || strlen(ixv) <= 16)
+            continue;
+        e = store_get(tx, STORE_CERTS, ixv + 16, &cert);
+        if (e == AD_ENOTFOUND)
+            continue;
+        if (e != AD_OK)
+            break;
+        pem = json_string_value(json_object_get(cert, "pem"));
+        enr = json_string_value(json_object_get(cert, "enrollment"));
+        st = json_string_value(json_object_get(cert, "status"));
+        na = json_string_value(json_object_get(cert, "not_after"));
+        /* RFC 3339 UTC text of one form compares as time. */
+        if (pem && enr && st && na && strcmp(enr, is->enrollment_id) == 0 &&
+            registry_cert_status_parse(st) == CERT_VALID &&
+            strcmp(na, na_now) > 0 &&
+            (n = cert_spki(pem, NULL, 0, &spki)) == job->spki_len &&
+            memcmp(spki, job->spki, (size_t)n) == 0) {
+            util_strlcpy(is->reused_serial, ixv + 16, CA_SERIAL_HEX_MAX);
+            free(*is->reused_pem);
+            *is->reused_pem = strdup(pem);
+            found = *is->reused_pem ? AD_OK : AD_ENOMEM;
+        }
+        OPENSSL_free(spki);
+        json_decref(cert);
+        cert = NULL;
+        if (found != AD_ENOTFOUND)
+            break;
+    }
+    json_decref(vals);
+    return e != AD_OK && e != AD_ENOTFOUND ? e : found;
+}
 
 /* The device must exist and be active; or, for an enrollment, it is
  * created (in the enrollment's groups) if absent. *created says which. */
@@ -123,11 +214,31 @@ static ad_err issue_device(store_txn *tx, struct issue_job *job,
         json_decref(dev);
         return AD_EGATEWAY;
     }
-    e = store_put(tx, STORE_DEVICES, is->device_id, dev, STORE_NOOVERWRITE);
+    /* The enrollment's groups are read (and, in PostgreSQL, locked) in
+     * this write: a group deleted since the enrollment was made refuses
+     * the issuance rather than leaving a dangling name. */
+    e = registry_refs_check(tx, NULL, groups, NULL, 0);
+    if (e == AD_OK)
+        e = store_put(tx, STORE_DEVICES, is->device_id, dev,
+                      STORE_NOOVERWRITE);
+    if (e == AD_OK)
+        e = registry_refs_follow(tx, 1, is->device_id, NULL, dev);
     json_decref(dev);
     if (e == AD_OK && gw && (e = registry_gateway_touch(tx, gw)) == AD_OK)
         e = registry_child_link(tx, gw, is->device_id, 1);
     *created = e == AD_OK;
+    return e;
+}
+
+/* AD_OK if the device exists and is active (AD_ENOTFOUND if absent). */
+static ad_err replay_device_ok(store_txn *tx, const char *id)
+{
+    json_t *dev = NULL;
+    ad_err e = store_get(tx, STORE_DEVICES, id, &dev);
+
+    if (e == AD_OK && registry_device_status_of(dev) != DEVICE_ACTIVE)
+        e = AD_ENOTFOUND; /* the usual path gives the refusal */
+    json_decref(dev);
     return e;
 }
 
@@ -141,10 +252,32 @@ static ad_err issue_write(store_txn *tx, void *arg)
     int created = 0;
     ad_err e = AD_OK;
 
+    /* A retried write starts afresh. */
+    if (is->reused_serial)
+        is->reused_serial[0] = '\0';
     /* Every check comes before the first put. */
     if (is->enrollment_id) {
         e = store_get(tx, STORE_ENROLLMENTS, is->enrollment_id, &enr);
         if (e != AD_OK)
+            goto out;
+        /* A replay (the same device and key under the same enrollment,
+         * its certificate still good) gets that certificate back and
+         * spends nothing: decided here, so that two replays racing each
+         * other, or a replay racing the last use, agree. An active
+         * device is required, as for any issuance. */
+        if (is->device_id && is->create_device &&
+            (e = replay_device_ok(tx, is->device_id)) == AD_OK &&
+            (e = issue_replay(tx, job)) != AD_ENOTFOUND) {
+            if (e == AD_OK) {
+                detail = json_pack("{s:s, s:s, s:b}", "device_id",
+                                   is->device_id, "enrollment",
+                                   is->enrollment_id, "reused", 1);
+                e = store_audit(tx, is->actor, is->audit_action,
+                                is->reused_serial, detail);
+            }
+            goto out;
+        }
+        if (e != AD_OK && e != AD_ENOTFOUND)
             goto out;
         /* Checked again here, inside the writer: two requests racing for
          * the last use cannot both pass. */
@@ -231,8 +364,12 @@ ad_err registry_commit_issue(store *st, const registry_issue *is)
     job.record = buf_take(&rec, NULL);
     if (job.record == NULL)
         return AD_ENOMEM;
+    if (is->reused_serial != NULL && is->reused_pem != NULL &&
+        (job.spki_len = cert_spki(NULL, c->der, c->der_len, &job.spki)) <= 0)
+        job.spki = NULL;
     e = store_write(st, issue_write, &job);
     free(job.record);
+    OPENSSL_free(job.spki);
     return e;
 }
 

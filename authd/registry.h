@@ -51,6 +51,12 @@ typedef struct {
     const ca_issued *cert;
     const char *audit_action;   /* "cert.enroll", "cert.renew", ... */
     time_t now;
+    /* Enrollment only, may be NULL: if the device already holds a valid,
+     * unexpired certificate from the same enrollment for the same public
+     * key as cert, nothing is recorded, no use is spent, and its serial
+     * is copied here (otherwise it is set to ""). */
+    char *reused_serial; /* CA_SERIAL_HEX_MAX bytes */
+    char **reused_pem;   /* that certificate's PEM, malloc()ed */
 } registry_issue;
 
 /* Records the certificate (and the enrollment use, and the device if

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "registry_devices.h"
+#include "registry_policies.h"
 #include "registry_records.h"
 #include "util.h"
 
@@ -106,7 +107,13 @@ static ad_err device_create_write(store_txn *tx, void *arg)
     ad_err e = store_put(tx, STORE_DEVICES, w->id, w->patch, STORE_NOOVERWRITE);
 
     /* The device is put first: an id that exists is AD_EEXISTS whatever
-     * its gateway. */
+     * its gateway or policies. */
+    if (e == AD_OK)
+        e = registry_refs_check(tx, json_object_get(w->patch, "policies"),
+                                json_object_get(w->patch, "groups"), w->why,
+                                w->whylen);
+    if (e == AD_OK)
+        e = registry_refs_follow(tx, 1, w->id, NULL, w->patch);
     if (e == AD_OK && gw && (e = registry_gateway_touch(tx, gw)) == AD_OK)
         e = registry_child_link(tx, gw, w->id, 1);
     if (e == AD_OK)
@@ -131,6 +138,8 @@ ad_err registry_device_create(store *st, const char *actor,
     w.actor = actor;
     w.id = d->id;
     w.patch = rec;
+    w.why = why;
+    w.whylen = whylen;
     e = store_write(st, device_create_write, &w);
     if (e == AD_EEXISTS)
         snprintf(why, whylen, "the device already exists");
@@ -173,7 +182,7 @@ struct import_write {
 static ad_err import_write(store_txn *tx, void *arg)
 {
     struct import_write *b = arg;
-    json_t *gateways, *gw = NULL;
+    json_t *gateways, *gw = NULL, *rec = NULL;
     const char *gid;
     size_t i;
     ad_err e = AD_OK;
@@ -202,13 +211,35 @@ static ad_err import_write(store_txn *tx, void *arg)
             if (e != AD_OK)
                 goto out;
         }
-        e = store_put_text(tx, STORE_DEVICES, it->id, it->record,
-                           strlen(it->record), STORE_NOOVERWRITE);
+        /* An unknown policy or group is this line's failure. */
+        if ((rec = json_loads(it->record, 0, NULL)) == NULL) {
+            e = AD_ENOMEM;
+            goto out;
+        }
+        e = registry_refs_check(tx, json_object_get(rec, "policies"),
+                                json_object_get(rec, "groups"), it->why,
+                                sizeof(it->why));
+        if (e == AD_EUNKPOLICY || e == AD_EUNKGROUP) {
+            it->e = e;
+            e = AD_OK;
+            json_decref(rec);
+            rec = NULL;
+            continue;
+        }
+        if (e == AD_OK)
+            e = store_put_text(tx, STORE_DEVICES, it->id, it->record,
+                               strlen(it->record), STORE_NOOVERWRITE);
         if (e == AD_EEXISTS) {
             it->e = e;
             e = AD_OK;
+            json_decref(rec);
+            rec = NULL;
             continue;
         }
+        if (e == AD_OK)
+            e = registry_refs_follow(tx, 1, it->id, NULL, rec);
+        json_decref(rec);
+        rec = NULL;
         if (e == AD_OK && it->gateway[0]) {
             e = registry_child_link(tx, it->gateway, it->id, 1);
             if (e == AD_OK &&
@@ -344,7 +375,7 @@ static ad_err children_follow(store_txn *tx, struct device_write *w,
 static ad_err device_update_write(store_txn *tx, void *arg)
 {
     struct device_write *w = arg;
-    json_t *dev = NULL, *pg;
+    json_t *dev = NULL, *pg, *old = NULL;
     registry_device_status cur, want;
     char now[32], old_gw[REGISTRY_ID_MAX];
     const char *g;
@@ -370,6 +401,15 @@ static ad_err device_update_write(store_txn *tx, void *arg)
     }
     g = json_string_value(json_object_get(dev, "gateway"));
     util_strlcpy(old_gw, g ? g : "", sizeof(old_gw));
+    e = registry_refs_check(tx, json_object_get(w->patch, "policies"),
+                            json_object_get(w->patch, "groups"), w->why,
+                            w->whylen);
+    if (e == AD_OK && (old = json_deep_copy(dev)) == NULL)
+        e = AD_ENOMEM;
+    if (e != AD_OK) {
+        json_decref(dev);
+        return e;
+    }
     json_object_update_existing(dev, w->patch);
     if ((pg = json_object_get(w->patch, "gateway")) != NULL &&
         json_is_string(pg))
@@ -379,6 +419,9 @@ static ad_err device_update_write(store_txn *tx, void *arg)
     util_time_rfc3339(time(NULL), now, sizeof(now));
     json_object_set_new(dev, "updated_at", json_string(now));
     e = store_put(tx, STORE_DEVICES, w->id, dev, 0);
+    if (e == AD_OK)
+        e = registry_refs_follow(tx, 1, w->id, old, dev);
+    json_decref(old);
     if (e == AD_OK)
         e = children_follow(tx, w, dev, old_gw, cur);
     if (e == AD_OK)
@@ -515,6 +558,8 @@ static ad_err device_delete_write(store_txn *tx, void *arg)
         e = AD_ECONFLICT;
     else if (e == AD_ENOTFOUND)
         e = child_retire(tx, dev, w->id, 1);
+    if (e == AD_OK)
+        e = registry_refs_follow(tx, 1, w->id, dev, NULL);
     json_decref(dev);
     if (e == AD_OK)
         e = store_del(tx, STORE_DEVICES, w->id);

@@ -5,6 +5,7 @@
 
 #include <openssl/crypto.h>
 
+#include "registry_policies.h"
 #include "registry_records.h"
 #include "seal.h"
 #include "util.h"
@@ -150,6 +151,25 @@ static json_t *enrollment_view(const json_t *enrollment)
     return v;
 }
 
+/* AD_EUNKGROUP unless each of groups (NULL: none) is a group. */
+static ad_err enrollment_groups_exist(store *st, const json_t *groups)
+{
+    json_t *v, *rec = NULL;
+    size_t i;
+    ad_err e;
+
+    json_array_foreach(groups, i, v) {
+        if (!json_is_string(v))
+            continue;
+        e = registry_record_get(st, STORE_GROUPS, json_string_value(v), &rec);
+        json_decref(rec);
+        rec = NULL;
+        if (e != AD_OK)
+            return e == AD_ENOTFOUND ? AD_EUNKGROUP : e;
+    }
+    return AD_OK;
+}
+
 static const registry_hashed_kind enrollments = {
     STORE_ENROLLMENTS, STORE_IX_ENROLLMENT_TOKENS, "token_sha256", "token",
     "enrollment.create", "enrollment.delete", enrollment_view};
@@ -181,6 +201,14 @@ ad_err registry_enrollment_create(store *st, const char *actor,
                     "token_sha256", digest);
     if (rec == NULL)
         return AD_ENOMEM;
+    /* Checked here for a quick answer; the device an enrollment makes is
+     * checked again in the issuing write, which holds the reference. */
+    e = enrollment_groups_exist(st, n->groups);
+    if (e != AD_OK) {
+        OPENSSL_cleanse(token, sizeof(token));
+        json_decref(rec);
+        return e;
+    }
     if (n->gateway) {
         json_t *gw = NULL;
 
@@ -232,4 +260,93 @@ ad_err registry_enrollments_list(store *st, const registry_page *pg,
 ad_err registry_enrollment_delete(store *st, const char *actor, const char *id)
 {
     return registry_hashed_delete(st, &enrollments, actor, id);
+}
+
+struct enrollment_update {
+    const char *actor, *id;
+    long long max_uses, expires_in;
+    const json_t *groups;
+    json_t *result; /* the record after the write */
+    char *why;
+    size_t whylen;
+};
+
+static ad_err enrollment_update_write(store_txn *tx, void *arg)
+{
+    struct enrollment_update *u = arg;
+    json_t *rec = NULL, *detail = NULL;
+    json_int_t used;
+    char exp[32];
+    ad_err e;
+
+    json_decref(u->result); /* a retried write starts afresh */
+    u->result = NULL;
+    if ((e = store_get(tx, STORE_ENROLLMENTS, u->id, &rec)) != AD_OK)
+        return e;
+    used = json_integer_value(json_object_get(rec, "used"));
+    if ((detail = json_object()) == NULL) {
+        e = AD_ENOMEM;
+        goto out;
+    }
+    /* Read in this write, so a use racing the change is counted. */
+    if (u->max_uses > 0 && u->max_uses < used) {
+        e = ad_errf(AD_EFIELD, u->why, u->whylen,
+                    "max_uses must be at least the uses made (%lld)",
+                    (long long)used);
+        goto out;
+    }
+    if (u->groups &&
+        (e = registry_refs_check(tx, NULL, u->groups, u->why, u->whylen)) !=
+            AD_OK)
+        goto out;
+    if (u->max_uses > 0) {
+        json_object_set_new(rec, "max_uses", json_integer(u->max_uses));
+        json_object_set_new(detail, "max_uses", json_integer(u->max_uses));
+    }
+    if (u->expires_in > 0) {
+        util_time_rfc3339(time(NULL) + (time_t)u->expires_in, exp,
+                          sizeof(exp));
+        json_object_set_new(rec, "expires_at", json_string(exp));
+        json_object_set_new(detail, "expires_at", json_string(exp));
+    }
+    if (u->groups) {
+        json_object_set_new(rec, "groups", json_deep_copy(u->groups));
+        json_object_set_new(detail, "groups", json_deep_copy(u->groups));
+    }
+    e = store_put(tx, STORE_ENROLLMENTS, u->id, rec, 0);
+    if (e == AD_OK)
+        e = store_audit(tx, u->actor, "enrollment.update", u->id, detail);
+    if (e == AD_OK && (u->result = enrollment_view(rec)) == NULL)
+        e = AD_ENOMEM;
+out:
+    json_decref(detail);
+    json_decref(rec);
+    return e;
+}
+
+ad_err registry_enrollment_update(store *st, const char *actor,
+                                  const char *id, long long max_uses,
+                                  long long expires_in, const json_t *groups,
+                                  json_t **view, char *why, size_t whylen)
+{
+    struct enrollment_update u;
+    ad_err e;
+
+    *view = NULL;
+    if (whylen)
+        why[0] = '\0';
+    memset(&u, 0, sizeof(u));
+    u.actor = actor;
+    u.id = id;
+    u.max_uses = max_uses;
+    u.expires_in = expires_in;
+    u.groups = groups;
+    u.why = why;
+    u.whylen = whylen;
+    e = store_write(st, enrollment_update_write, &u);
+    if (e == AD_OK)
+        *view = u.result;
+    else
+        json_decref(u.result);
+    return e;
 }

@@ -70,6 +70,16 @@ ad_err registry_enrollment_psk(store *st, const uint8_t *seal_key,
                                const char *id, registry_enrollment *out,
                                char token[REGISTRY_ENR_TOKEN_MAX]);
 
+/* Changes enrollment id: max_uses (0: unchanged; not below its uses,
+ * AD_EFIELD), expires_in (0: unchanged; from now), groups (NULL:
+ * unchanged; each must exist, AD_EUNKGROUP), in one audited write
+ * ("enrollment.update", the change as detail). *view (new reference) is
+ * the public record after it; why says what was refused. */
+ad_err registry_enrollment_update(store *st, const char *actor,
+                                  const char *id, long long max_uses,
+                                  long long expires_in, const json_t *groups,
+                                  json_t **view, char *why, size_t whylen);
+
 /* The public record of enrollment id (AD_ENOTFOUND), and pages of them. */
 ad_err registry_enrollment_view_get(store *st, const char *id, json_t **view);
 ad_err registry_enrollments_list(store *st, const registry_page *pg,

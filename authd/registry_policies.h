@@ -17,11 +17,38 @@ typedef enum { REGISTRY_POLICY, REGISTRY_GROUP } registry_named_kind;
  * On error *view is NULL and nothing is written. */
 ad_err registry_named_put(store *st, registry_named_kind kind,
                           const char *actor, const char *name,
-                          const json_t *value, json_t **view, int *created);
+                          const json_t *value, json_t **view, int *created,
+                          char *why, size_t whylen);
 
-/* Deletes it: AD_ENOTFOUND if there is none. */
+/* Deletes it: AD_ENOTFOUND if there is none; AD_EINUSE (naming the
+ * first users in why) while a device or group still refers to it,
+ * unless force. A group's policies that do not exist are
+ * AD_EUNKPOLICY on put. */
 ad_err registry_named_delete(store *st, registry_named_kind kind,
-                             const char *actor, const char *name);
+                             const char *actor, const char *name, int force,
+                             char *why, size_t whylen);
+
+/* ---- references: inside a write transaction -------------------------- */
+
+/* Each name in policies and groups (arrays of strings, either NULL) is
+ * an existing policy or group: AD_EUNKPOLICY / AD_EUNKGROUP naming the
+ * first missing one in why. The records are read with store_get, which
+ * in a PostgreSQL write locks them: a delete of one of them either
+ * waits for this write (and then sees its reference in the index) or
+ * has committed (and this read finds nothing). */
+ad_err registry_refs_check(store_txn *tx, const json_t *policies,
+                           const json_t *groups, char *why, size_t whylen);
+
+/* Keeps the reference indexes of the referrer id (a device: by_policy
+ * STORE_IX_DEVICES_BY_POLICY, by_group STORE_IX_DEVICES_BY_GROUP; a
+ * group: STORE_IX_GROUPS_BY_POLICY and by_group ignored) true when its
+ * record goes from old to new (either NULL: created or deleted). */
+ad_err registry_refs_follow(store_txn *tx, int device, const char *id,
+                            const json_t *old_rec, const json_t *new_rec);
+
+/* Builds the reference indexes from every device and group once, for a
+ * store made before they existed (a META marker says it was done). */
+ad_err registry_refs_build(store *st);
 
 /* A policy's document as it was put, or a group's record (a new
  * reference). AD_ENOTFOUND if there is none. */

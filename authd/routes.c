@@ -75,6 +75,8 @@ static const http_route table[] = {
       route_enrollment_list),
     R("GET", "/v1/enrollments/{}", LISTEN_MAIN, ACCESS_PROVISIONER,
       route_enrollment_get),
+    R("PATCH", "/v1/enrollments/{}", LISTEN_MAIN, ACCESS_ADMIN,
+      route_enrollment_update),
     R("DELETE", "/v1/enrollments/{}", LISTEN_MAIN, ACCESS_ADMIN,
       route_enrollment_delete),
     R("GET", "/v1/certs", LISTEN_MAIN, ACCESS_ADMIN, route_cert_list),

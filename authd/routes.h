@@ -41,6 +41,7 @@ void route_device_delete(http_req *r);
 void route_device_children(http_req *r);
 void route_enrollment_create(http_req *r);
 void route_enrollment_list(http_req *r);
+void route_enrollment_update(http_req *r);
 void route_enrollment_get(http_req *r);
 void route_enrollment_delete(http_req *r);
 void route_cert_list(http_req *r);

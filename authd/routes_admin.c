@@ -527,6 +527,52 @@ void route_enrollment_get(http_req *r)
     reply_view(r, e, view, "not found");
 }
 
+void route_enrollment_update(http_req *r)
+{
+    json_t *body, *view = NULL, *v;
+    json_int_t max_uses = 0, expires_in = 0;
+    const json_t *groups;
+    const char *k;
+    char msg[200] = "";
+    ad_err e;
+
+    if ((body = http_body_object(r)) == NULL)
+        return;
+    json_object_foreach(body, k, v) {
+        if (strcmp(k, "max_uses") != 0 && strcmp(k, "expires_in") != 0 &&
+            strcmp(k, "groups") != 0) {
+            http_reply_error(r, AD_EFIELD, "only max_uses, expires_in and "
+                                           "groups can be changed");
+            goto out;
+        }
+    }
+    groups = json_object_get(body, "groups");
+    if (groups && !registry_names_valid(groups)) {
+        http_reply_error(r, AD_EFIELD, "groups must be an array of names");
+        goto out;
+    }
+    /* The same bounds as at creation. */
+    if (int_field(body, "max_uses", 0, 100000000, &max_uses) != 0 ||
+        int_field(body, "expires_in", 0, 10L * 365 * 86400, &expires_in) !=
+            0) {
+        http_reply_error(r, AD_EFIELD,
+                         "max_uses (1..1e8) and expires_in (seconds, 1..10 "
+                         "years) must be positive integers");
+        goto out;
+    }
+    e = registry_enrollment_update(r->app->st, r->actor, r->param[0],
+                                   max_uses, expires_in, groups, &view, msg,
+                                   sizeof(msg));
+    if (e != AD_OK)
+        http_reply_error(r, e, e == AD_ENOTFOUND ? "no such enrollment"
+                               : msg[0]          ? msg
+                                                 : NULL);
+    else
+        http_reply_json(r, 200, view);
+out:
+    json_decref(body);
+}
+
 void route_enrollment_delete(http_req *r)
 {
     ad_err e = registry_enrollment_delete(r->app->st, r->actor, r->param[0]);

@@ -48,7 +48,7 @@ static void reply_pkcs7(http_req *r, unsigned status,
  * in form (which it frees). */
 static void reply_issued(http_req *r, ad_err e, const char *msg,
                          ca_issued *iss, const char *device_id,
-                         answer_form form)
+                         answer_form form, int reused)
 {
     char na[32];
 
@@ -78,7 +78,8 @@ static void reply_issued(http_req *r, ad_err e, const char *msg,
         if (text == NULL)
             http_reply_error(r, AD_ENOMEM, NULL);
         else
-            http_reply_bytes(r, 201, "application/json", text, len);
+            http_reply_bytes(r, reused ? 200 : 201, "application/json",
+                             text, len);
         free(text);
     }
     ca_issued_free(iss);
@@ -205,13 +206,14 @@ static void enroll_with(http_req *r, const registry_enrollment *enr,
 {
     ca_issued iss;
     char msg[300];
+    int reused = 0;
     ad_err e;
 
     if (device_id == NULL)
         device_id = ca_csr_common_name(csr);
-    e = issue_enroll(r->app, r->actor, enr, csr, device_id, &iss, msg,
-                     sizeof(msg));
-    reply_issued(r, e, msg, &iss, device_id, form);
+    e = issue_enroll(r->app, r->actor, enr, csr, device_id, &iss, &reused,
+                     msg, sizeof(msg));
+    reply_issued(r, e, msg, &iss, device_id, form, reused);
 }
 
 void route_enroll(http_req *r)
@@ -304,7 +306,7 @@ static void renew_with(http_req *r, const ca_csr *csr, answer_form form,
                     subject_must_match, device_id, &iss, msg, sizeof(msg));
     if (device_id[0])
         snprintf(r->actor, sizeof(r->actor), "device:%s", device_id);
-    reply_issued(r, e, msg, &iss, device_id, form);
+    reply_issued(r, e, msg, &iss, device_id, form, 0);
 }
 
 void route_renew(http_req *r)
@@ -409,7 +411,7 @@ void route_server_certs(http_req *r)
     q.nips = (size_t)nips;
     q.audit_action = "cert.issue_server";
     e = issue_cert(r->app, r->actor, csr, &q, &iss, msg, sizeof(msg));
-    reply_issued(r, e, msg, &iss, NULL, ANSWER_JSON);
+    reply_issued(r, e, msg, &iss, NULL, ANSWER_JSON, 0);
 out:
     ca_csr_free(csr);
     json_decref(body);

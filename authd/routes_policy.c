@@ -13,12 +13,15 @@ static void put_named(http_req *r, registry_named_kind kind,
                       const json_t *value)
 {
     json_t *view = NULL;
+    char why[256] = "";
     int created = 0;
     ad_err e = registry_named_put(r->app->st, kind, r->actor, r->param[0],
-                                  value, &view, &created);
+                                  value, &view, &created, why, sizeof(why));
 
     if (e != AD_OK)
-        http_reply_error(r, e, e == AD_ENOTFOUND ? "not found" : NULL);
+        http_reply_error(r, e, e == AD_ENOTFOUND ? "not found"
+                               : why[0]          ? why
+                                                 : NULL);
     else
         http_reply_json(r, created ? 201 : 200, view);
 }
@@ -36,10 +39,21 @@ static void get_named(http_req *r, registry_named_kind kind)
 
 static void delete_named(http_req *r, registry_named_kind kind)
 {
-    ad_err e = registry_named_delete(r->app->st, kind, r->actor, r->param[0]);
+    const char *force = http_query(r, "force");
+    char why[1024] = "";
+    ad_err e;
 
+    if (force && strcmp(force, "true") != 0 && strcmp(force, "false") != 0) {
+        http_reply_error(r, AD_EFIELD, "force must be true or false");
+        return;
+    }
+    e = registry_named_delete(r->app->st, kind, r->actor, r->param[0],
+                              force && strcmp(force, "true") == 0, why,
+                              sizeof(why));
     if (e != AD_OK)
-        http_reply_error(r, e, e == AD_ENOTFOUND ? "not found" : NULL);
+        http_reply_error(r, e, e == AD_ENOTFOUND ? "not found"
+                               : why[0]          ? why
+                                                 : NULL);
     else
         http_reply_empty(r, 204);
 }

@@ -49,6 +49,9 @@ typedef enum {
                                    * only while the child is active: what
                                    * ${child.id} binds, read without
                                    * touching each child's record */
+    STORE_IX_DEVICES_BY_POLICY,   /* policy name -> device id */
+    STORE_IX_DEVICES_BY_GROUP,    /* group name -> device id */
+    STORE_IX_GROUPS_BY_POLICY,    /* policy name -> group name */
     STORE_IX__COUNT
 } store_index;
 

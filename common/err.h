@@ -17,6 +17,8 @@
     X(AD_EWEAKKEY, "weak_key", 400, "the key type or size is not accepted")  \
     X(AD_EDEVID, "invalid_device_id", 400, "device ids are 1-128 bytes of [A-Za-z0-9._:-]") \
     X(AD_EGATEWAY, "unknown_gateway", 400, "the gateway must be an existing device other than the device itself") \
+    X(AD_EUNKPOLICY, "unknown_policy", 400, "a named policy does not exist") \
+    X(AD_EUNKGROUP, "unknown_group", 400, "a named group does not exist")   \
     X(AD_EPATTERN, "id_not_allowed", 403, "the device id does not match the enrollment's id_pattern") \
     X(AD_EUNAUTH, "unauthorized", 401, "a credential is required")          \
     X(AD_EBADCRED, "invalid_credential", 401, "the credential is not valid") \
@@ -31,6 +33,7 @@
     X(AD_EMETHOD, "method_not_allowed", 405, "method not allowed on this path") \
     X(AD_EEXISTS, "already_exists", 409, "the resource already exists")      \
     X(AD_ECONFLICT, "conflict", 409, "the request conflicts with the current state") \
+    X(AD_EINUSE, "in_use", 409, "the resource is still referenced (delete with ?force=true)") \
     X(AD_ETOOBIG, "payload_too_large", 413, "the body exceeds 64 KiB")       \
     X(AD_EMEDIA, "unsupported_media_type", 415, "unsupported content type") \
     X(AD_ERATE, "rate_limited", 429, "too many requests")                    \

@@ -125,6 +125,36 @@ static int enroll_show(ctl *c, const args *a)
     return by_id(c, a, "GET", "/v1/enrollments/", NULL, NULL, NULL);
 }
 
+static const args_opt enroll_update_opts[] = {
+    {"max-uses", ARG_VALUE, "N", "the new budget (not below the uses made)"},
+    {"expires-in", ARG_VALUE, "S", "seconds from now until it expires"},
+    {"group", ARG_MULTI, "G", "replaces its groups (existing groups only)"},
+    {NULL, 0, NULL, NULL},
+};
+
+static int enroll_update(ctl *c, const args *a)
+{
+    json_t *body = json_object();
+    int rc = CTL_USAGE;
+
+    if (body == NULL)
+        return ctl_fail("out of memory");
+    if (args_has(a, "group"))
+        json_object_set_new(body, "groups", multi(a, "group"));
+    if (int_opt(a, "max-uses", body, "max_uses") != 0 ||
+        int_opt(a, "expires-in", body, "expires_in") != 0)
+        goto out;
+    if (json_object_size(body) == 0) {
+        rc = ctl_usage(a, "nothing to change: give --max-uses, --expires-in "
+                          "or --group");
+        goto out;
+    }
+    rc = by_id(c, a, "PATCH", "/v1/enrollments/", NULL, body, NULL);
+out:
+    json_decref(body);
+    return rc;
+}
+
 static int enroll_rm(ctl *c, const args *a)
 {
     return by_id(c, a, "DELETE", "/v1/enrollments/", NULL, NULL,
@@ -210,8 +240,25 @@ static const args_opt cert_server_opts[] = {
     {"ip", ARG_MULTI, "IP", "an IP address of the server"},
     {"days", ARG_VALUE, "D", "lifetime in days (default: the server's)"},
     {"out", ARG_VALUE, "DIR", "where to write key.pem, cert.pem, chain.pem"},
+    {"force", ARG_FLAG, NULL, "replace files that are already in DIR"},
     {NULL, 0, NULL, NULL},
 };
+
+/* The first of key.pem, cert.pem and chain.pem already in dir, or NULL. */
+static const char *out_taken(const char *dir)
+{
+    static const char *const names[] = {"key.pem", "cert.pem", "chain.pem"};
+    char path[OUT_PATH_MAX];
+    struct stat st;
+    size_t i;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        if (lstat(path, &st) == 0)
+            return names[i];
+    }
+    return NULL;
+}
 
 static int cert_server(ctl *c, const args *a)
 {
@@ -237,6 +284,13 @@ static int cert_server(ctl *c, const args *a)
     }
     if (int_opt(a, "days", body, "days") != 0) {
         rc = CTL_USAGE;
+        goto out;
+    }
+    /* A key in use by a broker is not replaced by accident; checked
+     * before anything is issued. */
+    if (!args_has(a, "force") && out_taken(dir) != NULL) {
+        rc = ctl_fail("%s/%s exists: use --force to replace it", dir,
+                      out_taken(dir));
         goto out;
     }
     if (pki_mkdir(dir, 0755, err, sizeof(err)) != 0) {
@@ -276,6 +330,7 @@ static const args_opt revoke_opts[] = {
     {"reason", ARG_VALUE, "R",
      "an RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, "
      "superseded, cessationOfOperation, ... (default unspecified)"},
+    CTL_OPT_YES,
     {NULL, 0, NULL, NULL},
 };
 
@@ -294,11 +349,15 @@ static int revoke(ctl *c, const args *a, const char *prefix, const char *done)
 
 static int revoke_cert(ctl *c, const args *a)
 {
+    if (!ctl_confirm(a, "Revoke certificate", a->pos[0]))
+        return ctl_fail("not confirmed: nothing was revoked");
     return revoke(c, a, "/v1/certs/", "revoked certificate");
 }
 
 static int revoke_device(ctl *c, const args *a)
 {
+    if (!ctl_confirm(a, "Revoke (finally) device", a->pos[0]))
+        return ctl_fail("not confirmed: nothing was revoked");
     return revoke(c, a, "/v1/devices/", "revoked device");
 }
 
@@ -334,11 +393,27 @@ static int crl(ctl *c, const args *a)
 
 /* ---- tokens ----------------------------------------------------------- */
 
+/* Whether s has the shape of a jti authd mints: 32 lowercase hex digits
+ * (16 random bytes), so a typo or a pasted token is caught here. */
+static int jti_shaped(const char *s)
+{
+    size_t i;
+
+    for (i = 0; s[i]; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return i == 32;
+}
+
 static int token_revoke(ctl *c, const args *a)
 {
-    json_t *body = json_pack("{s:s}", "jti", a->pos[0]), *j = NULL;
+    json_t *body, *j = NULL;
     int rc;
 
+    if (!jti_shaped(a->pos[0]))
+        return ctl_usage(a, "a jti is 32 lowercase hex digits (the token's "
+                            "\"jti\" claim), not a whole token");
+    body = json_pack("{s:s}", "jti", a->pos[0]);
     if (body == NULL)
         return ctl_fail("out of memory or an argument is not UTF-8");
     rc = api_json(c->api, "POST", "/v1/tokens/revoke", body, &j);
@@ -378,6 +453,10 @@ static const ctl_cmd cmds[] = {
      NULL, limit_opts, 0, 0, enroll_list},
     {"enroll", "show", "ID", "Shows an enrollment.", NULL, NULL, 1, 1,
      enroll_show},
+    {"enroll", "update", "ID [--max-uses N] [--expires-in S] [--group G]...",
+     "Changes an enrollment's budget, expiry or groups.",
+     "--group replaces the whole list; the change is audited.",
+     enroll_update_opts, 1, 1, enroll_update},
     {"enroll", "rm", "ID", "Deletes an enrollment; its token stops working.",
      NULL, NULL, 1, 1, enroll_rm},
     {"cert", "list",
@@ -386,17 +465,21 @@ static const ctl_cmd cmds[] = {
     {"cert", "show", "SERIAL", "Shows a certificate and its PEM.", NULL, NULL,
      1, 1, cert_show},
     {"cert", "server", "--dns HOST [--dns ...] [--ip IP]... [--days D] "
-     "--out DIR",
+     "--out DIR [--force]",
      "Issues a TLS server certificate (serverAuth) for a broker or gateway.",
      "The P-256 key is made here and never sent; DIR gets key.pem (0600), "
      "cert.pem and chain.pem (issuing CA, then root). The first --dns (or "
-     "--ip) is the subject CN.",
+     "--ip) is the subject CN. Existing files in DIR are kept (exit 1) "
+     "unless --force.",
      cert_server_opts, 0, 0, cert_server},
-    {"revoke", "cert", "SERIAL [--reason R]", "Revokes one certificate.",
-     NULL, revoke_opts, 1, 1, revoke_cert},
-    {"revoke", "device", "ID [--reason R]",
-     "Revokes a device: all its certificates and tokens; final.", NULL,
-     revoke_opts, 1, 1, revoke_device},
+    {"revoke", "cert", "SERIAL [--reason R] [--yes]",
+     "Revokes one certificate.",
+     "On a terminal it asks first unless --yes; with stdin not a terminal "
+     "(scripts) it does not ask.", revoke_opts, 1, 1, revoke_cert},
+    {"revoke", "device", "ID [--reason R] [--yes]",
+     "Revokes a device: all its certificates and tokens; final.",
+     "On a terminal it asks first unless --yes; with stdin not a terminal "
+     "(scripts) it does not ask.", revoke_opts, 1, 1, revoke_device},
     {"token", "revoke", "JTI", "Revokes one access token by its jti.", NULL,
      NULL, 1, 1, token_revoke},
     {"token", "rotate-key", "",

@@ -6,6 +6,8 @@
  * rerun skips those and reuses the key of any that are not. A few worker
  * threads, each with its own connection, enroll in parallel. */
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,17 @@ typedef struct batch {
     int worst;          /* CTL_FAILED or CTL_UNREACHABLE once one failed */
     json_t *failures;   /* [{"device_id","error"}] */
 } batch;
+
+/* Set by SIGINT/SIGTERM: hand out no more devices, but let the requests
+ * in flight finish, so every key on disk whose request was answered has
+ * its certificate. Lock-free, so the handler may store to it. */
+static atomic_int interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    atomic_store(&interrupted, 1);
+}
 
 static int id_char(char ch)
 {
@@ -192,7 +205,9 @@ static void *worker(void *arg)
         long i;
 
         pthread_mutex_lock(&b->mu);
-        i = b->stop || b->next >= b->count ? -1 : b->next++;
+        i = b->stop || atomic_load(&interrupted) || b->next >= b->count
+                ? -1
+                : b->next++;
         pthread_mutex_unlock(&b->mu);
         if (i < 0)
             break;
@@ -218,6 +233,8 @@ static const args_opt provision_opts[] = {
 static int provision(ctl *c, const args *a)
 {
     pthread_t th[WORKERS_MAX];
+    struct sigaction sa, old_int, old_term;
+    sigset_t block, old_mask;
     batch b;
     char err[256], first[ID_MAX + 64], last[ID_MAX + 64];
     long nworkers, i, started = 0;
@@ -263,18 +280,42 @@ static int provision(ctl *c, const args *a)
     pthread_mutex_init(&b.mu, NULL);
     if (nworkers > b.count)
         nworkers = b.count;
+    /* Ctrl-C stops handing out devices; a second one (SA_RESETHAND)
+     * kills as usual. The workers block the signals, so only this
+     * thread, waiting in pthread_join, takes them and no request in
+     * flight is cut. */
+    atomic_store(&interrupted, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_interrupt;
+    sa.sa_flags = SA_RESETHAND | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old_mask);
     for (i = 0; i < nworkers; i++) {
         if (pthread_create(&th[i], NULL, worker, &b) != 0)
             break;
         started++;
     }
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (started == 0)
         worker(&b);
     for (i = 0; i < started; i++)
         pthread_join(th[i], NULL);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     if (b.tty)
         fputc('\n', stderr);
     rc = b.worst;
+    if (atomic_load(&interrupted)) {
+        fprintf(stderr, "authctl: interrupted: the requests in flight were "
+                        "finished; run the same command again to go on\n");
+        if (rc == CTL_OK)
+            rc = CTL_FAILED;
+    }
     if (c->json) {
         summary = json_pack("{s:s, s:I, s:I, s:I, s:I, s:O}", "out", b.dir,
                             "enrolled", (json_int_t)b.enrolled, "skipped",

@@ -134,6 +134,9 @@ static int device_show(ctl *c, const args *a)
     rc = api_json(c->api, "GET", path, NULL, &j);
     if (rc == CTL_OK) {
         ctl_print(c, j, skip);
+        /* Names left by a forced delete grant nothing: say so. */
+        if (!c->json)
+            ctl_missing_names(c, j);
         certs = json_object_get(j, "certs");
         if (!c->json && json_array_size(certs) > 0) {
             puts("\ncertificates:");
@@ -210,8 +213,13 @@ static int device_children(ctl *c, const args *a)
     return ctl_list(c, a, path, NULL, cols, sizeof(cols) / sizeof(cols[0]));
 }
 
+static const args_opt yes_opts[] = {CTL_OPT_YES, {NULL, 0, NULL, NULL}};
+
 static int device_rm(ctl *c, const args *a)
 {
+    if (!ctl_confirm(a, "Delete (and revoke the certificates of) device",
+                     a->pos[0]))
+        return ctl_fail("not confirmed: nothing was deleted");
     return simple(c, a, "DELETE", "/v1/devices/", a->pos[0], NULL, NULL,
                   NULL, "deleted device");
 }
@@ -523,10 +531,17 @@ static int group_list(ctl *c, const args *a)
                     sizeof(cols) / sizeof(cols[0]));
 }
 
+static const args_opt force_opts[] = {
+    {"force", ARG_FLAG, NULL,
+     "delete even while devices or groups name it (they keep the name)"},
+    {NULL, 0, NULL, NULL},
+};
+
 static int group_rm(ctl *c, const args *a)
 {
-    return simple(c, a, "DELETE", "/v1/groups/", a->pos[0], NULL, NULL,
-                  NULL, "deleted group");
+    return simple(c, a, "DELETE", "/v1/groups/", a->pos[0],
+                  args_has(a, "force") ? "?force=true" : NULL, NULL, NULL,
+                  "deleted group");
 }
 
 /* ---- policies --------------------------------------------------------- */
@@ -593,8 +608,9 @@ static int policy_list(ctl *c, const args *a)
 
 static int policy_rm(ctl *c, const args *a)
 {
-    return simple(c, a, "DELETE", "/v1/policies/", a->pos[0], NULL, NULL,
-                  NULL, "deleted policy");
+    return simple(c, a, "DELETE", "/v1/policies/", a->pos[0],
+                  args_has(a, "force") ? "?force=true" : NULL, NULL, NULL,
+                  "deleted policy");
 }
 
 static int policy_test(ctl *c, const args *a)
@@ -614,6 +630,17 @@ static int policy_test(ctl *c, const args *a)
     if (body == NULL)
         return ctl_fail("out of memory or an argument is not UTF-8");
     rc = api_json(c->api, "POST", "/v1/policies/explain", body, &j);
+    if (rc == CTL_OK && !c->json) {
+        char path[API_PATH_MAX];
+        json_t *dev = NULL;
+
+        /* A decision made without a missing policy or group says so. */
+        if (ctl_path(path, sizeof(path), "/v1/devices/", a->pos[0], NULL) ==
+                0 &&
+            api_json(c->api, "GET", path, NULL, &dev) == CTL_OK)
+            ctl_missing_names(c, dev);
+        json_decref(dev);
+    }
     if (rc == CTL_OK && c->json) {
         out_json(j);
     } else if (rc == CTL_OK) {
@@ -870,9 +897,10 @@ static const ctl_cmd cmds[] = {
     {"device", "children", "ID [--limit N]",
      "Lists the devices behind gateway ID, with their status (every page "
      "unless --limit).", NULL, device_children_opts, 1, 1, device_children},
-    {"device", "rm", "ID",
-     "Deletes a device (its certificates are revoked).", NULL, NULL, 1, 1,
-     device_rm},
+    {"device", "rm", "ID [--yes]",
+     "Deletes a device (its certificates are revoked).",
+     "On a terminal it asks first unless --yes; with stdin not a terminal "
+     "(scripts) it does not ask.", yes_opts, 1, 1, device_rm},
     {"device", "secret", "ID",
      "Makes a new device secret (username/password method) and prints it "
      "once.", "A new secret replaces the old one.", NULL, 1, 1,
@@ -894,7 +922,9 @@ static const ctl_cmd cmds[] = {
     {"group", "show", "NAME", "Shows a group.", NULL, NULL, 1, 1, group_show},
     {"group", "list", "[--limit N]", "Lists groups.", NULL, limit_opts, 0, 0,
      group_list},
-    {"group", "rm", "NAME", "Deletes a group.", NULL, NULL, 1, 1, group_rm},
+    {"group", "rm", "NAME [--force]", "Deletes a group.",
+     "A group devices still name is refused (in_use) unless --force.",
+     force_opts, 1, 1, group_rm},
     {"policy", "put", "NAME FILE|-",
      "Creates or replaces a policy from a JSON document (- reads stdin).",
      "The document is {\"statements\":[{\"effect\",\"actions\",\"topics\"|"
@@ -904,7 +934,9 @@ static const ctl_cmd cmds[] = {
      1, 1, policy_get},
     {"policy", "list", "[--limit N]", "Lists policies.", NULL, limit_opts, 0,
      0, policy_list},
-    {"policy", "rm", "NAME", "Deletes a policy.", NULL, NULL, 1, 1,
+    {"policy", "rm", "NAME [--force]", "Deletes a policy.",
+     "A policy devices or groups still name is refused (in_use) unless "
+     "--force.", force_opts, 1, 1,
      policy_rm},
     {"policy", "test", "DEVICE ACTION TOPIC|CLIENT_ID",
      "Asks the server what it would decide, and which statement decided.",

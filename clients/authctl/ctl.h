@@ -69,6 +69,21 @@ void ctl_print(const ctl *c, const json_t *j, const char *const *skip);
 int ctl_list(ctl *c, const args *a, const char *path, const char *after,
              const out_col *cols, size_t ncols);
 
+/* Prints, for a device record, each name in its "policies" and "groups"
+ * that the server does not have (a policy or group deleted with
+ * ?force=true), as "policy NAME (missing)" lines to stdout. Returns how
+ * many were missing, or -1 if the server could not be asked. */
+int ctl_missing_names(ctl *c, const json_t *device);
+
+/* Asks "<question> [y/N] " on stderr when stdin is a terminal and --yes
+ * was not given: 1 to go on (also when stdin is no terminal, as scripts
+ * expect), 0 when the answer is not y/yes. */
+int ctl_confirm(const args *a, const char *question, const char *subject);
+
+/* The --yes option of commands that ask before destroying something. */
+#define CTL_OPT_YES \
+    {"yes", ARG_FLAG, NULL, "do not ask for confirmation on a terminal"}
+
 /* The --limit option every list command has. */
 #define CTL_OPT_LIMIT \
     {"limit", ARG_VALUE, "N", "print at most N items (default: all pages)"}

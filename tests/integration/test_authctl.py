@@ -6,16 +6,18 @@ and the files `provision` and `cert server` write, judged by openssl."""
 
 import json
 import os
+import re
 import stat
 import subprocess
+import uuid
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from authd_harness import (SANITIZER_MARKERS, authd_bin, free_ports, load_cert,
-                           run, uid)
+from authd_harness import (SANITIZER_MARKERS, authd_bin, create_enrollment, free_ports,
+                           load_cert, run, uid)
 
 SUBCOMMANDS = [
     "device add", "device list", "device show", "device suspend",
@@ -189,6 +191,7 @@ def test_key_file_is_read_and_a_missing_credential_is_refused(ctl, authd, tmp_pa
 
 def test_device_add_show_suspend_resume_rm(ctl, admin):
     dev, grp = uid("ctl-dev-"), uid("ctl-grp-")
+    ok(ctl("group", "put", grp))  # devices may name existing groups only
     p = ok(ctl("device", "add", dev, "--group", grp, "--attr", "room=12",
                "--attr", "floor=2"))
     assert dev in p.stdout and "room=12" in p.stdout, p.stdout
@@ -263,6 +266,9 @@ def test_device_secret_is_printed_once_and_only_by_the_secret_command(ctl, authd
 
 def test_group_put_show_list_rm(ctl, admin):
     grp, pol = uid("ctl-g-"), uid("ctl-p-")
+    refused(ctl("group", "put", grp, "--policy", pol), "unknown_policy")
+    assert admin.put("/v1/policies/" + pol, {"statements": [
+        {"effect": "allow", "actions": ["publish"], "topics": ["g/x"]}]}).status == 201
     ok(ctl("group", "put", grp, "--policy", pol))
     assert js(ctl("--json", "group", "show", grp))["policies"] == [pol]
     assert grp in ok(ctl("group", "list")).stdout
@@ -319,6 +325,7 @@ def test_policy_test_prints_the_decision_and_the_deciding_statement(ctl):
 
 def test_enroll_create_list_show_rm(ctl, admin):
     name, grp = uid("ctl-batch-"), uid("ctl-eg-")
+    ok(ctl("group", "put", grp))  # enrollments may name existing groups only
     enr = js(ctl("--json", "enroll", "create", "--name", name, "--pattern", "CTL-*",
                  "--max-uses", "5", "--expires-in", "600", "--group", grp,
                  "--cert-days", "30"))
@@ -457,6 +464,36 @@ def test_cert_server_writes_a_key_and_a_server_auth_cert_that_verify(ctl, tmp_pa
     refused(ctl("cert", "server", "--ip", "not-an-ip", "--out", tmp_path / "x"))
 
 
+def test_cert_server_keeps_existing_files_unless_force(ctl, tmp_path):
+    out = tmp_path / "broker"
+    ok(ctl("cert", "server", "--dns", "broker.example", "--out", out))
+    before = {n: (out / n).read_bytes() for n in ("key.pem", "cert.pem", "chain.pem")}
+    p = refused(ctl("cert", "server", "--dns", "broker.example", "--out", out), "--force")
+    assert "key.pem" in p.stderr, p.stderr
+    assert {n: (out / n).read_bytes() for n in before} == before, "nothing was replaced"
+    # One file alone is enough to refuse.
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "chain.pem").write_text("keep me")
+    refused(ctl("cert", "server", "--dns", "broker.example", "--out", lone), "chain.pem")
+    assert (lone / "chain.pem").read_text() == "keep me"
+    ok(ctl("cert", "server", "--dns", "broker.example", "--out", out, "--force"))
+    assert (out / "key.pem").read_bytes() != before["key.pem"], "--force replaces"
+
+
+def test_enroll_update_changes_budget_expiry_and_groups(ctl, admin):
+    grp = uid("ctl-ug-")
+    enr = js(ctl("--json", "enroll", "create", "--max-uses", "2", "--expires-in", "86400"))
+    usage(ctl("enroll", "update", enr["id"]))
+    refused(ctl("enroll", "update", enr["id"], "--group", grp), "unknown_group")
+    ok(ctl("group", "put", grp))
+    got = js(ctl("--json", "enroll", "update", enr["id"], "--max-uses", "7",
+                 "--expires-in", "172800", "--group", grp))
+    assert got["max_uses"] == 7 and got["groups"] == [grp], got
+    assert got["expires_at"] > enr["expires_at"], (got, enr)
+    assert "token" not in got and "token_sha256" not in got
+
+
 # --------------------------------------------------------- revocation ----
 
 def test_revoke_cert_shows_in_cert_show_and_the_crl(ctl, enrolled, tmp_path):
@@ -495,9 +532,12 @@ def test_token_rotate_key_adds_a_jwks_key_and_token_revoke_is_accepted(ctl, auth
     kid = js(ctl("--json", "token", "rotate-key"))["kid"]
     kids = [k["kid"] for k in authd.request("GET", "/v1/jwks").json["keys"]]
     assert kid in kids, "the new key is published"
-    jti = uid("jti-")
+    jti = uuid.uuid4().hex  # the shape authd mints: 32 lowercase hex digits
     assert "revoked token " + jti in ok(ctl("token", "revoke", jti)).stdout
-    refused(ctl("token", "revoke", "x" * 200))
+    # A malformed jti (a typo, a whole token pasted) never reaches the server.
+    for bad in ("x" * 200, uid("jti-"), jti[:-1], jti.upper(), jti + "0", "eyJhbGciOi.x.y"):
+        p = usage(ctl("token", "revoke", bad))
+        assert "32 lowercase hex" in p.stderr, p.stderr
 
 
 def test_apikey_create_prints_the_key_once_and_rm_disables_it(ctl, authd):
@@ -525,3 +565,118 @@ def test_audit_lists_admin_changes_with_paging(ctl):
     assert [e["seq"] for e in after["items"]] == [seq], "--after starts past that seq"
     assert "device.create" in ok(ctl("audit", "--after", seq - 1, "--limit", "1")).stdout
     usage(ctl("audit", "--after", "yesterday"))
+
+
+# ------------------------------------------------ safety rails (§14) ----
+
+def on_pty(ctl_env, argv, answer):
+    """Runs authctl with stdin (and stdout, stderr) on a pseudo-terminal,
+    types answer when it asks, and returns (exit status, output)."""
+    import pty
+    import select
+    import time as _time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes authctl
+        try:
+            os.execve(authctl_bin(), [authctl_bin()] + [str(a) for a in argv], ctl_env)
+        finally:
+            os._exit(127)
+    out = b""
+    sent = False
+    deadline = _time.monotonic() + 60
+    while _time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if fd in r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        if not sent and b"[y/N]" in out:
+            os.write(fd, answer.encode() + b"\r")
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def test_destructive_commands_ask_on_a_terminal(ctl, ctl_env, admin, enrolled):
+    dev = uid("ctl-ask-")
+    ok(ctl("device", "add", dev))
+    code, out = on_pty(ctl_env, ["device", "rm", dev], "n")
+    assert "[y/N]" in out and code == 1, (code, out)
+    assert admin.get("/v1/devices/" + dev).status == 200, "'n' aborts"
+    code, out = on_pty(ctl_env, ["device", "rm", dev], "y")
+    assert code == 0 and "deleted device" in out, (code, out)
+    assert admin.get("/v1/devices/" + dev).status == 404, "'y' proceeds"
+
+    d, _ = enrolled()
+    code, out = on_pty(ctl_env, ["revoke", "cert", d.serial], "")
+    assert code == 1 and admin.get("/v1/certs/" + d.serial).json["status"] == "valid", out
+    code, out = on_pty(ctl_env, ["revoke", "device", d.id], "no")
+    assert code == 1 and admin.get("/v1/devices/" + d.id).json["status"] == "active", out
+    code, out = on_pty(ctl_env, ["revoke", "cert", d.serial, "--yes"], "y")
+    assert code == 0 and "[y/N]" not in out, "--yes does not ask: %r" % out
+    assert admin.get("/v1/certs/" + d.serial).json["status"] == "revoked"
+    code, out = on_pty(ctl_env, ["revoke", "device", d.id], "yes")
+    assert code == 0 and admin.get("/v1/devices/" + d.id).json["status"] == "revoked", out
+    # Not a terminal (a script): no question, as before.
+    other = uid("ctl-ask-")
+    ok(ctl("device", "add", other))
+    p = ok(ctl("device", "rm", other, input=""))
+    assert "[y/N]" not in p.stderr
+
+
+def test_device_show_and_policy_test_mark_missing_names(ctl, admin):
+    pol, grp, dev = uid("ctl-mp-"), uid("ctl-mg-"), uid("ctl-md-")
+    assert admin.put("/v1/policies/" + pol, {"statements": [
+        {"effect": "allow", "actions": ["publish"], "topics": ["m/x"]}]}).status == 201
+    assert admin.put("/v1/groups/" + grp, {"policies": []}).status == 201
+    ok(ctl("device", "add", dev, "--policy", pol, "--group", grp))
+    assert "(missing)" not in ok(ctl("device", "show", dev)).stdout
+    refused(ctl("policy", "rm", pol), "in_use")
+    ok(ctl("policy", "rm", pol, "--force"))
+    refused(ctl("group", "rm", grp), "in_use")
+    ok(ctl("group", "rm", grp, "--force"))
+    out = ok(ctl("device", "show", dev)).stdout
+    assert "policy %s (missing)" % pol in out and "group %s (missing)" % grp in out, out
+    out = ok(ctl("policy", "test", dev, "publish", "m/x")).stdout
+    assert "deny" in out and "policy %s (missing)" % pol in out, out
+
+
+def test_provision_finishes_requests_in_flight_on_sigint(ctl_env, admin, tmp_path):
+    import signal
+    import time as _time
+
+    count = 5000
+    enr = create_enrollment(admin, max_uses=count, id_pattern="INT-*")
+    out = tmp_path / "batch"
+    p = subprocess.Popen(
+        [authctl_bin(), "provision", "--enrollment-token", enr["token"], "--count",
+         str(count), "--prefix", "INT-" + uid() + "-", "--out", str(out),
+         "--parallel", "4"],
+        env=ctl_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = _time.monotonic() + 60
+    while _time.monotonic() < deadline:
+        if out.exists() and sum((d / "cert.pem").exists() for d in out.iterdir()) >= 10:
+            break
+        _time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 1, "an interrupted batch exits non-zero: %d\n%s" % (p.returncode, stderr)
+    assert "interrupted" in stderr, stderr
+    m = re.search(r"enrolled (\d+), skipped (\d+), failed (\d+), not attempted (\d+)", stdout)
+    assert m, "the summary is printed: %r" % stdout
+    enrolled, _, failed, not_attempted = (int(x) for x in m.groups())
+    assert failed == 0 and enrolled >= 10 and not_attempted > 0, stdout
+    dirs = list(out.iterdir())
+    complete = [d for d in dirs if (d / "cert.pem").exists()]
+    # Every request in flight was finished: no key whose certificate was
+    # issued is left without it, and the server counted exactly these.
+    assert len(complete) == enrolled, (len(complete), stdout)
+    assert all((d / "cert.pem").exists() for d in dirs if (d / "key.pem").exists()), (
+        "a key.pem without its cert.pem: a request was cut")
+    assert admin.get("/v1/enrollments/" + enr["id"]).json["used"] == enrolled

@@ -14,6 +14,7 @@ ENR_FIELDS = ("id", "name", "id_pattern", "max_uses", "used", "expires_at",
 
 
 def test_create_enrollment_returns_201_with_a_one_time_enr_token(admin):
+    admin.put("/v1/groups/sensors", {"policies": []})
     body = {"name": uid("batch-"), "id_pattern": "SN-*", "max_uses": 1000,
             "expires_in": 86400, "groups": ["sensors"], "cert_days": 365}
     before = time.time()
@@ -139,3 +140,51 @@ def test_secrets_never_appear_in_the_log(authd, admin, devdir):
     assert log.strip(), "the daemon logs events to stderr"
     for secret in (authd.admin_key, e["token"], r.json["key"]):
         assert secret not in log, "secrets must never be logged (found %s...)" % secret[:8]
+
+
+# ------------------------------------------------- PATCH (contract §14) ----
+
+def test_patch_changes_max_uses_expiry_and_groups_audited(authd, admin, devdir):
+    grp = uid("pg-")
+    assert admin.put("/v1/groups/" + grp, {"policies": []}).status == 201
+    enr = create_enrollment(admin, max_uses=1, expires_in=3600)
+    dev, r = enroll(authd, enr["token"], uid("pe-"), devdir)
+    assert r.status == 201, r
+    _, r = enroll(authd, enr["token"], uid("pe-"), devdir)
+    assert_error(r, 403, "enrollment_used_up")
+    r = admin.patch("/v1/enrollments/" + enr["id"],
+                    {"max_uses": 3, "expires_in": 7200, "groups": [grp]})
+    assert r.status == 200, r
+    assert r.json["max_uses"] == 3 and r.json["groups"] == [grp] and r.json["used"] == 1
+    assert "token_sha256" not in r.json and "token" not in r.json
+    assert to_epoch(r.json["expires_at"]) > to_epoch(enr["expires_at"]) + 3000
+    did = uid("pe-")
+    _, r = enroll(authd, enr["token"], did, devdir)
+    assert r.status == 201, "the raised budget can be used: %r" % r
+    assert admin.get("/v1/devices/" + did).json["groups"] == [grp]
+    items = admin.list_all("/v1/audit?action=enrollment.update&limit=1000")
+    assert any(a.get("action") == "enrollment.update" and a.get("target") == enr["id"]
+               for a in items), "the change is audited"
+
+
+def test_patch_is_validated_like_create(authd, admin, devdir):
+    enr = create_enrollment(admin, max_uses=5)
+    for _ in range(2):
+        assert enroll(authd, enr["token"], uid("pv-"), devdir)[1].status == 201
+    path = "/v1/enrollments/" + enr["id"]
+    assert_error(admin.patch(path, {"max_uses": 1}), 400, "invalid_field")
+    assert admin.patch(path, {"max_uses": 2}).status == 200, "down to the uses made"
+    assert_error(admin.patch(path, {"max_uses": 0}), 400, "invalid_field")
+    assert_error(admin.patch(path, {"expires_in": -1}), 400, "invalid_field")
+    assert_error(admin.patch(path, {"groups": "sensors"}), 400, "invalid_field")
+    assert_error(admin.patch(path, {"groups": [uid("nogrp-")]}), 400, "unknown_group")
+    assert_error(admin.patch(path, {"id_pattern": "*"}), 400, "invalid_field")
+    assert_error(admin.patch("/v1/enrollments/e_nope", {"max_uses": 3}), 404, "not_found")
+    assert admin.get(path).json["max_uses"] == 2
+
+
+def test_patch_needs_an_admin(authd, admin, role_key):
+    enr = create_enrollment(admin)
+    r = authd.request("PATCH", "/v1/enrollments/" + enr["id"], {"max_uses": 9},
+                      token=role_key("provisioner"))
+    assert_error(r, 403, "forbidden")

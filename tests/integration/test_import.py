@@ -17,6 +17,16 @@ from authd_harness import SANITIZER_MARKERS, assert_error, authd_bin, uid
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
+@pytest.fixture(autouse=True)
+def _named_records(admin):
+    """The groups and policy these lines name: a line naming one that
+    does not exist is that line's failure (§14)."""
+    for g in ("sensors", "other", "fleet", "g"):
+        admin.put("/v1/groups/" + g, {"policies": []})
+    admin.put("/v1/policies/p1", {"statements": [
+        {"effect": "allow", "actions": ["publish"], "topics": ["imp/x"]}]})
+
+
 def post_import(api, body, headers=NDJSON, **kw):
     if isinstance(body, list):
         body = "".join(line + "\n" for line in body)

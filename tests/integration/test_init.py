@@ -68,6 +68,7 @@ def test_restart_keeps_ca_registry_and_admin_key(spawn_authd, tmp_path):
     api = d.api(admin_key)
     ca_before = d.ca_pem()
     dev_id = uid("keep-")
+    api.put("/v1/groups/g1", {"policies": []})
     assert api.post("/v1/devices", {"id": dev_id, "groups": ["g1"]}).status == 201
     enr = create_enrollment(api, max_uses=5)
     devdir = str(tmp_path / "dev")

@@ -224,7 +224,13 @@ def test_a_device_gets_its_own_policies_and_its_groups_policies(authd, admin):
 
 
 def test_a_device_naming_a_missing_policy_or_group_gets_nothing_from_it(authd, admin):
-    d = new_device(admin, policies=[uid("nope-")], groups=[uid("nogrp-")])
+    # Names that are missing can only come from a forced delete (§14).
+    pol, grp = put_policy(admin, {"statements": [allow("publish", "a/b")]}), uid("nogrp-")
+    assert admin.put("/v1/groups/" + grp, {"policies": [pol]}).status == 201
+    d = new_device(admin, policies=[pol], groups=[grp])
+    assert decide(authd, d, "publish", "a/b") == "allow"
+    assert admin.delete("/v1/groups/" + grp + "?force=true").status == 204
+    assert admin.delete("/v1/policies/" + pol + "?force=true").status == 204
     assert decide(authd, d, "publish", "a/b") == "deny", "no statements means deny"
 
 
@@ -251,7 +257,7 @@ def test_replacing_or_deleting_a_policy_takes_effect_on_the_next_check(authd, ad
     for d in (direct, via_group):
         assert decide(authd, d, "publish", "r/1") == "deny", "a replaced policy no longer grants"
         assert decide(authd, d, "publish", "r/2") == "allow", "the replacement grants at once"
-    assert admin.delete("/v1/policies/" + name).status == 204
+    assert admin.delete("/v1/policies/" + name + "?force=true").status == 204
     for d in (direct, via_group):
         assert decide(authd, d, "publish", "r/2") == "deny", "a deleted policy grants nothing"
     put_policy(admin, {"statements": [allow("publish", "r/3")]}, name)
@@ -271,7 +277,7 @@ def test_changing_group_membership_or_a_groups_policies_takes_effect_at_once(aut
     assert admin.put("/v1/groups/" + grp, {"policies": [pb]}).status == 200
     assert decide(authd, d, "publish", "ga/x") == "deny", "the group's old policy is gone"
     assert decide(authd, d, "publish", "gb/x") == "allow", "the group's new policy applies"
-    assert admin.delete("/v1/groups/" + grp).status == 204
+    assert admin.delete("/v1/groups/" + grp + "?force=true").status == 204
     assert decide(authd, d, "publish", "gb/x") == "deny", "a deleted group grants nothing"
 
 

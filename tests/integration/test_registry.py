@@ -20,6 +20,8 @@ def _device(admin, **fields):
 # ------------------------------------------------------------- devices ----
 
 def test_create_and_get_a_device(admin):
+    for g in ("sensors", "hall-1"):
+        admin.put("/v1/groups/" + g, {"policies": []})
     did, r = _device(admin, groups=["sensors", "hall-1"], attributes={"site": "berlin"})
     assert r.json["id"] == did, "the answer is the device: %r" % r.json
     g = admin.get("/v1/devices/" + did)
@@ -63,6 +65,8 @@ def test_valid_device_ids_are_accepted(admin, good):
 
 
 def test_patch_changes_status_groups_and_attributes(admin):
+    for g in ("a", "b", "c"):
+        admin.put("/v1/groups/" + g, {"policies": []})
     did, _ = _device(admin, groups=["a"], attributes={"k": "v"})
     r = admin.patch("/v1/devices/" + did, {"status": "suspended"})
     assert r.status == 200, r
@@ -188,6 +192,9 @@ POLICY = {"statements": [
 
 def test_groups_put_get_delete(admin):
     name = uid("grp-")
+    for p in ("p1", "p2"):
+        admin.put("/v1/policies/" + p, {"statements": [
+            {"effect": "allow", "actions": ["publish"], "topics": ["g/x"]}]})
     r = admin.put("/v1/groups/" + name, {"policies": ["p1"]})
     assert r.status in (200, 201, 204), r
     g = admin.get("/v1/groups/" + name)
