@@ -45,18 +45,24 @@ static int cmd_init(config *cfg)
 {
     char err[512] = "";
     ad_err e = AD_OK;
+    int fresh = 0;
 
     /* Remembered first, so that a later `serve` without --store opens
      * the store init filled. */
     if (cfg->store[0])
         e = datadir_remember_store(cfg->data, cfg->store, err, sizeof(err));
-    if (e == AD_OK)
+    if (e == AD_OK) {
+        fresh = datadir_is_fresh(cfg);
         e = datadir_init(cfg, stdout, err, sizeof(err));
+    }
     if (e != AD_OK) {
         fprintf(stderr, "authd init: %s\n", err[0] ? err : ad_err_message(e));
         return 1;
     }
     printf("data directory %s is ready\n", cfg->data);
+    fflush(stdout);
+    if (fresh)
+        datadir_summary(cfg, stderr);
     return 0;
 }
 
@@ -139,7 +145,7 @@ static int cmd_serve(config *cfg, int argc, char **argv)
     size_t nroutes;
     sigset_t sigs;
     char err[512] = "";
-    int sig, rc = 1;
+    int sig, rc = 1, fresh = 0;
     ad_err e;
 
     memset(&a, 0, sizeof(a));
@@ -159,8 +165,12 @@ static int cmd_serve(config *cfg, int argc, char **argv)
     /* The lock comes first: two daemons initialising one empty dir
      * would each make a CA. */
     e = datadir_lock(cfg->data, &lock_fd, err, sizeof(err));
-    if (e == AD_OK)
+    if (e == AD_OK) {
+        /* Known before init fills the dir: only the start that created
+         * it prints the summary below. */
+        fresh = datadir_is_fresh(cfg);
         e = datadir_init(cfg, NULL, err, sizeof(err));
+    }
     if (e == AD_OK)
         e = datadir_check_permissions(cfg->data, err, sizeof(err));
     if (e == AD_OK)
@@ -249,6 +259,8 @@ static int cmd_serve(config *cfg, int argc, char **argv)
              cfg->data, cfg->http, cfg->https,
              cfg->check_socket[0] ? cfg->check_socket : cfg->check_http,
              cfg->coaps, cfg->public_url[0] ? cfg->public_url : "-");
+    if (fresh)
+        datadir_summary(cfg, stderr);
 
     for (unsigned ticks = 1;; ticks++) {
         /* Wake every second: caches that the change feed no longer keeps
@@ -266,18 +278,18 @@ static int cmd_serve(config *cfg, int argc, char **argv)
             continue;
         }
         if (sig == SIGHUP) {
-            config fresh;
-            e = config_reload(&fresh, argc, argv, err, sizeof(err));
+            config reloaded;
+            e = config_reload(&reloaded, argc, argv, err, sizeof(err));
             if (e != AD_OK) {
                 log_line("warn", "event=reload_failed message=\"%s\"", err);
                 continue;
             }
             /* Listeners and paths need a restart; lifetimes apply now,
              * and policies are compiled afresh from the store. */
-            atomic_store(&a.cert_days, fresh.cert_days);
-            atomic_store(&a.server_cert_days, fresh.server_cert_days);
+            atomic_store(&a.cert_days, reloaded.cert_days);
+            atomic_store(&a.server_cert_days, reloaded.server_cert_days);
             checker_forget_policies(a.checker);
-            log_line("info", "event=reloaded cert_days=%ld", fresh.cert_days);
+            log_line("info", "event=reloaded cert_days=%ld", reloaded.cert_days);
             continue;
         }
         log_line("info", "event=stopping signal=%s",
