@@ -8,6 +8,7 @@
 
 #include <openssl/crypto.h>
 
+#include "backup.h"
 #include "changes.h"
 #include "checker.h"
 #include "datadir.h"
@@ -35,6 +36,8 @@ static const char usage[] =
     "       authd admin-key --data DIR [--name N] "
     "[--role admin|broker|provisioner]\n"
     "       authd migrate --data DIR --to postgres://... (offline)\n"
+    "       authd backup --data DIR --out FILE (while the daemon serves)\n"
+    "       authd restore --data NEW_DIR --from FILE [--store URL]\n"
     "The store URL is lmdb: (DIR/store), lmdb:PATH or postgres://...; init,\n"
     "join and migrate remember it in DIR/store.url.\n"
     "Every option may also come from the config file (key = value) and\n"
@@ -104,6 +107,33 @@ static int cmd_migrate(config *cfg)
         return e == AD_ECONFLICT ? 3 : e == AD_EBADREQ ? 2 : 1;
     }
     printf("data directory %s now uses the new store\n", cfg->data);
+    return 0;
+}
+
+static int cmd_backup(config *cfg)
+{
+    char err[512] = "";
+    ad_err e = backup_create(cfg, stdout, err, sizeof(err));
+
+    if (e != AD_OK) {
+        fprintf(stderr, "authd backup: %s\n", err[0] ? err : ad_err_message(e));
+        return e == AD_EBADREQ ? 2 : 1;
+    }
+    return 0;
+}
+
+static int cmd_restore(config *cfg)
+{
+    char err[512] = "";
+    ad_err e = backup_restore(cfg, stdout, err, sizeof(err));
+
+    if (e != AD_OK) {
+        fprintf(stderr, "authd restore: %s\n",
+                err[0] ? err : ad_err_message(e));
+        return e == AD_ECONFLICT ? 3 : e == AD_EBADREQ ? 2 : 1;
+    }
+    printf("data directory %s is restored; start authd serve on it\n",
+           cfg->data);
     return 0;
 }
 
@@ -334,7 +364,8 @@ int main(int argc, char **argv)
     cmd = argv[1];
     if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "init") != 0 &&
         strcmp(cmd, "join") != 0 && strcmp(cmd, "admin-key") != 0 &&
-        strcmp(cmd, "migrate") != 0) {
+        strcmp(cmd, "migrate") != 0 && strcmp(cmd, "backup") != 0 &&
+        strcmp(cmd, "restore") != 0) {
         fprintf(stderr, "authd: unknown command %s\n%s", cmd, usage);
         return 2;
     }
@@ -359,6 +390,10 @@ int main(int argc, char **argv)
         rc = cmd_admin_key(&cfg);
     else if (strcmp(cmd, "migrate") == 0)
         rc = cmd_migrate(&cfg);
+    else if (strcmp(cmd, "backup") == 0)
+        rc = cmd_backup(&cfg);
+    else if (strcmp(cmd, "restore") == 0)
+        rc = cmd_restore(&cfg);
     else
         rc = cmd_serve(&cfg, argc - 2, argv + 2);
     OPENSSL_cleanup();

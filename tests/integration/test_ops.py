@@ -4,12 +4,14 @@ first start), authctl login and profiles, and hot backup / restore."""
 import hashlib
 import os
 import re
+import stat
 import subprocess
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from authd_harness import WRAPPER, authd_bin, run, store_args
+from authd_harness import (WRAPPER, authd_bin, backend_store_url, create_enrollment,
+                           enroll, run, store_args, uid)
 
 
 def root_fingerprint(data_dir):
@@ -80,3 +82,154 @@ def test_init_prints_the_summary_once(tmp_path):
     assert key not in r.stderr and key not in r.stdout, "the key is never printed"
     again = run(WRAPPER + [authd_bin(), "init", "--data", data] + store_args(data))
     assert fpr not in again.stderr, "a second init created nothing: " + again.stderr
+
+
+# ------------------------------------------------------------ backup ----
+
+def _records(api):
+    """Everything a restore must bring back, keyed for comparison."""
+    out = {}
+    for path, key in (("/v1/devices", "id"), ("/v1/certs", "serial"),
+                      ("/v1/enrollments", "id"), ("/v1/policies", "name"),
+                      ("/v1/groups", "name"), ("/v1/apikeys", "id")):
+        out[path] = {item[key]: item for item in api.list_all(path, limit=200)}
+    out["/v1/audit"] = api.list_all("/v1/audit", limit=500)
+    return out
+
+
+def _enroll_until(d, token, devdir, prefix, stop, acked, errors, limit=80):
+    import time as _t
+    for i in range(limit):
+        if stop.is_set():
+            return
+        dev_id = "%s-%03d" % (prefix, i)
+        try:
+            _dev, r = enroll(d, token, dev_id, devdir)
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            errors.append("%s: %r" % (dev_id, e))
+            return
+        if r.status != 201:
+            errors.append("%s: %r" % (dev_id, r))
+            return
+        acked.append((_t.monotonic(), dev_id, r.json["serial"]))
+
+
+def test_hot_backup_during_enrollments_restores_every_acknowledged_record(
+        spawn_authd, tmp_path):
+    import threading
+    import time as _t
+
+    d = spawn_authd(data_dir=str(tmp_path / "src"))
+    api = d.api(d.admin_key)
+    pol, grp = uid("pol-bk-"), uid("grp-bk-")
+    assert api.put("/v1/policies/" + pol, {"statements": [
+        {"effect": "allow", "actions": ["connect"], "client_ids": ["${device.id}"]},
+    ]}).status == 201
+    assert api.put("/v1/groups/" + grp, {"policies": [pol]}).status == 201
+    enrs = [create_enrollment(api, groups=[grp]) for _ in range(2)]
+    devdir = str(tmp_path / "devs")
+    os.makedirs(devdir)
+
+    stop = threading.Event()
+    acked, errors = [], []
+    threads = [threading.Thread(target=_enroll_until,
+                                args=(d, enrs[i % 2]["token"], devdir, "bk%d" % i,
+                                      stop, acked, errors))
+               for i in range(4)]
+    for t in threads:
+        t.start()
+    deadline = _t.monotonic() + 60
+    while len(acked) < 12 and _t.monotonic() < deadline and not errors:
+        _t.sleep(0.05)
+    before = _records(api)
+    started = _t.monotonic()
+    out = str(tmp_path / "backup.tar")
+    r = run(WRAPPER + [authd_bin(), "backup", "--data", d.data, "--out", out],
+            timeout=300)
+    during = len(acked)
+    stop.set()
+    for t in threads:
+        t.join(120)
+    assert not errors, "enrollments failed while the backup ran: %s" % errors[:3]
+    assert during > 12, "enrollments went on while the backup ran"
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600, "the backup holds keys: 0600"
+    assert not [f for f in os.listdir(str(tmp_path)) if ".tmp-" in f or ".store-" in f], (
+        "no temporary file is left next to the backup")
+    with open(os.path.join(d.data, "admin.key"), "rb") as f:
+        assert f.read().strip() not in r.stdout.encode() + r.stderr.encode()
+    acked_before = [(dev, serial) for ts, dev, serial in list(acked) if ts < started]
+    after = _records(api)
+
+    new = str(tmp_path / "restored")
+    restore = WRAPPER + [authd_bin(), "restore", "--data", new, "--from", out]
+    pg = backend_store_url(new)
+    if pg:
+        restore += ["--store", pg]
+    run(restore, timeout=300)
+    for rel in ("ca/root.key", "ca/issuing.key", "tls/server.key", "seal.key", "admin.key"):
+        assert stat.S_IMODE(os.stat(os.path.join(new, rel)).st_mode) == 0o600, rel
+    assert stat.S_IMODE(os.stat(new).st_mode) == 0o700
+    rd = spawn_authd(data_dir=new)
+    got = _records(rd.api(rd.admin_key))
+
+    # Every record acknowledged before the backup began is back, as it was.
+    for dev, serial in acked_before:
+        assert dev in got["/v1/devices"], "acknowledged device %s lost" % dev
+        assert serial in got["/v1/certs"], "acknowledged certificate %s lost" % serial
+    for path in ("/v1/devices", "/v1/certs", "/v1/policies", "/v1/groups"):
+        for k, v in before[path].items():
+            assert got[path].get(k) == v, "%s %s differs after restore" % (path, k)
+        # Nothing is invented: whatever is restored existed on the source.
+        for k, v in got[path].items():
+            assert after[path].get(k) == v, "%s %s is not the source's" % (path, k)
+    assert set(got["/v1/apikeys"]) == set(after["/v1/apikeys"])
+    assert len(before["/v1/audit"]) <= len(got["/v1/audit"]) <= len(after["/v1/audit"])
+    assert got["/v1/audit"] == after["/v1/audit"][:len(got["/v1/audit"])], (
+        "the restored audit log is a prefix of the source's")
+
+    # One snapshot: every certificate's device exists, and each
+    # enrollment's `used` equals the certificates issued under it.
+    per_enr = {}
+    for c in got["/v1/certs"].values():
+        if c.get("kind") == "server":
+            continue
+        assert c["device_id"] in got["/v1/devices"], "cert %s has no device" % c["serial"]
+        per_enr[c["enrollment"]] = per_enr.get(c["enrollment"], 0) + 1
+    for e in enrs:
+        assert got["/v1/enrollments"][e["id"]]["used"] == per_enr.get(e["id"], 0), (
+            "enrollment %s used %r, certificates %r" % (
+                e["id"], got["/v1/enrollments"][e["id"]]["used"], per_enr.get(e["id"])))
+
+    # The restored node serves: a new device enrolls and is checked.
+    _dev, r = enroll(rd, enrs[0]["token"], uid("after-"), devdir)
+    assert r.status == 201, r
+
+
+def test_restore_refuses_a_non_empty_dir_and_a_foreign_file(spawn_authd, tmp_path):
+    d = spawn_authd(data_dir=str(tmp_path / "src"))
+    out = str(tmp_path / "b.tar")
+    run(WRAPPER + [authd_bin(), "backup", "--data", d.data, "--out", out])
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "something").write_text("x")
+    r = run(WRAPPER + [authd_bin(), "restore", "--data", str(busy), "--from", out],
+            check=False)
+    assert r.returncode == 3 and "not empty" in r.stderr, r.stderr
+    assert os.listdir(str(busy)) == ["something"], "nothing is written into it"
+
+    # A tar that tries to leave the data dir is refused.
+    import io
+    import tarfile
+    evil = str(tmp_path / "evil.tar")
+    with tarfile.open(evil, "w", format=tarfile.USTAR_FORMAT) as t:
+        for name, data in (("authd-backup", b"authd-backup 1\n"), ("../escape", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    r = run(WRAPPER + [authd_bin(), "restore", "--data", str(tmp_path / "n1"),
+                       "--from", evil], check=False)
+    assert r.returncode == 2 and "unexpected member" in r.stderr, r.stderr
+    assert not (tmp_path / "escape").exists()
+    r = run(WRAPPER + [authd_bin(), "restore", "--data", str(tmp_path / "n2"),
+                       "--from", os.path.join(d.data, "ca", "root.pem")], check=False)
+    assert r.returncode == 2 and "not an authd backup" in r.stderr, r.stderr
