@@ -11,7 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from authd_harness import (WRAPPER, authd_bin, backend_store_url, create_enrollment,
-                           enroll, run, store_args, uid)
+                           enroll, run, split_pem_chain, store_args,
+                           uid)
 
 
 def root_fingerprint(data_dir):
@@ -233,3 +234,102 @@ def test_restore_refuses_a_non_empty_dir_and_a_foreign_file(spawn_authd, tmp_pat
     r = run(WRAPPER + [authd_bin(), "restore", "--data", str(tmp_path / "n2"),
                        "--from", os.path.join(d.data, "ca", "root.pem")], check=False)
     assert r.returncode == 2 and "not an authd backup" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------- authctl login ----
+
+def _authctl():
+    return os.environ.get("AUTHCTL_BIN") or os.path.join(
+        os.path.dirname(os.path.dirname(authd_bin())), "clients", "authctl", "authctl")
+
+
+def _ctl(args, xdg, **env_extra):
+    """authctl with no AUTHD_* or AUTHCTL_* from the caller's environment."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AUTHD_", "AUTHCTL_"))}
+    env["XDG_CONFIG_HOME"] = str(xdg)
+    env["HOME"] = str(xdg) + "-home"
+    env.update(env_extra)
+    return subprocess.run([_authctl()] + list(args), env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_login_with_the_right_fingerprint_saves_a_profile_that_later_commands_use(
+        spawn_authd, tmp_path):
+    d = spawn_authd(data_dir=str(tmp_path / "data"))
+    xdg = tmp_path / "xdg"
+    url = "https://127.0.0.1:%d" % d.https_port
+    fpr = root_fingerprint(d.data)
+    # The colon form (as openssl prints it) is accepted too.
+    colon = ":".join(fpr[i:i + 2] for i in range(0, 64, 2)).upper()
+    r = _ctl(["login", "--url", url, "--ca-fingerprint", "SHA256:" + colon,
+              "--key-file", os.path.join(d.data, "admin.key")], xdg)
+    assert r.returncode == 0, r.stderr
+    conf = xdg / "authctl" / "config"
+    assert stat.S_IMODE(os.stat(str(conf)).st_mode) == 0o600, "the profile is private"
+    text = conf.read_text()
+    assert "[default]" in text and "url = " + url in text, text
+    assert d.admin_key not in text, "the profile names the key file, never the key"
+    def ders(pem):
+        return [c.public_bytes(serialization.Encoding.DER)
+                for c in split_pem_chain(pem)]
+    with open(os.path.join(d.data, "ca", "chain.pem")) as f:
+        want = ders(f.read())
+    got = ders((xdg / "authctl" / "default-ca.pem").read_text())
+    assert sorted(got) == sorted(want), "the saved chain is the daemon's CA chain"
+
+    # No flag, no environment: the profile is enough, over verified TLS.
+    r = _ctl(["device", "list"], xdg)
+    assert r.returncode == 0, "the profile must be used without env: " + r.stderr
+
+    # A named profile beside it, chosen by flag or by AUTHCTL_PROFILE.
+    r = _ctl(["login", "--profile", "lab", "--url", url, "--ca-fingerprint", fpr,
+              "--key-file", os.path.join(d.data, "admin.key")], xdg)
+    assert r.returncode == 0, r.stderr
+    assert "[default]" in conf.read_text(), "other profiles are kept"
+    assert _ctl(["--profile", "lab", "device", "list"], xdg).returncode == 0
+    assert _ctl(["device", "list"], xdg, AUTHCTL_PROFILE="lab").returncode == 0
+    r = _ctl(["device", "list"], xdg, AUTHCTL_PROFILE="nosuch")
+    assert r.returncode == 2 and "no profile nosuch" in r.stderr, r.stderr
+
+    # The environment wins over the profile, and a flag over both.
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_text("ak_notakey\n")
+    r = _ctl(["device", "list"], xdg, AUTHD_KEY_FILE=str(bad_key))
+    assert r.returncode == 1, "AUTHD_KEY_FILE must win over the profile's key_file"
+    closed = "https://127.0.0.1:%d" % d.check_port  # answers no HTTPS
+    r = _ctl(["device", "list"], xdg, AUTHD_URL=closed)
+    assert r.returncode == 3, "AUTHD_URL must win over the profile's url: " + r.stderr
+    r = _ctl(["--server", url, "device", "list"], xdg, AUTHD_URL=closed)
+    assert r.returncode == 0, "--server wins over AUTHD_URL: " + r.stderr
+
+
+def test_login_with_a_wrong_fingerprint_is_refused_and_writes_nothing(
+        spawn_authd, tmp_path):
+    d = spawn_authd(data_dir=str(tmp_path / "data"))
+    xdg = tmp_path / "xdg"
+    fpr = root_fingerprint(d.data)
+    wrong = ("0" if fpr[0] != "0" else "1") + fpr[1:]
+    r = _ctl(["login", "--url", "https://127.0.0.1:%d" % d.https_port,
+              "--ca-fingerprint", wrong], xdg)
+    assert r.returncode == 1 and "refused, nothing written" in r.stderr, r.stderr
+    assert not xdg.exists(), "nothing may be written on a mismatch"
+    # The issuing CA's fingerprint is not the root's: refused as well.
+    with open(os.path.join(d.data, "ca", "issuing.pem"), "rb") as f:
+        iss = x509.load_pem_x509_certificate(f.read())
+    r = _ctl(["login", "--url", "https://127.0.0.1:%d" % d.https_port, "--ca-fingerprint",
+              hashlib.sha256(iss.public_bytes(serialization.Encoding.DER)).hexdigest()], xdg)
+    assert r.returncode == 1 and not xdg.exists(), r.stderr
+    r = _ctl(["login", "--url", "https://127.0.0.1:%d" % d.https_port,
+              "--ca-fingerprint", "abc"], xdg)
+    assert r.returncode == 2, "a malformed fingerprint is a usage error"
+
+
+def test_an_untrusted_server_certificate_gets_a_hint(spawn_authd, tmp_path):
+    d = spawn_authd(data_dir=str(tmp_path / "data"))
+    url = "https://127.0.0.1:%d" % d.https_port
+    r = _ctl(["--server", url, "device", "list"], tmp_path / "xdg",
+             AUTHD_KEY_FILE=os.path.join(d.data, "admin.key"))
+    assert r.returncode == 3, r.stderr
+    assert "not trusted" in r.stderr and "authctl login --url %s" % url in r.stderr, r.stderr
+    assert "--cacert" in r.stderr and "ca/chain.pem" in r.stderr, r.stderr
