@@ -428,7 +428,7 @@ static ad_err extract_file(FILE *f, const char *dir, const char *name,
 
         if (fread(chunk, 1, want, f) != want)
             e = ad_errf(AD_EBADREQ, err, errlen,
-                        "the backup ends inside %s", name);
+                        "the backup is cut short (it ends inside %s)", name);
         else if (write(fd, chunk, want) != (ssize_t)want)
             e = ad_errf(AD_EINTERNAL, err, errlen,
                         "cannot write %s: %s", p, strerror(errno));

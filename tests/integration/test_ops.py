@@ -234,6 +234,16 @@ def test_restore_refuses_a_non_empty_dir_and_a_foreign_file(spawn_authd, tmp_pat
     r = run(WRAPPER + [authd_bin(), "restore", "--data", str(tmp_path / "n2"),
                        "--from", os.path.join(d.data, "ca", "root.pem")], check=False)
     assert r.returncode == 2 and "not an authd backup" in r.stderr, r.stderr
+    # A backup cut short (a full disk, a broken copy) is refused, not
+    # half-restored into a directory that then looks usable.
+    cut = str(tmp_path / "cut.tar")
+    with open(out, "rb") as f, open(cut, "wb") as g:
+        data = f.read()
+        g.write(data[:len(data) - 4096])
+    r = run(WRAPPER + [authd_bin(), "restore", "--data", str(tmp_path / "n3"),
+                       "--from", cut], check=False)
+    assert r.returncode == 2 and "cut short" in r.stderr and "partly filled" in r.stderr, (
+        r.stderr)
 
 
 # ------------------------------------------------------- authctl login ----
