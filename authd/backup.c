@@ -512,7 +512,8 @@ static ad_err extract_all(FILE *f, const char *dir, int *have_store,
         if (is_dir) {
             char p[PATH_MAX_LEN];
 
-            if (!path_of(p, dir, name) || (mkdir(p, 0700) != 0 && errno != EEXIST))
+            if (!path_of(p, dir, name) ||
+                (mkdir(p, 0700) != 0 && errno != EEXIST))
                 return ad_errf(AD_EINTERNAL, err, errlen,
                                "cannot create %s: %s", p,
                                strerror(errno));

@@ -319,7 +319,8 @@ static int cmd_serve(config *cfg, int argc, char **argv)
             atomic_store(&a.cert_days, reloaded.cert_days);
             atomic_store(&a.server_cert_days, reloaded.server_cert_days);
             checker_forget_policies(a.checker);
-            log_line("info", "event=reloaded cert_days=%ld", reloaded.cert_days);
+            log_line("info", "event=reloaded cert_days=%ld",
+                     reloaded.cert_days);
             continue;
         }
         log_line("info", "event=stopping signal=%s",

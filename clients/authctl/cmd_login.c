@@ -142,7 +142,8 @@ static int login(ctl *c, const args *a)
         char abs[PATH_MAX];
 
         /* Absolute, so that the profile works from any directory. */
-        if (realpath(key_file, abs) == NULL || strlen(abs) >= sizeof(p.key_file)) {
+        if (realpath(key_file, abs) == NULL ||
+            strlen(abs) >= sizeof(p.key_file)) {
             fprintf(stderr, "authctl: key file %s cannot be found\n", key_file);
             goto out;
         }

@@ -68,7 +68,8 @@ static int group_known(const table t[NTABLES], const char *g, int *has_sub)
     return 0;
 }
 
-static const ctl_cmd *find_cmd(const table t[NTABLES], const char *g, const char *n)
+static const ctl_cmd *find_cmd(const table t[NTABLES], const char *g,
+                               const char *n)
 {
     size_t i, k;
 
