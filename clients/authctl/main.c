@@ -142,7 +142,10 @@ static void help_main(FILE *f, const table t[NTABLES])
     fputs("\nglobal options (anywhere on the line):\n", f);
     print_opts(f, global_opts);
     fputs("\nenvironment: AUTHD_URL, AUTHD_KEY (the API key itself),\n"
-          "AUTHD_KEY_FILE, AUTHD_CACERT; flags win over the environment.\n"
+          "AUTHD_KEY_FILE, AUTHD_CACERT; flags win over the environment,\n"
+          "the environment over the profile (AUTHCTL_PROFILE or --profile,\n"
+          "default \"default\", in $XDG_CONFIG_HOME/authctl/config, else\n"
+          "~/.config/authctl/config; `authctl login` writes it).\n"
           "--server and AUTHD_URL take several URLs separated by commas or\n"
           "spaces: each request starts at the node that answered last.\n"
           "\nexit status: 0 success, 1 refused by the server (its message\n"
