@@ -30,6 +30,7 @@ static const struct opt opts[] = {
     STR_OPT(store, ""),
     STR_OPT(from, ""),
     STR_OPT(to, ""),
+    STR_OPT(out, ""),
     STR_OPT(http, "127.0.0.1:8080"),
     STR_OPT(https, "127.0.0.1:8443"),
     STR_OPT(check_http, "127.0.0.1:8181"),

@@ -15,6 +15,7 @@ typedef struct {
     char store[CONFIG_STR_MAX];         /* "lmdb:[PATH]", "postgres://...";
                                          * "": what DATA/store.url says */
     char from[CONFIG_STR_MAX];          /* join: the existing node's data dir */
+    char out[CONFIG_STR_MAX];           /* backup: the file to write */
     char to[CONFIG_STR_MAX];            /* migrate: the store to move into */
     char http[CONFIG_STR_MAX];          /* ADDR:PORT or "off" */
     char https[CONFIG_STR_MAX];

@@ -13,7 +13,9 @@
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/x509.h>
 
+#include "../common/codec.h"
 #include "datadir.h"
 #include "registry.h"
 #include "seal.h"
@@ -452,6 +454,83 @@ ad_err datadir_init(const config *cfg, FILE *log, char *err, size_t errlen)
         e = init_admin_key(cfg, st, log, err, errlen);
     store_close(st);
     return e;
+}
+
+int datadir_is_fresh(const config *cfg)
+{
+    return !exists(cfg->data, "ca/issuing.key");
+}
+
+/* The root CA's SHA-256 fingerprint as 64 lowercase hex digits, or 0. */
+static int root_fingerprint(const char *dir, char out[65])
+{
+    char p[PATH_MAX_LEN];
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    X509 *x = NULL;
+    FILE *f;
+    int ok = 0;
+
+    if (!path_of(p, dir, "ca/root.pem") || (f = fopen(p, "r")) == NULL)
+        return 0;
+    x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    if (x && X509_digest(x, EVP_sha256(), md, &mdlen) == 1 && mdlen == 32) {
+        codec_hex_encode(md, 32, out, 0);
+        ok = 1;
+    }
+    X509_free(x);
+    return ok;
+}
+
+void datadir_summary(const config *cfg, FILE *out)
+{
+    char abs[PATH_MAX_LEN], url[CONFIG_STR_MAX + 16], fpr[65] = "";
+    const char *dir = cfg->data;
+
+    /* Absolute paths, so that the export lines work from any directory. */
+    if (realpath(cfg->data, abs) != NULL)
+        dir = abs;
+    if (cfg->public_url[0]) {
+        util_strlcpy(url, cfg->public_url, sizeof(url));
+    } else if (strcmp(cfg->https, "off") != 0) {
+        /* A wildcard listener is reached on loopback from this host. */
+        const char *hp = cfg->https;
+        if (strncmp(hp, "0.0.0.0:", 8) == 0)
+            snprintf(url, sizeof(url), "https://127.0.0.1:%s", hp + 8);
+        else
+            snprintf(url, sizeof(url), "https://%s", hp);
+    } else {
+        snprintf(url, sizeof(url), "http://%s", cfg->http);
+    }
+    root_fingerprint(dir, fpr);
+    fprintf(out,
+            "\nauthd: data directory %s initialised:\n"
+            "  root CA             %s/ca/root.pem\n"
+            "  CA chain            %s/ca/chain.pem (issuing, root)\n"
+            "  CA keys             %s/ca/root.key, %s/ca/issuing.key\n"
+            "  HTTPS certificate   %s/tls/server.pem\n"
+            "  admin API key       %s/admin.key (mode 0600; keep it "
+            "secret)\n"
+            "  root fingerprint    SHA256:%s\n",
+            dir, dir, dir, dir, dir, dir, dir, fpr[0] ? fpr : "(unreadable)");
+    if (!cfg->public_url[0])
+        fprintf(out,
+                "warning: public_url is unset, so certificates carry no "
+                "CRL or OCSP URL;\n"
+                "  set public_url (or --public-url) to the address devices "
+                "and brokers reach\n");
+    fprintf(out,
+            "To use authctl on this host:\n"
+            "  export AUTHD_URL=%s\n"
+            "  export AUTHD_CACERT=%s/ca/chain.pem\n"
+            "  export AUTHD_KEY_FILE=%s/admin.key\n"
+            "  authctl device list\n"
+            "From another host (copy admin.key there safely):\n"
+            "  authctl login --url %s --ca-fingerprint %s "
+            "--key-file admin.key\n\n",
+            url, dir, dir, url, fpr[0] ? fpr : "FINGERPRINT");
+    fflush(out);
 }
 
 static ad_err check_one(const char *path, char *err, size_t errlen)

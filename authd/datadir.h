@@ -26,6 +26,16 @@
  * created there. */
 ad_err datadir_init(const config *cfg, FILE *log, char *err, size_t errlen);
 
+/* 1 if cfg->data has no CA yet, so that datadir_init would create one:
+ * the first start, which datadir_summary then describes. */
+int datadir_is_fresh(const config *cfg);
+
+/* Prints for a person, on out, what a first start created: the paths of
+ * the CA, the HTTPS certificate and admin.key (never the key itself), the
+ * root CA's SHA-256 fingerprint, export lines for authctl, the next
+ * command to run, and a warning if public_url is unset. Reads only. */
+void datadir_summary(const config *cfg, FILE *out);
+
 /* Prepares data dir cfg->data as another node of the cluster that the
  * node with data dir cfg->from belongs to: copies its CA (certificates
  * and keys), admin.key and seal.key, uses cfg->store or else the store

@@ -8,6 +8,7 @@
 
 #include <openssl/crypto.h>
 
+#include "backup.h"
 #include "changes.h"
 #include "checker.h"
 #include "datadir.h"
@@ -40,6 +41,8 @@ static const char usage[] =
     "       authd migrate --data DIR --to postgres://... (offline)\n"
     "       authd audit verify --data DIR   (exit 0: the chain holds, 1: "
     "not)\n"
+    "       authd backup --data DIR --out FILE (while the daemon serves)\n"
+    "       authd restore --data NEW_DIR --from FILE [--store URL]\n"
     "The store URL is lmdb: (DIR/store), lmdb:PATH or postgres://...; init,\n"
     "join and migrate remember it in DIR/store.url.\n"
     "Every option may also come from the config file (key = value) and\n"
@@ -50,18 +53,24 @@ static int cmd_init(config *cfg)
 {
     char err[512] = "";
     ad_err e = AD_OK;
+    int fresh = 0;
 
     /* Remembered first, so that a later `serve` without --store opens
      * the store init filled. */
     if (cfg->store[0])
         e = datadir_remember_store(cfg->data, cfg->store, err, sizeof(err));
-    if (e == AD_OK)
+    if (e == AD_OK) {
+        fresh = datadir_is_fresh(cfg);
         e = datadir_init(cfg, stdout, err, sizeof(err));
+    }
     if (e != AD_OK) {
         fprintf(stderr, "authd init: %s\n", err[0] ? err : ad_err_message(e));
         return 1;
     }
     printf("data directory %s is ready\n", cfg->data);
+    fflush(stdout);
+    if (fresh)
+        datadir_summary(cfg, stderr);
     return 0;
 }
 
@@ -136,6 +145,33 @@ static int cmd_audit_verify(config *cfg)
     return 0;
 }
 
+static int cmd_backup(config *cfg)
+{
+    char err[512] = "";
+    ad_err e = backup_create(cfg, stdout, err, sizeof(err));
+
+    if (e != AD_OK) {
+        fprintf(stderr, "authd backup: %s\n", err[0] ? err : ad_err_message(e));
+        return e == AD_EBADREQ ? 2 : 1;
+    }
+    return 0;
+}
+
+static int cmd_restore(config *cfg)
+{
+    char err[512] = "";
+    ad_err e = backup_restore(cfg, stdout, err, sizeof(err));
+
+    if (e != AD_OK) {
+        fprintf(stderr, "authd restore: %s\n",
+                err[0] ? err : ad_err_message(e));
+        return e == AD_ECONFLICT ? 3 : e == AD_EBADREQ ? 2 : 1;
+    }
+    printf("data directory %s is restored; start authd serve on it\n",
+           cfg->data);
+    return 0;
+}
+
 static int cmd_admin_key(config *cfg)
 {
     char err[512] = "";
@@ -174,7 +210,7 @@ static int cmd_serve(config *cfg, int argc, char **argv)
     size_t nroutes;
     sigset_t sigs;
     char err[512] = "";
-    int sig, rc = 1;
+    int sig, rc = 1, fresh = 0;
     ad_err e;
 
     memset(&a, 0, sizeof(a));
@@ -194,8 +230,12 @@ static int cmd_serve(config *cfg, int argc, char **argv)
     /* The lock comes first: two daemons initialising one empty dir
      * would each make a CA. */
     e = datadir_lock(cfg->data, &lock_fd, err, sizeof(err));
-    if (e == AD_OK)
+    if (e == AD_OK) {
+        /* Known before init fills the dir: only the start that created
+         * it prints the summary below. */
+        fresh = datadir_is_fresh(cfg);
         e = datadir_init(cfg, NULL, err, sizeof(err));
+    }
     if (e == AD_OK)
         e = datadir_check_permissions(cfg->data, err, sizeof(err));
     if (e == AD_OK)
@@ -287,6 +327,8 @@ static int cmd_serve(config *cfg, int argc, char **argv)
              cfg->data, cfg->http, cfg->https,
              cfg->check_socket[0] ? cfg->check_socket : cfg->check_http,
              cfg->coaps, cfg->public_url[0] ? cfg->public_url : "-");
+    if (fresh)
+        datadir_summary(cfg, stderr);
 
     for (unsigned ticks = 1;; ticks++) {
         /* Wake every second: caches that the change feed no longer keeps
@@ -304,18 +346,19 @@ static int cmd_serve(config *cfg, int argc, char **argv)
             continue;
         }
         if (sig == SIGHUP) {
-            config fresh;
-            e = config_reload(&fresh, argc, argv, err, sizeof(err));
+            config reloaded;
+            e = config_reload(&reloaded, argc, argv, err, sizeof(err));
             if (e != AD_OK) {
                 log_line("warn", "event=reload_failed message=\"%s\"", err);
                 continue;
             }
             /* Listeners and paths need a restart; lifetimes apply now,
              * and policies are compiled afresh from the store. */
-            atomic_store(&a.cert_days, fresh.cert_days);
-            atomic_store(&a.server_cert_days, fresh.server_cert_days);
+            atomic_store(&a.cert_days, reloaded.cert_days);
+            atomic_store(&a.server_cert_days, reloaded.server_cert_days);
             checker_forget_policies(a.checker);
-            log_line("info", "event=reloaded cert_days=%ld", fresh.cert_days);
+            log_line("info", "event=reloaded cert_days=%ld",
+                     reloaded.cert_days);
             continue;
         }
         log_line("info", "event=stopping signal=%s",
@@ -374,7 +417,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "init") != 0 &&
         strcmp(cmd, "join") != 0 && strcmp(cmd, "admin-key") != 0 &&
-        strcmp(cmd, "migrate") != 0 && strcmp(cmd, "audit") != 0) {
+        strcmp(cmd, "migrate") != 0 && strcmp(cmd, "audit") != 0 &&
+        strcmp(cmd, "backup") != 0 && strcmp(cmd, "restore") != 0) {
         fprintf(stderr, "authd: unknown command %s\n%s", cmd, usage);
         return 2;
     }
@@ -401,6 +445,10 @@ int main(int argc, char **argv)
         rc = cmd_migrate(&cfg);
     else if (strcmp(cmd, "audit") == 0)
         rc = cmd_audit_verify(&cfg);
+    else if (strcmp(cmd, "backup") == 0)
+        rc = cmd_backup(&cfg);
+    else if (strcmp(cmd, "restore") == 0)
+        rc = cmd_restore(&cfg);
     else
         rc = cmd_serve(&cfg, argc - 2, argv + 2);
     OPENSSL_cleanup();

@@ -39,6 +39,7 @@ struct api {
     char *cacert;
     long timeout;
     long connect_ms;
+    int insecure;
 };
 
 struct sink {
@@ -99,6 +100,7 @@ int api_open(const api_config *cfg, api **out, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto out;
     }
+    a->insecure = cfg->insecure;
     a->timeout = cfg->timeout > 0 ? cfg->timeout : 60;
     a->connect_ms = cfg->connect_ms > 0 ? cfg->connect_ms
                     : a->nodes.n > 1 ? CONNECT_MS_MANY : CONNECT_MS_ONE;
@@ -121,6 +123,7 @@ int api_clone(const api *a, const char *bearer, api **out, char *err,
     cfg.cacert = a->cacert;
     cfg.timeout = a->timeout;
     cfg.connect_ms = a->connect_ms;
+    cfg.insecure = a->insecure;
     rc = api_open(&cfg, out, err, errlen);
     if (rc == 0) {
         (*out)->nodes.current = a->nodes.current;
@@ -230,6 +233,10 @@ static void set_options(api *a, const char *method, const char *url,
     curl_easy_setopt(a->curl, CURLOPT_WRITEDATA, sink);
     if (a->cacert)
         curl_easy_setopt(a->curl, CURLOPT_CAINFO, a->cacert);
+    if (a->insecure) {
+        curl_easy_setopt(a->curl, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(a->curl, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
     if (strcmp(method, "GET") != 0)
         curl_easy_setopt(a->curl, CURLOPT_CUSTOMREQUEST, method);
     if (body) {
@@ -251,7 +258,7 @@ int api_raw(api *a, const char *method, const char *path, const char *ctype,
     char *url = NULL, *auth = NULL;
     const char *why = "out of memory";
     CURLcode cc = CURLE_COULDNT_CONNECT;
-    int rc = CTL_FAILED, maybe_applied = 0;
+    int rc = CTL_FAILED, maybe_applied = 0, untrusted = 0;
 
     buf_init(&sink.body, ANSWER_MAX);
     sink.too_big = 0;
@@ -302,6 +309,7 @@ int api_raw(api *a, const char *method, const char *path, const char *ctype,
             break;
         snprintf(why_node[tried++], CURL_ERROR_SIZE, "%s",
                  errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        untrusted |= cc == CURLE_PEER_FAILED_VERIFICATION;
         urls_bad(&a->nodes, i, urls_now_ms(), NODE_HOLD_MS);
         if (!not_sent(a->curl, cc) && !safe_to_repeat(a->curl, cc, method)) {
             maybe_applied = a->nodes.n > 1;
@@ -316,6 +324,14 @@ int api_raw(api *a, const char *method, const char *path, const char *ctype,
             fprintf(stderr, "authctl: the %s may have reached %s before the "
                             "connection broke: not sent to another node\n",
                     method, a->nodes.url[i]);
+        if (untrusted)
+            fprintf(stderr,
+                    "authctl: hint: the server's certificate is not trusted "
+                    "(or does not name this host): run `authctl login --url "
+                    "%s --ca-fingerprint SHA256` with the root fingerprint "
+                    "authd printed at its first start, or pass --cacert "
+                    "authd-data/ca/chain.pem (env AUTHD_CACERT)\n",
+                    a->nodes.url[order[0]]);
         why = NULL;
         rc = CTL_UNREACHABLE;
         goto out;

@@ -26,6 +26,8 @@ typedef struct api_config {
     long timeout;       /* seconds for a whole request */
     long connect_ms;    /* per node to connect (TCP and TLS); 0: 300 ms
                          * with several nodes, 10 s with one */
+    int insecure;       /* no TLS verification at all: only for `authctl
+                         * login`, which pins what it fetched itself */
 } api_config;
 
 /* One answer: status and body (NUL-terminated, owned). */

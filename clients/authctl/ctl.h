@@ -23,6 +23,7 @@ typedef struct ctl {
     api *api;          /* talks to the server with the admin credential */
     int json;          /* --json: print the server's JSON */
     long page_size;    /* items per list request */
+    const char *profile; /* --profile, AUTHCTL_PROFILE or "default" */
 } ctl;
 
 typedef struct ctl_cmd {
@@ -40,6 +41,7 @@ typedef struct ctl_cmd {
 const ctl_cmd *cmd_registry_table(size_t *n);
 const ctl_cmd *cmd_pki_table(size_t *n);
 const ctl_cmd *cmd_provision_table(size_t *n);
+const ctl_cmd *cmd_login_table(size_t *n);
 
 /* Prints "authctl: <message>" to stderr and returns CTL_USAGE, with a
  * pointer to the command's --help. */

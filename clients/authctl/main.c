@@ -11,6 +11,7 @@
 #include "ctl.h"
 #include "pki.h"
 #include "version.h"
+#include "profile.h"
 
 enum { ARGV_MAX = 512, KEY_FILE_MAX = 4096, DEFAULT_TIMEOUT = 60,
        DEFAULT_PAGE = 100 };
@@ -25,6 +26,9 @@ static const args_opt global_opts[] = {
      "file holding the API key (env AUTHD_KEY holds the key itself)"},
     {"cacert", ARG_VALUE, "FILE",
      "CA certificates (PEM) to verify HTTPS with (env AUTHD_CACERT)"},
+    {"profile", ARG_VALUE, "NAME",
+     "the authctl login profile to use (env AUTHCTL_PROFILE; default "
+     "\"default\"): it gives what no flag or AUTHD_* variable does"},
     {"json", ARG_FLAG, NULL,
      "print the server's JSON (for scripts); empty answers print nothing"},
     {"timeout", ARG_VALUE, "S", "seconds per request (default 60)"},
@@ -36,24 +40,27 @@ static const args_opt global_opts[] = {
     {NULL, 0, NULL, NULL},
 };
 
+enum { NTABLES = 4 };
+
 typedef struct table {
     const ctl_cmd *cmds;
     size_t n;
 } table;
 
-static void load_tables(table t[3])
+static void load_tables(table t[NTABLES])
 {
     t[0].cmds = cmd_registry_table(&t[0].n);
     t[1].cmds = cmd_pki_table(&t[1].n);
     t[2].cmds = cmd_provision_table(&t[2].n);
+    t[3].cmds = cmd_login_table(&t[3].n);
 }
 
 /* Whether any command has this first word; *has_sub: it takes a second. */
-static int group_known(const table t[3], const char *g, int *has_sub)
+static int group_known(const table t[NTABLES], const char *g, int *has_sub)
 {
     size_t i, k;
 
-    for (k = 0; k < 3; k++)
+    for (k = 0; k < NTABLES; k++)
         for (i = 0; i < t[k].n; i++)
             if (strcmp(t[k].cmds[i].group, g) == 0) {
                 *has_sub = t[k].cmds[i].name != NULL;
@@ -62,11 +69,12 @@ static int group_known(const table t[3], const char *g, int *has_sub)
     return 0;
 }
 
-static const ctl_cmd *find_cmd(const table t[3], const char *g, const char *n)
+static const ctl_cmd *find_cmd(const table t[NTABLES], const char *g,
+                               const char *n)
 {
     size_t i, k;
 
-    for (k = 0; k < 3; k++)
+    for (k = 0; k < NTABLES; k++)
         for (i = 0; i < t[k].n; i++) {
             const ctl_cmd *c = &t[k].cmds[i];
             if (strcmp(c->group, g) == 0 &&
@@ -109,11 +117,11 @@ static void help_cmd(const ctl_cmd *c)
 }
 
 /* Lists the commands (of one group, or all when g is NULL). */
-static void list_cmds(FILE *f, const table t[3], const char *g)
+static void list_cmds(FILE *f, const table t[NTABLES], const char *g)
 {
     size_t i, k;
 
-    for (k = 0; k < 3; k++)
+    for (k = 0; k < NTABLES; k++)
         for (i = 0; i < t[k].n; i++) {
             const ctl_cmd *c = &t[k].cmds[i];
             char line[96];
@@ -125,7 +133,7 @@ static void list_cmds(FILE *f, const table t[3], const char *g)
         }
 }
 
-static void help_main(FILE *f, const table t[3])
+static void help_main(FILE *f, const table t[NTABLES])
 {
     fputs("usage: authctl [global options] COMMAND [SUBCOMMAND] [args]\n\n"
           "The admin command line of authd: devices, groups, policies,\n"
@@ -135,7 +143,10 @@ static void help_main(FILE *f, const table t[3])
     fputs("\nglobal options (anywhere on the line):\n", f);
     print_opts(f, global_opts);
     fputs("\nenvironment: AUTHD_URL, AUTHD_KEY (the API key itself),\n"
-          "AUTHD_KEY_FILE, AUTHD_CACERT; flags win over the environment.\n"
+          "AUTHD_KEY_FILE, AUTHD_CACERT; flags win over the environment,\n"
+          "the environment over the profile (AUTHCTL_PROFILE or --profile,\n"
+          "default \"default\", in $XDG_CONFIG_HOME/authctl/config, else\n"
+          "~/.config/authctl/config; `authctl login` writes it).\n"
           "--server and AUTHD_URL take several URLs separated by commas or\n"
           "spaces: each request starts at the node that answered last.\n"
           "\nexit status: 0 success, 1 refused by the server (its message\n"
@@ -198,12 +209,14 @@ static int read_key(const char *path, char **out)
 
 int main(int argc, char **argv)
 {
-    table t[3];
+    table t[NTABLES];
     const ctl_cmd *cmd = NULL;
     char *rest[ARGV_MAX], cmdname[96], err[256];
     char *key = NULL;
     const char *group = NULL, *name = NULL, *keyfile, *envkey;
     api_config cfg;
+    profile prof;
+    int named, found;
     ctl c;
     args a;
     int gi, ni = -1, has_sub = 0, nrest = 0, i, rc = CTL_USAGE, inited = 0;
@@ -295,11 +308,36 @@ int main(int argc, char **argv)
         return ctl_usage(&a, "%s", err);
     c.json = args_has(&a, "json");
 
-    /* Flags win over the environment; a key file over a key in it. */
+    /* The profile is named by flag, else environment, else "default";
+     * one named explicitly must exist (but for login, which makes it). */
+    c.profile = args_get(&a, "profile");
+    if (c.profile == NULL || *c.profile == '\0')
+        c.profile = getenv("AUTHCTL_PROFILE");
+    named = c.profile != NULL && *c.profile != '\0';
+    if (!named)
+        c.profile = "default";
+    if (!profile_name_valid(c.profile))
+        return ctl_usage(&a, "profile names are 1-64 of A-Z a-z 0-9 . _ -");
+    found = profile_load(c.profile, &prof, err, sizeof(err));
+    if (found < 0) {
+        fprintf(stderr, "authctl: %s\n", err);
+        return CTL_USAGE;
+    }
+    if (found == 0 && named && strcmp(group, "login") != 0)
+        return ctl_usage(&a, "no profile %s: create it with authctl login "
+                             "--profile %s",
+                         c.profile, c.profile);
+
+    /* Flags win over the environment, the environment over the profile;
+     * a key file over a key in the environment. */
     keyfile = args_get(&a, "key-file");
     envkey = getenv("AUTHD_KEY");
     if (keyfile == NULL && (envkey == NULL || *envkey == '\0'))
         keyfile = getenv("AUTHD_KEY_FILE");
+    if ((keyfile == NULL || *keyfile == '\0') &&
+        (envkey == NULL || *envkey == '\0') && prof.key_file[0] &&
+        strcmp(group, "login") != 0)
+        keyfile = prof.key_file;
     if (keyfile && *keyfile && read_key(keyfile, &key) != 0)
         goto out;
     if (key == NULL && envkey && *envkey && (key = strdup(envkey)) == NULL)
@@ -307,13 +345,18 @@ int main(int argc, char **argv)
     cfg.url = args_get(&a, "server");
     if (cfg.url == NULL)
         cfg.url = getenv("AUTHD_URL");
+    if ((cfg.url == NULL || *cfg.url == '\0') && prof.url[0])
+        cfg.url = prof.url;
     if (cfg.url == NULL || *cfg.url == '\0')
         cfg.url = DEFAULT_SERVER;
     cfg.cacert = args_get(&a, "cacert");
     if (cfg.cacert == NULL)
         cfg.cacert = getenv("AUTHD_CACERT");
+    if ((cfg.cacert == NULL || *cfg.cacert == '\0') && prof.cacert[0])
+        cfg.cacert = prof.cacert;
     if (cfg.cacert && *cfg.cacert == '\0')
         cfg.cacert = NULL;
+    cfg.insecure = 0;
     cfg.bearer = key && *key ? key : NULL;
     cfg.timeout = timeout;
     cfg.connect_ms = connect_ms;
