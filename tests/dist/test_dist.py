@@ -284,7 +284,7 @@ def test_completion_of_commands_and_subcommands():
     assert complete("token", "r") == ["revoke", "rotate-key"]
     # Global options and their values before the command are skipped.
     assert complete("--json", "--server", "https://127.0.0.1:1", "enroll", "") == \
-        ["create", "list", "rm", "show"]
+        ["create", "list", "rm", "show", "update"]
     # Every subcommand authctl lists is offered.
     for cmd in authctl_commands():
         if " " in cmd:
