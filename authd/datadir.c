@@ -485,12 +485,13 @@ static int root_fingerprint(const char *dir, char out[65])
 
 void datadir_summary(const config *cfg, FILE *out)
 {
-    char abs[PATH_MAX_LEN], url[CONFIG_STR_MAX + 16], fpr[65] = "";
-    const char *dir = cfg->data;
+    char url[CONFIG_STR_MAX + 16], fpr[65] = "";
+    /* Absolute paths, so that the export lines work from any directory.
+     * realpath allocates: given a buffer it may write PATH_MAX bytes,
+     * more than this file's paths hold (glibc's fortified build aborts). */
+    char *abs = realpath(cfg->data, NULL);
+    const char *dir = abs != NULL ? abs : cfg->data;
 
-    /* Absolute paths, so that the export lines work from any directory. */
-    if (realpath(cfg->data, abs) != NULL)
-        dir = abs;
     if (cfg->public_url[0]) {
         util_strlcpy(url, cfg->public_url, sizeof(url));
     } else if (strcmp(cfg->https, "off") != 0) {
@@ -531,6 +532,7 @@ void datadir_summary(const config *cfg, FILE *out)
             "--key-file admin.key\n\n",
             url, dir, dir, url, fpr[0] ? fpr : "FINGERPRINT");
     fflush(out);
+    free(abs);
 }
 
 static ad_err check_one(const char *path, char *err, size_t errlen)
