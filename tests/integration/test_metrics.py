@@ -271,3 +271,14 @@ def test_the_grafana_dashboard_uses_only_served_series(authd, admin, enrolled):
                  "authd_crl_age_seconds", "authd_event_subscribers",
                  "authd_rate_limited_total", "authd_build_info"):
         assert name in used, "the dashboard shows %s" % name
+
+
+def test_api_md_lists_every_served_series(authd):
+    with open(os.path.join(REPO, "docs", "api.md"), encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index("## 14. Health and metrics"):text.index("## 15.")]
+    r = authd.request("GET", "/metrics")
+    families = set(re.findall(r"(?m)^# TYPE (\S+) ", r.text))
+    assert "authd_build_info" in families, sorted(families)
+    missing = sorted(f for f in families if "`%s`" % f not in section)
+    assert not missing, "series served but not listed in docs/api.md §14: %s" % missing
