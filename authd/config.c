@@ -69,6 +69,7 @@ static const struct opt opts[] = {
     STR_OPT(token_audience, "authd"),
     STR_OPT(token_issuer, ""),
     BOOL_OPT(trust_cn_only, "false"),
+    STR_OPT(metrics_token, ""),
 };
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 

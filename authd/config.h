@@ -58,6 +58,8 @@ typedef struct {
     char token_audience[CONFIG_STR_MAX];
     char token_issuer[CONFIG_STR_MAX];  /* "" = public_url or "authd" */
     long trust_cn_only;                 /* 1: CN-only connects allowed */
+    char metrics_token[CONFIG_STR_MAX]; /* "": /metrics is open; else
+                                         * it needs this bearer token */
 } config;
 
 /* Fills cfg from defaults, the config file (from --config or

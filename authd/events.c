@@ -34,6 +34,7 @@ struct events {
     size_t capacity, head, count; /* ring[head] is the oldest held */
     uint64_t last_id;   /* the newest event read from the log */
     events_sub *subs;
+    size_t nsubs; /* the length of subs */
     int closing;
 };
 
@@ -270,8 +271,19 @@ events_sub *events_subscribe(events *ev, uint64_t last_id, events_wake_fn wake,
     if (ev->subs)
         ev->subs->prev = s;
     ev->subs = s;
+    ev->nsubs++;
     pthread_mutex_unlock(&ev->lock);
     return s;
+}
+
+size_t events_subscribers(events *ev)
+{
+    size_t n;
+
+    pthread_mutex_lock(&ev->lock);
+    n = ev->nsubs;
+    pthread_mutex_unlock(&ev->lock);
+    return n;
 }
 
 void events_unsubscribe(events_sub *s)
@@ -290,6 +302,7 @@ void events_unsubscribe(events_sub *s)
                 ev->subs = s->next;
             if (s->next)
                 s->next->prev = s->prev;
+            ev->nsubs--;
         }
         pthread_mutex_unlock(&ev->lock);
     }

@@ -53,6 +53,10 @@ void events_unsubscribe(events_sub *sub);
  * called when something is), or -1 when the stream has ended. */
 ssize_t events_read(events_sub *sub, char *buf, size_t max);
 
+/* How many subscriptions are open now (streams of GET /v1/events), for
+ * /metrics. */
+size_t events_subscribers(events *ev);
+
 /* Asks every subscriber to send a keep-alive comment (also how broken
  * connections get noticed). */
 void events_keepalive(events *ev);

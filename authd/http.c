@@ -22,6 +22,7 @@
 #include <microhttpd.h>
 
 #include "checker.h"
+#include "events.h"
 #include "form.h"
 #include "http.h"
 #include "../common/buf.h"
@@ -29,8 +30,10 @@
 #include "log.h"
 #include "ratelimit.h"
 #include "registry.h"
+#include "revocation.h"
 #include "route_match.h"
 #include "util.h"
+#include "version.h"
 
 #define STATUS_SLOTS 16
 /* How much of an oversized body is read (and dropped) to answer 413. */
@@ -60,11 +63,31 @@ struct route_metrics {
     atomic_uint_fast64_t lat_sum_us;
 };
 
+/* The check reasons of docs/api.md §10.3 (and the policy engine's), the
+ * only values the reason label takes; "other" (last) counts the rest, so
+ * a reason added later cannot grow the series without bound. */
+static const char *const check_reasons[] = {
+    "allowed", "explicit_deny", "no_matching_allow", "no_policy",
+    "denied", "invalid_topic", "invalid_filter", "invalid_client_id",
+    "invalid_action", "unknown_action", "invalid_acc",
+    "outside_token_scope", "unknown_device", "device_suspended",
+    "device_revoked", "unknown_certificate", "invalid_certificate_id",
+    "invalid_certificate", "certificate_mismatch", "certificate_required",
+    "certificate_revoked", "certificate_expired",
+    "not_a_device_certificate", "no_valid_certificate", "invalid_token",
+    "token_expired", "token_revoked", "token_for_another_device",
+    "token_certificate_mismatch", "token_certificate_revoked",
+    "no_credential", "invalid_credential", "no_identity", "policy_error",
+    "store_error", "internal_error", "not_gateway", "gateway_suspended",
+    "gateway_revoked", "username_mismatch", "rate_limited", "other"};
+#define N_REASONS (sizeof(check_reasons) / sizeof(check_reasons[0]))
+
 struct metrics {
     const http_route *routes;
     size_t nroutes;
     struct route_metrics *per_route; /* nroutes + 1 (unrouted) */
     atomic_uint_fast64_t counters[METRIC__COUNT];
+    atomic_uint_fast64_t decisions[2][N_REASONS]; /* [allow][reason] */
     atomic_uint_fast64_t request_timeouts;
     rl *limits;
 };
@@ -589,6 +612,119 @@ void http_metric_inc(app *a, metric_counter c)
                                   memory_order_relaxed);
 }
 
+void http_metric_decision(app *a, int allow, const char *reason)
+{
+    size_t i = N_REASONS - 1;
+
+    if (a->metrics == NULL)
+        return;
+    /* A linear scan of ~40 short strings, most failing on the first
+     * byte: small next to the check itself. */
+    for (size_t k = 0; reason && k < N_REASONS - 1; k++)
+        if (strcmp(reason, check_reasons[k]) == 0) {
+            i = k;
+            break;
+        }
+    atomic_fetch_add_explicit(&a->metrics->decisions[allow ? 1 : 0][i], 1,
+                              memory_order_relaxed);
+}
+
+/* Check decisions by result and reason. A pair appears once counted;
+ * allow/allowed and deny/no_matching_allow always, so the series exists
+ * (at 0) before the first check. */
+static void metrics_decisions(buf_t *tb, metrics *mt)
+{
+    size_t res, i;
+
+    buf_printf(tb, "# HELP authd_check_decisions_total Broker check "
+                   "decisions (all check and compat endpoints) by result "
+                   "and reason.\n"
+                   "# TYPE authd_check_decisions_total counter\n");
+    for (res = 0; res < 2; res++)
+        for (i = 0; i < N_REASONS; i++) {
+            uint64_t v = atomic_load(&mt->decisions[res][i]);
+            /* check_reasons[0] is "allowed", [2] "no_matching_allow". */
+            int always = res ? i == 0 : i == 2;
+
+            if (v == 0 && !always)
+                continue;
+            buf_printf(tb,
+                       "authd_check_decisions_total{result=\"%s\","
+                       "reason=\"%s\"} %llu\n",
+                       res ? "allow" : "deny", check_reasons[i],
+                       (unsigned long long)v);
+        }
+}
+
+/* A Prometheus label value: backslash, quote and newline escaped. */
+static void put_label_value(buf_t *tb, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            buf_printf(tb, "\\%c", *v);
+        else if (*v == '\n')
+            buf_printf(tb, "\\n");
+        else
+            buf_append_byte(tb, (unsigned char)*v);
+    }
+}
+
+/* Gauges read at scrape time: how full the store is, when the CA
+ * certificates expire, how old the CRL is, open event streams, and the
+ * build. */
+static void metrics_gauges(buf_t *tb, app *a, const store_stats *ss)
+{
+    time_t now = time(NULL);
+    size_t i;
+
+    buf_printf(tb,
+               "# HELP authd_store_used_bytes Bytes the store uses (LMDB: "
+               "map pages in use; PostgreSQL: pg_database_size).\n"
+               "# TYPE authd_store_used_bytes gauge\n"
+               "authd_store_used_bytes %llu\n"
+               "# HELP authd_store_limit_bytes The most the store may use "
+               "(LMDB: the map size; PostgreSQL: 0, no limit of authd's).\n"
+               "# TYPE authd_store_limit_bytes gauge\n"
+               "authd_store_limit_bytes %llu\n",
+               (unsigned long long)ss->used_bytes,
+               (unsigned long long)ss->limit_bytes);
+    /* The chain is issuing CA first, then (if given) the root last. */
+    buf_printf(tb, "# HELP authd_ca_not_after_seconds When the CA "
+                   "certificate expires, Unix seconds.\n"
+                   "# TYPE authd_ca_not_after_seconds gauge\n");
+    for (i = 0; i < a->chain_n; i++) {
+        ca_cert_info ci;
+
+        if (i != 0 && i != a->chain_n - 1)
+            continue;
+        if (ca_cert_inspect(a->chain_der[i], a->chain_len[i], &ci) != AD_OK)
+            continue;
+        buf_printf(tb, "authd_ca_not_after_seconds{ca=\"%s\"} %lld\n",
+                   i == 0 ? "issuing" : "root", (long long)ci.not_after);
+    }
+    if (a->revocation) {
+        time_t built = revocation_crl_built(a->revocation);
+
+        buf_printf(tb,
+                   "# HELP authd_crl_age_seconds Seconds since the current "
+                   "CRL was built (its thisUpdate).\n"
+                   "# TYPE authd_crl_age_seconds gauge\n"
+                   "authd_crl_age_seconds %lld\n",
+                   (long long)(now > built ? now - built : 0));
+    }
+    if (a->events)
+        buf_printf(tb,
+                   "# HELP authd_event_subscribers Open GET /v1/events "
+                   "streams.\n# TYPE authd_event_subscribers gauge\n"
+                   "authd_event_subscribers %zu\n",
+                   events_subscribers(a->events));
+    buf_printf(tb, "# HELP authd_build_info The running build; the value "
+                   "is always 1.\n# TYPE authd_build_info gauge\n"
+                   "authd_build_info{version=\"");
+    put_label_value(tb, AD_VERSION);
+    buf_printf(tb, "\"} 1\n");
+}
+
 /* The check path's caches, one series per cache. */
 static void metrics_caches(buf_t *tb, checker *c)
 {
@@ -705,19 +841,11 @@ char *http_metrics_text(app *a, size_t *len)
                   "authd_certificates_issued_total %llu\n",
                   (unsigned long long)atomic_load(
                       &mt->counters[METRIC_CERTS_ISSUED]));
+        metrics_decisions(&tb, mt);
         buf_printf(&tb,
-                  "# HELP authd_check_decisions_total Broker check "
-                  "decisions (all check and compat endpoints).\n"
-                  "# TYPE authd_check_decisions_total counter\n"
-                  "authd_check_decisions_total{result=\"allow\"} %llu\n"
-                  "authd_check_decisions_total{result=\"deny\"} %llu\n"
                   "# HELP authd_revocations_total Certificates revoked.\n"
                   "# TYPE authd_revocations_total counter\n"
                   "authd_revocations_total %llu\n",
-                  (unsigned long long)atomic_load(
-                      &mt->counters[METRIC_CHECK_ALLOW]),
-                  (unsigned long long)atomic_load(
-                      &mt->counters[METRIC_CHECK_DENY]),
                   (unsigned long long)atomic_load(
                       &mt->counters[METRIC_REVOCATIONS]));
         buf_printf(&tb,
@@ -774,6 +902,7 @@ char *http_metrics_text(app *a, size_t *len)
               (unsigned long long)ss.commits, (unsigned long long)ss.writes,
               ss.apply_ns / 1e9, ss.commit_ns / 1e9,
               (unsigned long long)ss.syncs, ss.sync_ns / 1e9);
+    metrics_gauges(&tb, a, &ss);
     if (a->checker)
         metrics_caches(&tb, a->checker);
     return buf_take(&tb, len);

@@ -184,11 +184,13 @@ typedef enum {
     METRIC_CERTS_ISSUED,
     METRIC_ENROLL_REFUSED,
     METRIC_TOKENS_ISSUED,
-    METRIC_CHECK_ALLOW,
-    METRIC_CHECK_DENY,
     METRIC_REVOCATIONS,
     METRIC__COUNT
 } metric_counter;
 void http_metric_inc(app *a, metric_counter c);
+/* Counts one check decision by result and reason. reason is one of the
+ * check reasons (docs/api.md §10.3); any other text, or NULL, counts as
+ * "other", so the label set stays bounded whatever a caller passes. */
+void http_metric_decision(app *a, int allow, const char *reason);
 
 #endif

@@ -334,6 +334,16 @@ void revocation_tick(revocation *rv, time_t now)
         log_build_failed(e, "cannot advance the CRL number");
 }
 
+time_t revocation_crl_built(revocation *rv)
+{
+    time_t built;
+
+    pthread_mutex_lock(&rv->lock);
+    built = rv->cur.this_update;
+    pthread_mutex_unlock(&rv->lock);
+    return built;
+}
+
 ad_err revocation_crl_der(revocation *rv, uint8_t **der, size_t *len)
 {
     ad_err e = AD_OK;

@@ -36,6 +36,10 @@ void revocation_resync(revocation *rv);
  * this CRL's validity has passed. Not from a change-feed watcher. */
 void revocation_tick(revocation *rv, time_t now);
 
+/* When the current CRL was built (its thisUpdate, Unix seconds), for
+ * /metrics. */
+time_t revocation_crl_built(revocation *rv);
+
 /* Copies of the current CRL (DER, or PEM text); caller frees. */
 ad_err revocation_crl_der(revocation *rv, uint8_t **der, size_t *len);
 ad_err revocation_crl_pem(revocation *rv, char **pem);

@@ -57,7 +57,7 @@ static void decide(http_req *r, const check_request *req, time_t now,
         http_defer(r);
         return;
     }
-    http_metric_inc(r->app, res->allow ? METRIC_CHECK_ALLOW : METRIC_CHECK_DENY);
+    http_metric_decision(r->app, res->allow, res->reason);
 }
 
 /* ---- /v1/check ------------------------------------------------------------ */

@@ -279,11 +279,16 @@ ad_err store_copy(store *from, store *to, store_copy_counts *counts,
 /* What the writer has done, for /metrics: how well group commit batches
  * (writes per commit) and where its time goes (running writes versus
  * committing, which includes the flush of the pages); and the flusher's
- * flushes, which make commits durable. */
+ * flushes, which make commits durable. used_bytes / limit_bytes say how
+ * full the store is: LMDB, the pages of the map in use and the map size
+ * (map_mb), past which writes fail; PostgreSQL, pg_database_size as of
+ * the last probe (at most ~10 s old; 0 before the first) and 0 for the
+ * limit, which the database server sets, not authd. */
 typedef struct {
     uint64_t commits, writes;
     uint64_t apply_ns, commit_ns;
     uint64_t syncs, sync_ns;
+    uint64_t used_bytes, limit_bytes;
 } store_stats;
 void store_commit_stats(store *s, store_stats *out);
 

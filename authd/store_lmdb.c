@@ -595,6 +595,8 @@ static void l_watch(store *base, store_watch_fn fn, void *arg)
 static void l_commit_stats(store *base, store_stats *out)
 {
     lstore *s = (lstore *)base;
+    MDB_envinfo info;
+    MDB_stat st;
 
     out->commits = atomic_load(&s->commits);
     out->writes = atomic_load(&s->writes);
@@ -602,6 +604,13 @@ static void l_commit_stats(store *base, store_stats *out)
     out->commit_ns = atomic_load(&s->commit_ns);
     out->syncs = atomic_load(&s->syncs);
     out->sync_ns = atomic_load(&s->sync_ns);
+    /* The last committed transaction's highest page: what the map holds,
+     * free pages inside it included (LMDB reuses them before growing). */
+    if (mdb_env_info(s->env, &info) == MDB_SUCCESS &&
+        mdb_env_stat(s->env, &st) == MDB_SUCCESS) {
+        out->used_bytes = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+        out->limit_bytes = (uint64_t)info.me_mapsize;
+    }
 }
 
 /* ---- transactions ---------------------------------------------------- */

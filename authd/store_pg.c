@@ -20,6 +20,7 @@
 #include <libpq-fe.h>
 
 #include "../common/buf.h"
+#include "../common/codec.h"
 #include "store_int.h"
 #include "util.h"
 
@@ -204,6 +205,7 @@ typedef struct pstore {
     atomic_int db_failed; /* the last use of the database failed */
 
     atomic_uint_fast64_t commits, writes, apply_ns, commit_ns, retries;
+    atomic_uint_fast64_t db_bytes; /* pg_database_size, for /metrics */
 } pstore;
 
 typedef struct {
@@ -1350,6 +1352,7 @@ static void *listener_main(void *arg)
     pstore *s = arg;
     PGconn *c = NULL;
     uint64_t last_probe = util_now_ns();
+    unsigned probes = 0;
     int lost = 0;
 
     while (!atomic_load(&s->stop_listener)) {
@@ -1391,9 +1394,19 @@ static void *listener_main(void *arg)
             PQfreemem(n);
         }
         if (util_now_ns() - last_probe > 1000000000ULL) {
-            PGresult *r = PQexec(c, "SELECT 1");
+            /* Every tenth probe also measures the database, for
+             * /metrics: pg_database_size walks the database's files, too
+             * much to do each second or per scrape. */
+            int sized = probes++ % 10 == 0;
+            PGresult *r = PQexec(c, sized ? "SELECT pg_database_size("
+                                            "current_database())"
+                                          : "SELECT 1");
             int good = PQresultStatus(r) == PGRES_TUPLES_OK;
+            uint64_t bytes;
 
+            if (good && sized && PQntuples(r) == 1 &&
+                codec_parse_u64(PQgetvalue(r, 0, 0), UINT64_MAX, &bytes) == 0)
+                atomic_store(&s->db_bytes, bytes);
             PQclear(r);
             last_probe = util_now_ns();
             if (!good)
@@ -1844,6 +1857,8 @@ static void p_commit_stats(store *base, store_stats *out)
     out->commit_ns = 0;
     out->syncs = out->commits;
     out->sync_ns = 0;
+    out->used_bytes = atomic_load(&s->db_bytes);
+    out->limit_bytes = 0; /* the database server's to set, not ours */
 }
 
 /* ---- open / close ------------------------------------------------------ */

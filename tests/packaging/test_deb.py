@@ -101,6 +101,7 @@ def test_package_holds_everything(unpacked):
                  "usr/share/bash-completion/completions/authctl",
                  "etc/authd/authd.conf",
                  "usr/share/doc/authd/examples/authd.conf.example",
+                 "usr/share/doc/authd/examples/grafana-authd.json",
                  "usr/share/doc/authd/copyright"):
         assert os.path.isfile(os.path.join(root, path)), path
     plugins = glob.glob(os.path.join(root, "usr/lib/*/mosquitto/authd_mosquitto.so"))

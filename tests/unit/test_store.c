@@ -1129,6 +1129,58 @@ static void test_store_32_concurrent_writers_throughput(void)
     store_close(s);
 }
 
+/* Writes 200 records of about 1 KiB each, so the store must grow. */
+static ad_err bulk_write(store_txn *tx, void *arg)
+{
+    char key[32], pad[1025];
+    ad_err e = AD_OK;
+    int i;
+
+    (void)arg;
+    memset(pad, 'x', sizeof(pad) - 1);
+    pad[sizeof(pad) - 1] = '\0';
+    for (i = 0; i < 200 && e == AD_OK; i++) {
+        json_t *v = json_pack("{s:s}", "pad", pad);
+
+        snprintf(key, sizeof(key), "bulk-%03d", i);
+        e = store_put(tx, STORE_DEVICES, key, v, 0);
+        json_decref(v);
+    }
+    return e;
+}
+
+static void test_store_says_how_full_it_is(void)
+{
+    store *s = open_store();
+    store_stats st0, st1;
+    int waited = 0;
+
+    store_commit_stats(s, &st0);
+    ok(store_write(s, bulk_write, NULL) == AD_OK, "200 KiB of records commit");
+    store_commit_stats(s, &st1);
+    if (pg_url[0]) {
+        /* pg_database_size comes with the listener's probe, about a
+         * second after connecting, then every 10 s. */
+        while (st1.used_bytes == 0 && waited++ < 50) {
+            usleep(100000);
+            store_commit_stats(s, &st1);
+        }
+        ok(st1.used_bytes > 1024 * 1024,
+           "PostgreSQL: used is the database's size (%llu bytes)",
+           (unsigned long long)st1.used_bytes);
+        ok(st1.limit_bytes == 0, "PostgreSQL: authd sets no limit");
+    } else {
+        ok(st1.limit_bytes == 64u << 20, "LMDB: the limit is the map size");
+        /* Strictly more: free pages of earlier tests may absorb part. */
+        ok(st1.used_bytes > st0.used_bytes && st1.used_bytes >= 200 * 1024,
+           "LMDB: used grows with what was written (%llu -> %llu)",
+           (unsigned long long)st0.used_bytes,
+           (unsigned long long)st1.used_bytes);
+        ok(st1.used_bytes < st1.limit_bytes, "LMDB: used is within the map");
+    }
+    store_close(s);
+}
+
 /* The cases every backend must pass alike. */
 static void run_common(void)
 {
@@ -1146,6 +1198,7 @@ static void run_common(void)
     TAP_RUN(test_store_event_log_keeps_order_and_ids);
     TAP_RUN(test_store_copy_moves_everything_and_refuses_a_used_target);
     TAP_RUN(test_store_32_concurrent_writers_throughput);
+    TAP_RUN(test_store_says_how_full_it_is);
     TAP_RUN(test_store_close_accepts_null);
 }
 
