@@ -23,6 +23,7 @@
 #include "registry_policies.h"
 #include "routes.h"
 #include "tokens.h"
+#include "docdir.h"
 #include "version.h"
 
 static const char usage[] =
@@ -47,7 +48,12 @@ static const char usage[] =
     "join and migrate remember it in DIR/store.url.\n"
     "Every option may also come from the config file (key = value) and\n"
     "AUTHD_* environment variables (AUTHD_DATA, AUTHD_HTTP, ...); flags "
-    "win.\n";
+    "win.\n"
+    "Reference: docs/README.md in the source tree, installed as\n"
+    "  " AD_DOCDIR "/docs/README.md\n"
+    "(docs/config.md: every key; docs/api.md: the HTTP API and /metrics;\n"
+    "docs/operations.md: first start, backup, restore), and the manual\n"
+    "pages authd(8) and authd.conf(5).\n";
 
 static int cmd_init(config *cfg)
 {

@@ -10,6 +10,7 @@
 
 #include "ctl.h"
 #include "pki.h"
+#include "docdir.h"
 #include "version.h"
 #include "profile.h"
 
@@ -153,7 +154,11 @@ static void help_main(FILE *f, const table t[NTABLES])
           "goes to stderr) or a local failure, 2 usage error, 3 cannot\n"
           "reach the server (connection refused, TLS failure, timeout).\n"
           "\n'authctl COMMAND [SUBCOMMAND] --help' describes one command;\n"
-          "'authctl --version' prints the version.\n",
+          "'authctl --version' prints the version.\n"
+          "\nReference: docs/README.md in the source tree, installed as\n"
+          "  " AD_DOCDIR "/docs/README.md\n"
+          "(docs/api.md: the HTTP API every command calls;\n"
+          "docs/policies.md: the policy language), and authctl(1).\n",
           f);
 }
 

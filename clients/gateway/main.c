@@ -14,6 +14,7 @@
 
 #include "../../common/codec.h"
 #include "gw_bundle.h"
+#include "docdir.h"
 #include "version.h"
 
 enum {
@@ -43,7 +44,9 @@ static const char usage_text[] =
     "verify prints the bundle's gateway, children count, iat, exp and kid.\n"
     "FILE holds the compact JWS, or the route's JSON answer {\"bundle\":...}.\n"
     "A refused bundle (expired, tampered, unknown key...), a usage error or\n"
-    "an unreadable file: a message on stderr and exit 2.\n";
+    "an unreadable file: a message on stderr and exit 2.\n"
+    "Reference: docs/gateway-bundles.md in the source tree, installed as\n"
+    "  " AD_DOCDIR "/docs/gateway-bundles.md\n";
 
 static int usage(const char *why)
 {

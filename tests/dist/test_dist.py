@@ -310,3 +310,32 @@ def test_completion_of_flags_and_values():
         assert complete("--key-file", os.path.join(d, "k")) == [os.path.join(d, "key.pem")]
     finally:
         shutil.rmtree(d)
+
+
+def docs_named_in(text):
+    """The docs/ pages a help text names, e.g. ["README.md", "api.md"]."""
+    return sorted(set(re.findall(r"docs/([A-Za-z0-9-]+\.(?:md|json))", text)))
+
+
+@pytest.mark.parametrize("prog", ["authd", "authctl"])
+def test_help_points_into_the_docs_directory(prog):
+    # --help sends readers to the reference in the repository (and where
+    # an install put it), never anywhere outside it.
+    path = authd_bin() if prog == "authd" else authctl_bin()
+    r = run([path, "--help"])
+    assert r.returncode == 0, r.stderr
+    pages = docs_named_in(r.stdout)
+    assert "README.md" in pages, r.stdout
+    for page in pages:
+        assert os.path.isfile(os.path.join(SRC, "docs", page)), page
+    assert "/share/doc/authd/docs/README.md" in r.stdout
+    assert "shared" not in r.stdout
+
+
+def test_docs_index_lists_every_page():
+    docs = os.path.join(SRC, "docs")
+    with open(os.path.join(docs, "README.md"), encoding="utf-8") as f:
+        index = f.read()
+    for page in sorted(os.listdir(docs)):
+        if page != "README.md" and page.endswith((".md", ".json")):
+            assert "](%s)" % page in index, "docs/README.md does not list " + page

@@ -102,8 +102,20 @@ def test_package_holds_everything(unpacked):
                  "etc/authd/authd.conf",
                  "usr/share/doc/authd/examples/authd.conf.example",
                  "usr/share/doc/authd/examples/grafana-authd.json",
-                 "usr/share/doc/authd/copyright"):
+                 "usr/share/doc/authd/copyright",
+                 "usr/share/doc/authd/README.md",
+                 "usr/share/doc/authd/SECURITY.md"):
         assert os.path.isfile(os.path.join(root, path)), path
+    # The whole reference, uncompressed so that its links between pages
+    # hold, and where the programs' --help says it is.
+    docs = os.path.join(SRC, "docs")
+    for page in os.listdir(docs):
+        assert os.path.isfile(os.path.join(root, "usr/share/doc/authd/docs", page)), page
+    for prog in ("authd", "authctl"):
+        r = subprocess.run([os.path.join(root, "usr", "bin", prog), "--help"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, (prog, r.stderr)
+        assert "/usr/share/doc/authd/docs/README.md" in r.stdout, (prog, r.stdout)
     plugins = glob.glob(os.path.join(root, "usr/lib/*/mosquitto/authd_mosquitto.so"))
     assert len(plugins) == 1, "no mosquitto plugin"
     # No test binaries or headers ride along.
