@@ -339,3 +339,14 @@ def test_docs_index_lists_every_page():
     for page in sorted(os.listdir(docs)):
         if page != "README.md" and page.endswith((".md", ".json")):
             assert "](%s)" % page in index, "docs/README.md does not list " + page
+
+
+def test_docs_config_md_describes_every_config_key():
+    with open(os.path.join(SRC, "docs", "config.md"), encoding="utf-8") as f:
+        # The first cell of a table row: `key`, or several (`a`, `b`).
+        cells = re.findall(r"^\| ((?:`[a-z0-9_]+`(?:, )?)+) \|", f.read(), re.M)
+    listed = {k for cell in cells for k in re.findall(r"`([a-z0-9_]+)`", cell)}
+    # `config_file` is an alias the `config` row names.
+    listed.add("config_file")
+    missing = [k for k in config_keys() if k not in listed]
+    assert not missing, "docs/config.md has no row for: %s" % missing
