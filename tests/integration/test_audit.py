@@ -9,6 +9,7 @@ import calendar
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import time
 
 import pytest
 
-from authd_harness import (BACKEND, SANITIZER_MARKERS, create_enrollment,
+from authd_harness import (BACKEND, SANITIZER_MARKERS, create_enrollment, make_csr,
                            enroll, quote, run, uid)
 
 ZERO = "0" * 64
@@ -432,3 +433,138 @@ def test_authctl_audit_follow_prints_new_entries_until_sigint(admin, ctl_env):
     err = p.stderr.read()
     assert rc == 0, (rc, err)
     assert not [m for m in SANITIZER_MARKERS if m in err], err
+
+
+# ------------------------------------------- every change is audited ----
+
+SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+# Every route through which an admin or a provisioner changes something,
+# with the action of the entry it writes. A change route added to
+# authd/routes.c without a row here fails the first test below.
+CHANGE_ROUTES = {
+    ("POST", "/v1/server-certs"): "cert.issue_server",
+    ("POST", "/v1/devices"): "device.create",
+    ("POST", "/v1/devices:import"): "device.create",
+    ("PATCH", "/v1/devices/{}"): "device.update",
+    ("DELETE", "/v1/devices/{}"): "device.delete",
+    ("POST", "/v1/devices/{}/secret"): "device.set_secret",
+    ("POST", "/v1/devices/{}/revoke"): "device.revoke",
+    ("POST", "/v1/certs/{}/revoke"): "cert.revoke",
+    ("POST", "/v1/enrollments"): "enrollment.create",
+    ("PATCH", "/v1/enrollments/{}"): "enrollment.update",
+    ("DELETE", "/v1/enrollments/{}"): "enrollment.delete",
+    ("POST", "/v1/apikeys"): "apikey.create",
+    ("DELETE", "/v1/apikeys/{}"): "apikey.delete",
+    ("PUT", "/v1/policies/{}"): "policy.put",
+    ("DELETE", "/v1/policies/{}"): "policy.delete",
+    ("PUT", "/v1/groups/{}"): "group.put",
+    ("DELETE", "/v1/groups/{}"): "group.delete",
+    ("POST", "/v1/tokens/revoke"): "token.revoke",
+    ("POST", "/v1/token-keys"): "token_key.rotate",
+}
+# Admin routes that take a body but change nothing.
+READ_ONLY_ROUTES = {("POST", "/v1/policies/explain")}
+
+
+def admin_change_routes():
+    with open(os.path.join(SRC, "authd", "routes.c"), encoding="utf-8") as f:
+        rows = re.findall(r'RF?\("([A-Z]+)",\s*"([^"]+)",\s*\w+,\s*(ACCESS_\w+)', f.read())
+    assert len(rows) > 40, rows
+    return {(m, p) for m, p, access in rows
+            if m != "GET" and access in ("ACCESS_ADMIN", "ACCESS_PROVISIONER")}
+
+
+def test_every_admin_change_route_has_an_audit_action():
+    routes = admin_change_routes() - READ_ONLY_ROUTES
+    assert routes == set(CHANGE_ROUTES), (
+        "change routes without an audit action here: %s; rows for no route: %s" % (
+            sorted(routes - set(CHANGE_ROUTES)), sorted(set(CHANGE_ROUTES) - routes)))
+    with open(os.path.join(SRC, "docs", "audit.md"), encoding="utf-8") as f:
+        doc = f.read()
+    for (method, path), action in CHANGE_ROUTES.items():
+        assert "`%s`" % action in doc, "docs/audit.md does not list " + action
+        assert path.split("{")[0].rstrip("/") in doc, (
+            "docs/audit.md does not name the route writing %s" % action)
+
+
+def test_every_admin_change_writes_an_entry_naming_the_key(admin, enrolled):
+    actor = admin_actor(admin)
+    seen = {}
+
+    def did(method, path, action, target, call):
+        r = call()
+        assert r.status in (200, 201, 204), (method, path, r)
+        got = page(admin, "?action=%s&target=%s&order=desc&limit=1" % (action, quote(target)))
+        assert got["items"] and got["items"][0]["actor"] == actor, (method, path, got)
+        seen[(method, path)] = action
+
+    pol, grp, dev = uid("aud-p-"), uid("aud-g-"), uid("aud-d-")
+    stmt = {"effect": "allow", "actions": ["publish"], "topics": ["a/b"]}
+    did("PUT", "/v1/policies/{}", "policy.put", pol,
+        lambda: admin.put("/v1/policies/" + pol, {"statements": [stmt]}))
+    did("PUT", "/v1/groups/{}", "group.put", grp,
+        lambda: admin.put("/v1/groups/" + grp, {"policies": [pol]}))
+    did("POST", "/v1/devices", "device.create", dev,
+        lambda: admin.post("/v1/devices", {"id": dev}))
+    imp = uid("aud-i-")
+    did("POST", "/v1/devices:import", "device.create", imp,
+        lambda: admin.post("/v1/devices:import", json.dumps({"id": imp}) + "\n",
+                           headers={"Content-Type": "application/x-ndjson"}))
+    did("PATCH", "/v1/devices/{}", "device.update", dev,
+        lambda: admin.patch("/v1/devices/" + dev, {"groups": [grp]}))
+    did("POST", "/v1/devices/{}/secret", "device.set_secret", dev,
+        lambda: admin.post("/v1/devices/%s/secret" % dev))
+    did("DELETE", "/v1/devices/{}", "device.delete", imp,
+        lambda: admin.delete("/v1/devices/" + imp))
+
+    key, csr = make_csr("audit-broker")
+    r = admin.post("/v1/server-certs", {"csr": csr, "dns": ["broker.example"], "days": 30})
+    assert r.status == 201, r
+    got = page(admin, "?action=cert.issue_server&order=desc&limit=1")["items"]
+    assert got and got[0]["actor"] == actor, got
+    seen[("POST", "/v1/server-certs")] = "cert.issue_server"
+
+    d1, enr = enrolled()
+    d2, _ = enrolled()
+    did("POST", "/v1/certs/{}/revoke", "cert.revoke", d1.serial,
+        lambda: admin.post("/v1/certs/%s/revoke" % d1.serial, {"reason": "superseded"}))
+    did("POST", "/v1/devices/{}/revoke", "device.revoke", d2.id,
+        lambda: admin.post("/v1/devices/%s/revoke" % d2.id, {}))
+
+    r = admin.post("/v1/enrollments", {"max_uses": 1})
+    assert r.status == 201, r
+    eid = r.json["id"]
+    got = page(admin, "?action=enrollment.create&target=%s" % eid)["items"]
+    assert [e["actor"] for e in got] == [actor], got
+    seen[("POST", "/v1/enrollments")] = "enrollment.create"
+    did("PATCH", "/v1/enrollments/{}", "enrollment.update", eid,
+        lambda: admin.patch("/v1/enrollments/" + eid, {"max_uses": 2}))
+    did("DELETE", "/v1/enrollments/{}", "enrollment.delete", eid,
+        lambda: admin.delete("/v1/enrollments/" + eid))
+
+    r = admin.post("/v1/apikeys", {"name": uid("aud-k-"), "role": "broker"})
+    assert r.status in (200, 201), r
+    kid = r.json["id"]
+    got = page(admin, "?action=apikey.create&target=%s" % kid)["items"]
+    assert [e["actor"] for e in got] == [actor], got
+    seen[("POST", "/v1/apikeys")] = "apikey.create"
+    did("DELETE", "/v1/apikeys/{}", "apikey.delete", kid,
+        lambda: admin.delete("/v1/apikeys/" + kid))
+
+    jti = uid("jti-")
+    did("POST", "/v1/tokens/revoke", "token.revoke", jti,
+        lambda: admin.post("/v1/tokens/revoke", {"jti": jti}))
+    r = admin.post("/v1/token-keys", {})
+    assert r.status in (200, 201), r
+    got = page(admin, "?action=token_key.rotate&target=%s" % r.json["kid"])["items"]
+    assert [e["actor"] for e in got] == [actor], got
+    seen[("POST", "/v1/token-keys")] = "token_key.rotate"
+
+    admin.patch("/v1/devices/" + dev, {"groups": []})
+    did("DELETE", "/v1/groups/{}", "group.delete", grp,
+        lambda: admin.delete("/v1/groups/" + grp))
+    did("DELETE", "/v1/policies/{}", "policy.delete", pol,
+        lambda: admin.delete("/v1/policies/" + pol))
+
+    assert seen == CHANGE_ROUTES, sorted(set(CHANGE_ROUTES) - set(seen))
