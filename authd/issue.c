@@ -211,8 +211,7 @@ ad_err issue_renew(app *a, const uint8_t *cert_der, size_t cert_len,
                                 &owner);
     if (e != AD_OK) {
         if (e == AD_EBADCRED)
-            set_msg(msg, msglen,
-                    "the client certificate is unknown, revoked or expired");
+            set_msg(msg, msglen, REGISTRY_CERT_REFUSED);
         return e;
     }
     util_strlcpy(device_id, owner.device_id, REGISTRY_ID_MAX);

@@ -73,6 +73,11 @@ typedef struct {
     char enrollment_id[REGISTRY_ID_MAX]; /* "" if issued without one */
 } registry_cert_owner;
 
+/* What a caller is told when registry_device_by_cert answers AD_EBADCRED
+ * (HTTP, EST and CoAP alike). */
+#define REGISTRY_CERT_REFUSED \
+    "the client certificate is unknown, revoked or expired"
+
 /* Resolves a presented client certificate to its device: the record must
  * exist with the same fingerprint, not be revoked or expired, and its
  * device must be active. On success fills *owner (if non-NULL); on error

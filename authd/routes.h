@@ -102,6 +102,11 @@ void route_ocsp_get(http_req *r);
  * CRL and events follow the store's change feed). */
 void routes_count_revocations(app *a, size_t n);
 
+/* The device r's client certificate belongs to (registry_device_by_cert
+ * at now): 1 with *owner filled, or 0 after answering r's error. The
+ * one way a route takes a device from its TLS connection. */
+int routes_cert_device(http_req *r, int64_t now, registry_cert_owner *owner);
+
 /* What a device-secret check made on r's lane does when it needs
  * argon2id: defer from a connection thread, run on the secret lane (or a
  * listener with a thread per connection), refuse when the lane is full. */

@@ -33,7 +33,6 @@ static int caller_device(http_req *r, int64_t now, char id[CHECK_ID_MAX])
     char why[128] = "";
     int have_cert = r->listener == LISTEN_HTTPS && http_client_cert(r);
     int ok = 0;
-    ad_err e;
 
     if (auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0) {
         if (tokens_validate(a->tokens, auth + 7, now, &te, why, sizeof(why)) !=
@@ -59,15 +58,8 @@ static int caller_device(http_req *r, int64_t now, char id[CHECK_ID_MAX])
         }
         util_strlcpy(id, te->sub, CHECK_ID_MAX);
     } else if (have_cert) {
-        e = registry_device_by_cert(a->st, r->client_cert, r->client_cert_len,
-                                    (time_t)now, &owner);
-        if (e != AD_OK) {
-            http_reply_error(r, e,
-                             e == AD_EBADCRED ? "the client certificate is "
-                                                "unknown, revoked or expired"
-                                              : NULL);
+        if (!routes_cert_device(r, now, &owner))
             goto out;
-        }
         util_strlcpy(id, owner.device_id, CHECK_ID_MAX);
     } else {
         r->www_authenticate = "Bearer";

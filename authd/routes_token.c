@@ -64,6 +64,18 @@ out:
     return ok;
 }
 
+int routes_cert_device(http_req *r, int64_t now, registry_cert_owner *owner)
+{
+    ad_err e = registry_device_by_cert(r->app->st, r->client_cert,
+                                       r->client_cert_len, (time_t)now, owner);
+
+    if (e != AD_OK) {
+        http_reply_error(r, e, e == AD_EBADCRED ? REGISTRY_CERT_REFUSED : NULL);
+        return 0;
+    }
+    return 1;
+}
+
 void route_token(http_req *r)
 {
     app *a = r->app;
@@ -79,15 +91,8 @@ void route_token(http_req *r)
     ad_err e;
 
     if (r->listener == LISTEN_HTTPS && http_client_cert(r)) {
-        e = registry_device_by_cert(a->st, r->client_cert, r->client_cert_len,
-                                    (time_t)now, &owner);
-        if (e != AD_OK) {
-            http_reply_error(r, e,
-                             e == AD_EBADCRED ? "the client certificate is "
-                                                "unknown, revoked or expired"
-                                              : NULL);
+        if (!routes_cert_device(r, now, &owner))
             goto out;
-        }
         util_strlcpy(id, owner.device_id, sizeof(id));
         /* RFC 8705 binding: x5t#S256 of the presented certificate. */
         SHA256(r->client_cert, r->client_cert_len, cnf);
