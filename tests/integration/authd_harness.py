@@ -697,3 +697,24 @@ def enroll(daemon, token, device_id, dirpath, kind="p256", body_id=True,
     if r.status == 201:
         dev.set_cert(r.json["certificate"], r.json.get("chain", ""))
     return dev, r
+
+
+def connect_group(admin, prefix="cg-"):
+    """A fresh group whose policy lets a device connect as itself and
+    publish to t/<its id>: the least a device needs to pass a check."""
+    pol, grp = uid("pol-" + prefix), uid("grp-" + prefix)
+    assert admin.put("/v1/policies/" + pol, {"statements": [
+        {"effect": "allow", "actions": ["connect"], "client_ids": ["${device.id}"]},
+        {"effect": "allow", "actions": ["publish"], "topics": ["t/${device.id}"]},
+    ]}).status == 201
+    assert admin.put("/v1/groups/" + grp, {"policies": [pol]}).status == 201
+    return grp
+
+
+def secret_device(admin, group, prefix="sd-"):
+    """(device id, secret): a new device in group with a device secret."""
+    did = uid(prefix)
+    assert admin.post("/v1/devices", {"id": did, "groups": [group]}).status == 201
+    r = admin.post("/v1/devices/%s/secret" % did)
+    assert r.status == 201, r
+    return did, r.json["secret"]

@@ -13,7 +13,7 @@ import statistics
 import threading
 import time
 
-from authd_harness import basic, uid
+from authd_harness import basic, connect_group, secret_device, uid
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 MIB = 1024 * 1024
@@ -62,24 +62,6 @@ def proc_status(d, field):
     raise AssertionError("no %s in /proc/%d/status" % (field, d.proc.pid))
 
 
-def connect_group(admin):
-    pol, grp = uid("pol-abuse-"), uid("grp-abuse-")
-    assert admin.put("/v1/policies/" + pol, {"statements": [
-        {"effect": "allow", "actions": ["connect"], "client_ids": ["${device.id}"]},
-        {"effect": "allow", "actions": ["publish"], "topics": ["t/${device.id}"]},
-    ]}).status == 201
-    assert admin.put("/v1/groups/" + grp, {"policies": [pol]}).status == 201
-    return grp
-
-
-def secret_device(admin, group):
-    did = uid("abuse-")
-    assert admin.post("/v1/devices", {"id": did, "groups": [group]}).status == 201
-    r = admin.post("/v1/devices/%s/secret" % did)
-    assert r.status == 201, r
-    return did, r.json["secret"]
-
-
 def check_connect(port, device, secret, conn=None):
     return request(port, "POST", "/v1/check",
                    {"action": "connect", "username": device,
@@ -89,9 +71,9 @@ def check_connect(port, device, secret, conn=None):
 def test_concurrent_wrong_secrets_at_token_are_limited_and_memory_stays_bounded(spawn_authd):
     d = spawn_authd()
     admin = d.api(d.admin_key)
-    group = connect_group(admin)
-    devices = [secret_device(admin, group) for _ in range(8)]
-    good_id, good_secret = secret_device(admin, group)
+    group = connect_group(admin, "abuse-")
+    devices = [secret_device(admin, group, "abuse-") for _ in range(8)]
+    good_id, good_secret = secret_device(admin, group, "abuse-")
     rss_before = proc_status(d, "VmRSS")
 
     def attack(i):
@@ -152,9 +134,9 @@ def attacker_process(port, victims, index, stop, found):
 def test_a_good_device_checks_fast_while_others_guess_secrets(spawn_authd):
     d = spawn_authd()
     admin = d.api(d.admin_key)
-    group = connect_group(admin)
-    victims = [secret_device(admin, group)[0] for _ in range(16)]
-    good_id, good_secret = secret_device(admin, group)
+    group = connect_group(admin, "abuse-")
+    victims = [secret_device(admin, group, "abuse-")[0] for _ in range(16)]
+    good_id, good_secret = secret_device(admin, group, "abuse-")
     r = check_connect(d.check_port, good_id, good_secret)
     assert r.status == 200 and r.json["result"] == "allow", r
 
@@ -203,8 +185,8 @@ def test_a_good_device_checks_fast_while_others_guess_secrets(spawn_authd):
 def test_a_device_backs_off_on_check_and_compat_endpoints(spawn_authd):
     d = spawn_authd(extra_args=["--rate-fail-burst", "3", "--rate-backoff-max", "2"])
     admin = d.api(d.admin_key)
-    group = connect_group(admin)
-    did, secret = secret_device(admin, group)
+    group = connect_group(admin, "abuse-")
+    did, secret = secret_device(admin, group, "abuse-")
     got = [check_connect(d.check_port, did, "wrong").json["reason"] for _ in range(3)]
     assert got == ["invalid_credential"] * 3, got
     a = check_connect(d.check_port, did, "wrong")
@@ -225,8 +207,8 @@ def test_a_device_backing_off_gets_429_with_retry_after_at_token(spawn_authd):
     wrong, even from a source address that has not failed before."""
     d = spawn_authd(extra_args=["--rate-fail-burst", "3"])
     admin = d.api(d.admin_key)
-    group = connect_group(admin)
-    did, secret = secret_device(admin, group)
+    group = connect_group(admin, "abuse-")
+    did, secret = secret_device(admin, group, "abuse-")
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     for _ in range(3):
         a = request(d.http_port, "POST", "/v1/token", "grant_type=client_credentials",

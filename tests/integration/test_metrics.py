@@ -10,7 +10,8 @@ import os
 import re
 import time
 
-from authd_harness import BACKEND, assert_error, bearer, uid
+from authd_harness import (BACKEND, assert_error, bearer, connect_group,
+                           secret_device, uid)
 
 from test_revocation import SseClient
 
@@ -68,24 +69,6 @@ def decisions(ss, result, reason):
     return got[0] if got else 0.0
 
 
-def connect_group(admin):
-    pol, grp = uid("pol-m-"), uid("grp-m-")
-    assert admin.put("/v1/policies/" + pol, {"statements": [
-        {"effect": "allow", "actions": ["connect"], "client_ids": ["${device.id}"]},
-        {"effect": "allow", "actions": ["publish"], "topics": ["t/${device.id}"]},
-    ]}).status == 201
-    assert admin.put("/v1/groups/" + grp, {"policies": [pol]}).status == 201
-    return grp
-
-
-def secret_device(admin, group):
-    did = uid("m-")
-    assert admin.post("/v1/devices", {"id": did, "groups": [group]}).status == 201
-    r = admin.post("/v1/devices/%s/secret" % did)
-    assert r.status == 201, r
-    return did, r.json["secret"]
-
-
 def check(d, body):
     r = d.request("POST", "/v1/check", body, port=d.check_port)
     assert r.status == 200 and r.json, r
@@ -98,8 +81,8 @@ def connect(d, device, secret):
 
 
 def test_every_series_is_served_with_sane_values(authd, admin, enrolled):
-    group = connect_group(admin)
-    did, secret = secret_device(admin, group)
+    group = connect_group(admin, "m-")
+    did, secret = secret_device(admin, group, "m-")
     before = scrape(authd)
 
     assert connect(authd, did, secret)["result"] == "allow"
@@ -190,7 +173,7 @@ def test_event_subscribers_count_open_streams(authd):
 def test_a_flood_of_bad_credentials_counts_in_rate_limited(spawn_authd):
     d = spawn_authd(extra_args=["--rate-fail-burst", "2", "--rate-source-burst", "3"])
     admin = d.api(d.admin_key)
-    did, secret = secret_device(admin, connect_group(admin))
+    did, secret = secret_device(admin, connect_group(admin, "m-"), "m-")
     before = scrape(d)
 
     reasons = [connect(d, did, "guess-%d" % i)["reason"] for i in range(8)]
@@ -254,8 +237,8 @@ def expr_metric_names(node):
 def test_the_grafana_dashboard_uses_only_served_series(authd, admin, enrolled):
     # Activity first, so every family has its samples (histograms and
     # per-reason counters appear once something is counted).
-    group = connect_group(admin)
-    did, secret = secret_device(admin, group)
+    group = connect_group(admin, "m-")
+    did, secret = secret_device(admin, group, "m-")
     connect(authd, did, secret)
     connect(authd, did, "wrong")
     enrolled()
