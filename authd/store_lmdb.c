@@ -1045,10 +1045,13 @@ static ad_err log_put(ltxn *tx, MDB_dbi dbi, uint64_t seq, const char *text,
     return map_mdb(mdb_put(tx->txn, dbi, &k, &v, flags));
 }
 
-/* The entries of a log with numbers > after, oldest first. */
-static ad_err log_list(ltxn *tx, MDB_dbi dbi, uint64_t after, size_t limit,
-                       json_t **items, int *more)
+/* A page of a log: with newest_first = 0 the entries numbered > bound,
+ * oldest first; with newest_first = 1 those numbered < bound (0: every
+ * entry), newest first. At most limit, *more = 1 if there were more. */
+static ad_err log_list(ltxn *tx, MDB_dbi dbi, int newest_first, uint64_t bound,
+                       size_t limit, json_t **items, int *more)
 {
+    MDB_cursor_op step = newest_first ? MDB_PREV : MDB_NEXT;
     MDB_cursor *cur = NULL;
     MDB_val k, v;
     unsigned char kb[8];
@@ -1059,17 +1062,27 @@ static ad_err log_list(ltxn *tx, MDB_dbi dbi, uint64_t after, size_t limit,
     arr = json_array();
     if (arr == NULL)
         return AD_ENOMEM;
-    if (after == UINT64_MAX)
+    if (newest_first ? bound == 1 : bound == UINT64_MAX)
         goto out;
     if ((rc = mdb_cursor_open(tx->txn, dbi, &cur)) != 0) {
         e = map_mdb(rc);
         goto out;
     }
-    seq_key(after + 1, kb);
+    seq_key(newest_first ? bound : bound + 1, kb);
     k.mv_size = sizeof(kb);
     k.mv_data = kb;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (newest_first && bound == 0) {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    } else {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        /* Newest first: one back from the first key >= bound; none >=
+         * bound means the last one is below it. */
+        if (newest_first)
+            rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+                 : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST)
+                                      : rc;
+    }
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, step)) {
         json_t *rec;
 
         if (json_array_size(arr) >= limit) {
@@ -1149,7 +1162,7 @@ static ad_err l_audit(store_txn *btx, const char *actor, const char *action,
 static ad_err l_audit_list(store_txn *tx, uint64_t after, size_t limit,
                            json_t **items, int *more)
 {
-    return log_list((ltxn *)tx, LS((ltxn *)tx)->audit, after, limit, items,
+    return log_list((ltxn *)tx, LS((ltxn *)tx)->audit, 0, after, limit, items,
                     more);
 }
 
@@ -1157,57 +1170,8 @@ static ad_err l_audit_list(store_txn *tx, uint64_t after, size_t limit,
 static ad_err l_audit_rlist(store_txn *btx, uint64_t before, size_t limit,
                             json_t **items, int *more)
 {
-    ltxn *tx = (ltxn *)btx;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    unsigned char kb[8];
-    json_t *arr;
-    ad_err e = AD_OK;
-    int rc;
-
-    arr = json_array();
-    if (arr == NULL)
-        return AD_ENOMEM;
-    if (before == 1)
-        goto out;
-    if ((rc = mdb_cursor_open(tx->txn, LS(tx)->audit, &cur)) != 0) {
-        e = map_mdb(rc);
-        goto out;
-    }
-    if (before == 0) {
-        rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-    } else {
-        /* The first key >= before, then one back; none >= before: the
-         * last one is below it. */
-        seq_key(before, kb);
-        k.mv_size = sizeof(kb);
-        k.mv_data = kb;
-        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-        rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
-             : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST)
-                                  : rc;
-    }
-    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
-        json_t *rec;
-
-        if (json_array_size(arr) >= limit) {
-            *more = 1;
-            break;
-        }
-        if ((e = decode(&v, &rec)) != AD_OK)
-            goto out;
-        json_array_append_new(arr, rec);
-    }
-    if (rc != 0 && rc != MDB_NOTFOUND)
-        e = map_mdb(rc);
-out:
-    if (cur)
-        mdb_cursor_close(cur);
-    if (e == AD_OK)
-        *items = arr;
-    else
-        json_decref(arr);
-    return e;
+    return log_list((ltxn *)btx, LS((ltxn *)btx)->audit, 1, before, limit,
+                    items, more);
 }
 
 static ad_err l_audit_put(store_txn *btx, uint64_t seq, const char *text,
@@ -1271,7 +1235,7 @@ static ad_err l_event_append(store_txn *btx, const char *type,
 static ad_err l_event_list(store_txn *tx, uint64_t after, size_t limit,
                            json_t **items, int *more)
 {
-    return log_list((ltxn *)tx, LS((ltxn *)tx)->events, after, limit, items,
+    return log_list((ltxn *)tx, LS((ltxn *)tx)->events, 0, after, limit, items,
                     more);
 }
 
