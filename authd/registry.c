@@ -222,7 +222,7 @@ static ad_err issue_device(store_txn *tx, struct issue_job *job,
         e = store_put(tx, STORE_DEVICES, is->device_id, dev,
                       STORE_NOOVERWRITE);
     if (e == AD_OK)
-        e = registry_refs_follow(tx, 1, is->device_id, NULL, dev);
+        e = registry_refs_follow(tx, REGISTRY_REFS_DEVICE, is->device_id, NULL, dev);
     json_decref(dev);
     if (e == AD_OK && gw && (e = registry_gateway_touch(tx, gw)) == AD_OK)
         e = registry_child_link(tx, gw, is->device_id, 1);
@@ -497,7 +497,7 @@ static json_t *apikey_view(const json_t *key)
 
 static const registry_hashed_kind apikeys = {
     STORE_APIKEYS, STORE_IX_APIKEY_HASHES, "hash", "key",
-    "apikey.create", "apikey.delete", apikey_view};
+    "apikey.create", "apikey.delete", apikey_view, NULL};
 
 ad_err registry_apikey_create(store *st, const char *actor, const char *name,
                               const char *role, json_t **view, char *err,

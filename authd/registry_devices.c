@@ -113,7 +113,7 @@ static ad_err device_create_write(store_txn *tx, void *arg)
                                 json_object_get(w->patch, "groups"), w->why,
                                 w->whylen);
     if (e == AD_OK)
-        e = registry_refs_follow(tx, 1, w->id, NULL, w->patch);
+        e = registry_refs_follow(tx, REGISTRY_REFS_DEVICE, w->id, NULL, w->patch);
     if (e == AD_OK && gw && (e = registry_gateway_touch(tx, gw)) == AD_OK)
         e = registry_child_link(tx, gw, w->id, 1);
     if (e == AD_OK)
@@ -237,7 +237,7 @@ static ad_err import_write(store_txn *tx, void *arg)
             continue;
         }
         if (e == AD_OK)
-            e = registry_refs_follow(tx, 1, it->id, NULL, rec);
+            e = registry_refs_follow(tx, REGISTRY_REFS_DEVICE, it->id, NULL, rec);
         json_decref(rec);
         rec = NULL;
         if (e == AD_OK && it->gateway[0]) {
@@ -420,7 +420,7 @@ static ad_err device_update_write(store_txn *tx, void *arg)
     json_object_set_new(dev, "updated_at", json_string(now));
     e = store_put(tx, STORE_DEVICES, w->id, dev, 0);
     if (e == AD_OK)
-        e = registry_refs_follow(tx, 1, w->id, old, dev);
+        e = registry_refs_follow(tx, REGISTRY_REFS_DEVICE, w->id, old, dev);
     json_decref(old);
     if (e == AD_OK)
         e = children_follow(tx, w, dev, old_gw, cur);
@@ -559,7 +559,7 @@ static ad_err device_delete_write(store_txn *tx, void *arg)
     else if (e == AD_ENOTFOUND)
         e = child_retire(tx, dev, w->id, 1);
     if (e == AD_OK)
-        e = registry_refs_follow(tx, 1, w->id, dev, NULL);
+        e = registry_refs_follow(tx, REGISTRY_REFS_DEVICE, w->id, dev, NULL);
     json_decref(dev);
     if (e == AD_OK)
         e = store_del(tx, STORE_DEVICES, w->id);

@@ -170,9 +170,28 @@ static ad_err enrollment_groups_exist(store *st, const json_t *groups)
     return AD_OK;
 }
 
+/* An enrollment names groups, which must exist when it is created (read
+ * in the write: a racing delete either sees the reference or has already
+ * committed) and cannot be deleted while it names them. */
+static ad_err enrollment_follow(store_txn *tx, const char *id,
+                                const json_t *old_rec, const json_t *new_rec)
+{
+    ad_err e = AD_OK;
+
+    if (new_rec != NULL && old_rec == NULL)
+        e = registry_refs_check(tx, NULL, json_object_get(new_rec, "groups"),
+                                NULL, 0);
+    if (e == AD_OK)
+        e = registry_refs_follow(tx, REGISTRY_REFS_ENROLLMENT, id, old_rec,
+                                 new_rec);
+    return e;
+}
+
 static const registry_hashed_kind enrollments = {
-    STORE_ENROLLMENTS, STORE_IX_ENROLLMENT_TOKENS, "token_sha256", "token",
-    "enrollment.create", "enrollment.delete", enrollment_view};
+    STORE_ENROLLMENTS,   STORE_IX_ENROLLMENT_TOKENS,
+    "token_sha256",      "token",
+    "enrollment.create", "enrollment.delete",
+    enrollment_view,     enrollment_follow};
 
 ad_err registry_enrollment_create(store *st, const char *actor,
                                   const registry_enrollment_new *n,
@@ -310,8 +329,17 @@ static ad_err enrollment_update_write(store_txn *tx, void *arg)
         json_object_set_new(detail, "expires_at", json_string(exp));
     }
     if (u->groups) {
+        json_t *old = json_pack("{s:O*}", "groups",
+                                json_object_get(rec, "groups"));
+
         json_object_set_new(rec, "groups", json_deep_copy(u->groups));
         json_object_set_new(detail, "groups", json_deep_copy(u->groups));
+        e = old ? registry_refs_follow(tx, REGISTRY_REFS_ENROLLMENT, u->id,
+                                       old, rec)
+                : AD_ENOMEM;
+        json_decref(old);
+        if (e != AD_OK)
+            goto out;
     }
     e = store_put(tx, STORE_ENROLLMENTS, u->id, rec, 0);
     if (e == AD_OK)

@@ -83,6 +83,10 @@ static ad_err named_in_use(store_txn *tx, struct named_write *w)
     if (e == AD_OK && w->kind == REGISTRY_POLICY)
         e = users_append(tx, STORE_IX_GROUPS_BY_POLICY, w->name,
                          "used by groups", w->why, w->whylen, &len, &any);
+    if (e == AD_OK && w->kind == REGISTRY_GROUP)
+        e = users_append(tx, STORE_IX_ENROLLMENTS_BY_GROUP, w->name,
+                         "used by enrollments", w->why, w->whylen, &len,
+                         &any);
     if (e == AD_OK && any)
         e = AD_EINUSE;
     return e;
@@ -102,7 +106,8 @@ static ad_err named_write(store_txn *tx, void *arg)
         if (e == AD_OK)
             e = store_del(tx, t, w->name);
         if (e == AD_OK && w->kind == REGISTRY_GROUP)
-            e = registry_refs_follow(tx, 0, w->name, old, NULL);
+            e = registry_refs_follow(tx, REGISTRY_REFS_GROUP, w->name, old,
+                                     NULL);
     } else {
         e = w->kind == REGISTRY_GROUP
                 ? registry_refs_check(tx, json_object_get(w->rec, "policies"),
@@ -116,7 +121,8 @@ static ad_err named_write(store_txn *tx, void *arg)
         if (e == AD_OK)
             e = store_put(tx, t, w->name, w->rec, 0);
         if (e == AD_OK && w->kind == REGISTRY_GROUP)
-            e = registry_refs_follow(tx, 0, w->name, old, w->rec);
+            e = registry_refs_follow(tx, REGISTRY_REFS_GROUP, w->name, old,
+                                     w->rec);
     }
     json_decref(old);
     if (e == AD_OK)
@@ -253,30 +259,55 @@ static ad_err refs_diff(store_txn *tx, store_index ix, const char *id,
     return AD_OK;
 }
 
-ad_err registry_refs_follow(store_txn *tx, int device, const char *id,
-                            const json_t *old_rec, const json_t *new_rec)
+ad_err registry_refs_follow(store_txn *tx, registry_referrer who,
+                            const char *id, const json_t *old_rec,
+                            const json_t *new_rec)
 {
-    const json_t *op = old_rec ? json_object_get(old_rec, "policies") : NULL;
-    const json_t *np = new_rec ? json_object_get(new_rec, "policies") : NULL;
-    ad_err e;
+    static const store_index by_policy[] = {
+        [REGISTRY_REFS_DEVICE] = STORE_IX_DEVICES_BY_POLICY,
+        [REGISTRY_REFS_GROUP] = STORE_IX_GROUPS_BY_POLICY,
+        [REGISTRY_REFS_ENROLLMENT] = STORE_IX__COUNT, /* none */
+    };
+    static const store_index by_group[] = {
+        [REGISTRY_REFS_DEVICE] = STORE_IX_DEVICES_BY_GROUP,
+        [REGISTRY_REFS_GROUP] = STORE_IX__COUNT, /* none */
+        [REGISTRY_REFS_ENROLLMENT] = STORE_IX_ENROLLMENTS_BY_GROUP,
+    };
+    ad_err e = AD_OK;
 
-    e = refs_diff(tx,
-                  device ? STORE_IX_DEVICES_BY_POLICY
-                         : STORE_IX_GROUPS_BY_POLICY,
-                  id, op, np);
-    if (e == AD_OK && device)
-        e = refs_diff(tx, STORE_IX_DEVICES_BY_GROUP, id,
+    if (by_policy[who] != STORE_IX__COUNT)
+        e = refs_diff(tx, by_policy[who], id,
+                      old_rec ? json_object_get(old_rec, "policies") : NULL,
+                      new_rec ? json_object_get(new_rec, "policies") : NULL);
+    if (e == AD_OK && by_group[who] != STORE_IX__COUNT)
+        e = refs_diff(tx, by_group[who], id,
                       old_rec ? json_object_get(old_rec, "groups") : NULL,
                       new_rec ? json_object_get(new_rec, "groups") : NULL);
     return e;
 }
 
-#define REFS_MARKER "refs_index"
+/* The META key saying the indexes were built. Version 2 added the
+ * enrollments' groups: a store marked by version 1 is indexed again
+ * (adding entries that exist is harmless). */
+#define REFS_MARKER "refs_index_2"
 #define REFS_BATCH 500
 
-/* One batch of the build: the records of t after *after. */
+/* What is indexed, in order: the marker goes in with the last batch of
+ * the last table. */
+static const struct {
+    store_table table;
+    registry_referrer who;
+    const char *key_field;
+} refs_tables[] = {
+    {STORE_DEVICES, REGISTRY_REFS_DEVICE, "id"},
+    {STORE_GROUPS, REGISTRY_REFS_GROUP, "name"},
+    {STORE_ENROLLMENTS, REGISTRY_REFS_ENROLLMENT, "id"},
+};
+#define REFS_TABLES (sizeof(refs_tables) / sizeof(refs_tables[0]))
+
+/* One batch of the build: the records of refs_tables[t] after *after. */
 struct refs_build {
-    store_table t;
+    size_t t;
     char after[REGISTRY_ID_MAX];
     int more;
 };
@@ -289,19 +320,19 @@ static ad_err refs_build_write(store_txn *tx, void *arg)
     ad_err e;
 
     b->more = 0;
-    e = store_list(tx, b->t, "", b->after, REFS_BATCH, &items, &b->more);
+    e = store_list(tx, refs_tables[b->t].table, "", b->after, REFS_BATCH,
+                   &items, &b->more);
     json_array_foreach(items, i, rec) {
-        const char *key = json_string_value(json_object_get(
-            rec, b->t == STORE_DEVICES ? "id" : "name"));
+        const char *key = json_string_value(
+            json_object_get(rec, refs_tables[b->t].key_field));
 
         if (e != AD_OK || key == NULL)
             continue;
-        e = registry_refs_follow(tx, b->t == STORE_DEVICES, key, NULL, rec);
+        e = registry_refs_follow(tx, refs_tables[b->t].who, key, NULL, rec);
         util_strlcpy(b->after, key, sizeof(b->after));
     }
     json_decref(items);
-    /* The marker goes in with the last batch of groups. */
-    if (e == AD_OK && !b->more && b->t == STORE_GROUPS &&
+    if (e == AD_OK && !b->more && b->t == REFS_TABLES - 1 &&
         (marker = json_pack("{s:b}", "built", 1)) == NULL)
         e = AD_ENOMEM;
     if (marker != NULL)
@@ -312,10 +343,8 @@ static ad_err refs_build_write(store_txn *tx, void *arg)
 
 ad_err registry_refs_build(store *st)
 {
-    static const store_table tables[] = {STORE_DEVICES, STORE_GROUPS};
     struct refs_build b;
     json_t *marker = NULL;
-    size_t i;
     ad_err e = registry_record_get(st, STORE_META, REFS_MARKER, &marker);
 
     json_decref(marker);
@@ -323,9 +352,9 @@ ad_err registry_refs_build(store *st)
         return e;
     /* Adding an entry that exists is harmless, so a build cut short and
      * run again ends with the same indexes. */
-    for (i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+    for (size_t t = 0; t < REFS_TABLES; t++) {
         memset(&b, 0, sizeof(b));
-        b.t = tables[i];
+        b.t = t;
         do {
             if ((e = store_write(st, refs_build_write, &b)) != AD_OK)
                 return e;

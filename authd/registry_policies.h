@@ -39,15 +39,25 @@ ad_err registry_named_delete(store *st, registry_named_kind kind,
 ad_err registry_refs_check(store_txn *tx, const json_t *policies,
                            const json_t *groups, char *why, size_t whylen);
 
-/* Keeps the reference indexes of the referrer id (a device: by_policy
- * STORE_IX_DEVICES_BY_POLICY, by_group STORE_IX_DEVICES_BY_GROUP; a
- * group: STORE_IX_GROUPS_BY_POLICY and by_group ignored) true when its
- * record goes from old to new (either NULL: created or deleted). */
-ad_err registry_refs_follow(store_txn *tx, int device, const char *id,
-                            const json_t *old_rec, const json_t *new_rec);
+/* What refers to policies and groups by name, and through which fields. */
+typedef enum {
+    REGISTRY_REFS_DEVICE,     /* "policies", "groups" */
+    REGISTRY_REFS_GROUP,      /* "policies" */
+    REGISTRY_REFS_ENROLLMENT, /* "groups" (of the devices it creates) */
+} registry_referrer;
 
-/* Builds the reference indexes from every device and group once, for a
- * store made before they existed (a META marker says it was done). */
+/* Keeps the reference indexes of the referrer id (a device:
+ * STORE_IX_DEVICES_BY_POLICY and _BY_GROUP; a group:
+ * STORE_IX_GROUPS_BY_POLICY; an enrollment: STORE_IX_ENROLLMENTS_BY_GROUP)
+ * true when its record goes from old to new (either NULL: created or
+ * deleted). */
+ad_err registry_refs_follow(store_txn *tx, registry_referrer who,
+                            const char *id, const json_t *old_rec,
+                            const json_t *new_rec);
+
+/* Builds the reference indexes from every device, group and enrollment
+ * once, for a store made before they existed (a META marker says it was
+ * done). */
 ad_err registry_refs_build(store *st);
 
 /* A policy's document as it was put, or a group's record (a new

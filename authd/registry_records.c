@@ -89,8 +89,10 @@ static ad_err hashed_create_write(store_txn *tx, void *arg)
     const struct hashed_write *w = arg;
     const char *hash =
         json_string_value(json_object_get(w->rec, w->k->hash_field));
-    ad_err e = store_put(tx, w->k->table, w->id, w->rec, STORE_NOOVERWRITE);
+    ad_err e = w->k->follow ? w->k->follow(tx, w->id, NULL, w->rec) : AD_OK;
 
+    if (e == AD_OK)
+        e = store_put(tx, w->k->table, w->id, w->rec, STORE_NOOVERWRITE);
     if (e == AD_OK)
         e = store_index_add(tx, w->k->ix, hash ? hash : "", w->id);
     if (e == AD_OK)
@@ -132,6 +134,8 @@ static ad_err hashed_delete_write(store_txn *tx, void *arg)
         e = store_index_del(tx, w->k->ix, hash, w->id);
     if (e == AD_OK)
         e = store_del(tx, w->k->table, w->id);
+    if (e == AD_OK && w->k->follow)
+        e = w->k->follow(tx, w->id, rec, NULL);
     if (e == AD_OK)
         e = store_audit(tx, w->actor, w->k->delete_action, w->id, NULL);
     json_decref(rec);

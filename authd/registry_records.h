@@ -48,6 +48,10 @@ typedef struct {
     const char *secret_field; /* the view's field showing it, once */
     const char *create_action, *delete_action; /* for the audit log */
     json_t *(*view)(const json_t *rec);        /* without the hash */
+    /* NULL, or what else the write does when a record goes from old to
+     * new (either NULL: created or deleted), in the same transaction. */
+    ad_err (*follow)(store_txn *tx, const char *id, const json_t *old_rec,
+                     const json_t *new_rec);
 } registry_hashed_kind;
 
 /* Stores rec (never over another of the same id) with its index entry

@@ -17,7 +17,7 @@ const char *const store_index_names[STORE_IX__COUNT] = {
     "ix_certs_by_device", "ix_certs_by_enrollment", "ix_certs_by_fpr",
     "ix_enrollment_tokens", "ix_apikey_hashes", "ix_children_by_gateway",
     "ix_active_children", "ix_devices_by_policy", "ix_devices_by_group",
-    "ix_groups_by_policy",
+    "ix_groups_by_policy", "ix_enrollments_by_group",
 };
 
 /* LMDB rejects empty keys and keys over 511 bytes; every key we store is

@@ -52,6 +52,7 @@ typedef enum {
     STORE_IX_DEVICES_BY_POLICY,   /* policy name -> device id */
     STORE_IX_DEVICES_BY_GROUP,    /* group name -> device id */
     STORE_IX_GROUPS_BY_POLICY,    /* policy name -> group name */
+    STORE_IX_ENROLLMENTS_BY_GROUP, /* group name -> enrollment id */
     STORE_IX__COUNT
 } store_index;
 

@@ -52,6 +52,37 @@ def test_unknown_policy_in_a_group_and_unknown_group_in_an_enrollment(admin):
     assert_error(admin.post("/v1/enrollments", body), 400, "unknown_group")
 
 
+def enrollment(admin, groups):
+    body = {"name": uid("ienr-"), "id_pattern": "*", "max_uses": 5, "expires_in": 600,
+            "groups": list(groups), "cert_days": 30}
+    r = admin.post("/v1/enrollments", body)
+    assert r.status == 201, r
+    return r.json["id"]
+
+
+def test_a_group_an_enrollment_names_cannot_be_deleted_unless_forced(admin):
+    # The devices an enrollment creates join its groups: deleting one of
+    # them would leave a factory batch failing every device it enrolls.
+    grp = group(admin)
+    eid = enrollment(admin, [grp])
+    r = admin.delete("/v1/groups/" + grp)
+    assert_error(r, 409, "in_use")
+    assert "enrollments " + eid in r.json["error"]["message"], r.json
+    # An update that drops the group, or deleting the enrollment, frees it.
+    assert admin.patch("/v1/enrollments/" + eid, {"groups": []}).status == 200
+    assert admin.delete("/v1/groups/" + grp).status == 204
+    grp2 = group(admin)
+    eid2 = enrollment(admin, [grp2])
+    assert_error(admin.delete("/v1/groups/" + grp2), 409, "in_use")
+    assert admin.patch("/v1/enrollments/" + eid2, {"groups": [grp2]}).status == 200
+    assert_error(admin.delete("/v1/groups/" + grp2), 409, "in_use")
+    assert admin.delete("/v1/enrollments/" + eid2).status in (200, 204)
+    assert admin.delete("/v1/groups/" + grp2).status == 204
+    grp3 = group(admin)
+    enrollment(admin, [grp3])
+    assert admin.delete("/v1/groups/%s?force=true" % grp3).status == 204
+
+
 def test_delete_of_a_used_policy_is_in_use_unless_forced(admin):
     pol = policy(admin)
     grp = group(admin, [pol])
@@ -170,30 +201,35 @@ def test_a_store_from_before_the_indexes_gets_them_at_start(spawn_authd):
     grp = group(api, [pol])
     did = uid("iold-")
     assert api.post("/v1/devices", {"id": did, "policies": [pol], "groups": [grp]}).status == 201
+    egrp = group(api)
+    eid = enrollment(api, [egrp])
     d.stop_and_check()
     store = os.path.join(d.data, "store")
     dump = subprocess.run(["mdb_dump", "-a", "-p", store], capture_output=True,
                           text=True, check=True).stdout
-    # Drop the three index databases and the marker, as an old store was.
+    # Drop the reference index databases and their markers (those of
+    # version 1, without the enrollments' groups, and of version 2), as an
+    # old store was.
     kept = []
     sections = dump.split("VERSION=")
     for sec in sections[1:]:
         name = [l for l in sec.splitlines() if l.startswith("database=")]
         if name and name[0].split("=", 1)[1] in (
-                "ix_devices_by_policy", "ix_devices_by_group", "ix_groups_by_policy"):
+                "ix_devices_by_policy", "ix_devices_by_group", "ix_groups_by_policy",
+                "ix_enrollments_by_group"):
             continue
         lines = sec.splitlines()
         if name and name[0] == "database=meta":
             i, filtered = 0, []
             while i < len(lines):
-                if lines[i] == " refs_index":
+                if lines[i] in (" refs_index", " refs_index_2"):
                     i += 2  # the key and its value
                     continue
                 filtered.append(lines[i])
                 i += 1
             lines = filtered
         kept.append("VERSION=" + "\n".join(lines) + "\n")
-    assert len(kept) == len(sections) - 4, "the three indexes were found"
+    assert len(kept) in (len(sections) - 4, len(sections) - 5), "the indexes were found"
     old = "".join(kept)
     assert "refs_index" not in old
     for f in os.listdir(store):
@@ -204,3 +240,6 @@ def test_a_store_from_before_the_indexes_gets_them_at_start(spawn_authd):
     assert_error(api2.delete("/v1/policies/" + pol), 409, "in_use")
     assert_error(api2.delete("/v1/groups/" + grp), 409, "in_use")
     assert did in api2.delete("/v1/groups/" + grp).json["error"]["message"]
+    r = api2.delete("/v1/groups/" + egrp)
+    assert_error(r, 409, "in_use")
+    assert eid in r.json["error"]["message"]
