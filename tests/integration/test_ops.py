@@ -343,3 +343,99 @@ def test_an_untrusted_server_certificate_gets_a_hint(spawn_authd, tmp_path):
     assert r.returncode == 3, r.stderr
     assert "not trusted" in r.stderr and "authctl login --url %s" % url in r.stderr, r.stderr
     assert "--cacert" in r.stderr and "ca/chain.pem" in r.stderr, r.stderr
+
+
+def _ca(name, signer=None):
+    """(cert, key): a CA certificate, self-signed or signed by signer."""
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_cert, issuer_key = signer if signer else (None, key)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer_cert.subject if issuer_cert else subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                           critical=False)
+            .sign(issuer_key, hashes.SHA256()))
+    return cert, key
+
+
+def _serve_ca_pem(tmp_path, chain_certs):
+    """An HTTPS server on 127.0.0.1 answering GET /v1/ca.pem with the given
+    certificates, as a man in the middle would. Returns (url, stop)."""
+    import http.server
+    import ssl
+    import threading
+
+    cert, key = _ca("mitm-tls")
+    cf, kf = tmp_path / "mitm.pem", tmp_path / "mitm.key"
+    cf.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    kf.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))
+    body = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain_certs)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            ok = self.path == "/v1/ca.pem"
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "application/x-pem-file")
+            self.send_header("Content-Length", str(len(body) if ok else 0))
+            self.end_headers()
+            if ok:
+                self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cf), str(kf))
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+    def stop():
+        srv.shutdown()
+        srv.server_close()
+    return "https://127.0.0.1:%d" % srv.server_address[1], stop
+
+
+def test_login_refuses_a_chain_holding_a_certificate_the_root_did_not_sign(tmp_path):
+    # The right root beside a CA of the attacker's: pinning the root must
+    # not make the attacker's CA trusted too.
+    root = _ca("pinned-root")
+    issuing = _ca("issuing", signer=root)
+    foreign = _ca("attacker-ca")
+    fpr = hashlib.sha256(root[0].public_bytes(serialization.Encoding.DER)).hexdigest()
+
+    url, stop = _serve_ca_pem(tmp_path, [foreign[0], root[0]])
+    try:
+        xdg = tmp_path / "xdg"
+        r = _ctl(["login", "--url", url, "--ca-fingerprint", fpr], xdg)
+        assert r.returncode == 1, r.stderr
+        assert "its root did not sign: refused, nothing written" in r.stderr, r.stderr
+        assert not xdg.exists(), "nothing may be written"
+    finally:
+        stop()
+
+    # The same server with an honest chain: accepted (so the refusal above
+    # was the signature check, not this server).
+    url, stop = _serve_ca_pem(tmp_path, [issuing[0], root[0]])
+    try:
+        xdg = tmp_path / "xdg2"
+        r = _ctl(["login", "--url", url, "--ca-fingerprint", fpr], xdg)
+        assert r.returncode == 0, r.stderr
+        assert (xdg / "authctl" / "config").exists()
+    finally:
+        stop()
