@@ -222,6 +222,12 @@ def test_the_readme_quick_start_runs_as_written(tmp_path):
                        "AUTHD_HTTP": "127.0.0.1:%d" % http,
                        "AUTHD_CHECK_HTTP": "127.0.0.1:%d" % check})
 
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt("SIGTERM (meson's timeout?)")
+
+    # The terminals are sessions of their own, out of reach of whoever
+    # ends this process's group: a SIGTERM must still run the cleanup.
+    previous = signal.signal(signal.SIGTERM, interrupted)
     terminals = []
     started = time.monotonic()
     try:
@@ -267,3 +273,4 @@ def test_the_readme_quick_start_runs_as_written(tmp_path):
     finally:
         for t in reversed(terminals):
             t.stop()
+        signal.signal(signal.SIGTERM, previous)
