@@ -176,7 +176,8 @@ def git_checkout(path):
     p = subprocess.run(["git", "-C", path, "rev-parse", "--show-toplevel"],
                        capture_output=True, text=True)
     if p.returncode != 0:
-        return None, "the source tree %s is not a git checkout: nothing to clone" % path
+        return None, "the source tree %s is not a git checkout: nothing to clone (git: %s)" % (
+            path, p.stderr.strip()[:300])
     top = p.stdout.strip()
     if os.path.realpath(top) != os.path.realpath(path):
         return None, "the source tree %s is inside the git checkout %s, not one" % (path, top)
