@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages authd needs, only those missing.
 #   deps.sh build   what building and running authd needs
+#   deps.sh broker  that plus mosquitto and its clients (README's quick start)
 #   deps.sh test    that plus what the test suites and benchmarks drive
 set -euo pipefail
 
@@ -13,8 +14,15 @@ test_pkgs=(curl python3 python3-pytest python3-cryptography python3-jwt
   haproxy postgresql-15 postgresql-client-15 libcoap3-bin
   debhelper dpkg-dev fakeroot man-db groff-base systemd)
 
+broker_pkgs=(mosquitto mosquitto-clients)
+
 want=("${build_pkgs[@]}")
-[ "${1:-build}" = test ] && want+=("${test_pkgs[@]}")
+case ${1:-build} in
+  build) ;;
+  broker) want+=("${broker_pkgs[@]}") ;;
+  test) want+=("${test_pkgs[@]}") ;;
+  *) echo "usage: deps.sh [build|broker|test]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${want[@]}"; do

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds authd four ways and tests each:
 #   build       plain: every suite, including those defined for plain
-#               builds only: 'cluster' and 'packaging' (the Debian package
-#               built from a scratch copy of the tree, about a minute)
+#               builds only: 'cluster', 'packaging' (the Debian package
+#               built from a scratch copy of the tree, about a minute) and
+#               'newcomer' (README's quick start on a fresh git clone,
+#               which scripts/run.sh builds: about a minute)
 #   build-asan  ASan+UBSan: every suite
 #   build-tsan  ThreadSanitizer (clang if present, else gcc): the
 #               'concurrency' suite, where any data race fails a test
