@@ -326,15 +326,17 @@ static int cmd_serve(config *cfg, int argc, char **argv)
             goto out;
         }
     }
-    atomic_store(&a.ready, 1);
     log_line("info",
              "event=started data=%s http=%s https=%s check=%s coaps=%s "
              "public_url=%s",
              cfg->data, cfg->http, cfg->https,
              cfg->check_socket[0] ? cfg->check_socket : cfg->check_http,
              cfg->coaps, cfg->public_url[0] ? cfg->public_url : "-");
+    /* Written before /readyz says ready, so that whoever waits for
+     * readiness (a script, systemd, a test) finds the summary complete. */
     if (fresh)
         datadir_summary(cfg, stderr);
+    atomic_store(&a.ready, 1);
 
     for (unsigned ticks = 1;; ticks++) {
         /* Wake every second: caches that the change feed no longer keeps
