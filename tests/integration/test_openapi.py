@@ -6,14 +6,20 @@ checks below, with every schema checked against JSON Schema 2020-12);
 and real answers of the daemon match the schemas it declares, so the
 document cannot drift from the code without a test failing."""
 
+import base64
 import copy
+import http.client
 import json
 import os
 import re
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp  # noqa: F401 (x509.ocsp below)
 
-from authd_harness import uid
+from authd_harness import (Device, Resp, basic, create_enrollment, csr_der_from_pem,
+                           enroll, load_cert, make_csr, quote, split_pem_chain, uid)
 
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -317,6 +323,15 @@ def test_structural_check_finds_what_it_claims_to():
 
 # ------------------------------------------ the daemon's real answers ----
 
+# (METHOD, path template) of every operation a real answer was checked
+# for, and the answer tests that ran to their end: the last test asks
+# that every operation of the document was exercised.
+EXERCISED = set()
+FINISHED = set()
+ANSWER_TESTS = ("registry", "check_token_compat", "ca_est_revocation", "public_errors",
+                "token_key")
+
+
 def response_schema(doc, method, path, status, ctype="application/json"):
     """The schema the document gives for this answer; fails when the
     document does not list the status or the media type."""
@@ -335,10 +350,14 @@ def response_schema(doc, method, path, status, ctype="application/json"):
 
 
 def assert_matches(doc, method, path, r):
-    """r (a Resp) is an answer the document allows for METHOD path."""
-    if r.status == 204 or not r.raw:
-        o = doc["paths"][path][method.lower()]
-        assert str(r.status) in o["responses"], "%s %s: %d undocumented" % (method, path, r.status)
+    """r (a Resp) is an answer the document allows for METHOD path: its
+    status is listed, its media type too, and a JSON body validates
+    against the declared schema."""
+    EXERCISED.add((method, template_key(path)))
+    o = doc["paths"][path][method.lower()]
+    if r.status == 204:
+        assert "204" in o["responses"], "%s %s: 204 undocumented" % (method, path)
+        assert not r.raw, "a 204 has no body"
         return
     ctype = r.headers.get("content-type", "").split(";")[0].strip()
     schema = response_schema(doc, method, path, r.status, ctype)
@@ -358,22 +377,36 @@ def assert_matches(doc, method, path, r):
         r.text[:1500])
 
 
+def stream_head(daemon, path, token):
+    """Status and headers of a streamed answer (GET /v1/events), without
+    waiting for a body that never ends."""
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.http_port, timeout=20)
+    try:
+        conn.request("GET", path, headers={"Authorization": "Bearer " + token})
+        r = conn.getresponse()
+        return Resp(r.status, r.getheaders(), b"")
+    finally:
+        conn.close()
+
+
 @pytest.fixture(scope="module")
 def world(authd, admin, tmp_path_factory):
     """A policy, a group, an enrollment and an enrolled device, made through
     the API, for the answers below."""
-    from authd_harness import create_enrollment, enroll
     pol, grp = uid("oa-pol-"), uid("oa-grp-")
-    r = admin.put("/v1/policies/" + pol, {"statements": [
+    put_pol = admin.put("/v1/policies/" + pol, {"statements": [
         {"effect": "allow", "actions": ["connect"], "client_ids": ["${device.id}"]},
         {"effect": "allow", "actions": ["publish", "subscribe"], "topics": ["dev/${device.id}/#"]},
         {"effect": "deny", "actions": ["publish"], "topics": ["dev/${device.id}/secret"]}]})
-    assert r.status == 201, r
-    assert admin.put("/v1/groups/" + grp, {"policies": [pol]}).status == 201
+    assert put_pol.status == 201, put_pol
+    put_grp = admin.put("/v1/groups/" + grp, {"policies": [pol]})
+    assert put_grp.status == 201, put_grp
     enr = create_enrollment(admin, groups=[grp])
-    dev, r = enroll(authd, enr["token"], uid("oa-dev-"), str(tmp_path_factory.mktemp("oa")))
+    devdir = str(tmp_path_factory.mktemp("oa"))
+    dev, r = enroll(authd, enr["token"], uid("oa-dev-"), devdir)
     assert r.status == 201, r
-    return {"policy": pol, "group": grp, "enrollment": enr, "device": dev, "enroll": r}
+    return {"policy": pol, "group": grp, "enrollment": enr, "device": dev, "enroll": r,
+            "put_policy": put_pol, "put_group": put_grp, "dir": devdir}
 
 
 def test_registry_answers_match_the_document(doc, authd, admin, world):
@@ -383,35 +416,55 @@ def test_registry_answers_match_the_document(doc, authd, admin, world):
     assert_matches(doc, "GET", "/v1/devices", admin.get("/v1/devices?limit=3"))
     r = admin.post("/v1/devices", {"id": uid("oa-new-"), "attributes": {"site": "x"}})
     assert_matches(doc, "POST", "/v1/devices", r)
-    r = admin.patch("/v1/devices/" + r.json["id"], {"gateway": dev.id})
+    child = r.json["id"]
+    r = admin.patch("/v1/devices/" + child, {"gateway": dev.id, "status": "suspended"})
     assert_matches(doc, "PATCH", "/v1/devices/{id}", r)
     assert_matches(doc, "GET", "/v1/devices/{id}/children",
                    admin.get("/v1/devices/%s/children" % dev.id))
+    assert_matches(doc, "DELETE", "/v1/devices/{id}", admin.delete("/v1/devices/" + child))
     assert_matches(doc, "GET", "/v1/enrollments/{id}", admin.get("/v1/enrollments/" + enr["id"]))
     assert_matches(doc, "GET", "/v1/enrollments", admin.get("/v1/enrollments?limit=3"))
-    assert_matches(doc, "POST", "/v1/enrollments",
-                   admin.post("/v1/enrollments", {"name": uid("oa-e-")}))
+    r = admin.post("/v1/enrollments", {"name": uid("oa-e-")})
+    assert_matches(doc, "POST", "/v1/enrollments", r)
+    assert_matches(doc, "PATCH", "/v1/enrollments/{id}",
+                   admin.patch("/v1/enrollments/" + r.json["id"], {"max_uses": 5}))
+    assert_matches(doc, "DELETE", "/v1/enrollments/{id}",
+                   admin.delete("/v1/enrollments/" + r.json["id"]))
     assert_matches(doc, "GET", "/v1/certs/{serial}", admin.get("/v1/certs/" + dev.serial))
     assert_matches(doc, "GET", "/v1/certs", admin.get("/v1/certs?device=" + dev.id))
+    assert_matches(doc, "PUT", "/v1/policies/{name}", world["put_policy"])
     assert_matches(doc, "GET", "/v1/policies", admin.get("/v1/policies?limit=5"))
     assert_matches(doc, "GET", "/v1/policies/{name}", admin.get("/v1/policies/" + world["policy"]))
+    spare = uid("oa-spare-")
+    stmt = {"statements": [{"effect": "allow", "actions": ["receive"], "topics": ["x/#"]}]}
+    assert admin.put("/v1/policies/" + spare, stmt).status == 201
+    r = admin.put("/v1/policies/" + spare, stmt)
+    assert r.status == 200, "putting it again replaces it: %r" % r
+    assert_matches(doc, "PUT", "/v1/policies/{name}", r)
+    assert_matches(doc, "PUT", "/v1/groups/{name}", world["put_group"])
+    r = admin.put("/v1/groups/" + spare, {"policies": [spare]})
+    r = admin.put("/v1/groups/" + spare, {})
+    assert r.status == 200, r
+    assert_matches(doc, "PUT", "/v1/groups/{name}", r)
     assert_matches(doc, "GET", "/v1/groups/{name}", admin.get("/v1/groups/" + world["group"]))
     assert_matches(doc, "GET", "/v1/groups", admin.get("/v1/groups?limit=5"))
-    assert_matches(doc, "POST", "/v1/apikeys",
-                   admin.post("/v1/apikeys", {"name": uid("oa-k-"), "role": "broker"}))
+    assert_matches(doc, "DELETE", "/v1/groups/{name}", admin.delete("/v1/groups/" + spare))
+    assert_matches(doc, "DELETE", "/v1/policies/{name}", admin.delete("/v1/policies/" + spare))
+    r = admin.post("/v1/apikeys", {"name": uid("oa-k-"), "role": "broker"})
+    assert_matches(doc, "POST", "/v1/apikeys", r)
     assert_matches(doc, "GET", "/v1/apikeys", admin.get("/v1/apikeys"))
-    assert_matches(doc, "GET", "/v1/audit", admin.get("/v1/audit?limit=20&order=desc"))
+    assert_matches(doc, "DELETE", "/v1/apikeys/{id}", admin.delete("/v1/apikeys/" + r.json["id"]))
+    assert_matches(doc, "GET", "/v1/audit", admin.get("/v1/audit?limit=30&order=desc"))
     assert_matches(doc, "GET", "/v1/audit/verify", admin.get("/v1/audit/verify"))
     assert_matches(doc, "POST", "/v1/policies/explain", admin.post("/v1/policies/explain", {
         "device": dev.id, "action": "publish", "topic": "dev/%s/t" % dev.id}))
     assert_matches(doc, "POST", "/v1/devices:import", admin.post(
         "/v1/devices:import", '{"id":"%s"}\n{"id":"%s"}\nnot json\n' % (uid("oa-i-"), dev.id),
         headers={"Content-Type": "application/x-ndjson"}))
-    assert_matches(doc, "POST", "/v1/devices/{id}/secret",
-                   admin.post("/v1/devices/%s/secret" % dev.id))
+    FINISHED.add("registry")
 
 
-def test_check_and_token_answers_match_the_document(doc, authd, admin, world):
+def test_check_token_and_compat_answers_match_the_document(doc, authd, admin, world):
     dev = world["device"]
     r = admin.post("/v1/check", {"action": "connect", "client_id": dev.id, "username": dev.id,
                                  "cert_serial": dev.serial})
@@ -434,24 +487,111 @@ def test_check_and_token_answers_match_the_document(doc, authd, admin, world):
                    admin.post("/v1/introspect", {"token": tok.json["access_token"]}))
     assert_matches(doc, "POST", "/v1/introspect", admin.post("/v1/introspect", {"token": "x"}))
     assert_matches(doc, "GET", "/v1/jwks", authd.request("GET", "/v1/jwks"))
+    assert_matches(doc, "GET", "/.well-known/jwks.json",
+                   authd.request("GET", "/.well-known/jwks.json"))
     assert_matches(doc, "GET", "/v1/gateway/bundle",
                    authd.request("GET", "/v1/gateway/bundle", tls=True, client_cert=dev.client_cert))
     assert_matches(doc, "POST", "/v1/tokens/revoke",
                    admin.post("/v1/tokens/revoke", {"jti": uid("oa-jti-")}))
-    assert_matches(doc, "POST", "/compat/mosquitto-go-auth/acl", admin.post(
-        "/compat/mosquitto-go-auth/acl", {"username": dev.id, "topic": "dev/%s/a" % dev.id, "acc": 2}))
-    assert_matches(doc, "POST", "/compat/emqx/authz", admin.post(
-        "/compat/emqx/authz", {"username": dev.id, "action": "publish", "topic": "x"}))
+    r = admin.post("/v1/devices/%s/secret" % dev.id)
+    assert_matches(doc, "POST", "/v1/devices/{id}/secret", r)
+    secret = r.json["secret"]
+    assert_matches(doc, "GET", "/v1/events", stream_head(authd, "/v1/events", admin.token))
+
+    def both(path, fields, want_status=None):
+        """The compat path by POST (JSON) and by GET (query string)."""
+        r = admin.post(path, fields)
+        if want_status:
+            assert r.status == want_status, r
+        assert_matches(doc, "POST", path, r)
+        q = "&".join("%s=%s" % (k, quote(str(v))) for k, v in fields.items())
+        g = admin.get(path + "?" + q)
+        assert (g.status, g.json) == (r.status, r.json), "GET answers as POST: %r %r" % (g, r)
+        assert_matches(doc, "GET", path, g)
+
+    both("/compat/mosquitto-go-auth/user",
+         {"username": dev.id, "password": secret, "clientid": dev.id}, 200)
+    both("/compat/mosquitto-go-auth/superuser", {"username": dev.id}, 403)
+    both("/compat/mosquitto-go-auth/acl",
+         {"username": dev.id, "clientid": dev.id, "topic": "dev/%s/a" % dev.id, "acc": 2}, 200)
+    both("/compat/mosquitto-go-auth/acl",
+         {"username": dev.id, "clientid": dev.id, "topic": "elsewhere", "acc": 2}, 403)
+    r = admin.post("/compat/emqx/authn", {"username": dev.id, "password": secret,
+                                          "clientid": dev.id})
+    assert r.json.get("result") == "allow" and "acl" in r.json, r
+    both("/compat/emqx/authn", {"username": dev.id, "password": secret, "clientid": dev.id})
+    both("/compat/emqx/authn", {"username": dev.id, "password": "wrong", "clientid": dev.id})
+    both("/compat/emqx/authz", {"username": dev.id, "clientid": dev.id, "action": "publish",
+                                "topic": "dev/%s/a" % dev.id})
     assert_matches(doc, "POST", "/compat/vernemq/{hook}", admin.post(
         "/compat/vernemq/auth_on_subscribe",
         {"username": dev.id, "topics": [{"topic": "dev/%s/a" % dev.id, "qos": 1},
                                         {"topic": "z", "qos": 0}]}))
+    assert_matches(doc, "POST", "/compat/vernemq/{hook}", admin.post(
+        "/compat/vernemq/auth_on_register",
+        {"username": dev.id, "client_id": dev.id, "password": "wrong"}))
+    assert_matches(doc, "POST", "/compat/vernemq", admin.post(
+        "/compat/vernemq", {"username": dev.id, "topic": "dev/%s/a" % dev.id},
+        headers={"vernemq-hook": "auth_on_publish"}))
+    FINISHED.add("check_token_compat")
 
 
-def test_public_and_error_answers_match_the_document(doc, authd, admin, world):
+def test_ca_est_and_revocation_answers_match_the_document(doc, authd, admin, world,
+                                                          make_enrollment):
+    dev = world["device"]
+    r = authd.request("POST", "/v1/renew", {"csr": dev.new_csr()}, tls=True,
+                      client_cert=dev.client_cert)
+    assert r.status == 201, r
+    assert_matches(doc, "POST", "/v1/renew", r)
+    r = admin.post("/v1/server-certs", {"csr": make_csr("oa.example")[1],
+                                        "dns": ["oa.example"], "ips": ["127.0.0.1"]})
+    assert r.status == 201, r
+    assert_matches(doc, "POST", "/v1/server-certs", r)
+
+    enr = make_enrollment()
+    newdev = Device(world["dir"], uid("oa-est-"))
+    body = base64.b64encode(csr_der_from_pem(newdev.csr_pem))
+    r = authd.request("POST", "/.well-known/est/simpleenroll", body, tls=True,
+                      headers=dict(basic(enr["id"], enr["token"]),
+                                   **{"Content-Type": "application/pkcs10"}))
+    assert r.status == 200, r
+    assert_matches(doc, "POST", "/.well-known/est/simpleenroll", r)
+    body = base64.b64encode(csr_der_from_pem(dev.new_csr()))
+    r = authd.request("POST", "/.well-known/est/simplereenroll", body, tls=True,
+                      client_cert=dev.client_cert, headers={"Content-Type": "application/pkcs10"})
+    assert r.status == 200, r
+    assert_matches(doc, "POST", "/.well-known/est/simplereenroll", r)
+
+    issuer = split_pem_chain(authd.ca_pem())[0]
+    req = x509.ocsp.OCSPRequestBuilder().add_certificate(
+        load_cert(dev.cert_pem), issuer, hashes.SHA1()).build().public_bytes(
+        serialization.Encoding.DER)
+    r = authd.request("POST", "/v1/ocsp", req, headers={"Content-Type": "application/ocsp-request"})
+    assert r.status == 200, r
+    assert_matches(doc, "POST", "/v1/ocsp", r)
+    r = authd.request("GET", "/v1/ocsp/" + quote(base64.b64encode(req).decode()))
+    assert r.status == 200, r
+    assert_matches(doc, "GET", "/v1/ocsp/{request}", r)
+
+    r = admin.post("/v1/certs/%s/revoke" % dev.serial, {"reason": "superseded"})
+    assert r.status == 200, r
+    assert_matches(doc, "POST", "/v1/certs/{serial}/revoke", r)
+    r = admin.post("/v1/certs/%s/revoke" % dev.serial, {})
+    assert r.status == 409, "revoking twice is a conflict: %r" % r
+    assert_matches(doc, "POST", "/v1/certs/{serial}/revoke", r)
+    victim = admin.post("/v1/devices", {"id": uid("oa-rv-")}).json["id"]
+    assert_matches(doc, "POST", "/v1/devices/{id}/revoke",
+                   admin.post("/v1/devices/%s/revoke" % victim, {"reason": "keyCompromise"}))
+    FINISHED.add("ca_est_revocation")
+
+
+def test_public_and_error_answers_match_the_document(doc, authd, admin, world, served):
+    assert_matches(doc, "GET", "/v1/openapi.json", served)
     for path in ("/healthz", "/readyz", "/v1/ca", "/v1/ca.pem", "/v1/crl", "/v1/crl.pem",
                  "/.well-known/est/cacerts", "/.well-known/est/csrattrs", "/metrics"):
-        assert_matches(doc, "GET", path, authd.request("GET", path))
+        r = authd.request("GET", path)
+        assert r.status in (200, 204), r
+        assert_matches(doc, "GET", path, r)
     r = admin.get("/v1/devices/" + uid("oa-none-"))
     assert r.status == 404
     assert_matches(doc, "GET", "/v1/devices/{id}", r)
@@ -467,17 +607,36 @@ def test_public_and_error_answers_match_the_document(doc, authd, admin, world):
     r = admin.delete("/v1/groups/" + world["group"])
     assert r.status == 409
     assert_matches(doc, "DELETE", "/v1/groups/{name}", r)
-    r = admin.post("/v1/certs/%s/revoke" % world["device"].serial, {"reason": "superseded"})
-    assert_matches(doc, "POST", "/v1/certs/{serial}/revoke", r)
-    victim = admin.post("/v1/devices", {"id": uid("oa-rv-")}).json["id"]
-    assert_matches(doc, "POST", "/v1/devices/{id}/revoke",
-                   admin.post("/v1/devices/%s/revoke" % victim, {"reason": "keyCompromise"}))
+    r = admin.post("/v1/check", {"action": "fly"})
+    assert r.status in (200, 400), r
+    assert_matches(doc, "POST", "/v1/check", r)
+    r = admin.get("/v1/certs?status=bogus")
+    assert r.status == 400
+    assert_matches(doc, "GET", "/v1/certs", r)
+    FINISHED.add("public_errors")
+
+
+def test_token_key_rotation_answer_matches_the_document(doc, spawn_authd):
+    """On a daemon of its own: a rotated key stays in the JWKS forever,
+    which the shared daemon's other tests should not have to expect."""
+    d = spawn_authd()
+    r = d.api(d.admin_key).post("/v1/token-keys")
+    assert r.status == 201, r
+    assert_matches(doc, "POST", "/v1/token-keys", r)
+    FINISHED.add("token_key")
+
+
+def test_every_operation_was_checked_against_a_real_answer(doc):
+    if set(ANSWER_TESTS) - FINISHED:
+        pytest.skip("needs the answer tests above to have run: %s"
+                    % sorted(set(ANSWER_TESTS) - FINISHED))
+    left = sorted("%s %s" % k for k in set(operations(doc)) - EXERCISED)
+    assert not left, "operations no real answer was checked for: %s" % left
 
 
 def test_an_answer_off_the_document_is_caught(doc):
-    """assert_matches itself can fail: a device without its id, and an
-    error body with an unknown code, are both refused."""
-    from authd_harness import Resp
+    """assert_matches itself can fail: a device without its id, an error
+    body with an unknown code and an undocumented status are refused."""
     bad = Resp(200, [("Content-Type", "application/json")],
                b'{"status":"active","groups":[],"policies":[],"attributes":{}}')
     with pytest.raises(AssertionError, match="does not match"):
@@ -488,4 +647,7 @@ def test_an_answer_off_the_document_is_caught(doc):
         assert_matches(doc, "GET", "/v1/devices/{id}", bad)
     bad = Resp(418, [("Content-Type", "application/json")], b'{}')
     with pytest.raises(AssertionError, match="does not list"):
+        assert_matches(doc, "GET", "/v1/devices/{id}", bad)
+    bad = Resp(200, [("Content-Type", "text/html")], b'<p>')
+    with pytest.raises(AssertionError, match="no text/html body"):
         assert_matches(doc, "GET", "/v1/devices/{id}", bad)
