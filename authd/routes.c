@@ -42,6 +42,7 @@ static const http_route table[] = {
     R("GET", "/healthz", LISTEN_ALL, ACCESS_PUBLIC, route_healthz),
     R("GET", "/readyz", LISTEN_ALL, ACCESS_PUBLIC, route_readyz),
     R("GET", "/metrics", LISTEN_ALL, ACCESS_PUBLIC, route_metrics),
+    R("GET", "/v1/openapi.json", LISTEN_MAIN, ACCESS_PUBLIC, route_openapi),
 
     /* the CA and issuance (§4) */
     R("GET", "/v1/ca", LISTEN_MAIN, ACCESS_PUBLIC, route_ca_info),

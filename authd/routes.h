@@ -17,6 +17,8 @@ const http_route *routes_table(size_t *n);
 void route_healthz(http_req *r);
 void route_readyz(http_req *r);
 void route_metrics(http_req *r);
+/* GET /v1/openapi.json: the API description (docs/openapi.json). */
+void route_openapi(http_req *r);
 
 /* routes_ca.c */
 void route_ca_info(http_req *r);

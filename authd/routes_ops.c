@@ -1,4 +1,4 @@
-/* Health, readiness and metrics (docs/api.md §14). */
+/* Health, readiness, metrics (docs/api.md §14) and the OpenAPI document. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -6,11 +6,20 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include "openapi.h"
 #include "routes.h"
 
 void route_healthz(http_req *r)
 {
     http_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+void route_openapi(http_req *r)
+{
+    size_t len;
+    const char *doc = openapi_json(&len);
+
+    http_reply_bytes(r, 200, "application/json", doc, len);
 }
 
 void route_readyz(http_req *r)

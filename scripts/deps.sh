@@ -7,8 +7,9 @@ set -euo pipefail
 
 build_pkgs=(gcc pkg-config meson ninja-build libssl-dev libmicrohttpd-dev
   libgnutls28-dev liblmdb-dev libjansson-dev libargon2-dev openssl
-  libcurl4-openssl-dev mosquitto-dev libmosquitto-dev libpq-dev libcoap3-dev)
-test_pkgs=(curl python3 python3-pytest python3-cryptography python3-jwt
+  libcurl4-openssl-dev mosquitto-dev libmosquitto-dev libpq-dev libcoap3-dev
+  python3)  # python3: scripts/embed.py compiles docs/openapi.json in
+test_pkgs=(curl python3 python3-pytest python3-cryptography python3-jwt python3-jsonschema
   clang libclang-rt-14-dev valgrind wrk golang-cfssl nginx-light lmdb-utils
   mosquitto mosquitto-clients python3-paho-mqtt libjwt-dev
   haproxy postgresql-15 postgresql-client-15 libcoap3-bin
