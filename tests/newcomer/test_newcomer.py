@@ -31,9 +31,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                "integration"))
+from authd_harness import free_ports  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.environ.get("NEWCOMER_SOURCE") or os.path.join(HERE, "..", "..")
@@ -51,19 +56,6 @@ def quickstart(readme_path):
 
 def expected_lines(script):
     return [m.group(1).strip() for m in re.finditer(r"^#   (.*)$", script, re.M)]
-
-
-def free_ports(n):
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def port_open(port):
