@@ -18,20 +18,17 @@ from test_revocation import SseClient
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DASHBOARD = os.path.join(REPO, "dist", "grafana-authd.json")
 
-# The reasons the reason label may take (docs/api.md §10.3), and "other".
-REASONS = {
-    "allowed", "explicit_deny", "no_matching_allow", "no_policy", "denied",
-    "invalid_topic", "invalid_filter", "invalid_client_id", "invalid_action",
-    "unknown_action", "invalid_acc", "outside_token_scope", "unknown_device",
-    "device_suspended", "device_revoked", "unknown_certificate",
-    "invalid_certificate_id", "invalid_certificate", "certificate_mismatch",
-    "certificate_required", "certificate_revoked", "certificate_expired",
-    "not_a_device_certificate", "no_valid_certificate", "invalid_token",
-    "token_expired", "token_revoked", "token_for_another_device",
-    "token_certificate_mismatch", "token_certificate_revoked", "no_credential",
-    "invalid_credential", "no_identity", "policy_error", "store_error",
-    "internal_error", "not_gateway", "gateway_suspended", "gateway_revoked",
-    "username_mismatch", "rate_limited", "other"}
+
+def served_reasons():
+    """The values the reason label may take: authd/http.c's table (the
+    check reasons, and "other" for any reason not in it)."""
+    with open(os.path.join(REPO, "authd", "http.c"), encoding="utf-8") as f:
+        text = f.read()
+    table = text[text.index("check_reasons[] = {"):]
+    return set(re.findall(r'"([a-z_]+)"', table[:table.index("};")]))
+
+
+REASONS = served_reasons()
 
 
 def samples(text):
@@ -265,3 +262,31 @@ def test_api_md_lists_every_served_series(authd):
     assert "authd_build_info" in families, sorted(families)
     missing = sorted(f for f in families if "`%s`" % f not in section)
     assert not missing, "series served but not listed in docs/api.md §14: %s" % missing
+
+
+def test_every_reason_a_check_can_answer_has_its_own_label_value():
+    """The reason label's table is a list of its own beside the reasons
+    the checker answers: a reason missing from it would hide as "other".
+    Every reason literal the daemon and policy/ answer with, and every
+    reason docs/api.md §10.3 lists, must be in it."""
+    emitted = set()
+    for d in ("authd", "policy"):
+        for name in os.listdir(os.path.join(REPO, d)):
+            if name.endswith(".c"):
+                with open(os.path.join(REPO, d, name), encoding="utf-8") as f:
+                    src = f.read()
+                emitted |= set(re.findall(r'check_result_deny\([^,]+,\s*"([a-z_]+)"', src))
+                emitted |= set(re.findall(r'\breason\s*=\s*"([a-z_]+)"', src))
+    # "deferred" is never answered: the request is run again on the
+    # secret lane, which answers the real reason.
+    emitted.discard("deferred")
+    assert len(emitted) > 20, emitted
+    assert emitted <= REASONS, "answered but not a label value: %s" % sorted(emitted - REASONS)
+    with open(os.path.join(REPO, "docs", "api.md"), encoding="utf-8") as f:
+        doc = f.read()
+    section = doc[doc.index("### 10.3 Reasons"):doc.index("### 10.4")]
+    listed = set()
+    for cell in re.findall(r"^\| ([^|]+) \|", section, re.M):
+        listed |= set(re.findall(r"`([a-z_]+)`", cell))
+    assert len(listed) > 30, listed
+    assert listed <= REASONS, "documented but not a label value: %s" % sorted(listed - REASONS)
