@@ -13,7 +13,7 @@ import statistics
 import threading
 import time
 
-from authd_harness import basic, connect_group, secret_device, uid
+from authd_harness import basic, connect_group, secret_device
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 MIB = 1024 * 1024
