@@ -181,6 +181,35 @@ def test_create_racing_delete_never_leaves_a_dangling_reference(admin):
             assert d.status == 204
 
 
+def test_enrollment_racing_its_groups_delete_never_leaves_a_dangling_group(admin):
+    """The same for an enrollment naming a group: an enrollment that was
+    created names a group that exists, or the delete was refused."""
+    for _ in range(15):
+        grp = group(admin)
+        out = {}
+        body = {"name": uid("irace-"), "id_pattern": "*", "max_uses": 5,
+                "expires_in": 600, "groups": [grp], "cert_days": 30}
+
+        def create():
+            out["c"] = admin.post("/v1/enrollments", body)
+
+        def delete():
+            out["d"] = admin.delete("/v1/groups/" + grp)
+
+        ts = [threading.Thread(target=create), threading.Thread(target=delete)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        c, d = out["c"], out["d"]
+        if c.status == 201:
+            assert d.status == 409, "the delete must see the new reference: %r %r" % (c, d)
+            assert admin.get("/v1/groups/" + grp).status == 200
+        else:
+            assert_error(c, 400, "unknown_group")
+            assert d.status == 204
+
+
 def test_a_store_from_before_the_indexes_gets_them_at_start(spawn_authd):
     """A data dir written by a daemon without the reference indexes (made
     here by copying an LMDB store without them and without the marker)
