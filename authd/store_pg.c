@@ -518,6 +518,8 @@ static void tx_fail(ptxn *tx, int why, ad_err *e)
     }
 }
 
+static int conn_begin_read(pstore *s, pconn *pc);
+
 /* run() inside a transaction: notes failures where the writer (or the
  * read pool) will see them, and keeps the result until the txn ends.
  * With writes queued, it goes last in their pipeline: they are answered
@@ -556,6 +558,14 @@ static PGresult *tx_run(ptxn *tx, int id, int n, const char *const *vals,
         }
     } else {
         r = run(tx->pc, id, n, vals, lens, &why);
+        /* A pooled connection that the server dropped while it sat idle
+         * (a restart, a failover, a cut) looks fine until its first
+         * query. Before that query a read has taken no snapshot, so a
+         * fresh connection asked the same answers exactly as this read
+         * would have: one reconnect, not a 503. */
+        if (r == NULL && why == R_LOST && !tx->base.writable &&
+            tx->nres == 0 && conn_begin_read(s, tx->pc) == 0)
+            r = run(tx->pc, id, n, vals, lens, &why);
     }
     if (r == NULL) {
         tx_fail(tx, why, e);
