@@ -219,17 +219,11 @@ static ad_err import_write(store_txn *tx, void *arg)
         e = registry_refs_check(tx, json_object_get(rec, "policies"),
                                 json_object_get(rec, "groups"), it->why,
                                 sizeof(it->why));
-        if (e == AD_EUNKPOLICY || e == AD_EUNKGROUP) {
-            it->e = e;
-            e = AD_OK;
-            json_decref(rec);
-            rec = NULL;
-            continue;
-        }
         if (e == AD_OK)
             e = store_put_text(tx, STORE_DEVICES, it->id, it->record,
                                strlen(it->record), STORE_NOOVERWRITE);
-        if (e == AD_EEXISTS) {
+        /* The line's own failure: reported for it, the others go on. */
+        if (e == AD_EUNKPOLICY || e == AD_EUNKGROUP || e == AD_EEXISTS) {
             it->e = e;
             e = AD_OK;
             json_decref(rec);
