@@ -153,6 +153,16 @@ def test_enrolled_device_holds_its_enrollments_groups(authd, admin, devdir):
     assert_error(r, 400, "unknown_group")
 
 
+def race(create, delete, out):
+    """Runs create and delete at once; their answers, out["c"], out["d"]."""
+    ts = [threading.Thread(target=create), threading.Thread(target=delete)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    return out["c"], out["d"]
+
+
 def test_create_racing_delete_never_leaves_a_dangling_reference(admin):
     """Creates naming a policy race its delete: whichever order the
     writes take, a device that was created holds a policy that exists,
@@ -168,12 +178,7 @@ def test_create_racing_delete_never_leaves_a_dangling_reference(admin):
         def delete():
             out["d"] = admin.delete("/v1/policies/" + pol)
 
-        ts = [threading.Thread(target=create), threading.Thread(target=delete)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(30)
-        c, d = out["c"], out["d"]
+        c, d = race(create, delete, out)
         if c.status == 201:
             assert d.status == 409, "the delete must see the new reference: %r %r" % (c, d)
         else:
@@ -196,12 +201,7 @@ def test_enrollment_racing_its_groups_delete_never_leaves_a_dangling_group(admin
         def delete():
             out["d"] = admin.delete("/v1/groups/" + grp)
 
-        ts = [threading.Thread(target=create), threading.Thread(target=delete)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(30)
-        c, d = out["c"], out["d"]
+        c, d = race(create, delete, out)
         if c.status == 201:
             assert d.status == 409, "the delete must see the new reference: %r %r" % (c, d)
             assert admin.get("/v1/groups/" + grp).status == 200
